@@ -1,0 +1,514 @@
+/*
+ * ioctl.sys - a legacy (non-PnP) WDM test driver for ICA.
+ *
+ * \Device\IcaIoctl (symlink \DosDevices\IcaIoctl), buffered I/O.
+ *   CREATE/CLEANUP/CLOSE   success (CREATE counts opens under a spinlock)
+ *   WRITE                  stores up to 256 bytes in a pool scratch buffer
+ *   READ                   returns the stored bytes
+ *   IOCTL_ICA_REVERSE      METHOD_BUFFERED   output = input reversed
+ *   IOCTL_ICA_COUNT        METHOD_IN_DIRECT  count bytes == input[0] in the MDL buffer
+ *   IOCTL_ICA_FILL         METHOD_OUT_DIRECT fill the MDL buffer with (UCHAR)(seed + i*7)
+ *   IOCTL_ICA_MULTIPLY     METHOD_NEITHER    ULONGLONG a*b
+ *   IOCTL_ICA_SELFTEST     METHOD_BUFFERED   in-driver checks of kernel services
+ */
+
+#ifdef _X86_
+/* On x86 bind InterlockedXxx to the fastcall exports of ntoskrnl.exe instead
+ * of compiler intrinsics, as old DDK builds did; the intrinsics
+ * (_InterlockedXxx) are still checked alongside. */
+#define NO_INTERLOCKED_INTRINSICS
+#endif
+
+#include <ntddk.h>
+#include "common.h"
+#include "icadrv.h"
+
+/* CRT exports of ntoskrnl.exe (declared here rather than through the mingw
+ * CRT headers, which may redirect printf-family names to mingw's own). */
+int __cdecl _snprintf(char *buffer, size_t count, const char *format, ...);
+int __cdecl _snwprintf(wchar_t *buffer, size_t count, const wchar_t *format, ...);
+
+#define ICA_IOCTL_TAG 0x74636C49UL /* 'tclI': reads "Ilct" in memory */
+
+typedef struct _ICA_IOCTL_EXTENSION {
+    PUCHAR Scratch;          /* ICA_SCRATCH_SIZE bytes from nonpaged pool */
+    ULONG Length;            /* bytes stored by the last WRITE */
+    LONG OpenCount;          /* number of CREATEs seen */
+    KSPIN_LOCK Lock;         /* protects OpenCount, Scratch and Length */
+} ICA_IOCTL_EXTENSION, *PICA_IOCTL_EXTENSION;
+
+DRIVER_INITIALIZE DriverEntry;
+static DRIVER_UNLOAD IcaUnload;
+static DRIVER_DISPATCH IcaCreateClose;
+static DRIVER_DISPATCH IcaRead;
+static DRIVER_DISPATCH IcaWrite;
+static DRIVER_DISPATCH IcaDeviceControl;
+
+static NTSTATUS NTAPI IcaCreateClose(PDEVICE_OBJECT DeviceObject, PIRP Irp)
+{
+    PIO_STACK_LOCATION stack = IoGetCurrentIrpStackLocation(Irp);
+    PICA_IOCTL_EXTENSION ext = DeviceObject->DeviceExtension;
+    KIRQL irql;
+
+    DbgPrint("ioctl: %s\n", IcaMajorName(stack->MajorFunction));
+    if (stack->MajorFunction == IRP_MJ_CREATE) {
+        KeAcquireSpinLock(&ext->Lock, &irql);
+        ext->OpenCount++;
+        KeReleaseSpinLock(&ext->Lock, irql);
+    }
+    return IcaComplete(Irp, STATUS_SUCCESS, 0);
+}
+
+static NTSTATUS NTAPI IcaWrite(PDEVICE_OBJECT DeviceObject, PIRP Irp)
+{
+    PIO_STACK_LOCATION stack = IoGetCurrentIrpStackLocation(Irp);
+    PICA_IOCTL_EXTENSION ext = DeviceObject->DeviceExtension;
+    ULONG len = stack->Parameters.Write.Length;
+    KIRQL irql;
+
+    if (len > ICA_SCRATCH_SIZE)
+        len = ICA_SCRATCH_SIZE;
+    if (len != 0 && Irp->AssociatedIrp.SystemBuffer == NULL)
+        return IcaComplete(Irp, STATUS_INVALID_PARAMETER, 0);
+
+    KeAcquireSpinLock(&ext->Lock, &irql);
+    if (len != 0)
+        RtlCopyMemory(ext->Scratch, Irp->AssociatedIrp.SystemBuffer, len);
+    ext->Length = len;
+    KeReleaseSpinLock(&ext->Lock, irql);
+    return IcaComplete(Irp, STATUS_SUCCESS, len);
+}
+
+static NTSTATUS NTAPI IcaRead(PDEVICE_OBJECT DeviceObject, PIRP Irp)
+{
+    PIO_STACK_LOCATION stack = IoGetCurrentIrpStackLocation(Irp);
+    PICA_IOCTL_EXTENSION ext = DeviceObject->DeviceExtension;
+    ULONG len = stack->Parameters.Read.Length;
+    KIRQL irql;
+
+    KeAcquireSpinLock(&ext->Lock, &irql);
+    if (len > ext->Length)
+        len = ext->Length;
+    if (len != 0 && Irp->AssociatedIrp.SystemBuffer != NULL)
+        RtlCopyMemory(Irp->AssociatedIrp.SystemBuffer, ext->Scratch, len);
+    else
+        len = 0;
+    KeReleaseSpinLock(&ext->Lock, irql);
+    return IcaComplete(Irp, STATUS_SUCCESS, len);
+}
+
+/* ---------------------------------------------------------------------- */
+/* IOCTL_ICA_SELFTEST                                                      */
+
+static void IcaRecord(PICA_SELFTEST_RESULT r, BOOLEAN ok, const char *name)
+{
+    ULONG i;
+
+    if (ok) {
+        r->Passed++;
+        return;
+    }
+    if (r->Failed++ == 0) {
+        /* Plain loop: do not depend on the string routines under test. */
+        for (i = 0; i + 1 < ICA_FAILURE_TEXT_LEN && name[i] != '\0'; i++)
+            r->FirstFailure[i] = name[i];
+        r->FirstFailure[i] = '\0';
+    }
+    DbgPrint("ioctl: selftest check failed: %s\n", name);
+}
+
+#define CHECK(cond, name) IcaRecord(r, (BOOLEAN)((cond) ? TRUE : FALSE), (name))
+
+static void IcaTestPoolAndMemory(PICA_SELFTEST_RESULT r)
+{
+    PUCHAR p = ExAllocatePoolWithTag(NonPagedPool, 64, ICA_IOCTL_TAG);
+    UCHAR b[16];
+    ULONG i;
+    BOOLEAN ok;
+
+    CHECK(p != NULL, "ExAllocatePoolWithTag");
+    if (p == NULL)
+        return;
+
+    memset(p, 0xA5, 64);
+    ok = TRUE;
+    for (i = 0; i < 64; i++)
+        if (p[i] != 0xA5)
+            ok = FALSE;
+    CHECK(ok, "memset");
+
+    for (i = 0; i < 16; i++)
+        b[i] = (UCHAR)(i * 3 + 1);
+    CHECK(memcpy(p + 8, b, 16) == p + 8, "memcpy return");
+    ok = TRUE;
+    for (i = 0; i < 16; i++)
+        if (p[8 + i] != (UCHAR)(i * 3 + 1))
+            ok = FALSE;
+    CHECK(ok && p[7] == 0xA5 && p[24] == 0xA5, "memcpy");
+
+    CHECK(memcmp(p + 8, b, 16) == 0, "memcmp equal");
+    b[5] ^= 0x80; /* b[5] = 16 | 0x80 > p[13] */
+    CHECK(memcmp(p + 8, b, 16) < 0, "memcmp less");
+    CHECK(memcmp(b, p + 8, 16) > 0, "memcmp greater");
+
+    /* Overlapping moves in both directions. */
+    memcpy(p, "0123456789", 10);
+    memmove(p + 2, p, 8);
+    CHECK(memcmp(p, "0101234567", 10) == 0, "memmove forward overlap");
+    memcpy(p, "0123456789", 10);
+    memmove(p, p + 2, 8);
+    CHECK(memcmp(p, "2345678989", 10) == 0, "memmove backward overlap");
+
+    ExFreePoolWithTag(p, ICA_IOCTL_TAG);
+    CHECK(TRUE, "ExFreePoolWithTag");
+}
+
+static void IcaTestCrtStrings(PICA_SELFTEST_RESULT r)
+{
+    char buf[64];
+    wchar_t wbuf[32];
+    int n;
+
+    CHECK(strlen("hello") == 5 && strlen("") == 0, "strlen");
+    CHECK(wcslen(L"hello") == 5 && wcslen(L"") == 0, "wcslen");
+    CHECK(strcmp("abc", "abc") == 0 && strcmp("abc", "abd") < 0 &&
+          strcmp("abd", "abc") > 0 && strcmp("ab", "abc") < 0, "strcmp");
+    CHECK(_stricmp("HeLLo", "hello") == 0 && _stricmp("abc", "ABD") < 0, "_stricmp");
+    CHECK(_wcsicmp(L"ICA Driver", L"ica dRIVER") == 0 && _wcsicmp(L"b", L"A") > 0, "_wcsicmp");
+
+    memset(buf, 'x', sizeof(buf));
+    strncpy(buf, "abcdef", 3);
+    CHECK(buf[0] == 'a' && buf[1] == 'b' && buf[2] == 'c' && buf[3] == 'x', "strncpy");
+    memset(buf, 'x', sizeof(buf));
+    strncpy(buf, "ab", 5);
+    CHECK(buf[0] == 'a' && buf[1] == 'b' && buf[2] == 0 && buf[3] == 0 && buf[4] == 0 &&
+          buf[5] == 'x', "strncpy pad");
+
+    memset(wbuf, 0xFF, sizeof(wbuf));
+    wcsncpy(wbuf, L"wide", 8);
+    CHECK(wbuf[0] == L'w' && wbuf[3] == L'e' && wbuf[4] == 0 && wbuf[7] == 0 &&
+          wbuf[8] == 0xFFFF, "wcsncpy");
+
+    memset(buf, 0, sizeof(buf));
+    n = _snprintf(buf, sizeof(buf), "%s-%d-%x-%08lx-%c", "ab", -12, 0xbeef, 0x1234UL, 'z');
+    CHECK(n == 22 && strcmp(buf, "ab--12-beef-00001234-z") == 0, "_snprintf");
+
+    memset(buf, 'x', sizeof(buf));
+    n = _snprintf(buf, 4, "%s", "abcdef");
+    CHECK(n < 0 && memcmp(buf, "abcdx", 5) == 0, "_snprintf truncation");
+
+    memset(wbuf, 0, sizeof(wbuf));
+    n = _snwprintf(wbuf, 32, L"%ws=%d", L"key", -42);
+    CHECK(n == 7 && wcslen(wbuf) == 7 && _wcsicmp(wbuf, L"KEY=-42") == 0, "_snwprintf");
+}
+
+static void IcaTestRtlStrings(PICA_SELFTEST_RESULT r)
+{
+    UNICODE_STRING a, b, c;
+    ANSI_STRING as, as2;
+    WCHAR storage[32];
+    CHAR astorage[32];
+    NTSTATUS st;
+
+    RtlInitUnicodeString(&a, L"IcaTest");
+    CHECK(a.Length == 14 && a.MaximumLength == 16 && a.Buffer != NULL, "RtlInitUnicodeString");
+    RtlInitUnicodeString(&c, NULL);
+    CHECK(c.Length == 0 && c.MaximumLength == 0 && c.Buffer == NULL, "RtlInitUnicodeString NULL");
+
+    RtlInitUnicodeString(&b, L"ICATEST");
+    CHECK(RtlCompareUnicodeString(&a, &b, TRUE) == 0, "RtlCompareUnicodeString insensitive");
+    CHECK(RtlCompareUnicodeString(&a, &b, FALSE) > 0, "RtlCompareUnicodeString sensitive");
+    CHECK(RtlEqualUnicodeString(&a, &b, TRUE) && !RtlEqualUnicodeString(&a, &b, FALSE),
+          "RtlEqualUnicodeString");
+
+    c.Buffer = storage;
+    c.Length = 0;
+    c.MaximumLength = sizeof(storage);
+    RtlCopyUnicodeString(&c, &a);
+    CHECK(c.Length == 14 && RtlEqualUnicodeString(&a, &c, FALSE), "RtlCopyUnicodeString");
+
+    st = RtlAppendUnicodeToString(&c, L"-42");
+    CHECK(NT_SUCCESS(st) && c.Length == 20 && memcmp(c.Buffer, L"IcaTest-42", 20) == 0,
+          "RtlAppendUnicodeToString");
+    c.MaximumLength = 22;
+    st = RtlAppendUnicodeToString(&c, L"xyz");
+    CHECK(st == STATUS_BUFFER_TOO_SMALL && c.Length == 20, "RtlAppendUnicodeToString overflow");
+
+    RtlInitAnsiString(&as, "Hello");
+    CHECK(as.Length == 5 && as.MaximumLength == 6, "RtlInitAnsiString");
+    RtlZeroMemory(&b, sizeof(b));
+    st = RtlAnsiStringToUnicodeString(&b, &as, TRUE);
+    CHECK(NT_SUCCESS(st) && b.Buffer != NULL && b.Length == 10 &&
+          memcmp(b.Buffer, L"Hello", 10) == 0, "RtlAnsiStringToUnicodeString");
+    if (NT_SUCCESS(st))
+        RtlFreeUnicodeString(&b);
+    CHECK(b.Buffer == NULL, "RtlFreeUnicodeString");
+
+    as2.Buffer = astorage;
+    as2.Length = 0;
+    as2.MaximumLength = sizeof(astorage);
+    st = RtlUnicodeStringToAnsiString(&as2, &a, FALSE);
+    CHECK(NT_SUCCESS(st) && as2.Length == 7 && memcmp(astorage, "IcaTest", 7) == 0,
+          "RtlUnicodeStringToAnsiString");
+}
+
+static void IcaTestIrqlAndLocks(PICA_SELFTEST_RESULT r)
+{
+    KSPIN_LOCK lock;
+    KIRQL old, old2;
+
+    CHECK(KeGetCurrentIrql() == PASSIVE_LEVEL, "KeGetCurrentIrql passive");
+
+    KeInitializeSpinLock(&lock);
+    KeAcquireSpinLock(&lock, &old);
+    CHECK(KeGetCurrentIrql() == DISPATCH_LEVEL, "KeAcquireSpinLock raises to DISPATCH_LEVEL");
+    KeReleaseSpinLock(&lock, old);
+    CHECK(old == PASSIVE_LEVEL && KeGetCurrentIrql() == PASSIVE_LEVEL, "KeReleaseSpinLock restores");
+
+    KeRaiseIrql(APC_LEVEL, &old);
+    CHECK(old == PASSIVE_LEVEL && KeGetCurrentIrql() == APC_LEVEL, "KeRaiseIrql APC_LEVEL");
+    KeRaiseIrql(DISPATCH_LEVEL, &old2);
+    CHECK(old2 == APC_LEVEL && KeGetCurrentIrql() == DISPATCH_LEVEL, "KeRaiseIrql DISPATCH_LEVEL");
+    KeLowerIrql(old2);
+    CHECK(KeGetCurrentIrql() == APC_LEVEL, "KeLowerIrql APC_LEVEL");
+    KeLowerIrql(old);
+    CHECK(KeGetCurrentIrql() == PASSIVE_LEVEL, "KeLowerIrql PASSIVE_LEVEL");
+}
+
+static void IcaTestEvents(PICA_SELFTEST_RESULT r)
+{
+    KEVENT ev;
+    LARGE_INTEGER timeout;
+    NTSTATUS st;
+
+    timeout.QuadPart = -10 * 1000 * 10; /* 10 ms, relative */
+
+    KeInitializeEvent(&ev, NotificationEvent, FALSE);
+    CHECK(KeReadStateEvent(&ev) == 0, "KeInitializeEvent not signaled");
+    st = KeWaitForSingleObject(&ev, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_TIMEOUT, "KeWaitForSingleObject timeout");
+    KeSetEvent(&ev, IO_NO_INCREMENT, FALSE);
+    CHECK(KeReadStateEvent(&ev) != 0, "KeSetEvent/KeReadStateEvent");
+    st = KeWaitForSingleObject(&ev, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_SUCCESS, "KeWaitForSingleObject signaled");
+    CHECK(KeReadStateEvent(&ev) != 0, "NotificationEvent stays signaled");
+    CHECK(KeResetEvent(&ev) != 0, "KeResetEvent previous state");
+    CHECK(KeReadStateEvent(&ev) == 0, "KeResetEvent clears");
+    st = KeWaitForSingleObject(&ev, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_TIMEOUT, "KeWaitForSingleObject timeout after reset");
+
+    KeInitializeEvent(&ev, SynchronizationEvent, FALSE);
+    KeSetEvent(&ev, IO_NO_INCREMENT, FALSE);
+    CHECK(KeReadStateEvent(&ev) != 0, "SynchronizationEvent set");
+    st = KeWaitForSingleObject(&ev, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_SUCCESS, "SynchronizationEvent wait");
+    CHECK(KeReadStateEvent(&ev) == 0, "SynchronizationEvent auto-reset");
+    st = KeWaitForSingleObject(&ev, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_TIMEOUT, "SynchronizationEvent second wait times out");
+}
+
+static void IcaTestTime(PICA_SELFTEST_RESULT r)
+{
+    LARGE_INTEGER t0, t1, c0, c1, freq;
+    ULONG i;
+
+    /* 1 ms stalls until the clock moves (the system time may tick coarsely). */
+    KeQuerySystemTime(&t0);
+    t1 = t0;
+    for (i = 0; i < 100 && t1.QuadPart == t0.QuadPart; i++) {
+        KeStallExecutionProcessor(1000);
+        KeQuerySystemTime(&t1);
+    }
+    CHECK(t0.QuadPart != 0 && t1.QuadPart > t0.QuadPart, "KeQuerySystemTime advances");
+
+    freq.QuadPart = 0;
+    c0 = KeQueryPerformanceCounter(&freq);
+    KeStallExecutionProcessor(10);
+    c1 = KeQueryPerformanceCounter(NULL);
+    CHECK(freq.QuadPart > 0, "KeQueryPerformanceCounter frequency");
+    CHECK(c1.QuadPart > c0.QuadPart, "KeQueryPerformanceCounter increases");
+}
+
+static void IcaTestInterlocked(PICA_SELFTEST_RESULT r)
+{
+    volatile LONG v = 5;
+
+    CHECK(InterlockedIncrement(&v) == 6 && v == 6, "InterlockedIncrement");
+    CHECK(InterlockedDecrement(&v) == 5 && v == 5, "InterlockedDecrement");
+    CHECK(InterlockedCompareExchange(&v, 9, 4) == 5 && v == 5, "InterlockedCompareExchange miss");
+    CHECK(InterlockedCompareExchange(&v, 9, 5) == 5 && v == 9, "InterlockedCompareExchange hit");
+    CHECK(InterlockedExchange(&v, -3) == 9 && v == -3, "InterlockedExchange");
+    CHECK(InterlockedExchangeAdd(&v, 10) == -3 && v == 7, "InterlockedExchangeAdd");
+    /* Compiler intrinsics (lock-prefixed instructions) on both architectures. */
+    CHECK(_InterlockedIncrement(&v) == 8, "_InterlockedIncrement");
+    CHECK(_InterlockedDecrement(&v) == 7, "_InterlockedDecrement");
+    CHECK(_InterlockedCompareExchange(&v, 1, 7) == 7 && v == 1, "_InterlockedCompareExchange");
+    CHECK(_InterlockedExchange(&v, 2) == 1 && v == 2, "_InterlockedExchange");
+}
+
+static void IcaTestProcess(PICA_SELFTEST_RESULT r)
+{
+    CHECK(IoGetCurrentProcess() != NULL, "IoGetCurrentProcess");
+    CHECK(PsGetCurrentProcessId() != NULL, "PsGetCurrentProcessId");
+}
+
+static void IcaSelfTest(PICA_SELFTEST_RESULT r)
+{
+    ULONG i;
+
+    r->Passed = 0;
+    r->Failed = 0;
+    for (i = 0; i < ICA_FAILURE_TEXT_LEN; i++)
+        r->FirstFailure[i] = 0;
+
+    IcaTestPoolAndMemory(r);
+    IcaTestCrtStrings(r);
+    IcaTestRtlStrings(r);
+    IcaTestIrqlAndLocks(r);
+    IcaTestEvents(r);
+    IcaTestTime(r);
+    IcaTestInterlocked(r);
+    IcaTestProcess(r);
+    DbgPrint("ioctl: selftest passed %lu failed %lu\n", r->Passed, r->Failed);
+}
+
+/* ---------------------------------------------------------------------- */
+
+static NTSTATUS NTAPI IcaDeviceControl(PDEVICE_OBJECT DeviceObject, PIRP Irp)
+{
+    PIO_STACK_LOCATION stack = IoGetCurrentIrpStackLocation(Irp);
+    ULONG code = stack->Parameters.DeviceIoControl.IoControlCode;
+    ULONG inLen = stack->Parameters.DeviceIoControl.InputBufferLength;
+    ULONG outLen = stack->Parameters.DeviceIoControl.OutputBufferLength;
+    PUCHAR sys = Irp->AssociatedIrp.SystemBuffer;
+    PUCHAR mdlBuf;
+    ULONG mdlLen, i, count;
+
+    UNREFERENCED_PARAMETER(DeviceObject);
+
+    switch (code) {
+    case IOCTL_ICA_REVERSE:
+        if (outLen < inLen)
+            return IcaComplete(Irp, STATUS_BUFFER_TOO_SMALL, 0);
+        if (inLen != 0 && sys == NULL)
+            return IcaComplete(Irp, STATUS_INVALID_PARAMETER, 0);
+        /* Input and output share the system buffer: reverse in place. */
+        for (i = 0; i < inLen / 2; i++) {
+            UCHAR t = sys[i];
+            sys[i] = sys[inLen - 1 - i];
+            sys[inLen - 1 - i] = t;
+        }
+        return IcaComplete(Irp, STATUS_SUCCESS, inLen);
+
+    case IOCTL_ICA_COUNT:
+        if (inLen < 1 || sys == NULL || Irp->MdlAddress == NULL)
+            return IcaComplete(Irp, STATUS_INVALID_PARAMETER, 0);
+        mdlBuf = MmGetSystemAddressForMdlSafe(Irp->MdlAddress, NormalPagePriority);
+        if (mdlBuf == NULL)
+            return IcaComplete(Irp, STATUS_INSUFFICIENT_RESOURCES, 0);
+        mdlLen = MmGetMdlByteCount(Irp->MdlAddress);
+        count = 0;
+        for (i = 0; i < mdlLen; i++)
+            if (mdlBuf[i] == sys[0])
+                count++;
+        return IcaComplete(Irp, STATUS_SUCCESS, count);
+
+    case IOCTL_ICA_FILL: {
+        ULONG seed;
+
+        if (inLen < sizeof(ULONG) || sys == NULL || Irp->MdlAddress == NULL)
+            return IcaComplete(Irp, STATUS_INVALID_PARAMETER, 0);
+        mdlBuf = MmGetSystemAddressForMdlSafe(Irp->MdlAddress, NormalPagePriority);
+        if (mdlBuf == NULL)
+            return IcaComplete(Irp, STATUS_INSUFFICIENT_RESOURCES, 0);
+        mdlLen = MmGetMdlByteCount(Irp->MdlAddress);
+        seed = *(ULONG UNALIGNED *)sys;
+        for (i = 0; i < mdlLen; i++)
+            mdlBuf[i] = (UCHAR)(seed + i * 7);
+        return IcaComplete(Irp, STATUS_SUCCESS, mdlLen);
+    }
+
+    case IOCTL_ICA_MULTIPLY: {
+        ULONG UNALIGNED *in = stack->Parameters.DeviceIoControl.Type3InputBuffer;
+        ULONGLONG UNALIGNED *out = Irp->UserBuffer;
+
+        if (inLen < 2 * sizeof(ULONG) || outLen < sizeof(ULONGLONG) || in == NULL || out == NULL)
+            return IcaComplete(Irp, STATUS_INVALID_PARAMETER, 0);
+        *out = (ULONGLONG)in[0] * (ULONGLONG)in[1];
+        return IcaComplete(Irp, STATUS_SUCCESS, sizeof(ULONGLONG));
+    }
+
+    case IOCTL_ICA_SELFTEST:
+        if (outLen < sizeof(ICA_SELFTEST_RESULT) || sys == NULL)
+            return IcaComplete(Irp, STATUS_BUFFER_TOO_SMALL, 0);
+        IcaSelfTest((PICA_SELFTEST_RESULT)sys);
+        return IcaComplete(Irp, STATUS_SUCCESS, sizeof(ICA_SELFTEST_RESULT));
+
+    default:
+        return IcaComplete(Irp, STATUS_INVALID_DEVICE_REQUEST, 0);
+    }
+}
+
+static VOID NTAPI IcaUnload(PDRIVER_OBJECT DriverObject)
+{
+    UNICODE_STRING link;
+    PDEVICE_OBJECT dev = DriverObject->DeviceObject;
+
+    DbgPrint("ioctl: DriverUnload\n");
+    RtlInitUnicodeString(&link, L"\\DosDevices\\IcaIoctl");
+    IoDeleteSymbolicLink(&link);
+    if (dev != NULL) {
+        PICA_IOCTL_EXTENSION ext = dev->DeviceExtension;
+
+        if (ext->Scratch != NULL)
+            ExFreePoolWithTag(ext->Scratch, ICA_IOCTL_TAG);
+        ext->Scratch = NULL;
+        IoDeleteDevice(dev);
+    }
+}
+
+NTSTATUS NTAPI DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath)
+{
+    UNICODE_STRING name, link;
+    PDEVICE_OBJECT dev;
+    PICA_IOCTL_EXTENSION ext;
+    NTSTATUS status;
+
+    UNREFERENCED_PARAMETER(RegistryPath);
+    DbgPrint("ioctl: DriverEntry\n");
+
+    RtlInitUnicodeString(&name, L"\\Device\\IcaIoctl");
+    status = IoCreateDevice(DriverObject, sizeof(ICA_IOCTL_EXTENSION), &name,
+                            FILE_DEVICE_UNKNOWN, 0, FALSE, &dev);
+    if (!NT_SUCCESS(status))
+        return status;
+
+    ext = dev->DeviceExtension;
+    RtlZeroMemory(ext, sizeof(*ext));
+    KeInitializeSpinLock(&ext->Lock);
+    ext->Scratch = ExAllocatePoolWithTag(NonPagedPool, ICA_SCRATCH_SIZE, ICA_IOCTL_TAG);
+    if (ext->Scratch == NULL) {
+        IoDeleteDevice(dev);
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+
+    RtlInitUnicodeString(&link, L"\\DosDevices\\IcaIoctl");
+    status = IoCreateSymbolicLink(&link, &name);
+    if (!NT_SUCCESS(status)) {
+        ExFreePoolWithTag(ext->Scratch, ICA_IOCTL_TAG);
+        IoDeleteDevice(dev);
+        return status;
+    }
+
+    dev->Flags |= DO_BUFFERED_IO;
+    dev->Flags &= ~DO_DEVICE_INITIALIZING;
+
+    DriverObject->MajorFunction[IRP_MJ_CREATE] = IcaCreateClose;
+    DriverObject->MajorFunction[IRP_MJ_CLEANUP] = IcaCreateClose;
+    DriverObject->MajorFunction[IRP_MJ_CLOSE] = IcaCreateClose;
+    DriverObject->MajorFunction[IRP_MJ_READ] = IcaRead;
+    DriverObject->MajorFunction[IRP_MJ_WRITE] = IcaWrite;
+    DriverObject->MajorFunction[IRP_MJ_DEVICE_CONTROL] = IcaDeviceControl;
+    DriverObject->DriverUnload = IcaUnload;
+    return STATUS_SUCCESS;
+}
