@@ -1,0 +1,39 @@
+//! Dynamic binary translator for x86-32 and x64 guest code running inside a Linux process.
+//!
+//! * [`GuestMemory`]: a sandboxed guest address space (one host reservation, per-page permissions).
+//! * [`Cpu`]: guest registers with lazily evaluated flags.
+//! * [`Machine`]: CPU + memory + a cache of pre-decoded basic blocks and the interpreter that runs them.
+//!   Execution stops with an [`Exit`]: a thunk (a call into the host), a return to the host, or a
+//!   [`GuestFault`] carrying registers and a guest backtrace.
+//! * [`CallConv`] and the calling-convention helpers on [`Machine`] move arguments and return values
+//!   across the host/guest boundary.
+
+mod callconv;
+mod cpu;
+mod decode;
+mod dispatch;
+mod exec_alu;
+mod exec_bits;
+mod exec_control;
+mod exec_data;
+mod exec_muldiv;
+mod exec_shift;
+mod exec_sse;
+mod exec_stack;
+mod exec_string;
+mod exec_system;
+mod fault;
+mod flags;
+mod machine;
+mod memory;
+mod operand;
+
+pub use callconv::CallConv;
+pub use cpu::{Arch, Cpu, Reg};
+pub use dispatch::is_supported;
+pub use fault::{FaultKind, GuestFault};
+pub use machine::{Exit, Machine, PortIo, Stats};
+pub use memory::{GuestMemory, MemFault, Prot, PAGE_SIZE};
+
+/// Re-export of the decoder crate, so users of [`is_supported`] name the same `Instruction` type.
+pub use iced_x86;

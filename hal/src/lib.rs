@@ -1,0 +1,41 @@
+//! hal.dll: the hardware abstraction layer entry points drivers import. On x86 the IRQL and
+//! spinlock primitives live here (fastcall); port I/O, stalls and the performance counter on both.
+//! Implementations of shared kernel mechanisms come from `ntoskrnl`.
+
+use ntoskrnl::export::Export;
+use ntoskrnl::{export_table, ke, KResult, Kernel, Module};
+
+mod port;
+
+/// hal.dll as drivers import it.
+pub static MODULE: Module = Module { name: "hal.dll", tables: &[IRQL, port::EXPORTS, CLOCK] };
+
+static IRQL: &[Export] = export_table![
+    stdcall KeGetCurrentIrql => ke::get_current_irql();
+    fastcall KfRaiseIrql => ke::raise_irql(new_irql: u8);
+    fastcall KfLowerIrql => ke::lower_irql(new_irql: u8);
+    stdcall KeRaiseIrqlToDpcLevel => ke::raise_irql_to_dpc_level();
+    stdcall KeRaiseIrqlToSynchLevel => raise_irql_to_synch_level();
+    fastcall KfAcquireSpinLock => ke::acquire_spin_lock(spin_lock: u64);
+    fastcall KfReleaseSpinLock => ke::release_spin_lock(spin_lock: u64, new_irql: u8);
+    fastcall KeAcquireSpinLockRaiseToSynch => acquire_spin_lock_raise_to_synch(spin_lock: u64);
+];
+
+static CLOCK: &[Export] = export_table![
+    stdcall KeStallExecutionProcessor => ke::stall_execution_processor(micro_seconds: u32);
+    stdcall KeQueryPerformanceCounter => ke::query_performance_counter(performance_frequency: u64);
+];
+
+/// SYNCH_LEVEL on a uniprocessor x86 (DISPATCH_LEVEL there; 12 on multiprocessor x64 systems).
+const SYNCH_LEVEL: u8 = ke::DISPATCH_LEVEL;
+
+fn raise_irql_to_synch_level(k: &mut Kernel) -> KResult<u8> {
+    ke::raise_irql(k, SYNCH_LEVEL)
+}
+
+fn acquire_spin_lock_raise_to_synch(k: &mut Kernel, lock: u64) -> KResult<u8> {
+    let old = ke::raise_irql(k, SYNCH_LEVEL)?;
+    ke::acquire_spin_lock_at_dpc_level(k, lock)?;
+    Ok(old)
+}
+

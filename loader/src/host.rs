@@ -1,0 +1,162 @@
+//! The driver host: one kernel (guest machine + personality) with the drivers loaded into it, and
+//! the operations a user or a test performs on them.
+
+use std::path::Path;
+
+use dbt::Arch;
+use ntoskrnl::pnp::{self, Driver};
+use ntoskrnl::status::{self, NtStatus};
+use ntoskrnl::{KernelError, Kernel, LoadedImage, Module};
+
+use crate::{image, pe};
+
+/// Size of the kernel stack drivers run on.
+const STACK_SIZE: u64 = 256 * 1024;
+
+/// Every module the personality provides, in binding order.
+pub fn modules() -> [&'static Module; 5] {
+    [&ntoskrnl::MODULE, &hal::MODULE, &ndis::MODULE, &portcls::MODULE, &ks::MODULE]
+}
+
+/// A file that could not be loaded: names the file and the problem.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: {problem}")]
+pub struct LoadError {
+    /// The file.
+    pub file: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Why a driver operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The image could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The driver's code failed (fault, trap, bug check ...); `report` has the full picture.
+    #[error("{report}")]
+    Kernel {
+        /// The error.
+        error: KernelError,
+        /// Multi-line report with registers, guest backtrace and recent kernel calls.
+        report: String,
+    },
+    /// DriverEntry (or AddDevice) returned a failure status.
+    #[error("{driver}: {what} failed with {}", status::name(*status))]
+    DriverFailed {
+        /// Driver service name.
+        driver: String,
+        /// Which routine.
+        what: &'static str,
+        /// The status it returned.
+        status: NtStatus,
+    },
+}
+
+/// Reads a driver file and tells which architecture it is for.
+pub fn read_image(path: &Path) -> Result<pe::PeImage, LoadError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| LoadError { file: file.clone(), problem: format!("cannot read: {e}") })?;
+    pe::parse(&bytes).map_err(|e| LoadError { file, problem: e.problem })
+}
+
+/// A kernel with drivers loaded into it.
+pub struct DriverHost {
+    /// The kernel (guest machine and personality state).
+    pub k: Kernel,
+}
+
+impl DriverHost {
+    /// A fresh kernel for `arch` serving every module.
+    pub fn new(arch: Arch) -> Result<DriverHost, HostError> {
+        let mut k = Kernel::new(arch, &modules()).map_err(|error| HostError::Kernel {
+            report: error.to_string(),
+            error,
+        })?;
+        k.m.setup_stack(STACK_SIZE).map_err(|e| HostError::Kernel { report: e.to_string(), error: e.into() })?;
+        Ok(DriverHost { k })
+    }
+
+    /// Wraps a kernel error with its report.
+    pub fn fail(&self, error: KernelError) -> HostError {
+        HostError::Kernel { report: self.k.report(&error), error }
+    }
+
+    /// Maps a driver image and binds its imports (nothing of it runs yet).
+    pub fn load_image(&mut self, path: &Path) -> Result<LoadedImage, LoadError> {
+        let file = path.display().to_string();
+        let pe = read_image(path)?;
+        if pe.arch != self.k.arch() {
+            return Err(LoadError {
+                file,
+                problem: format!("is an {} driver, but this driver host runs {} drivers", pe.arch.name(), self.k.arch().name()),
+            });
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.clone());
+        image::map_image(&mut self.k, &name, &pe).map_err(|problem| LoadError { file, problem })
+    }
+
+    /// Loads a driver and runs its DriverEntry; the service name is the file stem.
+    pub fn load_driver(&mut self, path: &Path) -> Result<Driver, HostError> {
+        let image = self.load_image(path)?;
+        let service = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| image.name.clone());
+        let (driver, status) = pnp::initialize_driver(&mut self.k, &image, &service).map_err(|e| self.fail(e))?;
+        if !status::nt_success(status) {
+            return Err(HostError::DriverFailed { driver: service, what: "DriverEntry", status });
+        }
+        Ok(driver)
+    }
+
+    /// Builds a PnP device stack on a new root-enumerated PDO: AddDevice of each driver, bottom to
+    /// top (function driver first, then upper filters), then IRP_MN_START_DEVICE. Returns the PDO.
+    pub fn build_stack(&mut self, device_id: &str, drivers: &[&Driver]) -> Result<u64, HostError> {
+        let pdo = pnp::create_root_device(&mut self.k, device_id).map_err(|e| self.fail(e))?;
+        for driver in drivers {
+            let status = pnp::add_device(&mut self.k, driver, pdo).map_err(|e| self.fail(e))?;
+            if !status::nt_success(status) {
+                return Err(HostError::DriverFailed { driver: driver.service.clone(), what: "AddDevice", status });
+            }
+        }
+        let status = pnp::start_device(&mut self.k, pdo).map_err(|e| self.fail(e))?;
+        if !status::nt_success(status) {
+            return Err(HostError::DriverFailed { driver: device_id.into(), what: "IRP_MN_START_DEVICE", status });
+        }
+        Ok(pdo)
+    }
+
+    /// Removes a device stack built by [`build_stack`](Self::build_stack).
+    pub fn remove_stack(&mut self, pdo: u64) -> Result<NtStatus, HostError> {
+        pnp::remove_device(&mut self.k, pdo).map_err(|e| self.fail(e))
+    }
+
+    /// Runs DriverUnload and frees the driver object.
+    pub fn unload_driver(&mut self, driver: &Driver) -> Result<(), HostError> {
+        pnp::unload_driver(&mut self.k, driver).map_err(|e| self.fail(e))
+    }
+
+    /// Opens a device by name (`\\.\Name`): the IRP_MJ_CREATE status on failure.
+    pub fn open(&mut self, path: &str) -> Result<Result<u32, NtStatus>, HostError> {
+        ntoskrnl::io::open(&mut self.k, path).map_err(|e| self.fail(e))
+    }
+
+    /// DeviceIoControl on an open handle.
+    pub fn ioctl(&mut self, handle: u32, code: u32, input: &[u8], output: &[u8]) -> Result<ntoskrnl::io::IoResult, HostError> {
+        ntoskrnl::io::device_io_control(&mut self.k, handle, code, input, output).map_err(|e| self.fail(e))
+    }
+
+    /// ReadFile.
+    pub fn read(&mut self, handle: u32, len: usize) -> Result<ntoskrnl::io::IoResult, HostError> {
+        ntoskrnl::io::read(&mut self.k, handle, len).map_err(|e| self.fail(e))
+    }
+
+    /// WriteFile.
+    pub fn write(&mut self, handle: u32, data: &[u8]) -> Result<ntoskrnl::io::IoResult, HostError> {
+        ntoskrnl::io::write(&mut self.k, handle, data).map_err(|e| self.fail(e))
+    }
+
+    /// CloseHandle (IRP_MJ_CLEANUP + IRP_MJ_CLOSE).
+    pub fn close(&mut self, handle: u32) -> Result<NtStatus, HostError> {
+        ntoskrnl::io::close(&mut self.k, handle).map_err(|e| self.fail(e))
+    }
+}

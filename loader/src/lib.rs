@@ -1,0 +1,8 @@
+//! The loader: PE driver images into guest memory with their imports bound to the module crates,
+//! and the driver host that runs them (`ica-load` is its command-line front end).
+
+pub mod host;
+pub mod image;
+pub mod pe;
+
+pub use host::{DriverHost, HostError, LoadError};

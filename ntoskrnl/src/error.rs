@@ -1,0 +1,77 @@
+//! Errors that end a host -> guest call path.
+
+use dbt::{GuestFault, MemFault};
+
+/// Why a call into the driver could not finish. Any of these unwinds the whole call path back to the
+/// outermost host caller (DriverEntry, a dispatch routine ...); the host process keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The guest CPU faulted (bad pointer, invalid instruction, divide error ...).
+    #[error("guest fault: {0}")]
+    Fault(Box<GuestFault>),
+    /// The driver called an import nobody implements.
+    #[error("driver called unimplemented import {import} (caller {caller:#x})")]
+    Unimplemented {
+        /// `module!function`.
+        import: String,
+        /// Guest return address of the call.
+        caller: u64,
+    },
+    /// A kernel service was handed a guest pointer it could not use.
+    #[error("{function} was passed a bad guest pointer: {fault}")]
+    BadPointer {
+        /// The kernel service that was called.
+        function: &'static str,
+        /// The failing access.
+        fault: MemFault,
+        /// CPU state at the call (the driver's side of the call).
+        at: Box<GuestFault>,
+    },
+    /// A host-side memory access failed outside a service call (host reading a structure).
+    #[error("{0}")]
+    Mem(#[from] MemFault),
+    /// The driver did something Windows would bug-check for.
+    #[error("bug check 0x{code:X} ({name}): {detail}")]
+    BugCheck {
+        /// The Windows bug-check code.
+        code: u32,
+        /// Its symbolic name.
+        name: &'static str,
+        /// What happened, in words.
+        detail: String,
+    },
+    /// A wait that nothing left to run could ever satisfy.
+    #[error("deadlock: {0}")]
+    Deadlock(String),
+    /// A request the personality cannot carry out (named in the text).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Result of a kernel service or a guest call.
+pub type KResult<T> = Result<T, KernelError>;
+
+impl From<GuestFault> for KernelError {
+    fn from(f: GuestFault) -> Self {
+        KernelError::Fault(Box::new(f))
+    }
+}
+
+impl KernelError {
+    /// A bug check with its well-known name.
+    pub fn bug_check(code: u32, detail: impl Into<String>) -> Self {
+        let name = match code {
+            0x0A => "IRQL_NOT_LESS_OR_EQUAL",
+            0x35 => "NO_MORE_IRP_STACK_LOCATIONS",
+            0x44 => "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            0xC2 => "BAD_POOL_CALLER",
+            0x19 => "BAD_POOL_HEADER",
+            0xC4 => "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            0xCE => "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
+            0x0F => "SPIN_LOCK_ALREADY_OWNED",
+            0x10 => "SPIN_LOCK_NOT_OWNED",
+            _ => "BUGCHECK",
+        };
+        KernelError::BugCheck { code, name, detail: detail.into() }
+    }
+}

@@ -1,0 +1,361 @@
+//! The kernel context: the guest machine plus every piece of personality state, import bindings,
+//! the thunk dispatcher and host -> guest calls.
+
+use std::any::{Any, TypeId};
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+
+use dbt::{Arch, CallConv, Exit, FaultKind, Machine};
+
+use crate::export::{Export, Module};
+use crate::{ex, io, ke, ps, KResult, KernelError, Layout};
+
+/// A driver image mapped into guest memory (the kernel's loaded-module list).
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    /// File name, e.g. `ioctl.sys`.
+    pub name: String,
+    /// Guest base address.
+    pub base: u64,
+    /// Size of the mapped image.
+    pub size: u64,
+    /// Guest address of the entry point (DriverEntry).
+    pub entry: u64,
+}
+
+/// What one import thunk is bound to.
+#[derive(Debug)]
+pub struct Binding {
+    /// Module file name as the driver imported it (lower case).
+    pub module: String,
+    /// Function name (or `#ordinal`).
+    pub name: String,
+    /// The implementation, or `None` for a named trap.
+    pub export: Option<&'static Export>,
+    /// How often the guest called it.
+    pub calls: u64,
+}
+
+impl Binding {
+    /// `module!name`.
+    pub fn qualified(&self) -> String {
+        format!("{}!{}", self.module, self.name)
+    }
+}
+
+/// One entry of the recent-call ring kept for fault reports.
+#[derive(Debug, Clone)]
+struct RecentCall {
+    thunk: u32,
+    caller: u64,
+}
+
+const RECENT_CALLS: usize = 16;
+
+/// Counters of host-side work, for `--stats`.
+#[derive(Debug, Default, Clone)]
+pub struct HostStats {
+    /// Import calls dispatched to host functions.
+    pub host_calls: u64,
+    /// Host -> guest calls made.
+    pub guest_calls: u64,
+    /// Wall time spent inside host functions, in nanoseconds (nested guest time excluded).
+    pub host_nanos: u64,
+}
+
+/// The whole kernel: guest machine, loaded images, and the state of every subsystem.
+pub struct Kernel {
+    /// The guest CPU and memory.
+    pub m: Machine,
+    /// Windows structure layouts for this architecture.
+    pub layout: &'static Layout,
+    modules: Vec<&'static Module>,
+    bindings: Vec<Binding>,
+    binding_index: HashMap<(String, String), u32>,
+    recent: VecDeque<RecentCall>,
+    /// Mapped driver images.
+    pub images: Vec<LoadedImage>,
+    /// Executive pool.
+    pub pool: ex::Pool,
+    /// I/O manager state: drivers, devices, names, IRPs, the IRP trace.
+    pub io: io::IoManager,
+    /// Dispatcher state: deferred work, timers, clocks.
+    pub ke: ke::Dispatcher,
+    /// Processor control region, current thread and process.
+    pub ps: ps::ProcessState,
+    /// Host-side counters.
+    pub stats: HostStats,
+    guest_call_depth: usize,
+    extensions: HashMap<TypeId, Box<dyn Any>>,
+}
+
+/// How deep host -> guest -> host calls may nest before we call it runaway recursion.
+const MAX_GUEST_CALL_DEPTH: usize = 64;
+
+impl Kernel {
+    /// A fresh kernel for `arch`, serving the exports of `modules` (ntoskrnl first).
+    pub fn new(arch: Arch, modules: &[&'static Module]) -> KResult<Kernel> {
+        let m = Machine::new(arch);
+        let layout = match arch {
+            Arch::X86 => &crate::layout::X86,
+            Arch::X64 => &crate::layout::X64,
+        };
+        let mut k = Kernel {
+            m,
+            layout,
+            modules: modules.to_vec(),
+            bindings: Vec::new(),
+            binding_index: HashMap::new(),
+            recent: VecDeque::with_capacity(RECENT_CALLS),
+            images: Vec::new(),
+            pool: ex::Pool::default(),
+            io: io::IoManager::default(),
+            ke: ke::Dispatcher::new(),
+            ps: ps::ProcessState::default(),
+            stats: HostStats::default(),
+            guest_call_depth: 0,
+            extensions: HashMap::new(),
+        };
+        ps::init(&mut k)?;
+        io::init(&mut k)?;
+        crate::pnp::init(&mut k)?;
+        Ok(k)
+    }
+
+    /// The guest architecture.
+    pub fn arch(&self) -> Arch {
+        self.m.arch()
+    }
+
+    /// Guest pointer size in bytes.
+    pub fn ptr_size(&self) -> u64 {
+        self.m.arch().ptr_size()
+    }
+
+    /// The modules this kernel serves.
+    pub fn modules(&self) -> &[&'static Module] {
+        &self.modules
+    }
+
+    /// Looks up an export by module file name (case-insensitive) and function name.
+    pub fn find_export(&self, module: &str, name: &str) -> Option<&'static Export> {
+        self.modules
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(module))
+            .and_then(|m| m.find(name))
+    }
+
+    /// Binds `module!name` to a thunk and returns the thunk's guest address. Unknown functions bind to
+    /// a named trap. Binding the same function twice returns the same thunk.
+    pub fn bind_import(&mut self, module: &str, name: &str) -> u64 {
+        let key = (module.to_ascii_lowercase(), name.to_string());
+        if let Some(&i) = self.binding_index.get(&key) {
+            return self.m.thunk_address(i);
+        }
+        let export = self.find_export(module, name);
+        let index = self.bindings.len() as u32;
+        self.bindings.push(Binding { module: key.0.clone(), name: key.1.clone(), export, calls: 0 });
+        self.binding_index.insert(key, index);
+        self.m.thunk_address(index)
+    }
+
+    /// Guest address of a host function that is not a Windows export (e.g. the dispatch routine of a
+    /// host-owned driver); it is listed under the pseudo-module `ica`.
+    pub fn host_function(&mut self, export: &'static Export) -> u64 {
+        let key = ("ica".to_string(), export.name.to_string());
+        if let Some(&i) = self.binding_index.get(&key) {
+            return self.m.thunk_address(i);
+        }
+        let index = self.bindings.len() as u32;
+        self.bindings.push(Binding { module: key.0.clone(), name: key.1.clone(), export: Some(export), calls: 0 });
+        self.binding_index.insert(key, index);
+        self.m.thunk_address(index)
+    }
+
+    /// All bindings made so far (thunk index order).
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// Per-module state of a module crate (created on first use).
+    pub fn extension<T: Any + Default>(&mut self) -> &mut T {
+        self.extensions
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut::<T>()
+            .expect("extension map is keyed by TypeId")
+    }
+
+    /// Calls a guest function with the default convention for driver callbacks (stdcall on x86).
+    pub fn call_guest(&mut self, func: u64, args: &[u64]) -> KResult<u64> {
+        self.call_guest_conv(func, CallConv::Stdcall, args)
+    }
+
+    /// Calls a guest function and runs it to completion, serving its imports; re-entrant. The CPU
+    /// state is restored afterwards, so the caller (maybe a thunk in the middle of a guest call) goes
+    /// on where it was.
+    pub fn call_guest_conv(&mut self, func: u64, conv: CallConv, args: &[u64]) -> KResult<u64> {
+        if self.guest_call_depth >= MAX_GUEST_CALL_DEPTH {
+            return Err(KernelError::Unsupported(format!(
+                "host -> guest calls nested deeper than {MAX_GUEST_CALL_DEPTH} (runaway recursion calling {})",
+                self.symbolize(func)
+            )));
+        }
+        let saved = self.m.cpu.clone();
+        self.m.prepare_guest_call(func, conv, args)?;
+        self.guest_call_depth += 1;
+        self.stats.guest_calls += 1;
+        let result = loop {
+            match self.m.run() {
+                Exit::Thunk(i) => {
+                    if let Err(e) = self.dispatch_thunk(i) {
+                        break Err(e);
+                    }
+                }
+                Exit::HostReturn => break Ok(self.m.return_value()),
+                Exit::Fault(f) => break Err(KernelError::Fault(Box::new(f))),
+            }
+        };
+        self.guest_call_depth -= 1;
+        let irql = self.m.cpu.cr8;
+        self.m.cpu = saved;
+        if result.is_ok() {
+            // IRQL is kernel state, not a register the call should roll back.
+            self.m.cpu.cr8 = irql;
+        }
+        result
+    }
+
+    /// Serves one import call: reads the arguments, runs the host function, returns to the guest.
+    fn dispatch_thunk(&mut self, index: u32) -> KResult<()> {
+        let caller = self.m.mem.read_ptr(self.arch(), self.m.cpu.regs[4]).unwrap_or(0);
+        let Some(binding) = self.bindings.get_mut(index as usize) else {
+            return Err(KernelError::Unsupported(format!("jump into unassigned thunk {index}")));
+        };
+        binding.calls += 1;
+        let export = binding.export;
+        if self.recent.len() == RECENT_CALLS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentCall { thunk: index, caller });
+        let Some(export) = export else {
+            let import = self.bindings[index as usize].qualified();
+            tracing::error!(target: "ica::trap", "{import} called from {}", self.symbolize(caller));
+            return Err(KernelError::Unimplemented { import, caller });
+        };
+        let (conv, slots) = match self.arch() {
+            Arch::X86 => (export.conv, export.slots32),
+            Arch::X64 => (CallConv::Win64, export.slots64),
+        };
+        let args = self.m.host_call_args(conv, slots)?;
+        if tracing::enabled!(target: "ica::call", tracing::Level::TRACE) {
+            let mut text = String::new();
+            for (i, name) in export.params.iter().enumerate() {
+                let v = args.get(i).copied().unwrap_or(0);
+                let _ = write!(text, "{}{name}={v:#x}", if i > 0 { ", " } else { "" });
+            }
+            tracing::trace!(target: "ica::call", "{}({text}) from {}", export.name, self.symbolize(caller));
+        }
+        let start = std::time::Instant::now();
+        let nested_before = self.stats.guest_calls;
+        let ret = (export.func)(self, &args).map_err(|e| match e {
+            KernelError::Mem(fault) => KernelError::BadPointer {
+                function: export.name,
+                fault,
+                at: Box::new(self.m.fault(FaultKind::PageFault { addr: fault.addr, write: fault.write })),
+            },
+            other => other,
+        })?;
+        self.stats.host_calls += 1;
+        if self.stats.guest_calls == nested_before {
+            self.stats.host_nanos += start.elapsed().as_nanos() as u64;
+        }
+        self.m.host_call_return(conv, slots, ret)?;
+        Ok(())
+    }
+
+    /// Reads argument slot `index` of the import call being served (for variadic functions, whose
+    /// table entry declares only the fixed parameters). x86 variadic functions are cdecl.
+    pub fn vararg(&self, index: usize) -> KResult<u64> {
+        let conv = match self.arch() {
+            Arch::X86 => CallConv::Cdecl,
+            Arch::X64 => CallConv::Win64,
+        };
+        let args = self.m.host_call_args(conv, index + 1)?;
+        Ok(args.get(index).copied().unwrap_or(0))
+    }
+
+    /// `image.sys+0x1234`, `ntoskrnl.exe!Name` for thunks, or plain hex.
+    pub fn symbolize(&self, addr: u64) -> String {
+        if let Some(img) = self.images.iter().find(|i| addr >= i.base && addr < i.base + i.size) {
+            return format!("{}+{:#x}", img.name, addr - img.base);
+        }
+        for (i, b) in self.bindings.iter().enumerate() {
+            if self.m.thunk_address(i as u32) == addr {
+                return b.qualified();
+            }
+        }
+        format!("{addr:#x}")
+    }
+
+    /// A multi-line report of an error: what happened, registers and a symbolized guest backtrace,
+    /// and the last import calls.
+    pub fn report(&self, err: &KernelError) -> String {
+        let mut out = String::new();
+        let fault = match err {
+            KernelError::Fault(f) => Some(f.as_ref()),
+            KernelError::BadPointer { at, .. } => Some(at.as_ref()),
+            _ => None,
+        };
+        match err {
+            KernelError::Unimplemented { import, caller } => {
+                let _ = writeln!(out, "driver called unimplemented import {import} from {}", self.symbolize(*caller));
+            }
+            KernelError::Fault(f) => {
+                let _ = writeln!(out, "guest fault in {}: {:?}", self.symbolize(f.rip), f.kind);
+            }
+            other => {
+                let _ = writeln!(out, "{other}");
+            }
+        }
+        if let Some(f) = fault {
+            let _ = writeln!(out, "{f}");
+            let _ = writeln!(out, "guest backtrace:");
+            for (depth, addr) in f.backtrace.iter().enumerate() {
+                let _ = writeln!(out, "  #{depth} {}", self.symbolize(*addr));
+            }
+        }
+        if !self.recent.is_empty() {
+            let _ = writeln!(out, "last kernel calls (oldest first):");
+            for c in &self.recent {
+                let name = self.bindings.get(c.thunk as usize).map(Binding::qualified).unwrap_or_default();
+                let _ = writeln!(out, "  {name} from {}", self.symbolize(c.caller));
+            }
+        }
+        out
+    }
+
+    /// The image containing `addr`, if any.
+    pub fn image_at(&self, addr: u64) -> Option<&LoadedImage> {
+        self.images.iter().find(|i| addr >= i.base && addr < i.base + i.size)
+    }
+
+    /// Name of the driver image whose code made the current import call (from the return address).
+    pub fn caller_image(&self) -> String {
+        let caller = self.m.mem.read_ptr(self.arch(), self.m.cpu.regs[4]).unwrap_or(0);
+        self.image_at(caller).map(|i| i.name.clone()).unwrap_or_else(|| "host".to_string())
+    }
+}
+
+impl Kernel {
+    /// Reads a guest pointer-sized value.
+    pub fn read_ptr(&self, addr: u64) -> KResult<u64> {
+        Ok(self.m.mem.read_ptr(self.arch(), addr)?)
+    }
+
+    /// Writes a guest pointer-sized value.
+    pub fn write_ptr(&mut self, addr: u64, value: u64) -> KResult<()> {
+        let arch = self.arch();
+        Ok(self.m.mem.write_ptr(arch, addr, value)?)
+    }
+}

@@ -1,0 +1,32 @@
+//! ntoskrnl.exe: the kernel personality every driver links against, and the kernel context
+//! ([`Kernel`]) all module crates (hal, ndis, portcls, ks) build on.
+//!
+//! Subsystems live in their own files (`ex` pool, `ke` sync and clocks, `io` I/O manager, `pnp`,
+//! `mm` MDLs, `ps` threads/processes, `rtl` strings, `crt` C runtime, `dbg` debug output); each declares
+//! its exports next to its code, and [`MODULE`] gathers them.
+
+pub use dbt;
+
+pub mod crt;
+pub mod dbg;
+mod error;
+pub mod ex;
+pub mod export;
+pub mod fmt;
+pub mod interlocked;
+pub mod io;
+pub mod ke;
+mod kernel;
+pub mod layout;
+pub mod mm;
+pub mod pnp;
+pub mod ps;
+pub mod rtl;
+pub mod status;
+mod tables;
+
+pub use error::{KResult, KernelError};
+pub use export::{Export, Module};
+pub use kernel::{Binding, HostStats, Kernel, LoadedImage};
+pub use layout::Layout;
+pub use tables::MODULE;

@@ -1,0 +1,216 @@
+//! Memory manager: MDLs (memory descriptor lists) over guest memory, system-address mappings,
+//! contiguous allocations, and MmGetSystemRoutineAddress.
+//!
+//! Guest memory is one flat address space, so a "physical" page number is the virtual page number
+//! and every buffer is already mapped in system space.
+
+use dbt::Prot;
+
+use crate::export::Export;
+use crate::{ex, export_table, rtl, KResult, Kernel};
+
+const PAGE: u64 = 0x1000;
+/// MDL_MAPPED_TO_SYSTEM_VA.
+const MDL_MAPPED_TO_SYSTEM_VA: u16 = 0x0001;
+/// MDL_PAGES_LOCKED.
+const MDL_PAGES_LOCKED: u16 = 0x0002;
+/// MDL_SOURCE_IS_NONPAGED_POOL.
+const MDL_SOURCE_IS_NONPAGED_POOL: u16 = 0x0004;
+const MDL_TAG: u32 = u32::from_le_bytes(*b"Mdl ");
+
+fn pages_spanned(addr: u64, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    ((addr & (PAGE - 1)) + len).div_ceil(PAGE)
+}
+
+/// MmSizeOfMdl(Base, Length): header plus one PFN per page spanned.
+pub fn size_of_mdl(k: &mut Kernel, base: u64, length: u64) -> KResult<u64> {
+    Ok(k.layout.mdl_size + pages_spanned(base, length) * k.ptr_size())
+}
+
+/// Fills in an MDL header for `len` bytes at `va` (MmInitializeMdl).
+fn initialize_mdl(k: &mut Kernel, mdl: u64, va: u64, len: u64) -> KResult<()> {
+    let l = k.layout;
+    let size = size_of_mdl(k, va, len)?;
+    k.m.mem.fill(mdl, 0, l.mdl_size)?;
+    k.m.mem.write_u16(mdl + l.mdl_size_field, size as u16)?;
+    k.write_ptr(mdl + l.mdl_start_va, va & !(PAGE - 1))?;
+    k.m.mem.write_u32(mdl + l.mdl_byte_count, len as u32)?;
+    k.m.mem.write_u32(mdl + l.mdl_byte_offset, (va & (PAGE - 1)) as u32)?;
+    Ok(())
+}
+
+/// Marks an MDL as describing resident, system-mapped pages and fills its PFN array
+/// (MmBuildMdlForNonPagedPool).
+pub fn build_mdl_for_non_paged_pool(k: &mut Kernel, mdl: u64) -> KResult<()> {
+    let l = k.layout;
+    let start = k.read_ptr(mdl + l.mdl_start_va)?;
+    let offset = k.m.mem.read_u32(mdl + l.mdl_byte_offset)? as u64;
+    let count = k.m.mem.read_u32(mdl + l.mdl_byte_count)? as u64;
+    for i in 0..pages_spanned(start + offset, count) {
+        let pfn = (start >> 12) + i;
+        k.write_ptr(mdl + l.mdl_size + i * k.ptr_size(), pfn)?;
+    }
+    k.write_ptr(mdl + l.mdl_mapped_system_va, start + offset)?;
+    let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
+    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags | MDL_SOURCE_IS_NONPAGED_POOL)?;
+    Ok(())
+}
+
+/// An MDL (owned by the I/O manager) describing a guest buffer, ready for
+/// MmGetSystemAddressForMdlSafe.
+pub fn create_mdl_for_buffer(k: &mut Kernel, va: u64, len: u64) -> KResult<u64> {
+    let size = size_of_mdl(k, va, len)?;
+    let mdl = ex::allocate(k, size, MDL_TAG, "ntoskrnl.exe".into())?;
+    initialize_mdl(k, mdl, va, len)?;
+    build_mdl_for_non_paged_pool(k, mdl)?;
+    let l = k.layout;
+    let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
+    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags | MDL_PAGES_LOCKED)?;
+    Ok(mdl)
+}
+
+/// Frees an MDL allocated by IoAllocateMdl or the I/O manager.
+pub fn free_mdl(k: &mut Kernel, mdl: u64) -> KResult<()> {
+    ex::free(k, mdl, None)
+}
+
+/// IoAllocateMdl(VirtualAddress, Length, SecondaryBuffer, ChargeQuota, Irp).
+pub fn allocate_mdl(k: &mut Kernel, va: u64, length: u32, secondary: bool, _charge_quota: bool, irp: u64) -> KResult<u64> {
+    let size = size_of_mdl(k, va, length as u64)?;
+    let owner = k.caller_image();
+    let mdl = ex::allocate(k, size, MDL_TAG, owner)?;
+    initialize_mdl(k, mdl, va, length as u64)?;
+    if irp != 0 {
+        let l = k.layout;
+        let head = irp + l.irp_mdl_address;
+        if secondary {
+            let mut last = k.read_ptr(head)?;
+            if last == 0 {
+                k.write_ptr(head, mdl)?;
+            } else {
+                while k.read_ptr(last + l.mdl_next)? != 0 {
+                    last = k.read_ptr(last + l.mdl_next)?;
+                }
+                k.write_ptr(last + l.mdl_next, mdl)?;
+            }
+        } else {
+            k.write_ptr(head, mdl)?;
+        }
+    }
+    Ok(mdl)
+}
+
+/// IoFreeMdl(Mdl).
+pub fn io_free_mdl(k: &mut Kernel, mdl: u64) -> KResult<()> {
+    free_mdl(k, mdl)
+}
+
+/// MmProbeAndLockPages(Mdl, AccessMode, Operation): checks the pages exist and fills the PFNs.
+pub fn probe_and_lock_pages(k: &mut Kernel, mdl: u64, _mode: u8, _operation: u32) -> KResult<()> {
+    let l = k.layout;
+    let start = k.read_ptr(mdl + l.mdl_start_va)?;
+    let offset = k.m.mem.read_u32(mdl + l.mdl_byte_offset)? as u64;
+    let count = k.m.mem.read_u32(mdl + l.mdl_byte_count)? as u64;
+    // Touch every page, so a bad buffer is reported here as Windows raises an exception here.
+    for i in 0..pages_spanned(start + offset, count) {
+        k.m.mem.read_u8(start + offset.max(i * PAGE))?;
+    }
+    build_mdl_for_non_paged_pool(k, mdl)?;
+    let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
+    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags | MDL_PAGES_LOCKED)?;
+    Ok(())
+}
+
+/// MmUnlockPages(Mdl).
+pub fn unlock_pages(k: &mut Kernel, mdl: u64) -> KResult<()> {
+    let l = k.layout;
+    let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
+    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags & !MDL_PAGES_LOCKED)?;
+    Ok(())
+}
+
+/// MmMapLockedPagesSpecifyCache(Mdl, AccessMode, CacheType, RequestedAddress, BugCheckOnFailure,
+/// Priority): the buffer is already system-mapped; returns its address.
+pub fn map_locked_pages_specify_cache(
+    k: &mut Kernel,
+    mdl: u64,
+    _mode: u8,
+    _cache: u32,
+    _requested: u64,
+    _bugcheck: u32,
+    _priority: u32,
+) -> KResult<u64> {
+    map_locked_pages(k, mdl, 0)
+}
+
+/// MmMapLockedPages(Mdl, AccessMode).
+pub fn map_locked_pages(k: &mut Kernel, mdl: u64, _mode: u8) -> KResult<u64> {
+    let l = k.layout;
+    let start = k.read_ptr(mdl + l.mdl_start_va)?;
+    let offset = k.m.mem.read_u32(mdl + l.mdl_byte_offset)? as u64;
+    let va = start + offset;
+    k.write_ptr(mdl + l.mdl_mapped_system_va, va)?;
+    let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
+    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags | MDL_MAPPED_TO_SYSTEM_VA)?;
+    Ok(va)
+}
+
+/// MmUnmapLockedPages(BaseAddress, Mdl).
+pub fn unmap_locked_pages(k: &mut Kernel, _base: u64, mdl: u64) -> KResult<()> {
+    let l = k.layout;
+    let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
+    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags & !MDL_MAPPED_TO_SYSTEM_VA)?;
+    Ok(())
+}
+
+/// MmIsAddressValid(VirtualAddress).
+pub fn is_address_valid(k: &mut Kernel, va: u64) -> KResult<bool> {
+    Ok(k.m.mem.is_mapped(va, 1))
+}
+
+/// MmGetPhysicalAddress(BaseAddress): guest "physical" addresses equal virtual ones.
+pub fn get_physical_address(_k: &mut Kernel, va: u64) -> KResult<crate::export::Quad> {
+    Ok(crate::export::Quad(va))
+}
+
+/// MmAllocateContiguousMemory(NumberOfBytes, HighestAcceptableAddress).
+pub fn allocate_contiguous_memory(k: &mut Kernel, size: u64, _highest: crate::export::Quad) -> KResult<u64> {
+    Ok(k.m.mem.alloc(size.max(1), Prot::READ | Prot::WRITE)?)
+}
+
+/// MmFreeContiguousMemory(BaseAddress).
+pub fn free_contiguous_memory(k: &mut Kernel, base: u64) -> KResult<()> {
+    Ok(k.m.mem.free(base)?)
+}
+
+/// MmGetSystemRoutineAddress(SystemRoutineName): an implemented ntoskrnl.exe or hal.dll export,
+/// or NULL (never a trap: drivers probe with it and fall back).
+pub fn get_system_routine_address(k: &mut Kernel, name: u64) -> KResult<u64> {
+    let name = rtl::read_unicode_string(k, name)?;
+    for module in ["ntoskrnl.exe", "hal.dll"] {
+        if k.find_export(module, &name).is_some() {
+            return Ok(k.bind_import(module, &name));
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall MmSizeOfMdl => size_of_mdl(base: u64, length: u64);
+    stdcall IoAllocateMdl => allocate_mdl(virtual_address: u64, length: u32, secondary_buffer: bool, charge_quota: bool, irp: u64);
+    stdcall IoFreeMdl => io_free_mdl(mdl: u64);
+    stdcall MmBuildMdlForNonPagedPool => build_mdl_for_non_paged_pool(mdl: u64);
+    stdcall MmProbeAndLockPages => probe_and_lock_pages(mdl: u64, access_mode: u8, operation: u32);
+    stdcall MmUnlockPages => unlock_pages(mdl: u64);
+    stdcall MmMapLockedPagesSpecifyCache => map_locked_pages_specify_cache(mdl: u64, access_mode: u8, cache_type: u32, requested_address: u64, bug_check_on_failure: u32, priority: u32);
+    stdcall MmMapLockedPages => map_locked_pages(mdl: u64, access_mode: u8);
+    stdcall MmUnmapLockedPages => unmap_locked_pages(base_address: u64, mdl: u64);
+    stdcall MmIsAddressValid => is_address_valid(virtual_address: u64);
+    stdcall MmGetPhysicalAddress => get_physical_address(base_address: u64);
+    stdcall MmAllocateContiguousMemory => allocate_contiguous_memory(number_of_bytes: u64, highest_acceptable_address: crate::export::Quad);
+    stdcall MmFreeContiguousMemory => free_contiguous_memory(base_address: u64);
+    stdcall MmGetSystemRoutineAddress => get_system_routine_address(system_routine_name: u64);
+];

@@ -1,0 +1,64 @@
+//! NTSTATUS values the personality returns or interprets.
+
+/// An NTSTATUS as the guest sees it (a 32-bit value; negative = error).
+pub type NtStatus = u32;
+
+pub const STATUS_SUCCESS: NtStatus = 0;
+pub const STATUS_TIMEOUT: NtStatus = 0x0000_0102;
+pub const STATUS_PENDING: NtStatus = 0x0000_0103;
+pub const STATUS_MORE_PROCESSING_REQUIRED: NtStatus = 0xC000_0016;
+pub const STATUS_UNSUCCESSFUL: NtStatus = 0xC000_0001;
+pub const STATUS_NOT_IMPLEMENTED: NtStatus = 0xC000_0002;
+pub const STATUS_INVALID_HANDLE: NtStatus = 0xC000_0008;
+pub const STATUS_INVALID_PARAMETER: NtStatus = 0xC000_000D;
+pub const STATUS_NO_SUCH_DEVICE: NtStatus = 0xC000_000E;
+pub const STATUS_INVALID_DEVICE_REQUEST: NtStatus = 0xC000_0010;
+pub const STATUS_NO_MEMORY: NtStatus = 0xC000_0017;
+pub const STATUS_ACCESS_DENIED: NtStatus = 0xC000_0022;
+pub const STATUS_BUFFER_TOO_SMALL: NtStatus = 0xC000_0023;
+pub const STATUS_OBJECT_NAME_INVALID: NtStatus = 0xC000_0033;
+pub const STATUS_OBJECT_NAME_NOT_FOUND: NtStatus = 0xC000_0034;
+pub const STATUS_OBJECT_NAME_COLLISION: NtStatus = 0xC000_0035;
+pub const STATUS_INSUFFICIENT_RESOURCES: NtStatus = 0xC000_009A;
+pub const STATUS_BUFFER_OVERFLOW: NtStatus = 0x8000_0005;
+pub const STATUS_CANCELLED: NtStatus = 0xC000_0120;
+pub const STATUS_NOT_SUPPORTED: NtStatus = 0xC000_00BB;
+pub const STATUS_DEVICE_NOT_READY: NtStatus = 0xC000_00A3;
+pub const STATUS_DELETE_PENDING: NtStatus = 0xC000_0056;
+pub const STATUS_DRIVER_UNABLE_TO_LOAD: NtStatus = 0xC000_026C;
+
+/// NT_SUCCESS: informational and success codes (the top bit clear).
+pub fn nt_success(status: NtStatus) -> bool {
+    (status as i32) >= 0
+}
+
+/// The symbolic name of a status, for traces and snapshots; unknown values print as hex.
+pub fn name(status: NtStatus) -> String {
+    let known = match status {
+        STATUS_SUCCESS => "STATUS_SUCCESS",
+        STATUS_TIMEOUT => "STATUS_TIMEOUT",
+        STATUS_PENDING => "STATUS_PENDING",
+        STATUS_MORE_PROCESSING_REQUIRED => "STATUS_MORE_PROCESSING_REQUIRED",
+        STATUS_UNSUCCESSFUL => "STATUS_UNSUCCESSFUL",
+        STATUS_NOT_IMPLEMENTED => "STATUS_NOT_IMPLEMENTED",
+        STATUS_INVALID_HANDLE => "STATUS_INVALID_HANDLE",
+        STATUS_INVALID_PARAMETER => "STATUS_INVALID_PARAMETER",
+        STATUS_NO_SUCH_DEVICE => "STATUS_NO_SUCH_DEVICE",
+        STATUS_INVALID_DEVICE_REQUEST => "STATUS_INVALID_DEVICE_REQUEST",
+        STATUS_NO_MEMORY => "STATUS_NO_MEMORY",
+        STATUS_ACCESS_DENIED => "STATUS_ACCESS_DENIED",
+        STATUS_BUFFER_TOO_SMALL => "STATUS_BUFFER_TOO_SMALL",
+        STATUS_OBJECT_NAME_INVALID => "STATUS_OBJECT_NAME_INVALID",
+        STATUS_OBJECT_NAME_NOT_FOUND => "STATUS_OBJECT_NAME_NOT_FOUND",
+        STATUS_OBJECT_NAME_COLLISION => "STATUS_OBJECT_NAME_COLLISION",
+        STATUS_INSUFFICIENT_RESOURCES => "STATUS_INSUFFICIENT_RESOURCES",
+        STATUS_BUFFER_OVERFLOW => "STATUS_BUFFER_OVERFLOW",
+        STATUS_CANCELLED => "STATUS_CANCELLED",
+        STATUS_NOT_SUPPORTED => "STATUS_NOT_SUPPORTED",
+        STATUS_DEVICE_NOT_READY => "STATUS_DEVICE_NOT_READY",
+        STATUS_DELETE_PENDING => "STATUS_DELETE_PENDING",
+        STATUS_DRIVER_UNABLE_TO_LOAD => "STATUS_DRIVER_UNABLE_TO_LOAD",
+        _ => return format!("0x{status:08X}"),
+    };
+    known.to_string()
+}

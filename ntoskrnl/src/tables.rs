@@ -1,0 +1,19 @@
+//! The ntoskrnl.exe module: every subsystem's export table.
+
+use crate::{crt, dbg, ex, interlocked, io, ke, mm, ps, rtl, Module};
+
+/// ntoskrnl.exe as drivers import it.
+pub static MODULE: Module = Module {
+    name: "ntoskrnl.exe",
+    tables: &[
+        ex::EXPORTS,
+        ke::EXPORTS,
+        io::EXPORTS,
+        mm::EXPORTS,
+        ps::EXPORTS,
+        rtl::EXPORTS,
+        crt::EXPORTS,
+        dbg::EXPORTS,
+        interlocked::EXPORTS,
+    ],
+};

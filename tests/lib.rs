@@ -1,0 +1,56 @@
+//! Shared helpers for the integration tests: where the committed test drivers are, the IOCTL codes
+//! they understand (mirroring `drivers/common.h`), and rendering of IRP traces for snapshots.
+
+use std::path::PathBuf;
+
+use dbt::Arch;
+use loader::DriverHost;
+use ntoskrnl::io::IrpEvent;
+
+/// Both architectures every driver test runs on.
+pub const ARCHES: [Arch; 2] = [Arch::X86, Arch::X64];
+
+/// IOCTL codes of the test drivers (`tests/drivers/common.h`).
+pub mod ioctl {
+    /// ioctl.sys, METHOD_BUFFERED: output = input reversed.
+    pub const REVERSE: u32 = 0x0022_2000;
+    /// ioctl.sys, METHOD_IN_DIRECT: Information = count of bytes in the MDL buffer equal to input[0].
+    pub const COUNT: u32 = 0x0022_2005;
+    /// ioctl.sys, METHOD_OUT_DIRECT: fills the MDL buffer with (seed + i * 7) as bytes.
+    pub const FILL: u32 = 0x0022_200A;
+    /// ioctl.sys, METHOD_NEITHER: two ULONGs in, their 64-bit product out.
+    pub const MULTIPLY: u32 = 0x0022_200F;
+    /// ioctl.sys, METHOD_BUFFERED: in-driver self test, ICA_SELFTEST_RESULT out.
+    pub const SELFTEST: u32 = 0x0022_2010;
+    /// function.sys: ULONG x -> x + 1000 (x + 1001 through filter.sys).
+    pub const ADD: u32 = 0x0022_2400;
+    /// unknownimport.sys: calls an import nobody implements.
+    pub const CALL_UNKNOWN: u32 = 0x0022_2800;
+    /// unknownimport.sys and nullderef.sys: succeeds, does nothing.
+    pub const PING: u32 = 0x0022_2804;
+    /// nullderef.sys: reads through a NULL pointer.
+    pub const NULL_DEREF: u32 = 0x0022_2C00;
+}
+
+/// Path of a committed test driver binary.
+pub fn driver_path(arch: Arch, name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("drivers/bin").join(arch.name()).join(format!("{name}.sys"))
+}
+
+/// A fresh driver host for `arch`.
+pub fn host(arch: Arch) -> DriverHost {
+    match DriverHost::new(arch) {
+        Ok(h) => h,
+        Err(e) => panic!("cannot create a {} driver host: {e}", arch.name()),
+    }
+}
+
+/// The IRP trace as snapshot text, one event per line.
+pub fn render_trace(events: &[IrpEvent]) -> String {
+    events.iter().map(|e| format!("{e}\n")).collect()
+}
+
+/// Pool bytes still allocated on behalf of the image `name`.
+pub fn pool_bytes_owned_by(host: &DriverHost, name: &str) -> u64 {
+    host.k.pool.blocks().filter(|(_, b)| b.owner == name).map(|(_, b)| b.size).sum()
+}
