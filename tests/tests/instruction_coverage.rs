@@ -5,7 +5,7 @@
 use ica_tests::{driver_path, ARCHES};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
-const DRIVERS: [&str; 5] = ["ioctl", "function", "filter", "unknownimport", "nullderef"];
+const DRIVERS: [&str; 6] = ["ioctl", "function", "filter", "unknownimport", "nullderef", "norelocs"];
 
 #[test]
 fn every_instruction_of_the_test_drivers_is_supported() {
