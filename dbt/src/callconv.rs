@@ -58,7 +58,12 @@ impl Machine {
 
     /// Completes a thunk call: sets the return value (X86: eax = low 32 bits, edx = high 32 bits),
     /// pops the return address into rip and, for X86 stdcall/fastcall, the callee-popped arguments.
-    pub fn host_call_return(&mut self, conv: CallConv, slots: usize, ret: u64) -> Result<(), MemFault> {
+    pub fn host_call_return(
+        &mut self,
+        conv: CallConv,
+        slots: usize,
+        ret: u64,
+    ) -> Result<(), MemFault> {
         let sp = self.cpu.reg(Reg::Rsp);
         match self.arch() {
             Arch::X64 => {
@@ -76,7 +81,8 @@ impl Machine {
                 };
                 self.cpu.set_reg(Reg::Rax, ret & 0xffff_ffff);
                 self.cpu.set_reg(Reg::Rdx, ret >> 32);
-                self.cpu.set_reg(Reg::Rsp, sp.wrapping_add(4 + popped) & 0xffff_ffff);
+                self.cpu
+                    .set_reg(Reg::Rsp, sp.wrapping_add(4 + popped) & 0xffff_ffff);
                 self.cpu.rip = ra;
             }
         }
@@ -89,7 +95,12 @@ impl Machine {
     /// so that at entry `(rsp + ptr_size) % 16 == 0`, [`host_return_address`](Self::host_return_address)
     /// pushed as return address, and rip = `func`. Run with [`run`](Self::run) until
     /// [`Exit::HostReturn`](crate::Exit::HostReturn).
-    pub fn prepare_guest_call(&mut self, func: u64, conv: CallConv, args: &[u64]) -> Result<(), MemFault> {
+    pub fn prepare_guest_call(
+        &mut self,
+        func: u64,
+        conv: CallConv,
+        args: &[u64],
+    ) -> Result<(), MemFault> {
         let sp = self.cpu.reg(Reg::Rsp);
         let ret = self.host_return_address();
         match self.arch() {
@@ -97,23 +108,32 @@ impl Machine {
                 let on_stack = args.get(4..).unwrap_or(&[]);
                 let start = sp.wrapping_sub(32 + 8 * on_stack.len() as u64) & !15;
                 for (k, a) in on_stack.iter().enumerate() {
-                    self.mem.write_u64(start + 32 + 8 * k as u64, *a)?;
+                    self.mem
+                        .write_u64(start.wrapping_add(32 + 8 * k as u64), *a)?;
                 }
                 let slot = start.wrapping_sub(8);
                 self.mem.write_u64(slot, ret)?;
                 self.cpu.set_reg(Reg::Rsp, slot);
-                for (k, r) in [Reg::Rcx, Reg::Rdx, Reg::R8, Reg::R9].into_iter().enumerate() {
+                for (k, r) in [Reg::Rcx, Reg::Rdx, Reg::R8, Reg::R9]
+                    .into_iter()
+                    .enumerate()
+                {
                     if let Some(a) = args.get(k) {
                         self.cpu.set_reg(r, *a);
                     }
                 }
             }
             Arch::X86 => {
-                let split = if conv == CallConv::Fastcall { args.len().min(2) } else { 0 };
+                let split = if conv == CallConv::Fastcall {
+                    args.len().min(2)
+                } else {
+                    0
+                };
                 let (in_regs, on_stack) = args.split_at(split);
                 let start = sp.wrapping_sub(4 * on_stack.len() as u64) & !15 & 0xffff_ffff;
                 for (k, a) in on_stack.iter().enumerate() {
-                    self.mem.write_u32(start + 4 * k as u64, *a as u32)?;
+                    self.mem
+                        .write_u32(start.wrapping_add(4 * k as u64) & 0xffff_ffff, *a as u32)?;
                 }
                 let slot = start.wrapping_sub(4) & 0xffff_ffff;
                 self.mem.write_u32(slot, ret as u32)?;
@@ -133,7 +153,10 @@ impl Machine {
     pub fn return_value(&self) -> u64 {
         match self.arch() {
             Arch::X64 => self.cpu.reg(Reg::Rax),
-            Arch::X86 => (self.cpu.reg(Reg::Rdx) & 0xffff_ffff) << 32 | (self.cpu.reg(Reg::Rax) & 0xffff_ffff),
+            Arch::X86 => {
+                (self.cpu.reg(Reg::Rdx) & 0xffff_ffff) << 32
+                    | (self.cpu.reg(Reg::Rax) & 0xffff_ffff)
+            }
         }
     }
 }

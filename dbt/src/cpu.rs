@@ -50,23 +50,38 @@ impl Arch {
 
 /// General purpose register index into [`Cpu::regs`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
 pub enum Reg {
+    /// rax / eax (return value).
     Rax = 0,
+    /// rcx / ecx (first argument of Win64 and fastcall).
     Rcx,
+    /// rdx / edx (second argument of Win64 and fastcall, high half of x86 64-bit returns).
     Rdx,
+    /// rbx / ebx.
     Rbx,
+    /// rsp / esp (stack pointer).
     Rsp,
+    /// rbp / ebp (frame pointer).
     Rbp,
+    /// rsi / esi.
     Rsi,
+    /// rdi / edi.
     Rdi,
+    /// r8 (third Win64 argument).
     R8,
+    /// r9 (fourth Win64 argument).
     R9,
+    /// r10.
     R10,
+    /// r11.
     R11,
+    /// r12.
     R12,
+    /// r13.
     R13,
+    /// r14.
     R14,
+    /// r15.
     R15,
 }
 

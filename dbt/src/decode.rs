@@ -145,10 +145,18 @@ impl BlockCache {
     }
 
     /// Decodes the block starting at `rip` and caches it.
-    pub(crate) fn translate(&mut self, mem: &GuestMemory, arch: Arch, rip: u64) -> Result<usize, FaultKind> {
+    pub(crate) fn translate(
+        &mut self,
+        mem: &GuestMemory,
+        arch: Arch,
+        rip: u64,
+    ) -> Result<usize, FaultKind> {
         let bytes = mem.readable_slice(rip, MAX_BLOCK_BYTES);
         if bytes.is_empty() {
-            return Err(FaultKind::PageFault { addr: rip, write: false });
+            return Err(FaultKind::PageFault {
+                addr: rip,
+                write: false,
+            });
         }
         let mut decoder = Decoder::with_ip(arch.bitness(), bytes, rip, DecoderOptions::NONE);
         let mut instrs = Vec::new();
@@ -159,10 +167,15 @@ impl BlockCache {
             if instr.is_invalid() {
                 if instrs.is_empty() {
                     if decoder.last_error() == DecoderError::NoMoreBytes {
-                        return Err(FaultKind::PageFault { addr: rip + bytes.len() as u64, write: false });
+                        return Err(FaultKind::PageFault {
+                            addr: rip + bytes.len() as u64,
+                            write: false,
+                        });
                     }
                     let n = instr.len().clamp(1, 15).min(bytes.len() - pos);
-                    return Err(FaultKind::InvalidOpcode { bytes: bytes[pos..pos + n].to_vec() });
+                    return Err(FaultKind::InvalidOpcode {
+                        bytes: bytes[pos..pos + n].to_vec(),
+                    });
                 }
                 break;
             }
@@ -174,8 +187,15 @@ impl BlockCache {
             }
         }
         if instrs.is_empty() {
-            return Err(FaultKind::PageFault { addr: rip + bytes.len() as u64, write: false });
+            return Err(FaultKind::PageFault {
+                addr: rip + bytes.len() as u64,
+                write: false,
+            });
         }
-        Ok(self.insert(Block { start: rip, end, instrs }))
+        Ok(self.insert(Block {
+            start: rip,
+            end,
+            instrs,
+        }))
     }
 }

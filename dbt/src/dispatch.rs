@@ -6,7 +6,9 @@ use iced_x86::{Code, FastFormatter, Instruction, Mnemonic, OpKind, Register};
 use crate::decode::Handler;
 use crate::fault::{ExecResult, FaultKind};
 use crate::machine::Machine;
-use crate::{exec_alu, exec_bits, exec_control, exec_data, exec_muldiv, exec_shift, exec_sse, exec_stack};
+use crate::{
+    exec_alu, exec_bits, exec_control, exec_data, exec_muldiv, exec_shift, exec_sse, exec_stack,
+};
 use crate::{exec_string, exec_system};
 
 /// Whether the interpreter implements `instr` (same decision as the executor's dispatch).
@@ -35,7 +37,9 @@ fn operands_ok(i: &Instruction) -> bool {
             !small(i.memory_base()) && !small(i.memory_index()) && !i.is_vsib()
         }
         OpKind::NearBranch32 | OpKind::NearBranch64 => true,
-        OpKind::MemorySegESI | OpKind::MemorySegRSI | OpKind::MemoryESEDI | OpKind::MemoryESRDI => true,
+        OpKind::MemorySegESI | OpKind::MemorySegRSI | OpKind::MemoryESEDI | OpKind::MemoryESRDI => {
+            true
+        }
         OpKind::Immediate8
         | OpKind::Immediate8_2nd
         | OpKind::Immediate16
@@ -86,6 +90,8 @@ pub(crate) fn handler_for(i: &Instruction) -> Option<Handler> {
         | M::Prefetcht1
         | M::Prefetcht2
         | M::Prefetchw
+        | M::Clflush
+        | M::Clflushopt
         | M::Wbinvd => exec_data::nop,
         M::Cmova
         | M::Cmovae
@@ -211,16 +217,36 @@ pub(crate) fn handler_for(i: &Instruction) -> Option<Handler> {
         M::Hlt => exec_system::hlt,
 
         M::Movd | M::Movq => exec_sse::movd_movq,
-        M::Movdqa | M::Movdqu | M::Movaps | M::Movups | M::Movapd | M::Movupd | M::Movntdq | M::Movntps | M::Movntpd => {
-            exec_sse::mov128
-        }
+        M::Movdqa
+        | M::Movdqu
+        | M::Movaps
+        | M::Movups
+        | M::Movapd
+        | M::Movupd
+        | M::Movntdq
+        | M::Movntps
+        | M::Movntpd => exec_sse::mov128,
         M::Movnti => exec_sse::movnti,
-        M::Movss | M::Movsd | M::Movhps | M::Movlps | M::Movhpd | M::Movlpd | M::Movhlps | M::Movlhps => {
-            exec_sse::partial_move
-        }
-        M::Pxor | M::Xorps | M::Xorpd | M::Por | M::Orps | M::Orpd | M::Pand | M::Andps | M::Andpd | M::Pandn | M::Andnps | M::Andnpd => {
-            exec_sse::logic
-        }
+        M::Movss
+        | M::Movsd
+        | M::Movhps
+        | M::Movlps
+        | M::Movhpd
+        | M::Movlpd
+        | M::Movhlps
+        | M::Movlhps => exec_sse::partial_move,
+        M::Pxor
+        | M::Xorps
+        | M::Xorpd
+        | M::Por
+        | M::Orps
+        | M::Orpd
+        | M::Pand
+        | M::Andps
+        | M::Andpd
+        | M::Pandn
+        | M::Andnps
+        | M::Andnpd => exec_sse::logic,
         M::Paddb
         | M::Paddw
         | M::Paddd
@@ -235,6 +261,29 @@ pub(crate) fn handler_for(i: &Instruction) -> Option<Handler> {
         | M::Pcmpgtb
         | M::Pcmpgtw
         | M::Pcmpgtd => exec_sse::arith,
+        M::Pminub
+        | M::Pmaxub
+        | M::Pminsw
+        | M::Pmaxsw
+        | M::Pavgb
+        | M::Pavgw
+        | M::Paddusb
+        | M::Paddusw
+        | M::Psubusb
+        | M::Psubusw
+        | M::Paddsb
+        | M::Paddsw
+        | M::Psubsb
+        | M::Psubsw
+        | M::Pmullw
+        | M::Pmulhw
+        | M::Pmulhuw
+        | M::Pmuludq
+        | M::Pmaddwd
+        | M::Psadbw
+        | M::Packsswb
+        | M::Packuswb
+        | M::Packssdw => exec_sse::arith_ext,
         M::Pmovmskb | M::Movmskps | M::Movmskpd => exec_sse::movemask,
         M::Punpcklbw
         | M::Punpckhbw
@@ -250,7 +299,10 @@ pub(crate) fn handler_for(i: &Instruction) -> Option<Handler> {
         | M::Unpckhpd => exec_sse::unpack,
         M::Pshufd | M::Pshuflw | M::Pshufhw | M::Shufps => exec_sse::shuffle,
         M::Psrldq | M::Pslldq => exec_sse::byte_shift,
-        M::Psrlw | M::Psrld | M::Psrlq | M::Psllw | M::Pslld | M::Psllq | M::Psraw | M::Psrad => exec_sse::lane_shift,
+        M::Pinsrw | M::Pextrw => exec_sse::word_insert_extract,
+        M::Psrlw | M::Psrld | M::Psrlq | M::Psllw | M::Pslld | M::Psllq | M::Psraw | M::Psrad => {
+            exec_sse::lane_shift
+        }
         _ => return None,
     };
     Some(h)

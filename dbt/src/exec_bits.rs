@@ -46,7 +46,11 @@ pub(crate) fn bit_scan(m: &mut Machine, i: &Instruction) -> ExecResult {
         m.cpu.flags.update(STATUS, ZF | PF);
         return Ok(());
     }
-    let idx = if i.mnemonic() == Mnemonic::Bsf { src.trailing_zeros() } else { 63 - src.leading_zeros() };
+    let idx = if i.mnemonic() == Mnemonic::Bsf {
+        src.trailing_zeros()
+    } else {
+        63 - src.leading_zeros()
+    };
     m.cpu.set_gpr(i.op0_register(), idx as u64);
     m.cpu.flags.update(STATUS, pzs(idx as u64, 1) & PF);
     Ok(())

@@ -11,7 +11,9 @@ use crate::machine::Machine;
 #[inline(always)]
 fn target(m: &Machine, i: &Instruction) -> Result<u64, Exception> {
     match i.op0_kind() {
-        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => Ok(i.near_branch_target()),
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+            Ok(i.near_branch_target())
+        }
         _ => {
             let size = m.op_size(i, 0);
             m.read_op(i, 0, size)
@@ -46,7 +48,11 @@ pub(crate) fn call(m: &mut Machine, i: &Instruction) -> ExecResult {
 
 /// `ret` / `ret imm16`.
 pub(crate) fn ret(m: &mut Machine, i: &Instruction) -> ExecResult {
-    let extra = if i.op_count() > 0 { i.immediate16() as u64 } else { 0 };
+    let extra = if i.op_count() > 0 {
+        i.immediate16() as u64
+    } else {
+        0
+    };
     let size = match i.code() {
         iced_x86::Code::Retnw | iced_x86::Code::Retnw_imm16 => 2,
         _ => m.ptr_bytes(),

@@ -80,7 +80,9 @@ pub(crate) fn cmpxchg(m: &mut Machine, i: &Instruction) -> ExecResult {
         }
         m.cpu.set_gpr(acc_reg, dst);
     }
-    m.cpu.flags.set(FlagOp::Sub, size, acc, dst, acc.wrapping_sub(dst));
+    m.cpu
+        .flags
+        .set(FlagOp::Sub, size, acc, dst, acc.wrapping_sub(dst));
     Ok(())
 }
 
@@ -106,8 +108,11 @@ pub(crate) fn cmpxchg8b(m: &mut Machine, i: &Instruction) -> ExecResult {
 /// `cmpxchg16b m128` (16-byte alignment required).
 pub(crate) fn cmpxchg16b(m: &mut Machine, i: &Instruction) -> ExecResult {
     let addr = m.ea(i);
-    if addr % 16 != 0 {
-        return Err(FaultKind::GeneralProtection(format!("cmpxchg16b on misaligned address 0x{addr:x}")).into());
+    if !addr.is_multiple_of(16) {
+        return Err(FaultKind::GeneralProtection(format!(
+            "cmpxchg16b on misaligned address 0x{addr:x}"
+        ))
+        .into());
     }
     let v = m.mem.load_u128(addr)?;
     let r = &m.cpu.regs;
@@ -176,7 +181,11 @@ pub(crate) fn cmovcc(m: &mut Machine, i: &Instruction) -> ExecResult {
     let size = m.op_size(i, 0);
     let src = m.read_op(i, 1, size)?;
     let r = i.op0_register();
-    let v = if m.cpu.flags.cond(i.condition_code()) { src } else { m.cpu.gpr(r) };
+    let v = if m.cpu.flags.cond(i.condition_code()) {
+        src
+    } else {
+        m.cpu.gpr(r)
+    };
     m.cpu.set_gpr(r, v);
     Ok(())
 }
@@ -209,11 +218,13 @@ pub(crate) fn sahf(m: &mut Machine, _i: &Instruction) -> ExecResult {
 /// `lahf`: AH from SF, ZF, AF, PF, CF.
 pub(crate) fn lahf(m: &mut Machine, _i: &Instruction) -> ExecResult {
     let f = m.cpu.flags() & 0xff;
-    m.cpu.set_gpr(Register::AH, (f & (SF | ZF | AF | PF | CF)) | 2);
+    m.cpu
+        .set_gpr(Register::AH, (f & (SF | ZF | AF | PF | CF)) | 2);
     Ok(())
 }
 
-/// Instructions without architectural effect here (nop, pause, endbr, fences, prefetch, wbinvd).
+/// Instructions without architectural effect here (nop, pause, endbr, fences, prefetch, cache
+/// flushes).
 pub(crate) fn nop(_m: &mut Machine, _i: &Instruction) -> ExecResult {
     Ok(())
 }

@@ -123,6 +123,11 @@ pub(crate) fn idiv(m: &mut Machine, i: &Instruction) -> ExecResult {
     if q < min || q > max {
         return Err(FaultKind::DivideError.into());
     }
-    write_pair(m, size, q as u64 & size_mask(size), r as u64 & size_mask(size));
+    write_pair(
+        m,
+        size,
+        q as u64 & size_mask(size),
+        r as u64 & size_mask(size),
+    );
     Ok(())
 }

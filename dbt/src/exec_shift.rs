@@ -120,14 +120,23 @@ pub(crate) fn shift_double(m: &mut Machine, i: &Instruction) -> ExecResult {
         let v = (dst as u128) << (2 * bits) | (src as u128) << bits | dst as u128;
         if shld {
             let shifted = v << c;
-            ((shifted >> (2 * bits)) as u64 & mask, (shifted >> (3 * bits)) & 1 != 0)
+            (
+                (shifted >> (2 * bits)) as u64 & mask,
+                (shifted >> (3 * bits)) & 1 != 0,
+            )
         } else {
             ((v >> c) as u64 & mask, (v >> (c - 1)) & 1 != 0)
         }
     } else if shld {
-        (((dst << c) | (src >> (bits - c))) & mask, (dst >> (bits - c)) & 1 != 0)
+        (
+            ((dst << c) | (src >> (bits - c))) & mask,
+            (dst >> (bits - c)) & 1 != 0,
+        )
     } else {
-        (((dst >> c) | (src << (bits - c))) & mask, (dst >> (c - 1)) & 1 != 0)
+        (
+            ((dst >> c) | (src << (bits - c))) & mask,
+            (dst >> (c - 1)) & 1 != 0,
+        )
     };
     m.write_loc(loc, size, res)?;
     let mut f = pzs(res, size);
@@ -135,7 +144,11 @@ pub(crate) fn shift_double(m: &mut Machine, i: &Instruction) -> ExecResult {
         f |= CF;
     }
     // OF as for the first one-bit step (what Intel reports for every count).
-    let first = if shld { dst ^ (dst << 1) } else { dst ^ (src << (bits - 1)) };
+    let first = if shld {
+        dst ^ (dst << 1)
+    } else {
+        dst ^ (src << (bits - 1))
+    };
     if first & sign_bit(size) != 0 {
         f |= OF;
     }

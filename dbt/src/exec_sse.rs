@@ -26,7 +26,7 @@ fn set_xmm(m: &mut Machine, r: Register, v: u128) {
 
 /// Faults with #GP unless `addr` is 16-byte aligned.
 fn check_align(addr: u64, i: &Instruction) -> ExecResult {
-    if addr % 16 != 0 {
+    if !addr.is_multiple_of(16) {
         return Err(FaultKind::GeneralProtection(format!(
             "misaligned 16-byte SSE access at 0x{addr:x} ({:?})",
             i.mnemonic()
@@ -53,7 +53,12 @@ fn src128(m: &Machine, i: &Instruction, n: u32, aligned: bool) -> Result<u128, E
 fn aligned_move(mn: Mnemonic) -> bool {
     matches!(
         mn,
-        Mnemonic::Movdqa | Mnemonic::Movaps | Mnemonic::Movapd | Mnemonic::Movntdq | Mnemonic::Movntps | Mnemonic::Movntpd
+        Mnemonic::Movdqa
+            | Mnemonic::Movaps
+            | Mnemonic::Movapd
+            | Mnemonic::Movntdq
+            | Mnemonic::Movntps
+            | Mnemonic::Movntpd
     )
 }
 
@@ -83,9 +88,14 @@ pub(crate) fn movnti(m: &mut Machine, i: &Instruction) -> ExecResult {
 /// movd / movq between XMM registers, GPRs and memory (loads into XMM zero the upper part).
 pub(crate) fn movd_movq(m: &mut Machine, i: &Instruction) -> ExecResult {
     let size = if i.mnemonic() == Mnemonic::Movd { 4 } else { 8 };
-    if let Some(dst) = (i.op0_kind() == OpKind::Register).then(|| i.op0_register()).filter(|r| xmm_index(*r).is_some()) {
+    if let Some(dst) = (i.op0_kind() == OpKind::Register)
+        .then(|| i.op0_register())
+        .filter(|r| xmm_index(*r).is_some())
+    {
         let v = match i.op1_kind() {
-            OpKind::Register if xmm_index(i.op1_register()).is_some() => xmm(m, i.op1_register()) as u64,
+            OpKind::Register if xmm_index(i.op1_register()).is_some() => {
+                xmm(m, i.op1_register()) as u64
+            }
             _ => m.read_op(i, 1, size)?,
         };
         set_xmm(m, dst, (v & size_mask(size)) as u128);
@@ -193,7 +203,9 @@ pub(crate) fn arith(m: &mut Machine, i: &Instruction) -> ExecResult {
     let res = match mn {
         M::Paddb | M::Paddw | M::Paddd | M::Paddq => lanes(a, b, bits, |x, y| x.wrapping_add(y)),
         M::Psubb | M::Psubw | M::Psubd | M::Psubq => lanes(a, b, bits, |x, y| x.wrapping_sub(y)),
-        M::Pcmpeqb | M::Pcmpeqw | M::Pcmpeqd => lanes(a, b, bits, |x, y| if x == y { ones } else { 0 }),
+        M::Pcmpeqb | M::Pcmpeqw | M::Pcmpeqd => {
+            lanes(a, b, bits, |x, y| if x == y { ones } else { 0 })
+        }
         _ => lanes(a, b, bits, |x, y| if sx(x) > sx(y) { ones } else { 0 }),
     };
     set_xmm(m, r, res);
@@ -265,7 +277,9 @@ pub(crate) fn shuffle(m: &mut Machine, i: &Instruction) -> ExecResult {
             (src & !LOW64) | low
         }
         Mnemonic::Pshufhw => {
-            let high = (0..4).fold(0u128, |acc, k| acc | lane(src, 16, 4 + sel(k)) << (16 * (k + 4)));
+            let high = (0..4).fold(0u128, |acc, k| {
+                acc | lane(src, 16, 4 + sel(k)) << (16 * (k + 4))
+            });
             (src & LOW64) | high
         }
         _ => {
@@ -314,11 +328,112 @@ pub(crate) fn lane_shift(m: &mut Machine, i: &Instruction) -> ExecResult {
     let res = match mn {
         M::Psraw | M::Psrad => {
             let c = count.min(bits as u64 - 1) as u32;
-            lanes(v, 0, bits, |x, _| (crate::flags::sext(x, bits / 8) >> c) as u64)
+            lanes(v, 0, bits, |x, _| {
+                (crate::flags::sext(x, bits / 8) >> c) as u64
+            })
         }
         _ if count >= bits as u64 => 0,
         M::Psrlw | M::Psrld | M::Psrlq => lanes(v, 0, bits, |x, _| x >> count),
         _ => lanes(v, 0, bits, |x, _| x << count),
+    };
+    set_xmm(m, r, res);
+    Ok(())
+}
+
+/// pinsrw xmm, r32/m16, imm8 and pextrw r32/m16, xmm, imm8.
+pub(crate) fn word_insert_extract(m: &mut Machine, i: &Instruction) -> ExecResult {
+    let k = (i.immediate8() & 7) as u32 * 16;
+    if i.mnemonic() == Mnemonic::Pinsrw {
+        let w = m.read_op(i, 1, 2)? & 0xffff;
+        let r = i.op0_register();
+        let v = (xmm(m, r) & !(0xffffu128 << k)) | (w as u128) << k;
+        set_xmm(m, r, v);
+    } else {
+        let w = (xmm(m, i.op1_register()) >> k) as u64 & 0xffff;
+        let size = m.op_size(i, 0);
+        m.write_op(i, 0, size, w)?;
+    }
+    Ok(())
+}
+
+/// Saturates a signed value to `bits` bits.
+fn sat_signed(v: i64, bits: u32) -> u64 {
+    let max = (1i64 << (bits - 1)) - 1;
+    let min = -(1i64 << (bits - 1));
+    v.clamp(min, max) as u64
+}
+
+/// Saturates a signed value to an unsigned `bits`-bit range.
+fn sat_unsigned(v: i64, bits: u32) -> u64 {
+    v.clamp(0, (1i64 << bits) - 1) as u64
+}
+
+/// Integer min/max, averages, saturating arithmetic, multiplies, packs and psadbw.
+pub(crate) fn arith_ext(m: &mut Machine, i: &Instruction) -> ExecResult {
+    use Mnemonic as M;
+    let b = src128(m, i, 1, true)?;
+    let r = i.op0_register();
+    let a = xmm(m, r);
+    let s8 = |v: u64| crate::flags::sext(v, 1);
+    let s16 = |v: u64| crate::flags::sext(v, 2);
+    let s32 = |v: u64| crate::flags::sext(v, 4);
+    let res = match i.mnemonic() {
+        M::Pminub => lanes(a, b, 8, |x, y| x.min(y)),
+        M::Pmaxub => lanes(a, b, 8, |x, y| x.max(y)),
+        M::Pminsw => lanes(a, b, 16, |x, y| if s16(x) < s16(y) { x } else { y }),
+        M::Pmaxsw => lanes(a, b, 16, |x, y| if s16(x) > s16(y) { x } else { y }),
+        M::Pavgb => lanes(a, b, 8, |x, y| (x + y + 1) >> 1),
+        M::Pavgw => lanes(a, b, 16, |x, y| (x + y + 1) >> 1),
+        M::Paddusb => lanes(a, b, 8, |x, y| (x + y).min(0xff)),
+        M::Paddusw => lanes(a, b, 16, |x, y| (x + y).min(0xffff)),
+        M::Psubusb | M::Psubusw => lanes(
+            a,
+            b,
+            if i.mnemonic() == M::Psubusb { 8 } else { 16 },
+            |x, y| x.saturating_sub(y),
+        ),
+        M::Paddsb => lanes(a, b, 8, |x, y| sat_signed(s8(x) + s8(y), 8)),
+        M::Paddsw => lanes(a, b, 16, |x, y| sat_signed(s16(x) + s16(y), 16)),
+        M::Psubsb => lanes(a, b, 8, |x, y| sat_signed(s8(x) - s8(y), 8)),
+        M::Psubsw => lanes(a, b, 16, |x, y| sat_signed(s16(x) - s16(y), 16)),
+        M::Pmullw => lanes(a, b, 16, |x, y| x.wrapping_mul(y)),
+        M::Pmulhw => lanes(a, b, 16, |x, y| ((s16(x) * s16(y)) >> 16) as u64),
+        M::Pmulhuw => lanes(a, b, 16, |x, y| (x * y) >> 16),
+        M::Pmuludq => lanes(a, b, 64, |x, y| (x & 0xffff_ffff) * (y & 0xffff_ffff)),
+        M::Pmaddwd => lanes(a, b, 32, |x, y| {
+            let lo = s16(x) * s16(y);
+            let hi = s16(x >> 16) * s16(y >> 16);
+            (lo + hi) as u64
+        }),
+        M::Psadbw => lanes(a, b, 64, |x, y| {
+            (0..8)
+                .map(|k| ((x >> (8 * k)) as u8).abs_diff((y >> (8 * k)) as u8) as u64)
+                .sum()
+        }),
+        M::Packsswb | M::Packuswb => {
+            let unsigned = i.mnemonic() == M::Packuswb;
+            let pack = |v: u128| -> u128 {
+                (0..8).fold(0u128, |acc, k| {
+                    let w = s16(lane(v, 16, k) as u64);
+                    let byte = if unsigned {
+                        sat_unsigned(w, 8)
+                    } else {
+                        sat_signed(w, 8) & 0xff
+                    };
+                    acc | (byte as u128) << (8 * k)
+                })
+            };
+            pack(a) | pack(b) << 64
+        }
+        _ => {
+            let pack = |v: u128| -> u128 {
+                (0..4).fold(0u128, |acc, k| {
+                    acc | ((sat_signed(s32(lane(v, 32, k) as u64), 16) & 0xffff) as u128)
+                        << (16 * k)
+                })
+            };
+            pack(a) | pack(b) << 64
+        }
     };
     set_xmm(m, r, res);
     Ok(())

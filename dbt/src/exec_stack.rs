@@ -35,7 +35,11 @@ pub(crate) fn pushf(m: &mut Machine, i: &Instruction) -> ExecResult {
 pub(crate) fn popf(m: &mut Machine, i: &Instruction) -> ExecResult {
     let size = i.stack_pointer_increment() as u32;
     let v = m.pop(size)?;
-    let v = if size == 2 { (m.cpu.flags() & !0xffff) | v } else { v };
+    let v = if size == 2 {
+        (m.cpu.flags() & !0xffff) | v
+    } else {
+        v
+    };
     m.cpu.set_flags(v);
     Ok(())
 }
@@ -55,7 +59,11 @@ pub(crate) fn leave(m: &mut Machine, i: &Instruction) -> ExecResult {
     m.set_sp(m.cpu.regs[5]);
     match m.pop(size) {
         Ok(v) => {
-            let r = if size == 2 { iced_x86::Register::BP } else { frame_reg(m) };
+            let r = if size == 2 {
+                iced_x86::Register::BP
+            } else {
+                frame_reg(m)
+            };
             m.cpu.set_gpr(r, v);
             Ok(())
         }
@@ -98,7 +106,11 @@ pub(crate) fn enter(m: &mut Machine, i: &Instruction) -> ExecResult {
     })();
     match result {
         Ok((frame, sp)) => {
-            let r = if size == 2 { iced_x86::Register::BP } else { frame_reg(m) };
+            let r = if size == 2 {
+                iced_x86::Register::BP
+            } else {
+                frame_reg(m)
+            };
             m.cpu.set_gpr(r, frame);
             m.set_sp(sp.wrapping_sub(alloc));
             Ok(())

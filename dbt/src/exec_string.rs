@@ -57,7 +57,11 @@ pub(crate) fn string(m: &mut Machine, i: &Instruction) -> ExecResult {
     // For cmps/scas: F3 = repe (stop when ZF=0), F2 = repne (stop when ZF=1).
     let stop_on_zf = i.has_repne_prefix();
     let back = m.cpu.flags.test(DF);
-    let step = if back { (elem as u64).wrapping_neg() } else { elem as u64 };
+    let step = if back {
+        (elem as u64).wrapping_neg()
+    } else {
+        elem as u64
+    };
     let seg = i.segment_prefix();
     let aacc = acc(elem);
 
@@ -115,7 +119,11 @@ pub(crate) fn string(m: &mut Machine, i: &Instruction) -> ExecResult {
 
 /// Writes the low address-size part of register `r`.
 fn set_masked(m: &mut Machine, r: usize, v: u64, amask: u64) {
-    m.cpu.regs[r] = if amask == 0xffff { (m.cpu.regs[r] & !0xffff) | (v & 0xffff) } else { v & amask };
+    m.cpu.regs[r] = if amask == 0xffff {
+        (m.cpu.regs[r] & !0xffff) | (v & 0xffff)
+    } else {
+        v & amask
+    };
 }
 
 /// Forward `rep movs`/`rep stos` as one bulk copy/fill when every page is accessible and the copy

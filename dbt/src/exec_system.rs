@@ -25,7 +25,11 @@ pub(crate) fn cpuid(m: &mut Machine, _i: &Instruction) -> ExecResult {
         0x8000_0000 => (0x8000_0001, 0, 0, 0),
         0x8000_0001 => {
             // LAHF in long mode; NX, SYSCALL and long mode on x64.
-            let edx = if m.arch() == crate::Arch::X64 { 1 << 11 | 1 << 20 | 1 << 29 } else { 1 << 20 };
+            let edx = if m.arch() == crate::Arch::X64 {
+                1 << 11 | 1 << 20 | 1 << 29
+            } else {
+                1 << 20
+            };
             (0, 0, 1, edx)
         }
         _ => (0, 0, 0, 0),
@@ -54,7 +58,7 @@ pub(crate) fn port_in(m: &mut Machine, i: &Instruction) -> ExecResult {
     let r = i.op0_register();
     let size = r.size() as u8;
     let port = port_of(m, i, 1);
-    let v = m.port_io.port_read(port, size);
+    let v = m.port_read(port, size);
     m.cpu.set_gpr(r, v as u64);
     Ok(())
 }
@@ -65,7 +69,7 @@ pub(crate) fn port_out(m: &mut Machine, i: &Instruction) -> ExecResult {
     let size = r.size() as u8;
     let port = port_of(m, i, 0);
     let v = m.cpu.gpr(r) as u32;
-    m.port_io.port_write(port, size, v);
+    m.port_write(port, size, v);
     Ok(())
 }
 
@@ -116,7 +120,10 @@ pub(crate) fn int_n(m: &mut Machine, i: &Instruction) -> ExecResult {
     let vector = i.immediate8();
     let kind = match vector {
         3 => FaultKind::Breakpoint,
-        0x29 => FaultKind::GeneralProtection(format!("fast fail (int 0x29), code {}", m.cpu.regs[1] & 0xffff_ffff)),
+        0x29 => FaultKind::GeneralProtection(format!(
+            "fast fail (int 0x29), code {}",
+            m.cpu.regs[1] & 0xffff_ffff
+        )),
         0x2c => FaultKind::GeneralProtection("assertion failure (int 0x2c)".to_string()),
         v => FaultKind::GeneralProtection(format!("software interrupt int 0x{v:x}")),
     };

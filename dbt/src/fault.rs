@@ -39,12 +39,19 @@ pub enum FaultKind {
 
 impl From<MemFault> for FaultKind {
     fn from(f: MemFault) -> Self {
-        FaultKind::PageFault { addr: f.addr, write: f.write }
+        FaultKind::PageFault {
+            addr: f.addr,
+            write: f.write,
+        }
     }
 }
 
 fn hex_bytes(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl fmt::Display for FaultKind {
@@ -54,7 +61,9 @@ impl fmt::Display for FaultKind {
                 let kind = if *write { "write" } else { "read" };
                 write!(f, "page fault: {kind} at 0x{addr:x}")
             }
-            FaultKind::InvalidOpcode { bytes } => write!(f, "invalid opcode [{}]", hex_bytes(bytes)),
+            FaultKind::InvalidOpcode { bytes } => {
+                write!(f, "invalid opcode [{}]", hex_bytes(bytes))
+            }
             FaultKind::Unsupported { bytes, text } => {
                 write!(f, "unsupported instruction `{text}` [{}]", hex_bytes(bytes))
             }
@@ -84,8 +93,16 @@ pub struct GuestFault {
 }
 
 /// Register names in display order with their index in `regs`.
-const X86_NAMES: [(&str, usize); 8] =
-    [("eax", 0), ("ebx", 3), ("ecx", 1), ("edx", 2), ("esi", 6), ("edi", 7), ("ebp", 5), ("esp", 4)];
+const X86_NAMES: [(&str, usize); 8] = [
+    ("eax", 0),
+    ("ebx", 3),
+    ("ecx", 1),
+    ("edx", 2),
+    ("esi", 6),
+    ("edi", 7),
+    ("ebp", 5),
+    ("esp", 4),
+];
 const X64_NAMES: [(&str, usize); 16] = [
     ("rax", 0),
     ("rbx", 3),
@@ -115,8 +132,10 @@ impl fmt::Display for GuestFault {
         let ip = if self.arch == Arch::X86 { "eip" } else { "rip" };
         writeln!(f, "  {ip}={:0width$x} eflags={:08x}", self.rip, self.flags)?;
         for line in names.chunks(per_line) {
-            let parts: Vec<String> =
-                line.iter().map(|(n, i)| format!("{n:>3}={:0width$x}", self.regs[*i])).collect();
+            let parts: Vec<String> = line
+                .iter()
+                .map(|(n, i)| format!("{n:>3}={:0width$x}", self.regs[*i]))
+                .collect();
             writeln!(f, "  {}", parts.join(" "))?;
         }
         writeln!(f, "  backtrace:")?;

@@ -39,23 +39,23 @@ pub(crate) fn size_mask(size: u32) -> u64 {
     }
 }
 
-/// Sign bit of an operand of `size` bytes.
+/// Sign bit of an operand of `size` bytes (sizes outside 1..=8 are clamped).
 #[inline(always)]
 pub(crate) fn sign_bit(size: u32) -> u64 {
-    1u64 << (size * 8 - 1)
+    1u64 << (size.clamp(1, 8) * 8 - 1)
 }
 
-/// Sign-extends the low `size` bytes of `v` to 64 bits.
+/// Sign-extends the low `size` bytes of `v` to 64 bits (sizes outside 1..=8 are clamped).
 #[inline(always)]
 pub(crate) fn sext(v: u64, size: u32) -> i64 {
-    let shift = 64 - size * 8;
+    let shift = 64 - size.clamp(1, 8) * 8;
     ((v << shift) as i64) >> shift
 }
 
 /// Even parity of the low byte.
 #[inline(always)]
 fn parity(v: u64) -> bool {
-    (v as u8).count_ones() % 2 == 0
+    (v as u8).count_ones().is_multiple_of(2)
 }
 
 /// PF, ZF and SF of a result of `size` bytes.
@@ -115,7 +115,14 @@ pub(crate) struct Flags {
 
 impl Default for Flags {
     fn default() -> Self {
-        Flags { base: RESERVED_ONE | IF, op: FlagOp::None, size: 4, a: 0, b: 0, res: 0 }
+        Flags {
+            base: RESERVED_ONE | IF,
+            op: FlagOp::None,
+            size: 4,
+            a: 0,
+            b: 0,
+            res: 0,
+        }
     }
 }
 
@@ -342,7 +349,13 @@ mod tests {
         assert!(f.cond(ConditionCode::b));
         assert!(!f.cond(ConditionCode::g));
         assert!(f.cond(ConditionCode::l));
-        f.set(FlagOp::Sub, 8, 0x8000_0000_0000_0000, 1, 0x7fff_ffff_ffff_ffff);
+        f.set(
+            FlagOp::Sub,
+            8,
+            0x8000_0000_0000_0000,
+            1,
+            0x7fff_ffff_ffff_ffff,
+        );
         assert_eq!(f.get() & (OF | CF | SF), OF);
         f.set_incdec(FlagOp::Inc, 2, 0);
         assert_eq!(f.get() & STATUS, ZF | PF | AF);

@@ -8,6 +8,8 @@
 //! * [`CallConv`] and the calling-convention helpers on [`Machine`] move arguments and return values
 //!   across the host/guest boundary.
 
+#![warn(missing_docs)]
+
 mod callconv;
 mod cpu;
 mod decode;

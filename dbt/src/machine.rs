@@ -29,6 +29,9 @@ impl PortIo for NoPorts {
 }
 
 /// Why [`Machine::run`] returned.
+// The fault variant is large, but an exit happens once per host call and the public API wants the
+// fault by value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Exit {
     /// The guest reached thunk `index` (see [`Machine::thunk_address`]); rsp points to the return address.
@@ -71,7 +74,7 @@ pub struct Machine {
     pub stats: Stats,
     arch: Arch,
     cache: BlockCache,
-    pub(crate) port_io: Box<dyn PortIo>,
+    port_io: Box<dyn PortIo>,
     thunk_base: u64,
     host_return: u64,
     pub(crate) tsc: u64,
@@ -89,21 +92,28 @@ impl std::fmt::Debug for Machine {
 }
 
 impl Machine {
-    /// Creates a machine with an empty 1 GiB guest window (X86 at 0x8000_0000, X64 at
-    /// 0xFFFF_F880_0000_0000) holding only the thunk region and the host-return page near its top.
+    /// Creates a machine with an empty 1 GiB guest window holding only the thunk region and the
+    /// host-return page near its top. The windows lie in kernel address space and include the
+    /// architectural address of the page drivers read the clocks from (KUSER_SHARED_DATA: X86
+    /// 0xFFDF_0000 in the window at 0xC000_0000, X64 0xFFFF_F780_0000_0000 at the window's base).
     pub fn new(arch: Arch) -> Machine {
         let base = match arch {
-            Arch::X86 => 0x8000_0000,
-            Arch::X64 => 0xFFFF_F880_0000_0000,
+            Arch::X86 => 0xC000_0000,
+            Arch::X64 => 0xFFFF_F780_0000_0000,
         };
         let size = 1u64 << 30;
         let mut mem = GuestMemory::new(base, size);
         let thunk_base = base + size - SPECIAL_FROM_TOP;
         let host_return = thunk_base + THUNK_COUNT * THUNK_STRIDE;
-        let special = [(thunk_base, THUNK_COUNT * THUNK_STRIDE), (host_return, PAGE_SIZE)];
+        let special = [
+            (thunk_base, THUNK_COUNT * THUNK_STRIDE),
+            (host_return, PAGE_SIZE),
+        ];
         for (addr, len) in special {
             // The regions lie inside the window by construction, so these cannot fail.
-            let mapped = mem.map(addr, len, Prot::READ | Prot::EXEC).and_then(|_| mem.fill(addr, 0xcc, len));
+            let mapped = mem
+                .map(addr, len, Prot::READ | Prot::EXEC)
+                .and_then(|_| mem.fill(addr, 0xcc, len));
             debug_assert!(mapped.is_ok());
         }
         let mut cpu = Cpu::new();
@@ -129,6 +139,18 @@ impl Machine {
     /// Installs the port I/O hook.
     pub fn set_port_io(&mut self, io: Box<dyn PortIo>) {
         self.port_io = io;
+    }
+
+    /// Reads `size` bytes (1, 2 or 4) from an I/O port through the port I/O hook, exactly as an `in`
+    /// instruction does (for host-side READ_PORT_* style services).
+    pub fn port_read(&mut self, port: u16, size: u8) -> u32 {
+        self.port_io.port_read(port, size)
+    }
+
+    /// Writes `size` bytes (1, 2 or 4) of `value` to an I/O port through the port I/O hook, exactly as
+    /// an `out` instruction does.
+    pub fn port_write(&mut self, port: u16, size: u8, value: u32) {
+        self.port_io.port_write(port, size, value)
     }
 
     /// Guest address of thunk `index` (only the low 16 bits of `index` are used); executing it exits
@@ -170,7 +192,7 @@ impl Machine {
                     return Some(Exit::HostReturn);
                 }
                 let off = rip - self.thunk_base;
-                if off % THUNK_STRIDE == 0 && off < THUNK_COUNT * THUNK_STRIDE {
+                if off.is_multiple_of(THUNK_STRIDE) && off < THUNK_COUNT * THUNK_STRIDE {
                     return Some(Exit::Thunk((off / THUNK_STRIDE) as u32));
                 }
             }

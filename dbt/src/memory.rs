@@ -149,7 +149,10 @@ impl GuestMemory {
         }
         let end = off.saturating_add(len);
         if end > self.size {
-            return Err(MemFault { addr: self.base.wrapping_add(self.size), write: false });
+            return Err(MemFault {
+                addr: self.base.wrapping_add(self.size),
+                write: false,
+            });
         }
         let first = (off / PAGE_SIZE) as usize;
         let last = (end.saturating_add(PAGE_SIZE - 1) / PAGE_SIZE) as usize;
@@ -169,7 +172,9 @@ impl GuestMemory {
     /// Unmaps `[addr, addr + len)` (page-rounded) and zeroes the pages. Parts outside the window are ignored.
     pub fn unmap(&mut self, addr: u64, len: u64) {
         let start = page_floor(addr).max(self.base);
-        let end = addr.saturating_add(len).min(self.base.saturating_add(self.size));
+        let end = addr
+            .saturating_add(len)
+            .min(self.base.saturating_add(self.size));
         if end <= start {
             return;
         }
@@ -194,7 +199,10 @@ impl GuestMemory {
         let start = page_floor(addr);
         let (first, last) = self.page_range(start, len.saturating_add(addr - start))?;
         if let Some(i) = self.pages[first..last].iter().position(|p| p & MAPPED == 0) {
-            return Err(MemFault { addr: self.page_addr(first + i), write: false });
+            return Err(MemFault {
+                addr: self.page_addr(first + i),
+                write: false,
+            });
         }
         for p in &mut self.pages[first..last] {
             *p = MAPPED | prot.bits();
@@ -235,13 +243,21 @@ impl GuestMemory {
             }
             i += 1;
         }
-        Err(MemFault { addr: self.base.wrapping_add(self.size), write: true })
+        Err(MemFault {
+            addr: self.base.wrapping_add(self.size),
+            write: true,
+        })
     }
 
     /// Allocates at `preferred` (page-rounded down) if that range is free, else anywhere like [`alloc`](Self::alloc).
-    pub fn alloc_at_or_near(&mut self, preferred: u64, len: u64, prot: Prot) -> Result<u64, MemFault> {
+    pub fn alloc_at_or_near(
+        &mut self,
+        preferred: u64,
+        len: u64,
+        prot: Prot,
+    ) -> Result<u64, MemFault> {
         let start = page_floor(preferred);
-        let size = len.max(1).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let size = len.max(1).div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE);
         if let Ok((first, last)) = self.page_range(start, size) {
             if self.pages[first..last].iter().all(|p| p & MAPPED == 0) {
                 self.map(start, size, prot)?;
@@ -292,11 +308,17 @@ impl GuestMemory {
         if len == 0 {
             return Ok(self.host);
         }
-        let (first, last) = self.page_range(addr, len).map_err(|f| MemFault { addr: f.addr, write })?;
+        let (first, last) = self.page_range(addr, len).map_err(|f| MemFault {
+            addr: f.addr,
+            write,
+        })?;
         for (i, p) in self.pages[first..last].iter().enumerate() {
             if p & need != need {
                 let page = self.page_addr(first + i);
-                return Err(MemFault { addr: page.max(addr), write });
+                return Err(MemFault {
+                    addr: page.max(addr),
+                    write,
+                });
             }
         }
         // SAFETY: page_range verified that [addr, addr+len) lies inside the reservation.
@@ -322,7 +344,9 @@ impl GuestMemory {
         }
         // SAFETY: every page of [addr, addr+len) is mapped and inside the reservation; the slice lives
         // as long as `&self`, during which no `&mut self` write can happen.
-        unsafe { std::slice::from_raw_parts(self.host.add(addr.wrapping_sub(self.base) as usize), len) }
+        unsafe {
+            std::slice::from_raw_parts(self.host.add(addr.wrapping_sub(self.base) as usize), len)
+        }
     }
 
     /// Guest load of 1, 2, 4 or 8 bytes (zero-extended).
@@ -382,7 +406,13 @@ impl GuestMemory {
     }
 
     /// Guest bulk fill of `len` bytes with a repeating little-endian element of `elem` bytes.
-    pub(crate) fn guest_fill(&mut self, dst: u64, value: u64, elem: u32, len: u64) -> Result<(), MemFault> {
+    pub(crate) fn guest_fill(
+        &mut self,
+        dst: u64,
+        value: u64,
+        elem: u32,
+        len: u64,
+    ) -> Result<(), MemFault> {
         let d = self.check(dst, len, NEED_GUEST_WRITE, true)?;
         // SAFETY: validated by `check`; we hold `&mut self`.
         let out = unsafe { std::slice::from_raw_parts_mut(d, len as usize) };
@@ -536,14 +566,27 @@ mod tests {
     fn map_read_write_and_faults() {
         let mut m = GuestMemory::new(0x8000_0000, 1 << 30);
         assert!(m.read_u8(0x8000_0000).is_err());
-        m.map(0x8000_1000, 0x2000, Prot::READ | Prot::WRITE).unwrap();
+        m.map(0x8000_1000, 0x2000, Prot::READ | Prot::WRITE)
+            .unwrap();
         m.write_u64(0x8000_1ffc, 0x1122_3344_5566_7788).unwrap();
         assert_eq!(m.read_u64(0x8000_1ffc), Ok(0x1122_3344_5566_7788));
-        assert_eq!(m.read_u32(0x8000_2ffe), Err(MemFault { addr: 0x8000_3000, write: false }));
+        assert_eq!(
+            m.read_u32(0x8000_2ffe),
+            Err(MemFault {
+                addr: 0x8000_3000,
+                write: false
+            })
+        );
         assert!(m.read_u8(0x7fff_ffff).is_err());
         assert!(m.read_u8(0xc000_0000).is_err());
         m.protect(0x8000_1000, 0x1000, Prot::READ).unwrap();
-        assert_eq!(m.store(0x8000_1000, 4, 1), Err(MemFault { addr: 0x8000_1000, write: true }));
+        assert_eq!(
+            m.store(0x8000_1000, 4, 1),
+            Err(MemFault {
+                addr: 0x8000_1000,
+                write: true
+            })
+        );
         assert!(m.write_u32(0x8000_1000, 1).is_ok());
         m.unmap(0x8000_1000, 0x2000);
         m.map(0x8000_1000, 0x2000, Prot::READ).unwrap();
@@ -561,7 +604,9 @@ mod tests {
         assert!(m.free(a).is_err());
         let c = m.alloc(0x1000, Prot::READ).unwrap();
         assert_eq!(c, a);
-        let d = m.alloc_at_or_near(0x8050_0000, 0x3000, Prot::READ | Prot::WRITE).unwrap();
+        let d = m
+            .alloc_at_or_near(0x8050_0000, 0x3000, Prot::READ | Prot::WRITE)
+            .unwrap();
         assert_eq!(d, 0x8050_0000);
         let e = m.alloc_at_or_near(0x8050_1000, 0x1000, Prot::READ).unwrap();
         assert_ne!(e, 0x8050_1000);

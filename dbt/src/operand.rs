@@ -30,7 +30,8 @@ impl Machine {
             narrow |= is_gpr32(base);
         }
         if index != Register::None {
-            addr = addr.wrapping_add(self.cpu.gpr(index) << (i.memory_index_scale().trailing_zeros()));
+            addr =
+                addr.wrapping_add(self.cpu.gpr(index) << (i.memory_index_scale().trailing_zeros()));
             narrow |= is_gpr32(index);
         }
         if narrow {

@@ -35,30 +35,42 @@ fn through_thunk(
 #[test]
 fn x86_stdcall_cdecl_fastcall() {
     // stdcall f(1, 2, 3): callee pops; esp must be balanced afterwards (checked via esi).
-    let (args, m) = through_thunk(Arch::X86, CallConv::Stdcall, 3, |a, t| {
-        a.mov(esi, esp)?;
-        a.push(3)?;
-        a.push(2)?;
-        a.push(1)?;
-        a.mov(eax, t as u32)?;
-        a.call(eax)?;
-        a.sub(esi, esp)?;
-        a.ret()
-    }, 0x55);
+    let (args, m) = through_thunk(
+        Arch::X86,
+        CallConv::Stdcall,
+        3,
+        |a, t| {
+            a.mov(esi, esp)?;
+            a.push(3)?;
+            a.push(2)?;
+            a.push(1)?;
+            a.mov(eax, t as u32)?;
+            a.call(eax)?;
+            a.sub(esi, esp)?;
+            a.ret()
+        },
+        0x55,
+    );
     assert_eq!(args, vec![1, 2, 3]);
     assert_eq!(m.cpu.reg(Reg::Rsi), 0);
     assert_eq!(m.cpu.reg(Reg::Rax), 0x55);
 
-    let (args, m) = through_thunk(Arch::X86, CallConv::Cdecl, 2, |a, t| {
-        a.mov(esi, esp)?;
-        a.push(20)?;
-        a.push(10)?;
-        a.mov(eax, t as u32)?;
-        a.call(eax)?;
-        a.add(esp, 8)?;
-        a.sub(esi, esp)?;
-        a.ret()
-    }, 0x1_0000_0002);
+    let (args, m) = through_thunk(
+        Arch::X86,
+        CallConv::Cdecl,
+        2,
+        |a, t| {
+            a.mov(esi, esp)?;
+            a.push(20)?;
+            a.push(10)?;
+            a.mov(eax, t as u32)?;
+            a.call(eax)?;
+            a.add(esp, 8)?;
+            a.sub(esi, esp)?;
+            a.ret()
+        },
+        0x1_0000_0002,
+    );
     assert_eq!(args, vec![10, 20]);
     assert_eq!(m.cpu.reg(Reg::Rsi), 0);
     // 64-bit return on x86: edx:eax
@@ -66,38 +78,50 @@ fn x86_stdcall_cdecl_fastcall() {
     assert_eq!(m.cpu.reg(Reg::Rdx), 1);
     assert_eq!(m.return_value(), 0x1_0000_0002);
 
-    let (args, m) = through_thunk(Arch::X86, CallConv::Fastcall, 4, |a, t| {
-        a.mov(esi, esp)?;
-        a.push(40)?;
-        a.push(30)?;
-        a.mov(ecx, 10u32)?;
-        a.mov(edx, 20u32)?;
-        a.mov(eax, t as u32)?;
-        a.call(eax)?;
-        a.sub(esi, esp)?;
-        a.ret()
-    }, 7);
+    let (args, m) = through_thunk(
+        Arch::X86,
+        CallConv::Fastcall,
+        4,
+        |a, t| {
+            a.mov(esi, esp)?;
+            a.push(40)?;
+            a.push(30)?;
+            a.mov(ecx, 10u32)?;
+            a.mov(edx, 20u32)?;
+            a.mov(eax, t as u32)?;
+            a.call(eax)?;
+            a.sub(esi, esp)?;
+            a.ret()
+        },
+        7,
+    );
     assert_eq!(args, vec![10, 20, 30, 40]);
     assert_eq!(m.cpu.reg(Reg::Rsi), 0);
 }
 
 #[test]
 fn x64_win64_with_stack_args() {
-    let (args, m) = through_thunk(Arch::X64, CallConv::Win64, 6, |a, t| {
-        a.mov(rsi, rsp)?;
-        a.sub(rsp, 56)?;
-        a.mov(qword_ptr(rsp + 32), 5)?;
-        a.mov(qword_ptr(rsp + 40), 6)?;
-        a.mov(ecx, 1u32)?;
-        a.mov(edx, 2u32)?;
-        a.mov(r8d, 3u32)?;
-        a.mov(r9d, 4u32)?;
-        a.mov(rax, t)?;
-        a.call(rax)?;
-        a.add(rsp, 56)?;
-        a.sub(rsi, rsp)?;
-        a.ret()
-    }, 0x1234_5678_9abc_def0);
+    let (args, m) = through_thunk(
+        Arch::X64,
+        CallConv::Win64,
+        6,
+        |a, t| {
+            a.mov(rsi, rsp)?;
+            a.sub(rsp, 56)?;
+            a.mov(qword_ptr(rsp + 32), 5)?;
+            a.mov(qword_ptr(rsp + 40), 6)?;
+            a.mov(ecx, 1u32)?;
+            a.mov(edx, 2u32)?;
+            a.mov(r8d, 3u32)?;
+            a.mov(r9d, 4u32)?;
+            a.mov(rax, t)?;
+            a.call(rax)?;
+            a.add(rsp, 56)?;
+            a.sub(rsi, rsp)?;
+            a.ret()
+        },
+        0x1234_5678_9abc_def0,
+    );
     assert_eq!(args, vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(m.cpu.reg(Reg::Rsi), 0);
     assert_eq!(m.return_value(), 0x1234_5678_9abc_def0);
@@ -121,9 +145,13 @@ fn prepare_guest_call_all_conventions() {
     for sp_skew in 0..4u64 {
         let top = m.cpu.reg(Reg::Rsp);
         m.cpu.set_reg(Reg::Rsp, top - sp_skew * 8);
-        m.prepare_guest_call(code, CallConv::Win64, &[1, 2, 3, 4, 5, 600]).unwrap();
+        m.prepare_guest_call(code, CallConv::Win64, &[1, 2, 3, 4, 5, 600])
+            .unwrap();
         assert_eq!((m.cpu.reg(Reg::Rsp) + 8) % 16, 0);
-        assert_eq!(m.run_limited(1000).map(|e| matches!(e, Exit::HostReturn)), Some(true));
+        assert_eq!(
+            m.run_limited(1000).map(|e| matches!(e, Exit::HostReturn)),
+            Some(true)
+        );
         assert_eq!(m.return_value(), 615);
         assert_eq!(m.cpu.reg(Reg::R10), 0);
         m.cpu.set_reg(Reg::Rsp, top);
@@ -136,7 +164,8 @@ fn prepare_guest_call_all_conventions() {
         a.sub(eax, dword_ptr(esp + 8))?;
         a.ret_1(8)
     });
-    m.prepare_guest_call(std, CallConv::Stdcall, &[50, 8]).unwrap();
+    m.prepare_guest_call(std, CallConv::Stdcall, &[50, 8])
+        .unwrap();
     assert_eq!((m.cpu.reg(Reg::Rsp) + 4) % 16, 0);
     finish(&mut m);
     assert_eq!(m.return_value() & 0xffff_ffff, 42);
@@ -148,7 +177,8 @@ fn prepare_guest_call_all_conventions() {
         a.xor(edx, edx)?;
         a.ret_1(4)
     });
-    m.prepare_guest_call(fast, CallConv::Fastcall, &[100, 1, 10]).unwrap();
+    m.prepare_guest_call(fast, CallConv::Fastcall, &[100, 1, 10])
+        .unwrap();
     finish(&mut m);
     assert_eq!(m.return_value(), 109);
 

@@ -8,34 +8,38 @@ use dbt::{Arch, CallConv, Exit, FaultKind, Prot, Reg};
 #[test]
 fn loops_and_conditions() {
     for arch in [Arch::X86, Arch::X64] {
-        let m = run(arch, |_| {}, |a| {
-            let mut top = a.create_label();
-            let mut skip = a.create_label();
-            a.xor(eax, eax)?;
-            a.mov(ecx, 10u32)?;
-            a.set_label(&mut top)?;
-            a.add(eax, ecx)?;
-            a.dec(ecx)?;
-            a.jnz(top)?;
-            a.cmp(eax, 55)?;
-            a.jne(skip)?;
-            a.mov(ebx, 1u32)?;
-            a.set_label(&mut skip)?;
-            a.mov(ecx, 3u32)?;
-            let mut l2 = a.create_label();
-            a.set_label(&mut l2)?;
-            a.inc(edx)?;
-            a.loop_(l2)?;
-            let mut z = a.create_label();
-            if arch == Arch::X64 {
-                a.jrcxz(z)?;
-            } else {
-                a.jecxz(z)?;
-            }
-            a.mov(esi, 99u32)?;
-            a.set_label(&mut z)?;
-            a.ret()
-        });
+        let m = run(
+            arch,
+            |_| {},
+            |a| {
+                let mut top = a.create_label();
+                let mut skip = a.create_label();
+                a.xor(eax, eax)?;
+                a.mov(ecx, 10u32)?;
+                a.set_label(&mut top)?;
+                a.add(eax, ecx)?;
+                a.dec(ecx)?;
+                a.jnz(top)?;
+                a.cmp(eax, 55)?;
+                a.jne(skip)?;
+                a.mov(ebx, 1u32)?;
+                a.set_label(&mut skip)?;
+                a.mov(ecx, 3u32)?;
+                let mut l2 = a.create_label();
+                a.set_label(&mut l2)?;
+                a.inc(edx)?;
+                a.loop_(l2)?;
+                let mut z = a.create_label();
+                if arch == Arch::X64 {
+                    a.jrcxz(z)?;
+                } else {
+                    a.jecxz(z)?;
+                }
+                a.mov(esi, 99u32)?;
+                a.set_label(&mut z)?;
+                a.ret()
+            },
+        );
         assert_eq!(m.cpu.reg(Reg::Rax), 55);
         assert_eq!(m.cpu.reg(Reg::Rbx), 1);
         assert_eq!(m.cpu.reg(Reg::Rdx), 3);
@@ -46,33 +50,46 @@ fn loops_and_conditions() {
 #[test]
 fn all_conditions_setcc_cmov() {
     // After cmp 1, 2 (below, less, not equal, sign, parity of 0xff).
-    let m = run(Arch::X64, |_| {}, |a| {
-        a.mov(eax, 1u32)?;
-        a.cmp(eax, 2)?;
-        for (k, r) in [al, bl, cl, dl, sil, dil, r8b, r9b].into_iter().enumerate() {
-            match k {
-                0 => a.setb(r)?,
-                1 => a.setbe(r)?,
-                2 => a.setl(r)?,
-                3 => a.setle(r)?,
-                4 => a.sets(r)?,
-                5 => a.setp(r)?,
-                6 => a.setne(r)?,
-                _ => a.seto(r)?,
+    let m = run(
+        Arch::X64,
+        |_| {},
+        |a| {
+            a.mov(eax, 1u32)?;
+            a.cmp(eax, 2)?;
+            for (k, r) in [al, bl, cl, dl, sil, dil, r8b, r9b].into_iter().enumerate() {
+                match k {
+                    0 => a.setb(r)?,
+                    1 => a.setbe(r)?,
+                    2 => a.setl(r)?,
+                    3 => a.setle(r)?,
+                    4 => a.sets(r)?,
+                    5 => a.setp(r)?,
+                    6 => a.setne(r)?,
+                    _ => a.seto(r)?,
+                }
             }
-        }
-        a.mov(r10, 77u64)?;
-        a.mov(r11, 5u64)?;
-        a.cmovg(r11, r10)?;
-        a.mov(r12, 5u64)?;
-        a.cmovl(r12, r10)?;
-        a.mov(r13, 0xffff_ffff_0000_0005u64)?;
-        a.cmovg(r13d, r10d)?; // not taken but still zero-extends
-        a.ret()
-    });
+            a.mov(r10, 77u64)?;
+            a.mov(r11, 5u64)?;
+            a.cmovg(r11, r10)?;
+            a.mov(r12, 5u64)?;
+            a.cmovl(r12, r10)?;
+            a.mov(r13, 0xffff_ffff_0000_0005u64)?;
+            a.cmovg(r13d, r10d)?; // not taken but still zero-extends
+            a.ret()
+        },
+    );
     let low = |r: Reg| m.cpu.reg(r) & 0xff;
     assert_eq!(
-        [low(Reg::Rax), low(Reg::Rbx), low(Reg::Rcx), low(Reg::Rdx), low(Reg::Rsi), low(Reg::Rdi), low(Reg::R8), low(Reg::R9)],
+        [
+            low(Reg::Rax),
+            low(Reg::Rbx),
+            low(Reg::Rcx),
+            low(Reg::Rdx),
+            low(Reg::Rsi),
+            low(Reg::Rdi),
+            low(Reg::R8),
+            low(Reg::R9)
+        ],
         [1, 1, 1, 1, 1, 1, 1, 0]
     );
     assert_eq!(m.cpu.reg(Reg::R11), 5);
@@ -129,22 +146,26 @@ fn calls_indirect_and_ret_imm() {
 
 #[test]
 fn stdcall_ret_imm16_pops_args() {
-    let m = run(Arch::X86, |_| {}, |a| {
-        let mut f = a.create_label();
-        let mut done = a.create_label();
-        a.mov(edi, esp)?;
-        a.push(7)?;
-        a.push(8)?;
-        a.call(f)?;
-        a.sub(edi, esp)?;
-        a.jmp(done)?;
-        a.set_label(&mut f)?;
-        a.mov(eax, dword_ptr(esp + 4))?;
-        a.add(eax, dword_ptr(esp + 8))?;
-        a.ret_1(8)?;
-        a.set_label(&mut done)?;
-        a.ret()
-    });
+    let m = run(
+        Arch::X86,
+        |_| {},
+        |a| {
+            let mut f = a.create_label();
+            let mut done = a.create_label();
+            a.mov(edi, esp)?;
+            a.push(7)?;
+            a.push(8)?;
+            a.call(f)?;
+            a.sub(edi, esp)?;
+            a.jmp(done)?;
+            a.set_label(&mut f)?;
+            a.mov(eax, dword_ptr(esp + 4))?;
+            a.add(eax, dword_ptr(esp + 8))?;
+            a.ret_1(8)?;
+            a.set_label(&mut done)?;
+            a.ret()
+        },
+    );
     assert_eq!(m.cpu.reg(Reg::Rax), 15);
     assert_eq!(m.cpu.reg(Reg::Rdi), 0);
 }
@@ -185,17 +206,34 @@ fn null_read_fault_report_and_backtrace() {
             Exit::Fault(f) => f,
             other => panic!("{other:?}"),
         };
-        assert_eq!(f.kind, FaultKind::PageFault { addr: 0, write: false });
+        assert_eq!(
+            f.kind,
+            FaultKind::PageFault {
+                addr: 0,
+                write: false
+            }
+        );
         assert_eq!(f.regs[Reg::Rcx as usize], 0x1234);
         assert_eq!(f.backtrace.len(), 3, "{f}");
         assert_eq!(f.backtrace[0], f.rip);
         assert!(f.backtrace[1] > code && f.backtrace[2] == code + 5);
         let text = f.to_string();
         assert!(text.contains("page fault: read at 0x0"), "{text}");
-        let reg_name = if arch == Arch::X64 { "rcx=0000000000001234" } else { "ecx=00001234" };
+        let reg_name = if arch == Arch::X64 {
+            "rcx=0000000000001234"
+        } else {
+            "ecx=00001234"
+        };
         assert!(text.contains(reg_name), "{text}");
         assert!(text.contains(&format!("{:x}", f.rip)), "{text}");
-        assert!(text.contains(&format!("#2 0x{:0w$x}", f.backtrace[2], w = if arch == Arch::X64 { 16 } else { 8 })), "{text}");
+        assert!(
+            text.contains(&format!(
+                "#2 0x{:0w$x}",
+                f.backtrace[2],
+                w = if arch == Arch::X64 { 16 } else { 8 }
+            )),
+            "{text}"
+        );
         assert_eq!(m.backtrace(), f.backtrace);
     }
 }
@@ -221,7 +259,13 @@ fn write_to_readonly_page_faults() {
         m.prepare_guest_call(code, CallConv::Cdecl, &[]).unwrap();
         match m.run() {
             Exit::Fault(f) => {
-                assert_eq!(f.kind, FaultKind::PageFault { addr: ro + 4, write: true });
+                assert_eq!(
+                    f.kind,
+                    FaultKind::PageFault {
+                        addr: ro + 4,
+                        write: true
+                    }
+                );
                 assert_eq!(f.regs[0], 5);
                 assert!(f.to_string().contains("write at"));
             }
@@ -232,24 +276,43 @@ fn write_to_readonly_page_faults() {
 
 #[test]
 fn stack_overflow_and_outside_window_fault() {
-    let (_, f) = run_fault(Arch::X64, |m| m.cpu.set_reg(Reg::Rsi, 0x1000), |a| {
-        a.mov(rax, qword_ptr(rsi))?;
-        a.ret()
-    });
-    assert_eq!(f.kind, FaultKind::PageFault { addr: 0x1000, write: false });
-    let (_, f) = run_fault(Arch::X86, |_| {}, |a| {
-        let mut l = a.create_label();
-        a.set_label(&mut l)?;
-        a.push(eax)?;
-        a.jmp(l)
-    });
+    let (_, f) = run_fault(
+        Arch::X64,
+        |m| m.cpu.set_reg(Reg::Rsi, 0x1000),
+        |a| {
+            a.mov(rax, qword_ptr(rsi))?;
+            a.ret()
+        },
+    );
+    assert_eq!(
+        f.kind,
+        FaultKind::PageFault {
+            addr: 0x1000,
+            write: false
+        }
+    );
+    let (_, f) = run_fault(
+        Arch::X86,
+        |_| {},
+        |a| {
+            let mut l = a.create_label();
+            a.set_label(&mut l)?;
+            a.push(eax)?;
+            a.jmp(l)
+        },
+    );
     assert!(matches!(f.kind, FaultKind::PageFault { write: true, .. }));
 }
 
 #[test]
 fn invalid_unsupported_breakpoint_halt() {
     let (_, f) = run_fault(Arch::X64, |_| {}, |a| a.ud2());
-    assert_eq!(f.kind, FaultKind::InvalidOpcode { bytes: vec![0x0f, 0x0b] });
+    assert_eq!(
+        f.kind,
+        FaultKind::InvalidOpcode {
+            bytes: vec![0x0f, 0x0b]
+        }
+    );
     let (_, f) = run_fault(Arch::X64, |_| {}, |a| a.db(&[0x06])); // push es: invalid in 64-bit mode
     assert!(matches!(f.kind, FaultKind::InvalidOpcode { .. }));
     let (_, f) = run_fault(Arch::X64, |_| {}, |a| a.fld(dword_ptr(rsp)));
@@ -265,7 +328,9 @@ fn invalid_unsupported_breakpoint_halt() {
     let (_, f) = run_fault(Arch::X86, |_| {}, |a| a.hlt());
     assert_eq!(f.kind, FaultKind::Halt);
     let (_, f) = run_fault(Arch::X64, |m| m.cpu.set_reg(Reg::Rcx, 7), |a| a.int(0x29));
-    assert!(matches!(&f.kind, FaultKind::GeneralProtection(s) if s.contains("fast fail") && s.contains('7')));
+    assert!(
+        matches!(&f.kind, FaultKind::GeneralProtection(s) if s.contains("fast fail") && s.contains('7'))
+    );
     let (_, f) = run_fault(Arch::X64, |_| {}, |a| a.int(0x2c));
     assert!(matches!(&f.kind, FaultKind::GeneralProtection(s) if s.contains("assert")));
 }
@@ -301,7 +366,8 @@ fn thunks_host_calls_and_reentrancy() {
             Exit::Thunk(0) => {
                 let args = m.host_call_args(CallConv::Win64, 1).unwrap();
                 let saved = m.cpu.clone();
-                m.prepare_guest_call(g_addr, CallConv::Win64, &[args[0]]).unwrap();
+                m.prepare_guest_call(g_addr, CallConv::Win64, &[args[0]])
+                    .unwrap();
                 assert_eq!((m.cpu.reg(Reg::Rsp) + 8) % 16, 0);
                 match m.run() {
                     Exit::HostReturn => {}

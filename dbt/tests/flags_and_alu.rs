@@ -5,7 +5,13 @@ use common::*;
 use dbt::iced_x86::code_asm::*;
 use dbt::{Arch, FaultKind, Reg};
 
-fn flags_after(arch: Arch, a_val: u64, b_val: u64, cf_in: bool, op: fn(&mut CodeAssembler) -> Result<(), dbt::iced_x86::IcedError>) -> (u64, u64) {
+fn flags_after(
+    arch: Arch,
+    a_val: u64,
+    b_val: u64,
+    cf_in: bool,
+    op: fn(&mut CodeAssembler) -> Result<(), dbt::iced_x86::IcedError>,
+) -> (u64, u64) {
     let m = run(
         arch,
         |m| {
@@ -24,19 +30,43 @@ fn flags_after(arch: Arch, a_val: u64, b_val: u64, cf_in: bool, op: fn(&mut Code
 #[test]
 fn add_sub_edges_32bit_mode() {
     let add = |a: &mut CodeAssembler| a.add(eax, ebx);
-    assert_eq!(flags_after(Arch::X86, 0x7fff_ffff, 1, false, add), (0x8000_0000, OF | SF | AF | PF));
-    assert_eq!(flags_after(Arch::X86, 0xffff_ffff, 1, false, add), (0, CF | ZF | AF | PF));
+    assert_eq!(
+        flags_after(Arch::X86, 0x7fff_ffff, 1, false, add),
+        (0x8000_0000, OF | SF | AF | PF)
+    );
+    assert_eq!(
+        flags_after(Arch::X86, 0xffff_ffff, 1, false, add),
+        (0, CF | ZF | AF | PF)
+    );
     let sub = |a: &mut CodeAssembler| a.sub(eax, ebx);
-    assert_eq!(flags_after(Arch::X86, 0x8000_0000, 1, false, sub), (0x7fff_ffff, OF | AF | PF));
-    assert_eq!(flags_after(Arch::X86, 0, 1, false, sub), (0xffff_ffff, CF | SF | AF | PF));
+    assert_eq!(
+        flags_after(Arch::X86, 0x8000_0000, 1, false, sub),
+        (0x7fff_ffff, OF | AF | PF)
+    );
+    assert_eq!(
+        flags_after(Arch::X86, 0, 1, false, sub),
+        (0xffff_ffff, CF | SF | AF | PF)
+    );
     let adc = |a: &mut CodeAssembler| a.adc(eax, ebx);
-    assert_eq!(flags_after(Arch::X86, 0xffff_ffff, 0, true, adc), (0, CF | ZF | AF | PF));
-    assert_eq!(flags_after(Arch::X86, 0x7fff_fffe, 1, true, adc), (0x8000_0000, OF | SF | AF | PF));
+    assert_eq!(
+        flags_after(Arch::X86, 0xffff_ffff, 0, true, adc),
+        (0, CF | ZF | AF | PF)
+    );
+    assert_eq!(
+        flags_after(Arch::X86, 0x7fff_fffe, 1, true, adc),
+        (0x8000_0000, OF | SF | AF | PF)
+    );
     let sbb = |a: &mut CodeAssembler| a.sbb(eax, ebx);
-    assert_eq!(flags_after(Arch::X86, 0, 0, true, sbb), (0xffff_ffff, CF | SF | AF | PF));
+    assert_eq!(
+        flags_after(Arch::X86, 0, 0, true, sbb),
+        (0xffff_ffff, CF | SF | AF | PF)
+    );
     assert_eq!(flags_after(Arch::X86, 5, 4, true, sbb), (0, ZF | PF));
     let sbb8 = |a: &mut CodeAssembler| a.sbb(al, bl);
-    assert_eq!(flags_after(Arch::X86, 0x80, 0x7f, true, sbb8), (0, ZF | PF | OF | AF));
+    assert_eq!(
+        flags_after(Arch::X86, 0x80, 0x7f, true, sbb8),
+        (0, ZF | PF | OF | AF)
+    );
 }
 
 #[test]
@@ -45,12 +75,18 @@ fn inc_dec_preserve_carry() {
         a.stc()?;
         a.inc(eax)
     };
-    assert_eq!(flags_after(Arch::X64, 0x7fff_ffff, 0, false, inc), (0x8000_0000, CF | OF | SF | AF | PF));
+    assert_eq!(
+        flags_after(Arch::X64, 0x7fff_ffff, 0, false, inc),
+        (0x8000_0000, CF | OF | SF | AF | PF)
+    );
     let dec = |a: &mut CodeAssembler| {
         a.add(ebx, ebx)?; // CF from this add survives dec
         a.dec(al)
     };
-    assert_eq!(flags_after(Arch::X86, 0x80, 0x8000_0000, false, dec), (0x7f, CF | OF | AF));
+    assert_eq!(
+        flags_after(Arch::X86, 0x80, 0x8000_0000, false, dec),
+        (0x7f, CF | OF | AF)
+    );
     let dec64 = |a: &mut CodeAssembler| a.dec(rax);
     assert_eq!(flags_after(Arch::X64, 1, 0, true, dec64), (0, CF | ZF | PF));
 }
@@ -58,12 +94,18 @@ fn inc_dec_preserve_carry() {
 #[test]
 fn shifts_and_rotates() {
     let shl = |a: &mut CodeAssembler| a.shl(eax, 1u32);
-    assert_eq!(flags_after(Arch::X86, 0x8000_0001, 0, false, shl), (2, CF | OF));
+    assert_eq!(
+        flags_after(Arch::X86, 0x8000_0001, 0, false, shl),
+        (2, CF | OF)
+    );
     let sar = |a: &mut CodeAssembler| {
         a.mov(cl, 36u32)?; // masked to 4
         a.sar(eax, cl)
     };
-    assert_eq!(flags_after(Arch::X86, 0x8000_0018, 0, false, sar), (0xf800_0001, CF | SF));
+    assert_eq!(
+        flags_after(Arch::X86, 0x8000_0018, 0, false, sar),
+        (0xf800_0001, CF | SF)
+    );
     let zero = |a: &mut CodeAssembler| {
         a.stc()?;
         a.mov(cl, 32u32)?; // masked to 0: flags untouched
@@ -73,9 +115,15 @@ fn shifts_and_rotates() {
     let rcl = |a: &mut CodeAssembler| a.rcl(al, 1u32);
     assert_eq!(flags_after(Arch::X64, 0x80, 0, true, rcl), (1, CF | OF));
     let ror = |a: &mut CodeAssembler| a.ror(rax, 4u32);
-    assert_eq!(flags_after(Arch::X64, 0x1f, 0, false, ror).0, 0xf000_0000_0000_0001);
+    assert_eq!(
+        flags_after(Arch::X64, 0x1f, 0, false, ror).0,
+        0xf000_0000_0000_0001
+    );
     let shld = |a: &mut CodeAssembler| a.shld(eax, ebx, 8u32);
-    assert_eq!(flags_after(Arch::X86, 0x1122_3344, 0xaabb_ccdd, false, shld).0, 0x2233_44aa);
+    assert_eq!(
+        flags_after(Arch::X86, 0x1122_3344, 0xaabb_ccdd, false, shld).0,
+        0x2233_44aa
+    );
     let shrd = |a: &mut CodeAssembler| a.shrd(rax, rbx, 60u32);
     assert_eq!(flags_after(Arch::X64, 0x10, 0xabc, false, shrd).0, 0xabc0);
 }
@@ -125,26 +173,38 @@ fn mul_div() {
 #[test]
 fn divide_errors() {
     for arch in [Arch::X86, Arch::X64] {
-        let (_, f) = run_fault(arch, |m| m.cpu.set_reg(Reg::Rbx, 0), |a| {
-            a.mov(eax, 1u32)?;
-            a.div(ebx)?;
-            a.ret()
-        });
+        let (_, f) = run_fault(
+            arch,
+            |m| m.cpu.set_reg(Reg::Rbx, 0),
+            |a| {
+                a.mov(eax, 1u32)?;
+                a.div(ebx)?;
+                a.ret()
+            },
+        );
         assert_eq!(f.kind, FaultKind::DivideError);
-        let (m, f) = run_fault(arch, |m| m.cpu.set_reg(Reg::Rbx, 1), |a| {
-            a.mov(edx, 1u32)?;
-            a.div(ebx)?; // quotient overflow
-            a.ret()
-        });
+        let (m, f) = run_fault(
+            arch,
+            |m| m.cpu.set_reg(Reg::Rbx, 1),
+            |a| {
+                a.mov(edx, 1u32)?;
+                a.div(ebx)?; // quotient overflow
+                a.ret()
+            },
+        );
         assert_eq!(f.kind, FaultKind::DivideError);
         assert_eq!(f.rip, m.cpu.rip);
-        let (_, f) = run_fault(arch, |_| {}, |a| {
-            a.mov(ax, 0x8000u32)?;
-            a.cwd()?;
-            a.mov(bx, -1i32)?;
-            a.idiv(bx)?;
-            a.ret()
-        });
+        let (_, f) = run_fault(
+            arch,
+            |_| {},
+            |a| {
+                a.mov(ax, 0x8000u32)?;
+                a.cwd()?;
+                a.mov(bx, -1i32)?;
+                a.idiv(bx)?;
+                a.ret()
+            },
+        );
         assert_eq!(f.kind, FaultKind::DivideError);
     }
 }
@@ -190,7 +250,11 @@ fn memory_operands_and_addressing() {
         assert_eq!(m.cpu.reg(Reg::Rbx), 0xff);
         assert_eq!(m.mem.read_u16(d + 0x30).unwrap(), 0xffff);
         assert_eq!(m.cpu.reg(Reg::Rdx), 0);
-        let full = if arch == Arch::X64 { u64::MAX } else { 0xffff_ffff };
+        let full = if arch == Arch::X64 {
+            u64::MAX
+        } else {
+            0xffff_ffff
+        };
         assert_eq!(m.mem.read_ptr(arch, d + 0x38).unwrap(), full);
     }
 }
@@ -298,11 +362,15 @@ fn cmpxchg_family() {
     assert_eq!(m.mem.read_u64(d + 24).unwrap(), 10);
     assert_eq!(m.cpu.reg(Reg::R8) & 0xff, 1);
     assert_eq!(m.cpu.reg(Reg::Rax), 9);
-    let (_, f) = run_fault(Arch::X64, |_| {}, |a| {
-        a.mov(rsi, rsp)?;
-        a.or(rsi, 8)?;
-        a.cmpxchg16b(xmmword_ptr(rsi))?;
-        a.ret()
-    });
+    let (_, f) = run_fault(
+        Arch::X64,
+        |_| {},
+        |a| {
+            a.mov(rsi, rsp)?;
+            a.or(rsi, 8)?;
+            a.cmpxchg16b(xmmword_ptr(rsi))?;
+            a.ret()
+        },
+    );
     assert!(matches!(f.kind, FaultKind::GeneralProtection(_)));
 }

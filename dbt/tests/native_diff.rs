@@ -16,6 +16,7 @@ type Build = Box<dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>>;
 struct State {
     regs: [u64; 16],
     flags: u64,
+    xmm: [[u64; 2]; 8],
 }
 
 /// Host executable buffer holding wrapper + snippet.
@@ -38,7 +39,10 @@ impl Native {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED);
-        Native { ptr: ptr.cast(), len }
+        Native {
+            ptr: ptr.cast(),
+            len,
+        }
     }
 
     /// Builds `wrapper(state)`: loads all registers but rsp and the flags from `state`, runs the
@@ -47,7 +51,9 @@ impl Native {
         let mut a = CodeAssembler::new(64).expect("asm");
         let mut saved = a.create_label();
         let mut tmp = a.create_label();
-        let gprs = [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15];
+        let gprs = [
+            rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+        ];
         let mut body = |a: &mut CodeAssembler| -> Result<(), IcedError> {
             for r in [rbx, rbp, r12, r13, r14, r15] {
                 a.push(r)?;
@@ -60,6 +66,12 @@ impl Native {
                     a.mov(*r, qword_ptr(rdi + 8 * k as i32))?;
                 }
             }
+            for (k, x) in [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7]
+                .into_iter()
+                .enumerate()
+            {
+                a.movdqu(x, xmmword_ptr(rdi + 136 + 16 * k as i32))?;
+            }
             a.mov(rdi, qword_ptr(rdi + 56))?;
             snippet(a)?;
             a.mov(qword_ptr(tmp), rdi)?;
@@ -71,6 +83,12 @@ impl Native {
             }
             a.pushfq()?;
             a.pop(qword_ptr(rdi + 128))?;
+            for (k, x) in [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7]
+                .into_iter()
+                .enumerate()
+            {
+                a.movdqu(xmmword_ptr(rdi + 136 + 16 * k as i32), x)?;
+            }
             a.mov(rax, qword_ptr(tmp))?;
             a.mov(qword_ptr(rdi + 56), rax)?;
             a.cld()?;
@@ -165,7 +183,7 @@ impl Rng {
 
     fn count(&mut self) -> u64 {
         const COUNTS: [u64; 14] = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63];
-        if self.next() % 2 == 0 {
+        if self.next().is_multiple_of(2) {
             COUNTS[(self.next() % 14) as usize]
         } else {
             self.next() & 0xff
@@ -184,18 +202,29 @@ fn check(name: &str, snippet: Build, iterations: usize) {
         snippet(a)?;
         a.ret()
     });
-    let mut rng = Rng(0x1234_5678_9abc_def1 ^ name.len() as u64 * 0x9e37_79b9);
+    let mut rng = Rng(0x1234_5678_9abc_def1 ^ (name.len() as u64 * 0x9e37_79b9));
     for iter in 0..iterations {
-        let mut st = State { regs: [0; 16], flags: 0x202 | (rng.next() & FLAG_BITS) };
+        let mut st = State {
+            regs: [0; 16],
+            flags: 0x202 | (rng.next() & FLAG_BITS),
+            xmm: [[0; 2]; 8],
+        };
         for (k, r) in st.regs.iter_mut().enumerate() {
             *r = if k == 1 { rng.count() } else { rng.value() };
         }
+        for x in st.xmm.iter_mut() {
+            *x = [rng.value(), rng.value()];
+        }
         let before = st;
-        m.prepare_guest_call(code, CallConv::Cdecl, &[]).expect("prepare");
+        m.prepare_guest_call(code, CallConv::Cdecl, &[])
+            .expect("prepare");
         let stack = m.cpu.regs[4];
         m.cpu.regs = st.regs;
         m.cpu.regs[4] = stack;
         m.cpu.set_flags(st.flags);
+        for (k, x) in st.xmm.iter().enumerate() {
+            m.cpu.xmm[k] = (x[1] as u128) << 64 | x[0] as u128;
+        }
         let exit = m.run_limited(1000);
         native.run(&snippet, &mut st);
         match exit {
@@ -205,8 +234,15 @@ fn check(name: &str, snippet: Build, iterations: usize) {
         let mut got = m.cpu.regs;
         got[4] = 0;
         st.regs[4] = 0;
-        let mask = if std::env::var("STRICT").is_ok() { FLAG_BITS } else { FLAG_BITS & !undefined };
-        assert_eq!(got, st.regs, "{name} #{iter}: registers differ, input {before:x?}");
+        let mask = if std::env::var("STRICT").is_ok() {
+            FLAG_BITS
+        } else {
+            FLAG_BITS & !undefined
+        };
+        assert_eq!(
+            got, st.regs,
+            "{name} #{iter}: registers differ, input {before:x?}"
+        );
         assert_eq!(
             m.cpu.flags() & mask,
             st.flags & mask,
@@ -411,7 +447,11 @@ fn diff_div() {
         "idiv64" => |a| a.idiv(rbx);
     };
     for (name, snippet) in list {
-        let size: u32 = name.trim_start_matches(|c: char| c.is_alphabetic()).parse::<u32>().unwrap_or(8) / 8;
+        let size: u32 = name
+            .trim_start_matches(|c: char| c.is_alphabetic())
+            .parse::<u32>()
+            .unwrap_or(8)
+            / 8;
         let signed = name.starts_with('i');
         let native = Native::new(0x4000);
         let mut m = common::machine(Arch::X64);
@@ -421,17 +461,33 @@ fn diff_div() {
         });
         let mut rng = Rng(77);
         for iter in 0..400 {
-            let mut st = State { regs: [0; 16], flags: 0x202 };
+            let mut st = State {
+                regs: [0; 16],
+                flags: 0x202,
+                xmm: [[0; 2]; 8],
+            };
             for r in st.regs.iter_mut() {
                 *r = rng.value();
             }
             if iter % 3 == 0 {
-                st.regs[2] = if rng.next() % 2 == 0 { 0 } else { u64::MAX };
+                st.regs[2] = if rng.next().is_multiple_of(2) {
+                    0
+                } else {
+                    u64::MAX
+                };
             }
             let bits = size * 8;
-            let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let mask = if bits == 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            };
             let divisor = st.regs[3] & mask;
-            let (hi, lo) = if size == 1 { ((st.regs[0] >> 8) & 0xff, st.regs[0] & 0xff) } else { (st.regs[2] & mask, st.regs[0] & mask) };
+            let (hi, lo) = if size == 1 {
+                ((st.regs[0] >> 8) & 0xff, st.regs[0] & 0xff)
+            } else {
+                (st.regs[2] & mask, st.regs[0] & mask)
+            };
             let dividend = ((hi as u128) << bits) | lo as u128;
             let faults = if divisor == 0 {
                 true
@@ -446,7 +502,8 @@ fn diff_div() {
             } else {
                 dividend / divisor as u128 > mask as u128
             };
-            m.prepare_guest_call(code, CallConv::Cdecl, &[]).expect("prepare");
+            m.prepare_guest_call(code, CallConv::Cdecl, &[])
+                .expect("prepare");
             let stack = m.cpu.regs[4];
             m.cpu.regs = st.regs;
             m.cpu.regs[4] = stack;
@@ -459,7 +516,10 @@ fn diff_div() {
                 }
                 continue;
             }
-            assert!(matches!(exit, Some(Exit::HostReturn)), "{name} #{iter}: {exit:?}");
+            assert!(
+                matches!(exit, Some(Exit::HostReturn)),
+                "{name} #{iter}: {exit:?}"
+            );
             native.run(&snippet, &mut st);
             let mut got = m.cpu.regs;
             got[4] = 0;
@@ -467,4 +527,89 @@ fn diff_div() {
             assert_eq!(got, st.regs, "{name} #{iter}");
         }
     }
+}
+
+#[test]
+fn diff_sse() {
+    run_all(cases! {
+        "pxor" => |a| a.pxor(xmm0, xmm1);
+        "por" => |a| a.por(xmm2, xmm3);
+        "pand" => |a| a.pand(xmm0, xmm7);
+        "pandn" => |a| a.pandn(xmm4, xmm5);
+        "xorps" => |a| a.xorps(xmm1, xmm2);
+        "andps" => |a| a.andps(xmm1, xmm2);
+        "andnps" => |a| a.andnps(xmm1, xmm2);
+        "orpd" => |a| a.orpd(xmm1, xmm2);
+        "xorpd" => |a| a.xorpd(xmm6, xmm2);
+        "paddb" => |a| a.paddb(xmm0, xmm1);
+        "paddw" => |a| a.paddw(xmm0, xmm1);
+        "paddd" => |a| a.paddd(xmm0, xmm1);
+        "paddq" => |a| a.paddq(xmm0, xmm1);
+        "psubb" => |a| a.psubb(xmm0, xmm1);
+        "psubw" => |a| a.psubw(xmm0, xmm1);
+        "psubd" => |a| a.psubd(xmm0, xmm1);
+        "psubq" => |a| a.psubq(xmm0, xmm1);
+        "pcmpeqb" => |a| { a.movdqa(xmm2, xmm1)?; a.pinsrw(xmm2, eax, 3)?; a.pcmpeqb(xmm1, xmm2) };
+        "pcmpeqw" => |a| a.pcmpeqw(xmm0, xmm0);
+        "pcmpeqd" => |a| { a.movdqa(xmm3, xmm0)?; a.psrldq(xmm3, 4)?; a.pcmpeqd(xmm3, xmm0) };
+        "pcmpgtb" => |a| a.pcmpgtb(xmm0, xmm1);
+        "pcmpgtw" => |a| a.pcmpgtw(xmm0, xmm1);
+        "pcmpgtd" => |a| a.pcmpgtd(xmm0, xmm1);
+        "pmovmskb" => |a| a.pmovmskb(eax, xmm1);
+        "movmskps" => |a| a.movmskps(ecx, xmm2);
+        "movmskpd" => |a| a.movmskpd(r9d, xmm3);
+        "punpcklbw" => |a| a.punpcklbw(xmm0, xmm1);
+        "punpckhbw" => |a| a.punpckhbw(xmm0, xmm1);
+        "punpcklwd" => |a| a.punpcklwd(xmm0, xmm1);
+        "punpckhwd" => |a| a.punpckhwd(xmm0, xmm1);
+        "punpckldq" => |a| a.punpckldq(xmm0, xmm1);
+        "punpckhdq" => |a| a.punpckhdq(xmm0, xmm1);
+        "punpcklqdq" => |a| a.punpcklqdq(xmm0, xmm1);
+        "punpckhqdq" => |a| a.punpckhqdq(xmm0, xmm1);
+        "unpcklps" => |a| a.unpcklps(xmm0, xmm1);
+        "unpckhps" => |a| a.unpckhps(xmm0, xmm1);
+        "unpcklpd" => |a| a.unpcklpd(xmm0, xmm1);
+        "unpckhpd" => |a| a.unpckhpd(xmm0, xmm1);
+        "pshufd" => |a| a.pshufd(xmm0, xmm1, 0x1b);
+        "pshufd2" => |a| a.pshufd(xmm0, xmm0, 0xe1);
+        "pshuflw" => |a| a.pshuflw(xmm0, xmm1, 0x4e);
+        "pshufhw" => |a| a.pshufhw(xmm0, xmm1, 0x93);
+        "shufps" => |a| a.shufps(xmm0, xmm1, 0x72);
+        "psrldq" => |a| { a.psrldq(xmm0, 3)?; a.psrldq(xmm1, 16) };
+        "pslldq" => |a| { a.pslldq(xmm0, 5)?; a.pslldq(xmm1, 15) };
+        "psrl_imm" => |a| { a.psrlw(xmm0, 3)?; a.psrld(xmm1, 31)?; a.psrlq(xmm2, 63)?; a.psrlq(xmm3, 64)?; a.psrlw(xmm4, 16) };
+        "psll_imm" => |a| { a.psllw(xmm0, 1)?; a.pslld(xmm1, 17)?; a.psllq(xmm2, 33)?; a.pslld(xmm3, 32) };
+        "psra_imm" => |a| { a.psraw(xmm0, 3)?; a.psrad(xmm1, 31)?; a.psraw(xmm2, 40)?; a.psrad(xmm3, 0) };
+        "psrl_xmm" => |a| { a.movd(xmm7, ecx)?; a.psrlq(xmm0, xmm7)?; a.psrld(xmm1, xmm7)?; a.psraw(xmm2, xmm7)?; a.psllw(xmm3, xmm7) };
+        "movd" => |a| { a.movd(eax, xmm1)?; a.movd(xmm2, ebx) };
+        "movq" => |a| { a.movq(rax, xmm1)?; a.movq(xmm2, rbx)?; a.movq(xmm3, xmm4) };
+        "movss" => |a| a.movss(xmm0, xmm1);
+        "movsd" => |a| a.movsd_2(xmm0, xmm1);
+        "movhlps" => |a| a.movhlps(xmm0, xmm1);
+        "movlhps" => |a| a.movlhps(xmm0, xmm1);
+        "pminub" => |a| a.pminub(xmm0, xmm1);
+        "pmaxub" => |a| a.pmaxub(xmm0, xmm1);
+        "pminsw" => |a| a.pminsw(xmm0, xmm1);
+        "pmaxsw" => |a| a.pmaxsw(xmm0, xmm1);
+        "pavgb" => |a| a.pavgb(xmm0, xmm1);
+        "pavgw" => |a| a.pavgw(xmm0, xmm1);
+        "paddusb" => |a| a.paddusb(xmm0, xmm1);
+        "paddusw" => |a| a.paddusw(xmm0, xmm1);
+        "psubusb" => |a| a.psubusb(xmm0, xmm1);
+        "psubusw" => |a| a.psubusw(xmm0, xmm1);
+        "paddsb" => |a| a.paddsb(xmm0, xmm1);
+        "paddsw" => |a| a.paddsw(xmm0, xmm1);
+        "psubsb" => |a| a.psubsb(xmm0, xmm1);
+        "psubsw" => |a| a.psubsw(xmm0, xmm1);
+        "pmullw" => |a| a.pmullw(xmm0, xmm1);
+        "pmulhw" => |a| a.pmulhw(xmm0, xmm1);
+        "pmulhuw" => |a| a.pmulhuw(xmm0, xmm1);
+        "pmuludq" => |a| a.pmuludq(xmm0, xmm1);
+        "pmaddwd" => |a| a.pmaddwd(xmm0, xmm1);
+        "psadbw" => |a| a.psadbw(xmm0, xmm1);
+        "packsswb" => |a| a.packsswb(xmm0, xmm1);
+        "packuswb" => |a| a.packuswb(xmm0, xmm1);
+        "packssdw" => |a| a.packssdw(xmm0, xmm1);
+        "movaps" => |a| { a.movaps(xmm0, xmm1)?; a.movdqa(xmm2, xmm3)?; a.movupd(xmm4, xmm5) };
+    });
 }

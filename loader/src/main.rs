@@ -1,5 +1,6 @@
 //! `ica-load`: the driver manager. Loads Windows kernel drivers into a sandboxed guest and runs them.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .with_writer(std::io::stderr)
         .init();
@@ -114,9 +116,6 @@ fn run(driver: Option<&Path>, stats: bool) -> Result<(), HostError> {
     }
     host.unload_driver(&driver)?;
     println!("DriverUnload done; pool still allocated by the driver: {} bytes", driver_pool_bytes(&host, &path));
-    for line in &host.k.extension::<ntoskrnl::dbg::DebugLog>().lines {
-        println!("  debug output: {line}");
-    }
     if stats {
         print_stats(&host, started.elapsed());
     }

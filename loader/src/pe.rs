@@ -186,6 +186,15 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
             subsystem_name(subsystem)
         ));
     }
+    let sections = u16_at(bytes, nt + 6).unwrap_or(0) as usize;
+    let opt_size = u16_at(bytes, nt + 20).unwrap_or(0) as usize;
+    let table = opt + opt_size;
+    if table + sections * 40 > bytes.len() {
+        return err(format!(
+            "truncated: the section table at {table:#x} ({sections} sections) extends past the end of the file ({:#x} bytes)",
+            bytes.len()
+        ));
+    }
     let entry = u32_at(bytes, opt + 16).unwrap_or(0);
     if entry == 0 {
         return err(format!("no entry point: AddressOfEntryPoint at offset {:#x} is 0", opt + 16));
@@ -194,7 +203,11 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
 }
 
 fn pelite_problem(what: &str, e: pelite::Error) -> PeError {
-    PeError { problem: format!("corrupt {what}: {e}") }
+    let problem = match e {
+        pelite::Error::Bounds => format!("truncated or corrupt {what}: it extends past the end of the file"),
+        other => format!("corrupt {what}: {other}"),
+    };
+    PeError { problem }
 }
 
 macro_rules! describe_image {

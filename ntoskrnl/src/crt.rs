@@ -120,7 +120,10 @@ pub fn read_units(k: &Kernel, addr: u64, cs: CharSize, count: u64) -> KResult<Ve
     let bytes = read_guest(k, addr, count.saturating_mul(cs.bytes()))?;
     Ok(match cs {
         CharSize::Narrow => bytes.into_iter().map(u16::from).collect(),
-        CharSize::Wide => bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect(),
+        CharSize::Wide => bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect(),
     })
 }
 
@@ -293,7 +296,11 @@ fn compare(k: &Kernel, a: u64, b: u64, cs: CharSize, max: u64, fold: bool) -> KR
             (x, y) = (lower(x), lower(y));
         }
         if x != y {
-            return Ok(if fold { i32::from(x) - i32::from(y) } else { sign(x.cmp(&y)) });
+            return Ok(if fold {
+                i32::from(x) - i32::from(y)
+            } else {
+                sign(x.cmp(&y))
+            });
         }
         if x == 0 {
             break;
@@ -356,7 +363,12 @@ fn copy_nstr(k: &mut Kernel, dest: u64, src: u64, count: u64, cs: CharSize) -> K
     let len = str_nlen(k, src, cs, count)?;
     let units = read_units(k, src, cs, len)?;
     write_units(k, dest, cs, &units)?;
-    fill_memory(k, dest.wrapping_add(len * cs.bytes()), 0, (count - len).saturating_mul(cs.bytes()))?;
+    fill_memory(
+        k,
+        dest.wrapping_add(len * cs.bytes()),
+        0,
+        (count - len).saturating_mul(cs.bytes()),
+    )?;
     Ok(dest)
 }
 
@@ -543,12 +555,20 @@ pub fn isprint(_k: &mut Kernel, c: i32) -> KResult<i32> {
 
 /// tolower(c).
 pub fn tolower(_k: &mut Kernel, c: i32) -> KResult<i32> {
-    Ok(if (i32::from(b'A')..=i32::from(b'Z')).contains(&c) { c + 32 } else { c })
+    Ok(if (i32::from(b'A')..=i32::from(b'Z')).contains(&c) {
+        c + 32
+    } else {
+        c
+    })
 }
 
 /// toupper(c).
 pub fn toupper(_k: &mut Kernel, c: i32) -> KResult<i32> {
-    Ok(if (i32::from(b'a')..=i32::from(b'z')).contains(&c) { c - 32 } else { c })
+    Ok(if (i32::from(b'a')..=i32::from(b'z')).contains(&c) {
+        c - 32
+    } else {
+        c
+    })
 }
 
 /// towlower(c).
@@ -597,7 +617,11 @@ fn digit_value(u: u16) -> Option<u32> {
 
 /// atoi/atol semantics: leading white space, a sign, decimal digits; 32-bit wrap-around.
 fn parse_atoi(units: &[u16]) -> i32 {
-    let mut it = units.iter().copied().skip_while(|&u| ctype(i32::from(u)) & CT_SPACE != 0).peekable();
+    let mut it = units
+        .iter()
+        .copied()
+        .skip_while(|&u| ctype(i32::from(u)) & CT_SPACE != 0)
+        .peekable();
     let negative = match it.peek().map(|&u| u as u8) {
         Some(b'-') => {
             it.next();
@@ -640,7 +664,10 @@ fn parse_strtoul(units: &[u16], base: u32) -> (u32, usize) {
         return (0, 0);
     }
     let at = |i: usize| units.get(i).copied().unwrap_or(0);
-    let mut i = units.iter().take_while(|&&u| ctype(i32::from(u)) & CT_SPACE != 0).count();
+    let mut i = units
+        .iter()
+        .take_while(|&&u| ctype(i32::from(u)) & CT_SPACE != 0)
+        .count();
     let negative = at(i) == u16::from(b'-');
     if negative || at(i) == u16::from(b'+') {
         i += 1;
@@ -697,7 +724,11 @@ fn itoa_units(value: i32, radix: i32) -> Vec<u16> {
     }
     let radix = radix as u32;
     let negative = radix == 10 && value < 0;
-    let mut v = if negative { value.unsigned_abs() } else { value as u32 };
+    let mut v = if negative {
+        value.unsigned_abs()
+    } else {
+        value as u32
+    };
     let mut digits = Vec::new();
     loop {
         digits.push(char::from_digit(v % radix, radix).map_or(u16::from(b'?'), |c| c as u16));
@@ -728,29 +759,98 @@ pub fn itow(k: &mut Kernel, value: i32, buffer: u64, radix: i32) -> KResult<u64>
 // ---------------------------------------------------------------------------------------------
 // printf family
 
-/// Stores formatted text as `_snprintf` does: at most `count` characters; the terminator only if
-/// there is room for it; returns the length, or -1 when the text was cut.
-pub fn store_counted(k: &mut Kernel, buffer: u64, count: u64, cs: CharSize, text: &[u16]) -> KResult<i32> {
-    let len = text.len() as u64;
+/// What a printf-family function stores: how many characters, whether a terminator follows, and
+/// the return value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Store {
+    chars: u64,
+    terminate: bool,
+    ret: i32,
+}
+
+/// The `_snprintf` rule for `len` characters of output and a buffer of `count` characters: all of
+/// them plus a terminator if that fits; exactly `count` without a terminator if the text is exactly
+/// `count` long (returns the length); otherwise the first `count`, no terminator, and -1.
+fn snprintf_rule(len: u64, count: u64) -> Store {
     match len.cmp(&count) {
-        Ordering::Less => {
-            write_str(k, buffer, cs, text)?;
-            Ok(len as i32)
-        }
-        Ordering::Equal => {
-            write_units(k, buffer, cs, text)?;
-            Ok(len as i32)
-        }
-        Ordering::Greater => {
-            write_units(k, buffer, cs, &text[..count as usize])?;
-            Ok(-1)
-        }
+        Ordering::Less => Store {
+            chars: len,
+            terminate: true,
+            ret: len as i32,
+        },
+        Ordering::Equal => Store {
+            chars: len,
+            terminate: false,
+            ret: len as i32,
+        },
+        Ordering::Greater => Store {
+            chars: count,
+            terminate: false,
+            ret: -1,
+        },
     }
 }
 
-/// Stores formatted text as the `_s` functions do. `count` is `None` for `sprintf_s` (all or
-/// nothing) and `Some` for `_snprintf_s` (where `_TRUNCATE` cuts to fit). Errors empty the buffer
-/// and return -1.
+/// The `_s` rule: `count` is `None` for `sprintf_s` (all or nothing), `Some` for `_snprintf_s`,
+/// where `truncate` (`count == _TRUNCATE`) cuts the text to fit. A failure stores only an empty
+/// string (`None` for a NULL or empty buffer: nothing at all) and returns -1.
+fn secure_rule(len: u64, size: u64, count: Option<u64>, truncate: bool) -> Option<Store> {
+    if size == 0 {
+        return None;
+    }
+    let limit = match count {
+        Some(c) if !truncate => c,
+        _ => size - 1,
+    };
+    Some(if len <= limit && len < size {
+        Store {
+            chars: len,
+            terminate: true,
+            ret: len as i32,
+        }
+    } else if count.is_some() && limit < size {
+        Store {
+            chars: limit,
+            terminate: true,
+            ret: -1,
+        }
+    } else {
+        Store {
+            chars: 0,
+            terminate: true,
+            ret: -1,
+        }
+    })
+}
+
+fn apply_store(
+    k: &mut Kernel,
+    buffer: u64,
+    cs: CharSize,
+    text: &[u16],
+    store: Store,
+) -> KResult<i32> {
+    let chars = &text[..(store.chars as usize).min(text.len())];
+    if store.terminate {
+        write_str(k, buffer, cs, chars)?;
+    } else {
+        write_units(k, buffer, cs, chars)?;
+    }
+    Ok(store.ret)
+}
+
+/// Stores formatted text as `_snprintf` does (see [`snprintf_rule`]).
+pub fn store_counted(
+    k: &mut Kernel,
+    buffer: u64,
+    count: u64,
+    cs: CharSize,
+    text: &[u16],
+) -> KResult<i32> {
+    apply_store(k, buffer, cs, text, snprintf_rule(text.len() as u64, count))
+}
+
+/// Stores formatted text as the `_s` functions do (see [`secure_rule`]).
 fn store_secure(
     k: &mut Kernel,
     buffer: u64,
@@ -759,33 +859,32 @@ fn store_secure(
     cs: CharSize,
     text: &[u16],
 ) -> KResult<i32> {
-    if buffer == 0 || size == 0 {
-        return Ok(-1);
-    }
-    let len = text.len() as u64;
     let truncate = count == Some(size_max(k));
-    let limit = match count {
-        Some(c) if !truncate => c,
-        _ => size - 1,
-    };
-    if len <= limit && len < size {
-        write_str(k, buffer, cs, text)?;
-        return Ok(len as i32);
+    match secure_rule(text.len() as u64, size, count, truncate) {
+        Some(store) if buffer != 0 => apply_store(k, buffer, cs, text, store),
+        _ => Ok(-1),
     }
-    if count.is_some() && len > limit && limit < size {
-        write_str(k, buffer, cs, &text[..limit as usize])?;
-        return Ok(-1);
-    }
-    write_unit(k, buffer, cs, 0)?;
-    Ok(-1)
 }
 
-fn printf_counted(k: &mut Kernel, buffer: u64, count: u64, format: u64, cs: CharSize, args: ArgSource) -> KResult<i32> {
+fn printf_counted(
+    k: &mut Kernel,
+    buffer: u64,
+    count: u64,
+    format: u64,
+    cs: CharSize,
+    args: ArgSource,
+) -> KResult<i32> {
     let text = fmt::format_guest(k, format, cs, args)?;
     store_counted(k, buffer, count, cs, &text)
 }
 
-fn printf_unbounded(k: &mut Kernel, buffer: u64, format: u64, cs: CharSize, args: ArgSource) -> KResult<i32> {
+fn printf_unbounded(
+    k: &mut Kernel,
+    buffer: u64,
+    format: u64,
+    cs: CharSize,
+    args: ArgSource,
+) -> KResult<i32> {
     let text = fmt::format_guest(k, format, cs, args)?;
     write_str(k, buffer, cs, &text)?;
     Ok(text.len() as i32)
@@ -806,22 +905,62 @@ fn printf_secure(
 
 /// _snprintf(buffer, count, format, ...).
 pub fn snprintf(k: &mut Kernel, buffer: u64, count: u64, format: u64) -> KResult<i32> {
-    printf_counted(k, buffer, count, format, CharSize::Narrow, ArgSource::Varargs(3))
+    printf_counted(
+        k,
+        buffer,
+        count,
+        format,
+        CharSize::Narrow,
+        ArgSource::Varargs(3),
+    )
 }
 
 /// _snwprintf(buffer, count, format, ...).
 pub fn snwprintf(k: &mut Kernel, buffer: u64, count: u64, format: u64) -> KResult<i32> {
-    printf_counted(k, buffer, count, format, CharSize::Wide, ArgSource::Varargs(3))
+    printf_counted(
+        k,
+        buffer,
+        count,
+        format,
+        CharSize::Wide,
+        ArgSource::Varargs(3),
+    )
 }
 
 /// _vsnprintf(buffer, count, format, argptr).
-pub fn vsnprintf(k: &mut Kernel, buffer: u64, count: u64, format: u64, argptr: u64) -> KResult<i32> {
-    printf_counted(k, buffer, count, format, CharSize::Narrow, ArgSource::VaList(argptr))
+pub fn vsnprintf(
+    k: &mut Kernel,
+    buffer: u64,
+    count: u64,
+    format: u64,
+    argptr: u64,
+) -> KResult<i32> {
+    printf_counted(
+        k,
+        buffer,
+        count,
+        format,
+        CharSize::Narrow,
+        ArgSource::VaList(argptr),
+    )
 }
 
 /// _vsnwprintf(buffer, count, format, argptr).
-pub fn vsnwprintf(k: &mut Kernel, buffer: u64, count: u64, format: u64, argptr: u64) -> KResult<i32> {
-    printf_counted(k, buffer, count, format, CharSize::Wide, ArgSource::VaList(argptr))
+pub fn vsnwprintf(
+    k: &mut Kernel,
+    buffer: u64,
+    count: u64,
+    format: u64,
+    argptr: u64,
+) -> KResult<i32> {
+    printf_counted(
+        k,
+        buffer,
+        count,
+        format,
+        CharSize::Wide,
+        ArgSource::VaList(argptr),
+    )
 }
 
 /// sprintf(buffer, format, ...).
@@ -836,7 +975,13 @@ pub fn swprintf(k: &mut Kernel, buffer: u64, format: u64) -> KResult<i32> {
 
 /// vsprintf(buffer, format, argptr).
 pub fn vsprintf(k: &mut Kernel, buffer: u64, format: u64, argptr: u64) -> KResult<i32> {
-    printf_unbounded(k, buffer, format, CharSize::Narrow, ArgSource::VaList(argptr))
+    printf_unbounded(
+        k,
+        buffer,
+        format,
+        CharSize::Narrow,
+        ArgSource::VaList(argptr),
+    )
 }
 
 /// _vswprintf(buffer, format, argptr): the legacy form without a buffer size.
@@ -846,49 +991,152 @@ pub fn vswprintf(k: &mut Kernel, buffer: u64, format: u64, argptr: u64) -> KResu
 
 /// sprintf_s(buffer, sizeOfBuffer, format, ...).
 pub fn sprintf_s(k: &mut Kernel, buffer: u64, size: u64, format: u64) -> KResult<i32> {
-    printf_secure(k, buffer, size, None, format, CharSize::Narrow, ArgSource::Varargs(3))
+    printf_secure(
+        k,
+        buffer,
+        size,
+        None,
+        format,
+        CharSize::Narrow,
+        ArgSource::Varargs(3),
+    )
 }
 
 /// swprintf_s(buffer, sizeOfBuffer, format, ...).
 pub fn swprintf_s(k: &mut Kernel, buffer: u64, size: u64, format: u64) -> KResult<i32> {
-    printf_secure(k, buffer, size, None, format, CharSize::Wide, ArgSource::Varargs(3))
+    printf_secure(
+        k,
+        buffer,
+        size,
+        None,
+        format,
+        CharSize::Wide,
+        ArgSource::Varargs(3),
+    )
 }
 
 /// vsprintf_s(buffer, sizeOfBuffer, format, argptr).
-pub fn vsprintf_s(k: &mut Kernel, buffer: u64, size: u64, format: u64, argptr: u64) -> KResult<i32> {
-    printf_secure(k, buffer, size, None, format, CharSize::Narrow, ArgSource::VaList(argptr))
+pub fn vsprintf_s(
+    k: &mut Kernel,
+    buffer: u64,
+    size: u64,
+    format: u64,
+    argptr: u64,
+) -> KResult<i32> {
+    printf_secure(
+        k,
+        buffer,
+        size,
+        None,
+        format,
+        CharSize::Narrow,
+        ArgSource::VaList(argptr),
+    )
 }
 
 /// vswprintf_s(buffer, sizeOfBuffer, format, argptr).
-pub fn vswprintf_s(k: &mut Kernel, buffer: u64, size: u64, format: u64, argptr: u64) -> KResult<i32> {
-    printf_secure(k, buffer, size, None, format, CharSize::Wide, ArgSource::VaList(argptr))
+pub fn vswprintf_s(
+    k: &mut Kernel,
+    buffer: u64,
+    size: u64,
+    format: u64,
+    argptr: u64,
+) -> KResult<i32> {
+    printf_secure(
+        k,
+        buffer,
+        size,
+        None,
+        format,
+        CharSize::Wide,
+        ArgSource::VaList(argptr),
+    )
 }
 
 /// _snprintf_s(buffer, sizeOfBuffer, count, format, ...).
 pub fn snprintf_s(k: &mut Kernel, buffer: u64, size: u64, count: u64, format: u64) -> KResult<i32> {
-    printf_secure(k, buffer, size, Some(count), format, CharSize::Narrow, ArgSource::Varargs(4))
+    printf_secure(
+        k,
+        buffer,
+        size,
+        Some(count),
+        format,
+        CharSize::Narrow,
+        ArgSource::Varargs(4),
+    )
 }
 
 /// _snwprintf_s(buffer, sizeOfBuffer, count, format, ...).
-pub fn snwprintf_s(k: &mut Kernel, buffer: u64, size: u64, count: u64, format: u64) -> KResult<i32> {
-    printf_secure(k, buffer, size, Some(count), format, CharSize::Wide, ArgSource::Varargs(4))
+pub fn snwprintf_s(
+    k: &mut Kernel,
+    buffer: u64,
+    size: u64,
+    count: u64,
+    format: u64,
+) -> KResult<i32> {
+    printf_secure(
+        k,
+        buffer,
+        size,
+        Some(count),
+        format,
+        CharSize::Wide,
+        ArgSource::Varargs(4),
+    )
 }
 
 /// _vsnprintf_s(buffer, sizeOfBuffer, count, format, argptr).
-pub fn vsnprintf_s(k: &mut Kernel, buffer: u64, size: u64, count: u64, format: u64, argptr: u64) -> KResult<i32> {
-    printf_secure(k, buffer, size, Some(count), format, CharSize::Narrow, ArgSource::VaList(argptr))
+pub fn vsnprintf_s(
+    k: &mut Kernel,
+    buffer: u64,
+    size: u64,
+    count: u64,
+    format: u64,
+    argptr: u64,
+) -> KResult<i32> {
+    printf_secure(
+        k,
+        buffer,
+        size,
+        Some(count),
+        format,
+        CharSize::Narrow,
+        ArgSource::VaList(argptr),
+    )
 }
 
 /// _vsnwprintf_s(buffer, sizeOfBuffer, count, format, argptr).
-pub fn vsnwprintf_s(k: &mut Kernel, buffer: u64, size: u64, count: u64, format: u64, argptr: u64) -> KResult<i32> {
-    printf_secure(k, buffer, size, Some(count), format, CharSize::Wide, ArgSource::VaList(argptr))
+pub fn vsnwprintf_s(
+    k: &mut Kernel,
+    buffer: u64,
+    size: u64,
+    count: u64,
+    format: u64,
+    argptr: u64,
+) -> KResult<i32> {
+    printf_secure(
+        k,
+        buffer,
+        size,
+        Some(count),
+        format,
+        CharSize::Wide,
+        ArgSource::VaList(argptr),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // Bounds-checked copies
 
 /// strncpy_s semantics (`count` = `None` for strcpy_s).
-fn copy_s(k: &mut Kernel, dest: u64, size: u64, src: u64, count: Option<u64>, cs: CharSize) -> KResult<i32> {
+fn copy_s(
+    k: &mut Kernel,
+    dest: u64,
+    size: u64,
+    src: u64,
+    count: Option<u64>,
+    cs: CharSize,
+) -> KResult<i32> {
     if count == Some(0) && dest == 0 && size == 0 {
         return Ok(0);
     }
@@ -920,7 +1168,14 @@ fn copy_s(k: &mut Kernel, dest: u64, size: u64, src: u64, count: Option<u64>, cs
 }
 
 /// strncat_s semantics (`count` = `None` for strcat_s).
-fn cat_s(k: &mut Kernel, dest: u64, size: u64, src: u64, count: Option<u64>, cs: CharSize) -> KResult<i32> {
+fn cat_s(
+    k: &mut Kernel,
+    dest: u64,
+    size: u64,
+    src: u64,
+    count: Option<u64>,
+    cs: CharSize,
+) -> KResult<i32> {
     if dest == 0 || size == 0 {
         return Ok(EINVAL);
     }
@@ -936,7 +1191,11 @@ fn cat_s(k: &mut Kernel, dest: u64, size: u64, src: u64, count: Option<u64>, cs:
     let end = dest.wrapping_add(used * cs.bytes());
     let avail = size - used;
     let truncate = count == Some(size_max(k));
-    let len = if src == 0 { 0 } else { str_nlen(k, src, cs, count.unwrap_or(u64::MAX).min(avail))? };
+    let len = if src == 0 {
+        0
+    } else {
+        str_nlen(k, src, cs, count.unwrap_or(u64::MAX).min(avail))?
+    };
     if len < avail {
         let units = read_units(k, src, cs, len)?;
         write_str(k, end, cs, &units)?;
@@ -1046,7 +1305,14 @@ fn swap_elements(k: &mut Kernel, a: u64, b: u64, width: u64) -> KResult<()> {
 }
 
 /// Restores the max-heap property below `root` in `[0, end)` (elements of `width` bytes at `base`).
-fn sift_down(k: &mut Kernel, base: u64, width: u64, compare: u64, mut root: u64, end: u64) -> KResult<()> {
+fn sift_down(
+    k: &mut Kernel,
+    base: u64,
+    width: u64,
+    compare: u64,
+    mut root: u64,
+    end: u64,
+) -> KResult<()> {
     loop {
         let mut child = 2 * root + 1;
         if child >= end {
@@ -1070,8 +1336,14 @@ pub fn qsort(k: &mut Kernel, base: u64, num: u64, width: u64, compare: u64) -> K
     if num < 2 || width == 0 {
         return Ok(());
     }
-    if num.checked_mul(width).is_none_or(|total| !k.m.mem.is_mapped(base, total)) {
-        return Err(KernelError::Mem(dbt::MemFault { addr: base, write: true }));
+    if num
+        .checked_mul(width)
+        .is_none_or(|total| !k.m.mem.is_mapped(base, total))
+    {
+        return Err(KernelError::Mem(dbt::MemFault {
+            addr: base,
+            write: true,
+        }));
     }
     for root in (0..num / 2).rev() {
         sift_down(k, base, width, compare, root, num)?;
@@ -1084,7 +1356,14 @@ pub fn qsort(k: &mut Kernel, base: u64, num: u64, width: u64, compare: u64) -> K
 }
 
 /// bsearch(key, base, num, width, compare) -> the matching element or NULL.
-pub fn bsearch(k: &mut Kernel, key: u64, base: u64, num: u64, width: u64, compare: u64) -> KResult<u64> {
+pub fn bsearch(
+    k: &mut Kernel,
+    key: u64,
+    base: u64,
+    num: u64,
+    width: u64,
+    compare: u64,
+) -> KResult<u64> {
     let (mut lo, mut hi) = (0u64, num);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -1194,88 +1473,88 @@ pub fn aullshr(k: &mut Kernel) -> KResult<Quad> {
 }
 
 pub(crate) static EXPORTS: &[Export] = export_table![
-    cdecl memcpy => memcpy(dest: u64, src: u64, count: u64);
+    cdecl memcpy => self::memcpy(dest: u64, src: u64, count: u64);
     cdecl memmove => memcpy(dest: u64, src: u64, count: u64);
-    cdecl memset => memset(dest: u64, c: i32, count: u64);
-    cdecl memcmp => memcmp(buf1: u64, buf2: u64, count: u64);
-    cdecl memchr => memchr(buf: u64, c: i32, count: u64);
-    cdecl strlen => strlen(s: u64);
-    cdecl strnlen => strnlen(s: u64, max: u64);
-    cdecl wcslen => wcslen(s: u64);
-    cdecl wcsnlen => wcsnlen(s: u64, max: u64);
-    cdecl strcmp => strcmp(s1: u64, s2: u64);
-    cdecl strncmp => strncmp(s1: u64, s2: u64, count: u64);
+    cdecl memset => self::memset(dest: u64, c: i32, count: u64);
+    cdecl memcmp => self::memcmp(buf1: u64, buf2: u64, count: u64);
+    cdecl memchr => self::memchr(buf: u64, c: i32, count: u64);
+    cdecl strlen => self::strlen(s: u64);
+    cdecl strnlen => self::strnlen(s: u64, max: u64);
+    cdecl wcslen => self::wcslen(s: u64);
+    cdecl wcsnlen => self::wcsnlen(s: u64, max: u64);
+    cdecl strcmp => self::strcmp(s1: u64, s2: u64);
+    cdecl strncmp => self::strncmp(s1: u64, s2: u64, count: u64);
     cdecl _stricmp => stricmp(s1: u64, s2: u64);
     cdecl _strnicmp => strnicmp(s1: u64, s2: u64, count: u64);
-    cdecl wcscmp => wcscmp(s1: u64, s2: u64);
-    cdecl wcsncmp => wcsncmp(s1: u64, s2: u64, count: u64);
+    cdecl wcscmp => self::wcscmp(s1: u64, s2: u64);
+    cdecl wcsncmp => self::wcsncmp(s1: u64, s2: u64, count: u64);
     cdecl _wcsicmp => wcsicmp(s1: u64, s2: u64);
     cdecl _wcsnicmp => wcsnicmp(s1: u64, s2: u64, count: u64);
-    cdecl strcpy => strcpy(dest: u64, src: u64);
-    cdecl strncpy => strncpy(dest: u64, src: u64, count: u64);
-    cdecl wcscpy => wcscpy(dest: u64, src: u64);
-    cdecl wcsncpy => wcsncpy(dest: u64, src: u64, count: u64);
-    cdecl strcat => strcat(dest: u64, src: u64);
-    cdecl strncat => strncat(dest: u64, src: u64, count: u64);
-    cdecl wcscat => wcscat(dest: u64, src: u64);
-    cdecl wcsncat => wcsncat(dest: u64, src: u64, count: u64);
-    cdecl strchr => strchr(s: u64, c: i32);
-    cdecl strrchr => strrchr(s: u64, c: i32);
-    cdecl strstr => strstr(haystack: u64, needle: u64);
-    cdecl wcschr => wcschr(s: u64, c: u16);
-    cdecl wcsrchr => wcsrchr(s: u64, c: u16);
-    cdecl wcsstr => wcsstr(haystack: u64, needle: u64);
-    cdecl strspn => strspn(s: u64, accept: u64);
-    cdecl isdigit => isdigit(c: i32);
-    cdecl isspace => isspace(c: i32);
-    cdecl isxdigit => isxdigit(c: i32);
-    cdecl isupper => isupper(c: i32);
-    cdecl islower => islower(c: i32);
-    cdecl isprint => isprint(c: i32);
-    cdecl tolower => tolower(c: i32);
-    cdecl toupper => toupper(c: i32);
-    cdecl towlower => towlower(c: u16);
-    cdecl towupper => towupper(c: u16);
+    cdecl strcpy => self::strcpy(dest: u64, src: u64);
+    cdecl strncpy => self::strncpy(dest: u64, src: u64, count: u64);
+    cdecl wcscpy => self::wcscpy(dest: u64, src: u64);
+    cdecl wcsncpy => self::wcsncpy(dest: u64, src: u64, count: u64);
+    cdecl strcat => self::strcat(dest: u64, src: u64);
+    cdecl strncat => self::strncat(dest: u64, src: u64, count: u64);
+    cdecl wcscat => self::wcscat(dest: u64, src: u64);
+    cdecl wcsncat => self::wcsncat(dest: u64, src: u64, count: u64);
+    cdecl strchr => self::strchr(s: u64, c: i32);
+    cdecl strrchr => self::strrchr(s: u64, c: i32);
+    cdecl strstr => self::strstr(haystack: u64, needle: u64);
+    cdecl wcschr => self::wcschr(s: u64, c: u16);
+    cdecl wcsrchr => self::wcsrchr(s: u64, c: u16);
+    cdecl wcsstr => self::wcsstr(haystack: u64, needle: u64);
+    cdecl strspn => self::strspn(s: u64, accept: u64);
+    cdecl isdigit => self::isdigit(c: i32);
+    cdecl isspace => self::isspace(c: i32);
+    cdecl isxdigit => self::isxdigit(c: i32);
+    cdecl isupper => self::isupper(c: i32);
+    cdecl islower => self::islower(c: i32);
+    cdecl isprint => self::isprint(c: i32);
+    cdecl tolower => self::tolower(c: i32);
+    cdecl toupper => self::toupper(c: i32);
+    cdecl towlower => self::towlower(c: u16);
+    cdecl towupper => self::towupper(c: u16);
     cdecl _strupr => strupr(s: u64);
     cdecl _strlwr => strlwr(s: u64);
     cdecl _wcsupr => wcsupr(s: u64);
     cdecl _wcslwr => wcslwr(s: u64);
-    cdecl atoi => atoi(s: u64);
+    cdecl atoi => self::atoi(s: u64);
     cdecl atol => atoi(s: u64);
     cdecl _wtoi => wtoi(s: u64);
     cdecl _wtol => wtoi(s: u64);
-    cdecl wcstoul => wcstoul(s: u64, endptr: u64, base: i32);
+    cdecl wcstoul => self::wcstoul(s: u64, endptr: u64, base: i32);
     cdecl _itoa => itoa(value: i32, buffer: u64, radix: i32);
     cdecl _itow => itow(value: i32, buffer: u64, radix: i32);
     cdecl _snprintf => snprintf(buffer: u64, count: u64, format: u64);
     cdecl _snwprintf => snwprintf(buffer: u64, count: u64, format: u64);
     cdecl _vsnprintf => vsnprintf(buffer: u64, count: u64, format: u64, argptr: u64);
     cdecl _vsnwprintf => vsnwprintf(buffer: u64, count: u64, format: u64, argptr: u64);
-    cdecl sprintf => sprintf(buffer: u64, format: u64);
-    cdecl swprintf => swprintf(buffer: u64, format: u64);
+    cdecl sprintf => self::sprintf(buffer: u64, format: u64);
+    cdecl swprintf => self::swprintf(buffer: u64, format: u64);
     cdecl _swprintf => swprintf(buffer: u64, format: u64);
-    cdecl vsprintf => vsprintf(buffer: u64, format: u64, argptr: u64);
+    cdecl vsprintf => self::vsprintf(buffer: u64, format: u64, argptr: u64);
     cdecl _vswprintf => vswprintf(buffer: u64, format: u64, argptr: u64);
-    cdecl sprintf_s => sprintf_s(buffer: u64, size: u64, format: u64);
-    cdecl swprintf_s => swprintf_s(buffer: u64, size: u64, format: u64);
-    cdecl vsprintf_s => vsprintf_s(buffer: u64, size: u64, format: u64, argptr: u64);
-    cdecl vswprintf_s => vswprintf_s(buffer: u64, size: u64, format: u64, argptr: u64);
+    cdecl sprintf_s => self::sprintf_s(buffer: u64, size: u64, format: u64);
+    cdecl swprintf_s => self::swprintf_s(buffer: u64, size: u64, format: u64);
+    cdecl vsprintf_s => self::vsprintf_s(buffer: u64, size: u64, format: u64, argptr: u64);
+    cdecl vswprintf_s => self::vswprintf_s(buffer: u64, size: u64, format: u64, argptr: u64);
     cdecl _snprintf_s => snprintf_s(buffer: u64, size: u64, count: u64, format: u64);
     cdecl _snwprintf_s => snwprintf_s(buffer: u64, size: u64, count: u64, format: u64);
     cdecl _vsnprintf_s => vsnprintf_s(buffer: u64, size: u64, count: u64, format: u64, argptr: u64);
     cdecl _vsnwprintf_s => vsnwprintf_s(buffer: u64, size: u64, count: u64, format: u64, argptr: u64);
-    cdecl strcpy_s => strcpy_s(dest: u64, size: u64, src: u64);
-    cdecl wcscpy_s => wcscpy_s(dest: u64, size: u64, src: u64);
-    cdecl strncpy_s => strncpy_s(dest: u64, size: u64, src: u64, count: u64);
-    cdecl wcsncpy_s => wcsncpy_s(dest: u64, size: u64, src: u64, count: u64);
-    cdecl strcat_s => strcat_s(dest: u64, size: u64, src: u64);
-    cdecl wcscat_s => wcscat_s(dest: u64, size: u64, src: u64);
-    cdecl strncat_s => strncat_s(dest: u64, size: u64, src: u64, count: u64);
-    cdecl wcsncat_s => wcsncat_s(dest: u64, size: u64, src: u64, count: u64);
-    cdecl memcpy_s => memcpy_s(dest: u64, dest_size: u64, src: u64, count: u64);
-    cdecl memmove_s => memmove_s(dest: u64, dest_size: u64, src: u64, count: u64);
-    cdecl qsort => qsort(base: u64, num: u64, width: u64, compare: u64);
-    cdecl bsearch => bsearch(key: u64, base: u64, num: u64, width: u64, compare: u64);
+    cdecl strcpy_s => self::strcpy_s(dest: u64, size: u64, src: u64);
+    cdecl wcscpy_s => self::wcscpy_s(dest: u64, size: u64, src: u64);
+    cdecl strncpy_s => self::strncpy_s(dest: u64, size: u64, src: u64, count: u64);
+    cdecl wcsncpy_s => self::wcsncpy_s(dest: u64, size: u64, src: u64, count: u64);
+    cdecl strcat_s => self::strcat_s(dest: u64, size: u64, src: u64);
+    cdecl wcscat_s => self::wcscat_s(dest: u64, size: u64, src: u64);
+    cdecl strncat_s => self::strncat_s(dest: u64, size: u64, src: u64, count: u64);
+    cdecl wcsncat_s => self::wcsncat_s(dest: u64, size: u64, src: u64, count: u64);
+    cdecl memcpy_s => self::memcpy_s(dest: u64, dest_size: u64, src: u64, count: u64);
+    cdecl memmove_s => self::memmove_s(dest: u64, dest_size: u64, src: u64, count: u64);
+    cdecl qsort => self::qsort(base: u64, num: u64, width: u64, compare: u64);
+    cdecl bsearch => self::bsearch(key: u64, base: u64, num: u64, width: u64, compare: u64);
     stdcall _allmul => allmul(a: Quad, b: Quad);
     stdcall _alldiv => alldiv(a: Quad, b: Quad);
     stdcall _allrem => allrem(a: Quad, b: Quad);
@@ -1337,10 +1616,485 @@ mod tests {
     }
 
     #[test]
+    fn snprintf_truncation_rule() {
+        let rule = |len, count| {
+            let s = snprintf_rule(len, count);
+            (s.chars, s.terminate, s.ret)
+        };
+        assert_eq!(rule(3, 10), (3, true, 3));
+        assert_eq!(rule(4, 4), (4, false, 4));
+        assert_eq!(rule(6, 4), (4, false, -1));
+        assert_eq!(rule(0, 0), (0, false, 0));
+        assert_eq!(rule(22, 64), (22, true, 22));
+    }
+
+    #[test]
+    fn secure_printf_rule() {
+        let rule = |len, size, count: Option<u64>, truncate| {
+            secure_rule(len, size, count, truncate).map(|s| (s.chars, s.terminate, s.ret))
+        };
+        // sprintf_s: all or an empty string.
+        assert_eq!(rule(5, 10, None, false), Some((5, true, 5)));
+        assert_eq!(rule(10, 10, None, false), Some((0, true, -1)));
+        assert_eq!(rule(1, 0, None, false), None);
+        // _snprintf_s with a count.
+        assert_eq!(rule(8, 10, Some(5), false), Some((5, true, -1)));
+        assert_eq!(rule(5, 10, Some(20), false), Some((5, true, 5)));
+        assert_eq!(rule(15, 10, Some(20), false), Some((0, true, -1)));
+        // _TRUNCATE.
+        assert_eq!(rule(8, 4, Some(u64::MAX), true), Some((3, true, -1)));
+        assert_eq!(rule(3, 4, Some(u64::MAX), true), Some((3, true, 3)));
+    }
+
+    #[test]
     fn case_mapping_is_ascii_only() {
         assert_eq!(lower(u16::from(b'Q')), u16::from(b'q'));
         assert_eq!(upper(u16::from(b'q')), u16::from(b'Q'));
         assert_eq!(upper(0xE9), 0xE9);
         assert_eq!(lower(0x0130), 0x0130);
+    }
+}
+
+/// A kernel with a stack and a scratch heap that calls exports through real argument frames, for
+/// the tests of the Rtl/CRT/Dbg/Interlocked exports.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use dbt::{Arch, CallConv, Prot, Reg};
+
+    use crate::{KResult, Kernel, MODULE};
+
+    const HEAP: u64 = 0x1_0000;
+
+    /// A kernel plus a bump allocator of guest memory.
+    pub(crate) struct Guest {
+        pub(crate) k: Kernel,
+        next: u64,
+        end: u64,
+    }
+
+    impl Guest {
+        pub(crate) fn new(arch: Arch) -> Guest {
+            let mut k = Kernel::new(arch, &[&MODULE]).expect("kernel");
+            k.m.setup_stack(0x1_0000).expect("stack");
+            let heap =
+                k.m.mem
+                    .alloc(HEAP, Prot::READ | Prot::WRITE | Prot::EXEC)
+                    .expect("heap");
+            Guest {
+                k,
+                next: heap,
+                end: heap + HEAP,
+            }
+        }
+
+        /// Copies `data` into fresh guest memory (16-byte aligned).
+        pub(crate) fn bytes(&mut self, data: &[u8]) -> u64 {
+            let addr = self.next;
+            self.next += (data.len() as u64 + 15) & !15;
+            assert!(self.next <= self.end, "test heap exhausted");
+            self.k.m.mem.write_bytes(addr, data).expect("write");
+            addr
+        }
+
+        pub(crate) fn zeroed(&mut self, len: usize) -> u64 {
+            self.bytes(&vec![0; len])
+        }
+
+        pub(crate) fn cstr(&mut self, s: &str) -> u64 {
+            self.bytes(&[s.as_bytes(), &[0]].concat())
+        }
+
+        pub(crate) fn wstr(&mut self, s: &str) -> u64 {
+            let data: Vec<u8> = s
+                .encode_utf16()
+                .chain([0])
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            self.bytes(&data)
+        }
+
+        /// Guest argument slots as a va_list (x86: 4 bytes each, x64: 8).
+        pub(crate) fn va_list(&mut self, slots: &[u64]) -> u64 {
+            let size = self.k.ptr_size() as usize;
+            let data: Vec<u8> = slots
+                .iter()
+                .flat_map(|s| s.to_le_bytes()[..size].to_vec())
+                .collect();
+            self.bytes(&data)
+        }
+
+        pub(crate) fn read_cstr(&self, addr: u64) -> String {
+            String::from_utf8_lossy(&self.k.m.mem.read_cstr(addr, 4096).expect("read")).into_owned()
+        }
+
+        pub(crate) fn read_wstr(&self, addr: u64) -> String {
+            String::from_utf16_lossy(&self.k.m.mem.read_wstr(addr, 4096).expect("read"))
+        }
+
+        /// A 64-bit argument as slots: two on x86 (low first), one on x64.
+        pub(crate) fn quad(&self, v: u64) -> Vec<u64> {
+            match self.k.arch() {
+                Arch::X86 => vec![v & 0xFFFF_FFFF, v >> 32],
+                Arch::X64 => vec![v],
+            }
+        }
+
+        /// Calls the ntoskrnl export `name` with `args` laid out as the guest passes them (x86: one
+        /// 32-bit slot each, fastcall's first two in ecx/edx; x64: rcx, rdx, r8, r9, then the stack),
+        /// the way the thunk dispatcher does.
+        pub(crate) fn call(&mut self, name: &str, args: &[u64]) -> KResult<u64> {
+            let export = MODULE
+                .find(name)
+                .unwrap_or_else(|| panic!("{name} is not exported"));
+            let k = &mut self.k;
+            let saved_sp = k.m.cpu.reg(Reg::Rsp);
+            let frame = (saved_sp - 0x400) & !15;
+            k.write_ptr(frame, 0)?;
+            let (conv, slots) = match k.arch() {
+                Arch::X86 => {
+                    let in_regs = if export.conv == CallConv::Fastcall {
+                        args.len().min(2)
+                    } else {
+                        0
+                    };
+                    for (r, a) in [Reg::Rcx, Reg::Rdx].into_iter().zip(&args[..in_regs]) {
+                        k.m.cpu.set_reg(r, *a);
+                    }
+                    for (i, a) in args[in_regs..].iter().enumerate() {
+                        k.m.mem.write_u32(frame + 4 + 4 * i as u64, *a as u32)?;
+                    }
+                    (export.conv, export.slots32)
+                }
+                Arch::X64 => {
+                    for (r, a) in [Reg::Rcx, Reg::Rdx, Reg::R8, Reg::R9].into_iter().zip(args) {
+                        k.m.cpu.set_reg(r, *a);
+                    }
+                    for (i, a) in args.iter().enumerate().skip(4) {
+                        k.m.mem.write_u64(frame + 40 + 8 * (i as u64 - 4), *a)?;
+                    }
+                    (CallConv::Win64, export.slots64)
+                }
+            };
+            k.m.cpu.set_reg(Reg::Rsp, frame);
+            let result =
+                k.m.host_call_args(conv, slots)
+                    .map_err(Into::into)
+                    .and_then(|raw| (export.func)(k, &raw));
+            k.m.cpu.set_reg(Reg::Rsp, saved_sp);
+            result
+        }
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use dbt::{Arch, Reg};
+
+    use super::test_support::Guest;
+    use crate::KernelError;
+
+    const ARCHES: [Arch; 2] = [Arch::X86, Arch::X64];
+
+    fn as_i32(v: u64) -> i32 {
+        v as u32 as i32
+    }
+
+    #[test]
+    fn snprintf_through_call_frames() {
+        for arch in ARCHES {
+            let mut g = Guest::new(arch);
+            let buf = g.zeroed(64);
+            let fmt = g.cstr("%s-%d-%x-%08lx-%c");
+            let ab = g.cstr("ab");
+            let n = g.call(
+                "_snprintf",
+                &[
+                    buf,
+                    64,
+                    fmt,
+                    ab,
+                    (-12i32) as u32 as u64,
+                    0xbeef,
+                    0x1234,
+                    u64::from(b'z'),
+                ],
+            );
+            assert_eq!(n.map(as_i32).ok(), Some(22));
+            assert_eq!(g.read_cstr(buf), "ab--12-beef-00001234-z");
+
+            let buf = g.bytes(b"xxxxxxxx");
+            let fmt = g.cstr("%s");
+            let text = g.cstr("abcdef");
+            assert_eq!(
+                g.call("_snprintf", &[buf, 4, fmt, text]).map(as_i32).ok(),
+                Some(-1)
+            );
+            assert_eq!(
+                g.k.m.mem.read_vec(buf, 5).ok(),
+                Some(b"abcdx".to_vec()),
+                "cut, not terminated"
+            );
+            assert_eq!(
+                g.call("_snprintf", &[buf, 6, fmt, text]).map(as_i32).ok(),
+                Some(6)
+            );
+            assert_eq!(
+                g.k.m.mem.read_vec(buf, 7).ok(),
+                Some(b"abcdefx".to_vec()),
+                "exact fit, not terminated"
+            );
+
+            let wbuf = g.zeroed(64);
+            let wfmt = g.wstr("%ws=%d");
+            let key = g.wstr("key");
+            assert_eq!(
+                g.call("_snwprintf", &[wbuf, 32, wfmt, key, (-42i32) as u32 as u64])
+                    .map(as_i32)
+                    .ok(),
+                Some(7)
+            );
+            assert_eq!(g.read_wstr(wbuf), "key=-42");
+        }
+    }
+
+    #[test]
+    fn va_list_forms() {
+        for arch in ARCHES {
+            let mut g = Guest::new(arch);
+            let buf = g.zeroed(64);
+            let fmt = g.cstr("%I64x-%s-%d");
+            let s = g.cstr("va");
+            let mut slots = g.quad(0x1_0000_0002);
+            slots.extend([s, 7]);
+            let va = g.va_list(&slots);
+            assert_eq!(
+                g.call("_vsnprintf", &[buf, 64, fmt, va]).map(as_i32).ok(),
+                Some(14)
+            );
+            assert_eq!(g.read_cstr(buf), "100000002-va-7");
+            assert_eq!(
+                g.call("vsprintf", &[buf, fmt, va]).map(as_i32).ok(),
+                Some(14)
+            );
+
+            let wbuf = g.zeroed(64);
+            let wfmt = g.wstr("%s|%S");
+            let w = g.wstr("wide");
+            let va = g.va_list(&[w, s]);
+            assert_eq!(
+                g.call("_vsnwprintf", &[wbuf, 32, wfmt, va])
+                    .map(as_i32)
+                    .ok(),
+                Some(7)
+            );
+            assert_eq!(g.read_wstr(wbuf), "wide|va");
+
+            let fmt = g.cstr("%d%d");
+            assert_eq!(
+                g.call("sprintf", &[buf, fmt, 12, 34]).map(as_i32).ok(),
+                Some(4)
+            );
+            assert_eq!(g.read_cstr(buf), "1234");
+            assert_eq!(
+                g.call("sprintf_s", &[buf, 4, fmt, 12, 34]).map(as_i32).ok(),
+                Some(-1)
+            );
+            assert_eq!(
+                g.read_cstr(buf),
+                "",
+                "sprintf_s empties the buffer when the text does not fit"
+            );
+            let truncate = if arch == Arch::X86 {
+                0xFFFF_FFFF
+            } else {
+                u64::MAX
+            };
+            assert_eq!(
+                g.call("_snprintf_s", &[buf, 4, truncate, fmt, 12, 34])
+                    .map(as_i32)
+                    .ok(),
+                Some(-1)
+            );
+            assert_eq!(g.read_cstr(buf), "123");
+        }
+    }
+
+    #[test]
+    fn string_routines() {
+        for arch in ARCHES {
+            let mut g = Guest::new(arch);
+            let buf = g.bytes(b"xxxxxxxx");
+            let ab = g.cstr("ab");
+            g.call("strncpy", &[buf, ab, 5]).expect("strncpy");
+            assert_eq!(g.k.m.mem.read_vec(buf, 6).ok(), Some(b"ab\0\0\0x".to_vec()));
+            let cd = g.cstr("cdef");
+            g.call("strncat", &[buf, cd, 2]).expect("strncat");
+            assert_eq!(g.read_cstr(buf), "abcd");
+            let hay = g.cstr("hello world");
+            let needle = g.cstr("o w");
+            assert_eq!(g.call("strstr", &[hay, needle]).ok(), Some(hay + 4));
+            assert_eq!(
+                g.call("strchr", &[hay, 0]).ok(),
+                Some(hay + 11),
+                "the terminator is found"
+            );
+            assert_eq!(
+                g.call("strrchr", &[hay, u64::from(b'o')]).ok(),
+                Some(hay + 7)
+            );
+            assert_eq!(
+                g.call("memchr", &[hay, u64::from(b'w'), 11]).ok(),
+                Some(hay + 6)
+            );
+            assert_eq!(g.call("memchr", &[hay, u64::from(b'w'), 5]).ok(), Some(0));
+            let upper = g.cstr("HELLO");
+            assert_eq!(g.call("_strnicmp", &[hay, upper, 5]).ok(), Some(0));
+            assert!(as_i32(g.call("strcmp", &[upper, hay]).expect("strcmp")) < 0);
+            assert_eq!(g.call("memcmp", &[hay, upper, 0]).ok(), Some(0));
+            let w1 = g.wstr("ICA Driver");
+            let w2 = g.wstr("ica dRIVER");
+            assert_eq!(g.call("_wcsicmp", &[w1, w2]).ok(), Some(0));
+            assert_eq!(g.call("wcslen", &[w1]).ok(), Some(10));
+            let empty = g.wstr("");
+            assert_eq!(
+                g.call("wcsstr", &[w1, empty]).ok(),
+                Some(w1),
+                "an empty needle matches at the start"
+            );
+            let driver = g.wstr("Driver");
+            assert_eq!(g.call("wcsstr", &[w1, driver]).ok(), Some(w1 + 8));
+            let small = g.zeroed(4);
+            assert_eq!(
+                g.call("strcpy_s", &[small, 4, hay]).ok(),
+                Some(34),
+                "ERANGE"
+            );
+            assert_eq!(g.read_cstr(small), "");
+            let truncate = if arch == Arch::X86 {
+                0xFFFF_FFFF
+            } else {
+                u64::MAX
+            };
+            assert_eq!(
+                g.call("strncpy_s", &[small, 4, hay, truncate]).ok(),
+                Some(80),
+                "STRUNCATE"
+            );
+            assert_eq!(g.read_cstr(small), "hel");
+            let num = g.cstr("  -77x");
+            assert_eq!(g.call("atoi", &[num]).map(as_i32).ok(), Some(-77));
+            let wnum = g.wstr("0x1Fg");
+            let end = g.zeroed(8);
+            assert_eq!(g.call("wcstoul", &[wnum, end, 0]).ok(), Some(31));
+            assert_eq!(g.k.read_ptr(end).ok(), Some(wnum + 8));
+            assert_eq!(
+                g.call("_itoa", &[(-5i32) as u32 as u64, buf, 10]).ok(),
+                Some(buf)
+            );
+            assert_eq!(g.read_cstr(buf), "-5");
+            assert_eq!(g.call("_strupr", &[hay]).ok(), Some(hay));
+            assert_eq!(g.read_cstr(hay), "HELLO WORLD");
+            assert!(
+                g.call("strlen", &[0x10]).is_err(),
+                "a bad pointer is an error, not a panic"
+            );
+        }
+    }
+
+    #[test]
+    fn qsort_and_bsearch_call_the_guest_comparator() {
+        for arch in ARCHES {
+            let mut g = Guest::new(arch);
+            // int compare(const int *a, const int *b) { return *a - *b; }
+            let code: &[u8] = match arch {
+                // mov eax,[esp+4]; mov eax,[eax]; mov ecx,[esp+8]; sub eax,[ecx]; ret
+                Arch::X86 => &[
+                    0x8B, 0x44, 0x24, 0x04, 0x8B, 0x00, 0x8B, 0x4C, 0x24, 0x08, 0x2B, 0x01, 0xC3,
+                ],
+                // mov eax,[rcx]; sub eax,[rdx]; ret
+                Arch::X64 => &[0x8B, 0x01, 0x2B, 0x02, 0xC3],
+            };
+            let compare = g.bytes(code);
+            let values = [5i32, -3, 9, 0, 7, 7, 1, -8, 2];
+            let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let base = g.bytes(&data);
+            g.call("qsort", &[base, values.len() as u64, 4, compare])
+                .expect("qsort");
+            let sorted: Vec<i32> = (0..values.len() as u64)
+                .map(|i| g.k.m.mem.read_u32(base + 4 * i).expect("read") as i32)
+                .collect();
+            let mut expected = values.to_vec();
+            expected.sort();
+            assert_eq!(sorted, expected);
+            let key = g.bytes(&7i32.to_le_bytes());
+            let found = g
+                .call("bsearch", &[key, base, values.len() as u64, 4, compare])
+                .expect("bsearch");
+            assert_eq!(g.k.m.mem.read_u32(found).ok(), Some(7));
+            let missing = g.bytes(&4i32.to_le_bytes());
+            assert_eq!(
+                g.call("bsearch", &[missing, base, values.len() as u64, 4, compare])
+                    .ok(),
+                Some(0)
+            );
+        }
+    }
+
+    #[test]
+    fn x86_64bit_helpers() {
+        let mut g = Guest::new(Arch::X86);
+        let q = |v: u64| [v & 0xFFFF_FFFF, v >> 32];
+        let args = |a: u64, b: u64| [q(a), q(b)].concat();
+        assert_eq!(
+            g.call("_allmul", &args(0xFFFF_FFF0, 0x1234_5678)).ok(),
+            Some(0xFFFF_FFF0u64 * 0x1234_5678)
+        );
+        assert_eq!(
+            g.call("_alldiv", &args((-100i64) as u64, 7)).ok(),
+            Some((-14i64) as u64)
+        );
+        assert_eq!(
+            g.call("_allrem", &args((-100i64) as u64, 7)).ok(),
+            Some((-2i64) as u64)
+        );
+        assert_eq!(
+            g.call("_aulldiv", &args(u64::MAX, 3)).ok(),
+            Some(u64::MAX / 3)
+        );
+        assert!(
+            matches!(g.call("_aullrem", &args(1, 0)), Err(KernelError::Fault(_))),
+            "divide error"
+        );
+        assert_eq!(g.call("_aulldvrm", &args(100, 7)).ok(), Some(14));
+        assert_eq!(
+            (g.k.m.cpu.reg(Reg::Rcx), g.k.m.cpu.reg(Reg::Rbx)),
+            (2, 0),
+            "remainder in ebx:ecx"
+        );
+        let shift = |g: &mut Guest, name: &str, value: u64, count: u64| {
+            g.k.m.cpu.set_reg(Reg::Rax, value & 0xFFFF_FFFF);
+            g.k.m.cpu.set_reg(Reg::Rdx, value >> 32);
+            g.k.m.cpu.set_reg(Reg::Rcx, count);
+            g.call(name, &[]).ok()
+        };
+        assert_eq!(shift(&mut g, "_allshl", 1, 40), Some(1 << 40));
+        assert_eq!(shift(&mut g, "_allshl", 1, 64), Some(0));
+        assert_eq!(
+            shift(&mut g, "_allshr", 0x8000_0000_0000_0000, 63),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            shift(&mut g, "_allshr", 0x8000_0000_0000_0000, 200),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            shift(&mut g, "_aullshr", 0x8000_0000_0000_0000, 63),
+            Some(1)
+        );
+        assert_eq!(
+            shift(&mut g, "_aullshr", 0x8000_0000_0000_0000, 0x100),
+            Some(0x8000_0000_0000_0000),
+            "only cl counts"
+        );
     }
 }

@@ -58,6 +58,21 @@ impl From<GuestFault> for KernelError {
 }
 
 impl KernelError {
+    /// One line without guest addresses (the same on x86-32 and x64), for traces.
+    pub fn summary(&self) -> String {
+        match self {
+            KernelError::Fault(f) => format!("guest fault: {}", f.kind),
+            KernelError::Unimplemented { import, .. } => format!("unimplemented import {import}"),
+            KernelError::BadPointer { function, fault, .. } => {
+                format!("{function} was passed a bad pointer ({} fault)", if fault.write { "write" } else { "read" })
+            }
+            KernelError::Mem(_) => "host access to a bad guest address".to_string(),
+            KernelError::BugCheck { code, name, .. } => format!("bug check 0x{code:X} ({name})"),
+            KernelError::Deadlock(_) => "deadlock".to_string(),
+            KernelError::Unsupported(text) => text.clone(),
+        }
+    }
+
     /// A bug check with its well-known name.
     pub fn bug_check(code: u32, detail: impl Into<String>) -> Self {
         let name = match code {

@@ -91,29 +91,38 @@ impl FormatHost for KernelHost<'_> {
     }
 
     fn counted_string(&self, addr: u64, wide: bool) -> KResult<(u16, u64)> {
-        let cs = if wide { CharSize::Wide } else { CharSize::Narrow };
+        let cs = if wide {
+            CharSize::Wide
+        } else {
+            CharSize::Narrow
+        };
         let s = rtl::read_counted(self.k, addr, cs)?;
         Ok((s.length, s.buffer))
     }
 }
 
-/// Formats the guest format string at `format` (narrow or wide per `cs`) with arguments from `args`.
+/// Formats the guest format string at `format_string` (narrow or wide per `cs`) with arguments from `args`.
 /// Returns the output as code units: bytes of the ANSI code page for narrow output, UTF-16 for wide.
-pub fn format_guest(k: &Kernel, format: u64, cs: CharSize, args: ArgSource) -> KResult<Vec<u16>> {
-    let fmt = crt::read_str(k, format, cs)?;
+pub fn format_guest(
+    k: &Kernel,
+    format_string: u64,
+    cs: CharSize,
+    args: ArgSource,
+) -> KResult<Vec<u16>> {
+    let fmt = crt::read_str(k, format_string, cs)?;
     let mut host = KernelHost { k, src: args };
     format(&mut host, &fmt, cs == CharSize::Wide)
 }
 
 /// Formats a narrow guest format string into ANSI bytes.
-pub fn format_narrow(k: &Kernel, format: u64, args: ArgSource) -> KResult<Vec<u8>> {
-    let units = format_guest(k, format, CharSize::Narrow, args)?;
+pub fn format_narrow(k: &Kernel, format_string: u64, args: ArgSource) -> KResult<Vec<u8>> {
+    let units = format_guest(k, format_string, CharSize::Narrow, args)?;
     Ok(units.into_iter().map(|u| u as u8).collect())
 }
 
 /// Formats a wide guest format string into UTF-16.
-pub fn format_wide(k: &Kernel, format: u64, args: ArgSource) -> KResult<Vec<u16>> {
-    format_guest(k, format, CharSize::Wide, args)
+pub fn format_wide(k: &Kernel, format_string: u64, args: ArgSource) -> KResult<Vec<u16>> {
+    format_guest(k, format_string, CharSize::Wide, args)
 }
 
 /// Length modifier of a conversion.
@@ -277,13 +286,13 @@ fn pad_field(out: &mut Vec<u16>, spec: &Spec, prefix: &[u16], body: &[u16], zero
     if spec.left {
         out.extend_from_slice(prefix);
         out.extend_from_slice(body);
-        out.extend(std::iter::repeat(space).take(pad));
+        out.extend(std::iter::repeat_n(space, pad));
     } else if spec.zero && zero_ok {
         out.extend_from_slice(prefix);
-        out.extend(std::iter::repeat(u16::from(b'0')).take(pad));
+        out.extend(std::iter::repeat_n(u16::from(b'0'), pad));
         out.extend_from_slice(body);
     } else {
-        out.extend(std::iter::repeat(space).take(pad));
+        out.extend(std::iter::repeat_n(space, pad));
         out.extend_from_slice(prefix);
         out.extend_from_slice(body);
     }
@@ -343,8 +352,14 @@ fn render_int(out: &mut Vec<u16>, spec: &Spec, magnitude: u64, negative: bool, c
 /// Converts text read in one width to the output width of the function.
 fn to_output(units: Vec<u16>, source_wide: bool, wide: bool) -> Vec<u16> {
     match (source_wide, wide) {
-        (true, false) => units.into_iter().map(|u| u16::from(unicode_to_ansi(u))).collect(),
-        (false, true) => units.into_iter().map(|u| ansi_to_unicode(u as u8)).collect(),
+        (true, false) => units
+            .into_iter()
+            .map(|u| u16::from(unicode_to_ansi(u)))
+            .collect(),
+        (false, true) => units
+            .into_iter()
+            .map(|u| ansi_to_unicode(u as u8))
+            .collect(),
         _ => units,
     }
 }
@@ -355,7 +370,11 @@ fn read_string(host: &impl FormatHost, addr: u64, wide: bool, limit: usize) -> K
     let step = if wide { 2 } else { 1 };
     while units.len() < limit {
         let at = addr.wrapping_add(units.len() as u64 * step);
-        let unit = if wide { host.read_u16(at)? } else { u16::from(host.read_u8(at)?) };
+        let unit = if wide {
+            host.read_u16(at)?
+        } else {
+            u16::from(host.read_u8(at)?)
+        };
         if unit == 0 {
             break;
         }
@@ -396,14 +415,25 @@ fn convert(
         }
         'u' | 'o' | 'x' | 'X' => {
             let (raw, bits) = int_arg(host, spec.size)?;
-            let value = if bits == 64 { raw } else { raw & ((1u64 << bits) - 1) };
+            let value = if bits == 64 {
+                raw
+            } else {
+                raw & ((1u64 << bits) - 1)
+            };
             render_int(out, spec, value, false, conv);
         }
         'p' => {
             let ptr_size = host.ptr_size();
             let raw = host.next_slot()?;
-            let value = if ptr_size == 4 { raw & 0xFFFF_FFFF } else { raw };
-            let spec = Spec { precision: Some(2 * ptr_size as usize), ..*spec };
+            let value = if ptr_size == 4 {
+                raw & 0xFFFF_FFFF
+            } else {
+                raw
+            };
+            let spec = Spec {
+                precision: Some(2 * ptr_size as usize),
+                ..*spec
+            };
             render_int(out, &spec, value, false, 'p');
         }
         'c' | 'C' => {
@@ -422,7 +452,11 @@ fn convert(
             let text = if ptr == 0 {
                 null_text(limit)
             } else {
-                to_output(read_string(host, ptr, source_wide, limit)?, source_wide, wide)
+                to_output(
+                    read_string(host, ptr, source_wide, limit)?,
+                    source_wide,
+                    wide,
+                )
             };
             pad_field(out, spec, &[], &text, true);
         }
@@ -430,7 +464,11 @@ fn convert(
             let source_wide = spec.size == Size::Long;
             let ptr = host.next_slot()?;
             let limit = spec.precision.unwrap_or(MAX_STRING).min(MAX_STRING);
-            let (length, buffer) = if ptr == 0 { (0, 0) } else { host.counted_string(ptr, source_wide)? };
+            let (length, buffer) = if ptr == 0 {
+                (0, 0)
+            } else {
+                host.counted_string(ptr, source_wide)?
+            };
             let text = if buffer == 0 {
                 null_text(limit)
             } else {
@@ -439,7 +477,11 @@ fn convert(
                 let mut units = Vec::with_capacity(count);
                 for n in 0..count as u64 {
                     let at = buffer.wrapping_add(n * step);
-                    units.push(if source_wide { host.read_u16(at)? } else { u16::from(host.read_u8(at)?) });
+                    units.push(if source_wide {
+                        host.read_u16(at)?
+                    } else {
+                        u16::from(host.read_u8(at)?)
+                    });
                 }
                 to_output(units, source_wide, wide)
             };
@@ -479,7 +521,14 @@ fn float_text(value: f64, conv: char, spec: &Spec) -> (String, bool) {
     let v = value.abs();
     if !v.is_finite() {
         let text = if v.is_nan() { "nan" } else { "inf" };
-        return (if upper { text.to_ascii_uppercase() } else { text.to_string() }, false);
+        return (
+            if upper {
+                text.to_ascii_uppercase()
+            } else {
+                text.to_string()
+            },
+            false,
+        );
     }
     let precision = spec.precision.unwrap_or(6);
     let text = match conv.to_ascii_lowercase() {
@@ -487,7 +536,11 @@ fn float_text(value: f64, conv: char, spec: &Spec) -> (String, bool) {
         'e' => exponential(v, precision, upper, spec.alt),
         _ => {
             let p = precision.max(1);
-            let exp = if v == 0.0 { 0 } else { decimal_exponent(v, p - 1) };
+            let exp = if v == 0.0 {
+                0
+            } else {
+                decimal_exponent(v, p - 1)
+            };
             let mut text = if exp < -4 || exp >= p as i32 {
                 exponential(v, p - 1, upper, spec.alt)
             } else {
@@ -514,7 +567,9 @@ fn fixed(v: f64, precision: usize, alt: bool) -> String {
 /// The decimal exponent `v` has when printed in `%e` style with `precision` fraction digits.
 fn decimal_exponent(v: f64, precision: usize) -> i32 {
     let text = format!("{v:.precision$e}");
-    text.split_once('e').and_then(|(_, e)| e.parse().ok()).unwrap_or(0)
+    text.split_once('e')
+        .and_then(|(_, e)| e.parse().ok())
+        .unwrap_or(0)
 }
 
 /// `%e` digits of a non-negative finite value: `d.ddde+XX`.
@@ -564,8 +619,15 @@ mod tests {
     impl TestHost {
         fn new(ptr_size: u64) -> Self {
             let mut mem = GuestMemory::new(BASE, 0x10_0000);
-            mem.map(BASE + 0x1000, 0x4000, Prot::READ | Prot::WRITE).expect("map");
-            TestHost { mem, ptr_size, slots: Vec::new(), next: 0, at: BASE + 0x1000 }
+            mem.map(BASE + 0x1000, 0x4000, Prot::READ | Prot::WRITE)
+                .expect("map");
+            TestHost {
+                mem,
+                ptr_size,
+                slots: Vec::new(),
+                next: 0,
+                at: BASE + 0x1000,
+            }
         }
 
         fn bytes(&mut self, data: &[u8]) -> u64 {
@@ -582,7 +644,11 @@ mod tests {
         }
 
         fn wstr(&mut self, s: &str) -> u64 {
-            let data: Vec<u8> = s.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect();
+            let data: Vec<u8> = s
+                .encode_utf16()
+                .chain([0])
+                .flat_map(u16::to_le_bytes)
+                .collect();
             self.bytes(&data)
         }
 
@@ -633,7 +699,11 @@ mod tests {
         fn next_slot(&mut self) -> KResult<u64> {
             let v = self.slots.get(self.next).copied().unwrap_or(0);
             self.next += 1;
-            Ok(if self.ptr_size == 4 { v & 0xFFFF_FFFF } else { v })
+            Ok(if self.ptr_size == 4 {
+                v & 0xFFFF_FFFF
+            } else {
+                v
+            })
         }
         fn read_u8(&self, addr: u64) -> KResult<u8> {
             Ok(self.mem.read_u8(addr)?)
@@ -661,7 +731,11 @@ mod tests {
         for ptr in [4, 8] {
             let mut h = TestHost::new(ptr);
             let ab = h.cstr("ab");
-            h.arg(ab).arg(neg(-12)).arg(0xbeef).arg(0x1234).arg(u64::from(b'z'));
+            h.arg(ab)
+                .arg(neg(-12))
+                .arg(0xbeef)
+                .arg(0x1234)
+                .arg(u64::from(b'z'));
             assert_eq!(h.run("%s-%d-%x-%08lx-%c"), "ab--12-beef-00001234-z");
         }
     }
@@ -700,7 +774,9 @@ mod tests {
         h.arg(0xdead_beef).arg(0x10);
         assert_eq!(h.run("%p %Ix"), "DEADBEEF 10");
         let mut h = TestHost::new(8);
-        h.arg(0xffff_f880_0000_1234).arg(0x1_0000_0000).arg(0x1_0000_0001);
+        h.arg(0xffff_f880_0000_1234)
+            .arg(0x1_0000_0000)
+            .arg(0x1_0000_0001);
         assert_eq!(h.run("%p %Ix %I32x"), "FFFFF88000001234 100000000 1");
         h.slots.clear();
         h.arg64(0x1234_5678_9abc_def0).arg(neg(-1));
@@ -713,7 +789,10 @@ mod tests {
         let s = h.cstr("abcdef");
         let w = h.wstr("wide");
         h.arg(s).arg(s).arg(s).arg(0);
-        assert_eq!(h.run("[%5.2s][%-8s][%08.3s][%s]"), "[   ab][abcdef  ][00000abc][(null)]");
+        assert_eq!(
+            h.run("[%5.2s][%-8s][%08.3s][%s]"),
+            "[   ab][abcdef  ][00000abc][(null)]"
+        );
         h.slots.clear();
         h.arg(w).arg(w).arg(w).arg(0);
         assert_eq!(h.run("%S %ws %ls %.3S"), "wide wide wide (nu");
@@ -722,7 +801,10 @@ mod tests {
         assert_eq!(h.run("%3c|%C|%lc"), "  x|\u{80}|\u{80}");
         h.slots.clear();
         h.arg(s).arg(w).arg(w).arg(s).arg(0x41).arg(0x42);
-        assert_eq!(h.run_wide("%S|%s|%ws|%hs|%c|%C"), "abcdef|wide|wide|abcdef|A|B");
+        assert_eq!(
+            h.run_wide("%S|%s|%ws|%hs|%c|%C"),
+            "abcdef|wide|wide|abcdef|A|B"
+        );
     }
 
     #[test]
@@ -735,7 +817,10 @@ mod tests {
             let uni = h.counted(wtext, 22);
             let null_buf = h.counted(0, 0);
             h.arg(ansi).arg(uni).arg(uni).arg(0).arg(null_buf);
-            assert_eq!(h.run("%Z|%wZ|%.3wZ|%wZ|%Z"), "Hello|\\Device\\Ica|\\De|(null)|(null)");
+            assert_eq!(
+                h.run("%Z|%wZ|%.3wZ|%wZ|%Z"),
+                "Hello|\\Device\\Ica|\\De|(null)|(null)"
+            );
             h.slots.clear();
             h.arg(uni);
             assert_eq!(h.run_wide("<%-13wZ>"), "<\\Device\\Ica  >");
@@ -752,14 +837,22 @@ mod tests {
     #[test]
     fn floats() {
         let mut h = TestHost::new(4);
-        h.arg64(1.5f64.to_bits()).arg64(150.0f64.to_bits()).arg64((-0.000123456f64).to_bits());
+        h.arg64(1.5f64.to_bits())
+            .arg64(150.0f64.to_bits())
+            .arg64((-0.000123456f64).to_bits());
         assert_eq!(h.run("%f %e %g"), "1.500000 1.500000e+02 -0.000123456");
         h.slots.clear();
-        h.arg64(100000.0f64.to_bits()).arg64(1e6f64.to_bits()).arg64(1e-5f64.to_bits()).arg64(0.0f64.to_bits());
+        h.arg64(100000.0f64.to_bits())
+            .arg64(1e6f64.to_bits())
+            .arg64(1e-5f64.to_bits())
+            .arg64(0.0f64.to_bits());
         assert_eq!(h.run("%g %g %G %g"), "100000 1e+06 1E-05 0");
         h.slots.clear();
-        h.arg64(3.14159f64.to_bits()).arg64(2.5f64.to_bits()).arg64(f64::INFINITY.to_bits()).arg64(f64::NAN.to_bits());
-        assert_eq!(h.run("%08.2f|%+.0f|%5f|%F"), "00003.14|+2|  inf|NAN");
+        h.arg64(3.25159f64.to_bits())
+            .arg64(2.5f64.to_bits())
+            .arg64(f64::INFINITY.to_bits())
+            .arg64(f64::NAN.to_bits());
+        assert_eq!(h.run("%08.2f|%+.0f|%5f|%F"), "00003.25|+2|  inf|NAN");
         h.slots.clear();
         h.arg64(2.0f64.to_bits()).arg64(0.5f64.to_bits());
         assert_eq!(h.run("%#.0f %#g %a"), "2. 0.500000 %a");

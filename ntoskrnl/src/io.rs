@@ -132,6 +132,13 @@ pub enum IrpEvent {
         /// Its return value.
         result: NtStatus,
     },
+    /// The request's call path failed (guest fault, trap, bug check): the IRP was abandoned.
+    Aborted {
+        /// IRP sequence number.
+        irp: u32,
+        /// What went wrong, in one line.
+        reason: String,
+    },
     /// The IRP finished its completion (reached the top of the stack).
     Done {
         /// IRP sequence number.
@@ -165,6 +172,7 @@ impl std::fmt::Display for IrpEvent {
             IrpEvent::CompletionRoutine { irp, driver, result } => {
                 write!(f, "irp#{irp} completion routine of {driver} -> {}", status::name(*result))
             }
+            IrpEvent::Aborted { irp, reason } => write!(f, "irp#{irp} aborted: {reason}"),
             IrpEvent::Done { irp, status, information } => {
                 write!(f, "irp#{irp} done: {} info={information}", status::name(*status))
             }
@@ -886,6 +894,9 @@ fn send_host_irp(
         Ok(())
     });
     let record = k.io.irps.get(&irp).cloned();
+    if let (Err(e), Some(r)) = (&outcome, &record) {
+        k.io.trace.push(IrpEvent::Aborted { irp: r.id, reason: e.summary() });
+    }
     let system_buffer = release_irp(k, irp)?;
     if let Err(e) = outcome {
         if system_buffer != 0 {

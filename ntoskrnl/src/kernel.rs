@@ -85,7 +85,8 @@ pub struct Kernel {
     pub ps: ps::ProcessState,
     /// Host-side counters.
     pub stats: HostStats,
-    guest_call_depth: usize,
+    /// Images whose code the host called into, innermost last (attributes tail-called imports).
+    guest_entries: Vec<u64>,
     extensions: HashMap<TypeId, Box<dyn Any>>,
 }
 
@@ -113,7 +114,7 @@ impl Kernel {
             ke: ke::Dispatcher::new(),
             ps: ps::ProcessState::default(),
             stats: HostStats::default(),
-            guest_call_depth: 0,
+            guest_entries: Vec::new(),
             extensions: HashMap::new(),
         };
         ps::init(&mut k)?;
@@ -195,15 +196,16 @@ impl Kernel {
     /// state is restored afterwards, so the caller (maybe a thunk in the middle of a guest call) goes
     /// on where it was.
     pub fn call_guest_conv(&mut self, func: u64, conv: CallConv, args: &[u64]) -> KResult<u64> {
-        if self.guest_call_depth >= MAX_GUEST_CALL_DEPTH {
+        if self.guest_entries.len() >= MAX_GUEST_CALL_DEPTH {
             return Err(KernelError::Unsupported(format!(
                 "host -> guest calls nested deeper than {MAX_GUEST_CALL_DEPTH} (runaway recursion calling {})",
                 self.symbolize(func)
             )));
         }
         let saved = self.m.cpu.clone();
+        ke::update_shared_user_data(self)?;
         self.m.prepare_guest_call(func, conv, args)?;
-        self.guest_call_depth += 1;
+        self.guest_entries.push(func);
         self.stats.guest_calls += 1;
         let result = loop {
             match self.m.run() {
@@ -216,7 +218,7 @@ impl Kernel {
                 Exit::Fault(f) => break Err(KernelError::Fault(Box::new(f))),
             }
         };
-        self.guest_call_depth -= 1;
+        self.guest_entries.pop();
         let irql = self.m.cpu.cr8;
         self.m.cpu = saved;
         if result.is_ok() {
@@ -228,6 +230,8 @@ impl Kernel {
 
     /// Serves one import call: reads the arguments, runs the host function, returns to the guest.
     fn dispatch_thunk(&mut self, index: u32) -> KResult<()> {
+        // x64 drivers read the clocks from KUSER_SHARED_DATA inline; keep them current.
+        ke::update_shared_user_data(self)?;
         let caller = self.m.mem.read_ptr(self.arch(), self.m.cpu.regs[4]).unwrap_or(0);
         let Some(binding) = self.bindings.get_mut(index as usize) else {
             return Err(KernelError::Unsupported(format!("jump into unassigned thunk {index}")));
@@ -312,7 +316,7 @@ impl Kernel {
                 let _ = writeln!(out, "driver called unimplemented import {import} from {}", self.symbolize(*caller));
             }
             KernelError::Fault(f) => {
-                let _ = writeln!(out, "guest fault in {}: {:?}", self.symbolize(f.rip), f.kind);
+                let _ = writeln!(out, "guest fault in {}: {}", self.symbolize(f.rip), f.kind);
             }
             other => {
                 let _ = writeln!(out, "{other}");
@@ -340,10 +344,15 @@ impl Kernel {
         self.images.iter().find(|i| addr >= i.base && addr < i.base + i.size)
     }
 
-    /// Name of the driver image whose code made the current import call (from the return address).
+    /// Name of the driver image whose code made the current import call: from the return address,
+    /// or (for a tail call, whose return address is the host's) from the guest function the host
+    /// called last.
     pub fn caller_image(&self) -> String {
         let caller = self.m.mem.read_ptr(self.arch(), self.m.cpu.regs[4]).unwrap_or(0);
-        self.image_at(caller).map(|i| i.name.clone()).unwrap_or_else(|| "host".to_string())
+        self.image_at(caller)
+            .or_else(|| self.guest_entries.last().and_then(|&f| self.image_at(f)))
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| "host".to_string())
     }
 }
 

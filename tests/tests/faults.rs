@@ -2,13 +2,14 @@
 //! host reports what happened (the import's name; the faulting address, registers and a guest
 //! backtrace), the failing request ends, and the driver host keeps serving requests.
 
-use ica_tests::{driver_path, host, ioctl, ARCHES};
+use ica_tests::{driver_path, host, ioctl, render_trace, ARCHES};
 use loader::HostError;
 use ntoskrnl::status::STATUS_SUCCESS;
 use ntoskrnl::KernelError;
 
 #[test]
 fn unimplemented_import_fails_the_call_path_and_names_the_function() {
+    let mut flows = Vec::new();
     for arch in ARCHES {
         let mut h = host(arch);
         let driver = h.load_driver(&driver_path(arch, "unknownimport")).unwrap_or_else(|e| panic!("{e}"));
@@ -31,11 +32,16 @@ fn unimplemented_import_fails_the_call_path_and_names_the_function() {
         assert_eq!(ping.status, STATUS_SUCCESS, "the host and driver keep running after the trap");
         h.close(handle).unwrap();
         h.unload_driver(&driver).unwrap_or_else(|e| panic!("{e}"));
+        flows.push(render_trace(&h.k.io.take_trace()));
     }
+    insta::assert_snapshot!("unknownimport_x86", flows[0]);
+    insta::assert_snapshot!("unknownimport_x64", flows[1]);
+    assert_eq!(flows[0], flows[1], "x86-32 and x64 flows match");
 }
 
 #[test]
 fn null_dereference_is_a_reported_guest_fault_and_the_host_keeps_running() {
+    let mut flows = Vec::new();
     for arch in ARCHES {
         let mut h = host(arch);
         let driver = h.load_driver(&driver_path(arch, "nullderef")).unwrap_or_else(|e| panic!("{e}"));
@@ -57,5 +63,9 @@ fn null_dereference_is_a_reported_guest_fault_and_the_host_keeps_running() {
         assert_eq!(ping.status, STATUS_SUCCESS, "the driver host keeps serving requests after the fault");
         h.close(handle).unwrap();
         h.unload_driver(&driver).unwrap_or_else(|e| panic!("{e}"));
+        flows.push(render_trace(&h.k.io.take_trace()));
     }
+    insta::assert_snapshot!("nullderef_x86", flows[0]);
+    insta::assert_snapshot!("nullderef_x64", flows[1]);
+    assert_eq!(flows[0], flows[1], "x86-32 and x64 flows match");
 }

@@ -16,11 +16,17 @@ pub fn machine(arch: Arch) -> Machine {
 }
 
 /// Assembles `build` for `arch` at a fresh read-only code region; returns its address.
-pub fn load(m: &mut Machine, build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> u64 {
+pub fn load(
+    m: &mut Machine,
+    build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> u64 {
     let bits = if m.arch() == Arch::X86 { 32 } else { 64 };
     let mut a = CodeAssembler::new(bits).expect("assembler");
     build(&mut a).expect("assemble snippet");
-    let addr = m.mem.alloc(0x10000, Prot::READ | Prot::EXEC).expect("code region");
+    let addr = m
+        .mem
+        .alloc(0x10000, Prot::READ | Prot::EXEC)
+        .expect("code region");
     let bytes = a.assemble(addr).expect("assemble");
     m.mem.write_bytes(addr, &bytes).expect("write code");
     addr
@@ -28,12 +34,15 @@ pub fn load(m: &mut Machine, build: impl FnOnce(&mut CodeAssembler) -> Result<()
 
 /// Allocates a zeroed read/write data region.
 pub fn data(m: &mut Machine, len: u64) -> u64 {
-    m.mem.alloc(len, Prot::READ | Prot::WRITE).expect("data region")
+    m.mem
+        .alloc(len, Prot::READ | Prot::WRITE)
+        .expect("data region")
 }
 
 /// Calls `code` as a cdecl function with no arguments and runs to the host return.
 pub fn call(m: &mut Machine, code: u64) {
-    m.prepare_guest_call(code, CallConv::Cdecl, &[]).expect("prepare");
+    m.prepare_guest_call(code, CallConv::Cdecl, &[])
+        .expect("prepare");
     finish(m);
 }
 
@@ -48,10 +57,15 @@ pub fn finish(m: &mut Machine) {
 
 /// Assembles, loads and runs a snippet (which must end with `ret`), with `init` applied to the
 /// machine right before running (after the call frame is set up).
-pub fn run(arch: Arch, init: impl FnOnce(&mut Machine), build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Machine {
+pub fn run(
+    arch: Arch,
+    init: impl FnOnce(&mut Machine),
+    build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Machine {
     let mut m = machine(arch);
     let code = load(&mut m, build);
-    m.prepare_guest_call(code, CallConv::Cdecl, &[]).expect("prepare");
+    m.prepare_guest_call(code, CallConv::Cdecl, &[])
+        .expect("prepare");
     init(&mut m);
     finish(&mut m);
     m
@@ -65,7 +79,8 @@ pub fn run_fault(
 ) -> (Machine, dbt::GuestFault) {
     let mut m = machine(arch);
     let code = load(&mut m, build);
-    m.prepare_guest_call(code, CallConv::Cdecl, &[]).expect("prepare");
+    m.prepare_guest_call(code, CallConv::Cdecl, &[])
+        .expect("prepare");
     init(&mut m);
     match m.run_limited(10_000_000) {
         Some(Exit::Fault(f)) => (m, f),
