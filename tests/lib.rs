@@ -34,7 +34,10 @@ pub mod ioctl {
 
 /// Path of a committed test driver binary.
 pub fn driver_path(arch: Arch, name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("drivers/bin").join(arch.name()).join(format!("{name}.sys"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("drivers/bin")
+        .join(arch.name())
+        .join(format!("{name}.sys"))
 }
 
 /// A fresh driver host for `arch`.
@@ -48,9 +51,4 @@ pub fn host(arch: Arch) -> DriverHost {
 /// The IRP trace as snapshot text, one event per line.
 pub fn render_trace(events: &[IrpEvent]) -> String {
     events.iter().map(|e| format!("{e}\n")).collect()
-}
-
-/// Pool bytes still allocated on behalf of the image `name`.
-pub fn pool_bytes_owned_by(host: &DriverHost, name: &str) -> u64 {
-    host.k.pool.blocks().filter(|(_, b)| b.owner == name).map(|(_, b)| b.size).sum()
 }

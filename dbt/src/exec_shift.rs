@@ -45,7 +45,7 @@ pub(crate) fn shift(m: &mut Machine, i: &Instruction) -> ExecResult {
 
 /// rol, ror, rcl, rcr (only CF and OF change).
 pub(crate) fn rotate(m: &mut Machine, i: &Instruction) -> ExecResult {
-    let size = m.op_size(i, 0);
+    let size = m.op_size(i, 0).clamp(1, 8);
     let bits = size * 8;
     let raw = count(m, i, 1, size)?;
     let loc = m.loc(i, 0);

@@ -341,6 +341,8 @@ fn diff_shifts() {
         "shrd32cl" => |a| a.shrd(eax, ebx, cl);
         "shrd64cl" => |a| a.shrd(rax, rbx, cl);
         "shld16_5" => |a| a.shld(ax, bx, 5u32);
+        "shld16cl" => |a| a.shld(ax, bx, cl);
+        "shrd16cl" => |a| a.shrd(ax, bx, cl);
         "shrd16_3" => |a| a.shrd(ax, bx, 3u32);
     });
 }

@@ -8,7 +8,10 @@ use ntoskrnl::{export_table, ke, KResult, Kernel, Module};
 mod port;
 
 /// hal.dll as drivers import it.
-pub static MODULE: Module = Module { name: "hal.dll", tables: &[IRQL, port::EXPORTS, CLOCK] };
+pub static MODULE: Module = Module {
+    name: "hal.dll",
+    tables: &[IRQL, port::EXPORTS, CLOCK],
+};
 
 static IRQL: &[Export] = export_table![
     stdcall KeGetCurrentIrql => ke::get_current_irql();
@@ -38,4 +41,3 @@ fn acquire_spin_lock_raise_to_synch(k: &mut Kernel, lock: u64) -> KResult<u8> {
     ke::acquire_spin_lock_at_dpc_level(k, lock)?;
     Ok(old)
 }
-

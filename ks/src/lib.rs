@@ -4,4 +4,7 @@
 use ntoskrnl::Module;
 
 /// ks.sys as drivers import it.
-pub static MODULE: Module = Module { name: "ks.sys", tables: &[] };
+pub static MODULE: Module = Module {
+    name: "ks.sys",
+    tables: &[],
+};

@@ -6,7 +6,7 @@ use std::path::Path;
 use dbt::Arch;
 use ntoskrnl::pnp::{self, Driver};
 use ntoskrnl::status::{self, NtStatus};
-use ntoskrnl::{KernelError, Kernel, LoadedImage, Module};
+use ntoskrnl::{Kernel, KernelError, LoadedImage, Module};
 
 use crate::{image, pe};
 
@@ -15,7 +15,13 @@ const STACK_SIZE: u64 = 256 * 1024;
 
 /// Every module the personality provides, in binding order.
 pub fn modules() -> [&'static Module; 5] {
-    [&ntoskrnl::MODULE, &hal::MODULE, &ndis::MODULE, &portcls::MODULE, &ks::MODULE]
+    [
+        &ntoskrnl::MODULE,
+        &hal::MODULE,
+        &ndis::MODULE,
+        &portcls::MODULE,
+        &ks::MODULE,
+    ]
 }
 
 /// A file that could not be loaded: names the file and the problem.
@@ -57,8 +63,14 @@ pub enum HostError {
 /// Reads a driver file and tells which architecture it is for.
 pub fn read_image(path: &Path) -> Result<pe::PeImage, LoadError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| LoadError { file: file.clone(), problem: format!("cannot read: {e}") })?;
-    pe::parse(&bytes).map_err(|e| LoadError { file, problem: e.problem })
+    let bytes = std::fs::read(path).map_err(|e| LoadError {
+        file: file.clone(),
+        problem: format!("cannot read: {e}"),
+    })?;
+    pe::parse(&bytes).map_err(|e| LoadError {
+        file,
+        problem: e.problem,
+    })
 }
 
 /// A kernel with drivers loaded into it.
@@ -74,13 +86,19 @@ impl DriverHost {
             report: error.to_string(),
             error,
         })?;
-        k.m.setup_stack(STACK_SIZE).map_err(|e| HostError::Kernel { report: e.to_string(), error: e.into() })?;
+        k.m.setup_stack(STACK_SIZE).map_err(|e| HostError::Kernel {
+            report: e.to_string(),
+            error: e.into(),
+        })?;
         Ok(DriverHost { k })
     }
 
     /// Wraps a kernel error with its report.
     pub fn fail(&self, error: KernelError) -> HostError {
-        HostError::Kernel { report: self.k.report(&error), error }
+        HostError::Kernel {
+            report: self.k.report(&error),
+            error,
+        }
     }
 
     /// Maps a driver image and binds its imports (nothing of it runs yet).
@@ -90,20 +108,35 @@ impl DriverHost {
         if pe.arch != self.k.arch() {
             return Err(LoadError {
                 file,
-                problem: format!("is an {} driver, but this driver host runs {} drivers", pe.arch.name(), self.k.arch().name()),
+                problem: format!(
+                    "is an {} driver, but this driver host runs {} drivers",
+                    pe.arch.name(),
+                    self.k.arch().name()
+                ),
             });
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.clone());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.clone());
         image::map_image(&mut self.k, &name, &pe).map_err(|problem| LoadError { file, problem })
     }
 
     /// Loads a driver and runs its DriverEntry; the service name is the file stem.
     pub fn load_driver(&mut self, path: &Path) -> Result<Driver, HostError> {
         let image = self.load_image(path)?;
-        let service = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| image.name.clone());
-        let (driver, status) = pnp::initialize_driver(&mut self.k, &image, &service).map_err(|e| self.fail(e))?;
+        let service = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| image.name.clone());
+        let (driver, status) =
+            pnp::initialize_driver(&mut self.k, &image, &service).map_err(|e| self.fail(e))?;
         if !status::nt_success(status) {
-            return Err(HostError::DriverFailed { driver: service, what: "DriverEntry", status });
+            return Err(HostError::DriverFailed {
+                driver: service,
+                what: "DriverEntry",
+                status,
+            });
         }
         Ok(driver)
     }
@@ -115,12 +148,20 @@ impl DriverHost {
         for driver in drivers {
             let status = pnp::add_device(&mut self.k, driver, pdo).map_err(|e| self.fail(e))?;
             if !status::nt_success(status) {
-                return Err(HostError::DriverFailed { driver: driver.service.clone(), what: "AddDevice", status });
+                return Err(HostError::DriverFailed {
+                    driver: driver.service.clone(),
+                    what: "AddDevice",
+                    status,
+                });
             }
         }
         let status = pnp::start_device(&mut self.k, pdo).map_err(|e| self.fail(e))?;
         if !status::nt_success(status) {
-            return Err(HostError::DriverFailed { driver: device_id.into(), what: "IRP_MN_START_DEVICE", status });
+            return Err(HostError::DriverFailed {
+                driver: device_id.into(),
+                what: "IRP_MN_START_DEVICE",
+                status,
+            });
         }
         Ok(pdo)
     }
@@ -141,8 +182,15 @@ impl DriverHost {
     }
 
     /// DeviceIoControl on an open handle.
-    pub fn ioctl(&mut self, handle: u32, code: u32, input: &[u8], output: &[u8]) -> Result<ntoskrnl::io::IoResult, HostError> {
-        ntoskrnl::io::device_io_control(&mut self.k, handle, code, input, output).map_err(|e| self.fail(e))
+    pub fn ioctl(
+        &mut self,
+        handle: u32,
+        code: u32,
+        input: &[u8],
+        output: &[u8],
+    ) -> Result<ntoskrnl::io::IoResult, HostError> {
+        ntoskrnl::io::device_io_control(&mut self.k, handle, code, input, output)
+            .map_err(|e| self.fail(e))
     }
 
     /// ReadFile.

@@ -15,11 +15,10 @@ const IMAGE_REL_BASED_DIR64: u8 = 10;
 pub fn map_image(k: &mut Kernel, name: &str, pe: &PeImage) -> Result<LoadedImage, String> {
     let size = (pe.size_of_image as u64).div_ceil(PAGE) * PAGE;
     let rw = Prot::READ | Prot::WRITE;
-    let base = k
-        .m
-        .mem
-        .alloc_at_or_near(pe.image_base, size, rw)
-        .map_err(|e| format!("no room for the {size:#x}-byte image in guest memory: {e}"))?;
+    let base =
+        k.m.mem
+            .alloc_at_or_near(pe.image_base, size, rw)
+            .map_err(|e| format!("no room for the {size:#x}-byte image in guest memory: {e}"))?;
     if base != pe.image_base && pe.relocs_stripped {
         let _ = k.m.mem.free(base);
         return Err(format!(
@@ -39,16 +38,28 @@ pub fn map_image(k: &mut Kernel, name: &str, pe: &PeImage) -> Result<LoadedImage
         };
         let thunk = k.bind_import(&import.module, &name);
         k.write_ptr(base + import.iat_rva as u64, thunk)
-            .map_err(|e| format!("import {}!{name}: IAT slot at RVA {:#x} is not in the image: {e}", import.module, import.iat_rva))?;
+            .map_err(|e| {
+                format!(
+                    "import {}!{name}: IAT slot at RVA {:#x} is not in the image: {e}",
+                    import.module, import.iat_rva
+                )
+            })?;
     }
     k.m.invalidate_code(base, size);
-    let image = LoadedImage { name: name.to_string(), base, size, entry: base + pe.entry_rva as u64 };
+    let image = LoadedImage {
+        name: name.to_string(),
+        base,
+        size,
+        entry: base + pe.entry_rva as u64,
+    };
     k.images.push(image.clone());
     Ok(image)
 }
 
 fn copy_and_relocate(k: &mut Kernel, base: u64, pe: &PeImage) -> Result<(), String> {
-    k.m.mem.write_bytes(base, &pe.headers).map_err(|e| format!("writing headers: {e}"))?;
+    k.m.mem
+        .write_bytes(base, &pe.headers)
+        .map_err(|e| format!("writing headers: {e}"))?;
     for s in &pe.sections {
         k.m.mem
             .write_bytes(base + s.rva as u64, &s.data)
@@ -60,19 +71,33 @@ fn copy_and_relocate(k: &mut Kernel, base: u64, pe: &PeImage) -> Result<(), Stri
         let fixed = match kind {
             IMAGE_REL_BASED_ABSOLUTE => Ok(()),
             IMAGE_REL_BASED_HIGHLOW => {
-                k.m.mem.read_u32(at).and_then(|v| k.m.mem.write_u32(at, v.wrapping_add(delta as u32)))
+                k.m.mem
+                    .read_u32(at)
+                    .and_then(|v| k.m.mem.write_u32(at, v.wrapping_add(delta as u32)))
             }
-            IMAGE_REL_BASED_DIR64 => k.m.mem.read_u64(at).and_then(|v| k.m.mem.write_u64(at, v.wrapping_add(delta))),
-            other => return Err(format!("unsupported base relocation type {other} at RVA {rva:#x}")),
+            IMAGE_REL_BASED_DIR64 => {
+                k.m.mem
+                    .read_u64(at)
+                    .and_then(|v| k.m.mem.write_u64(at, v.wrapping_add(delta)))
+            }
+            other => {
+                return Err(format!(
+                    "unsupported base relocation type {other} at RVA {rva:#x}"
+                ))
+            }
         };
-        fixed.map_err(|e| format!("base relocation at RVA {rva:#x} points outside the image: {e}"))?;
+        fixed.map_err(|e| {
+            format!("base relocation at RVA {rva:#x} points outside the image: {e}")
+        })?;
     }
     Ok(())
 }
 
 fn protect_sections(k: &mut Kernel, base: u64, pe: &PeImage) -> Result<(), String> {
     let headers = (pe.size_of_headers as u64).div_ceil(PAGE) * PAGE;
-    k.m.mem.protect(base, headers.max(PAGE), Prot::READ).map_err(|e| format!("protecting headers: {e}"))?;
+    k.m.mem
+        .protect(base, headers.max(PAGE), Prot::READ)
+        .map_err(|e| format!("protecting headers: {e}"))?;
     for s in &pe.sections {
         let len = (s.virtual_size as u64).div_ceil(PAGE) * PAGE;
         if len == 0 {

@@ -15,7 +15,11 @@ const DEFAULT_DRIVER: &[u8] = include_bytes!("../../tests/drivers/bin/x64/ioctl.
 const DEFAULT_DRIVER_NAME: &str = "ioctl.sys";
 
 #[derive(Parser)]
-#[command(name = "ica-load", version, about = "Run Windows kernel drivers (.sys, x86-32 and x64) in a sandboxed guest")]
+#[command(
+    name = "ica-load",
+    version,
+    about = "Run Windows kernel drivers (.sys, x86-32 and x64) in a sandboxed guest"
+)]
 struct Cli {
     /// Log level filter (tracing syntax, e.g. `info`, `ica::call=trace`).
     #[arg(long, global = true, default_value = "info")]
@@ -45,7 +49,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
@@ -68,16 +74,29 @@ fn imports(path: &Path) -> Result<(), HostError> {
     let pe = read_image(path)?;
     let host = DriverHost::new(pe.arch)?;
     let mut missing = 0;
-    println!("{} ({}): {} imports", path.display(), pe.arch.name(), pe.imports.len());
+    println!(
+        "{} ({}): {} imports",
+        path.display(),
+        pe.arch.name(),
+        pe.imports.len()
+    );
     for import in &pe.imports {
         let name = import.name.to_string();
         let implemented = host.k.find_export(&import.module, &name).is_some();
         if !implemented {
             missing += 1;
         }
-        println!("  {:<13} {}!{}", if implemented { "implemented" } else { "TRAP" }, import.module, name);
+        println!(
+            "  {:<13} {}!{}",
+            if implemented { "implemented" } else { "TRAP" },
+            import.module,
+            name
+        );
     }
-    println!("{} implemented, {missing} bound to traps", pe.imports.len() - missing);
+    println!(
+        "{} implemented, {missing} bound to traps",
+        pe.imports.len() - missing
+    );
     Ok(())
 }
 
@@ -87,7 +106,10 @@ fn bundled_driver() -> Result<PathBuf, HostError> {
     let path = dir.join(DEFAULT_DRIVER_NAME);
     std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&path, DEFAULT_DRIVER))
-        .map_err(|e| loader::LoadError { file: path.display().to_string(), problem: format!("cannot write: {e}") })?;
+        .map_err(|e| loader::LoadError {
+            file: path.display().to_string(),
+            problem: format!("cannot write: {e}"),
+        })?;
     Ok(path)
 }
 
@@ -100,38 +122,66 @@ fn run(driver: Option<&Path>, stats: bool) -> Result<(), HostError> {
     let pe = read_image(&path)?;
     let mut host = DriverHost::new(pe.arch)?;
     let driver = host.load_driver(&path)?;
-    println!("{}: DriverEntry returned STATUS_SUCCESS ({} driver)", path.display(), pe.arch.name());
+    println!(
+        "{}: DriverEntry returned STATUS_SUCCESS ({} driver)",
+        path.display(),
+        pe.arch.name()
+    );
     print_objects(&host);
-    let ext = host.k.read_ptr(driver.object + host.k.layout.driver_object_driver_extension).unwrap_or(0);
-    let add_device = host.k.read_ptr(ext + host.k.layout.driver_extension_add_device).unwrap_or(0);
+    let ext = host
+        .k
+        .read_ptr(driver.object + host.k.layout.driver_object_driver_extension)
+        .unwrap_or(0);
+    let add_device = host
+        .k
+        .read_ptr(ext + host.k.layout.driver_extension_add_device)
+        .unwrap_or(0);
     if add_device != 0 {
         let pdo = host.build_stack(&driver.service, &[&driver])?;
         println!("PnP: AddDevice and IRP_MN_START_DEVICE succeeded on a root-enumerated device");
         print_objects(&host);
         let query = host.remove_stack(pdo)?;
-        println!("PnP: device removed (IRP_MN_QUERY_REMOVE_DEVICE: {})", status::name(query));
+        println!(
+            "PnP: device removed (IRP_MN_QUERY_REMOVE_DEVICE: {})",
+            status::name(query)
+        );
     }
     if demo {
         demo_requests(&mut host)?;
     }
     host.unload_driver(&driver)?;
-    println!("DriverUnload done; pool still allocated by the driver: {} bytes", driver_pool_bytes(&host, &path));
+    println!(
+        "DriverUnload done; pool still allocated by the driver: {} bytes",
+        host.k.pool.bytes_owned_by(&image_name(&path))
+    );
     if stats {
         print_stats(&host, started.elapsed());
     }
     Ok(())
 }
 
-fn driver_pool_bytes(host: &DriverHost, path: &Path) -> u64 {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    host.k.pool.blocks().filter(|(_, b)| b.owner == name).map(|(_, b)| b.size).sum()
+fn image_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn print_objects(host: &DriverHost) {
-    let mut devices: Vec<_> = host.k.io.devices.iter().filter_map(|(_, d)| d.name.clone().map(|n| (n, d.driver))).collect();
+    let mut devices: Vec<_> = host
+        .k
+        .io
+        .devices
+        .values()
+        .filter_map(|d| d.name.clone().map(|n| (n, d.driver)))
+        .collect();
     devices.sort();
     for (name, driver) in devices {
-        let owner = host.k.io.driver(driver).map(|d| d.image.clone()).unwrap_or_default();
+        let owner = host
+            .k
+            .io
+            .driver(driver)
+            .map(|d| d.image.clone())
+            .unwrap_or_default();
         println!("  device {name} ({owner})");
     }
     for (link, target) in host.k.io.symbolic_links() {
@@ -162,7 +212,10 @@ fn demo_requests(host: &mut DriverHost) -> Result<(), HostError> {
     println!("IOCTL_ICA_SELFTEST -> {passed} in-driver checks passed, {failed} failed");
     host.write(handle, b"stored in the driver")?;
     let back = host.read(handle, 64)?;
-    println!("WriteFile then ReadFile -> \"{}\"", String::from_utf8_lossy(&back.output));
+    println!(
+        "WriteFile then ReadFile -> \"{}\"",
+        String::from_utf8_lossy(&back.output)
+    );
     host.close(handle)?;
     Ok(())
 }
@@ -170,11 +223,21 @@ fn demo_requests(host: &mut DriverHost) -> Result<(), HostError> {
 fn print_stats(host: &DriverHost, wall: std::time::Duration) {
     let s = &host.k.m.stats;
     let hs = &host.k.stats;
-    let hit_rate = if s.block_lookups > 0 { 100.0 * s.block_cache_hits as f64 / s.block_lookups as f64 } else { 0.0 };
+    let hit_rate = if s.block_lookups > 0 {
+        100.0 * s.block_cache_hits as f64 / s.block_lookups as f64
+    } else {
+        0.0
+    };
     println!("statistics:");
     println!("  guest instructions executed: {}", s.instructions);
-    println!("  blocks translated: {}, block cache hit rate {hit_rate:.1}%", s.blocks_translated);
-    println!("  import calls served: {}, host -> guest calls: {}", hs.host_calls, hs.guest_calls);
+    println!(
+        "  blocks translated: {}, block cache hit rate {hit_rate:.1}%",
+        s.blocks_translated
+    );
+    println!(
+        "  import calls served: {}, host -> guest calls: {}",
+        hs.host_calls, hs.guest_calls
+    );
     println!(
         "  wall time {:.3} ms, of which in host services {:.3} ms",
         wall.as_secs_f64() * 1e3,

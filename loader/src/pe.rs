@@ -20,7 +20,9 @@ impl fmt::Display for PeError {
 }
 
 fn err<T>(problem: impl Into<String>) -> Result<T, PeError> {
-    Err(PeError { problem: problem.into() })
+    Err(PeError {
+        problem: problem.into(),
+    })
 }
 
 /// One section of the image.
@@ -140,7 +142,10 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
 /// Validates the DOS, NT and optional headers, returning (arch, NT headers offset).
 fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
     if bytes.len() < 64 {
-        return err(format!("truncated: {} bytes is too short for a DOS header (64 bytes)", bytes.len()));
+        return err(format!(
+            "truncated: {} bytes is too short for a DOS header (64 bytes)",
+            bytes.len()
+        ));
     }
     if &bytes[0..2] != b"MZ" {
         return err("not a PE file: no 'MZ' signature at offset 0");
@@ -148,10 +153,20 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
     let nt = u32_at(bytes, 0x3c).unwrap_or(0) as usize;
     match bytes.get(nt..nt + 4) {
         Some(b"PE\0\0") => {}
-        Some(_) => return err(format!("not a PE file: no 'PE' signature at offset {nt:#x} (e_lfanew)")),
-        None => return err(format!("truncated: e_lfanew points to {nt:#x}, past the end of the file")),
+        Some(_) => {
+            return err(format!(
+                "not a PE file: no 'PE' signature at offset {nt:#x} (e_lfanew)"
+            ))
+        }
+        None => {
+            return err(format!(
+                "truncated: e_lfanew points to {nt:#x}, past the end of the file"
+            ))
+        }
     }
-    let machine = u16_at(bytes, nt + 4).ok_or_else(|| PeError { problem: format!("truncated file header at {:#x}", nt + 4) })?;
+    let machine = u16_at(bytes, nt + 4).ok_or_else(|| PeError {
+        problem: format!("truncated file header at {:#x}", nt + 4),
+    })?;
     let arch = match machine {
         IMAGE_FILE_MACHINE_I386 => Arch::X86,
         IMAGE_FILE_MACHINE_AMD64 => Arch::X64,
@@ -165,7 +180,9 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
     };
     let characteristics = u16_at(bytes, nt + 22).unwrap_or(0);
     let opt = nt + 24;
-    let magic = u16_at(bytes, opt).ok_or_else(|| PeError { problem: format!("truncated: no optional header at {opt:#x}") })?;
+    let magic = u16_at(bytes, opt).ok_or_else(|| PeError {
+        problem: format!("truncated: no optional header at {opt:#x}"),
+    })?;
     let (expected, kind) = match arch {
         Arch::X86 => (0x10b, "PE32"),
         Arch::X64 => (0x20b, "PE32+"),
@@ -177,10 +194,15 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
         ));
     }
     let subsystem_off = opt + 68;
-    let subsystem = u16_at(bytes, subsystem_off)
-        .ok_or_else(|| PeError { problem: format!("truncated optional header at {opt:#x}") })?;
+    let subsystem = u16_at(bytes, subsystem_off).ok_or_else(|| PeError {
+        problem: format!("truncated optional header at {opt:#x}"),
+    })?;
     if subsystem != IMAGE_SUBSYSTEM_NATIVE {
-        let what = if characteristics & IMAGE_FILE_DLL != 0 { "DLL" } else { "program" };
+        let what = if characteristics & IMAGE_FILE_DLL != 0 {
+            "DLL"
+        } else {
+            "program"
+        };
         return err(format!(
             "not a kernel driver: subsystem {} at offset {subsystem_off:#x} (a user-mode {what}; drivers are native, subsystem 1)",
             subsystem_name(subsystem)
@@ -197,14 +219,19 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
     }
     let entry = u32_at(bytes, opt + 16).unwrap_or(0);
     if entry == 0 {
-        return err(format!("no entry point: AddressOfEntryPoint at offset {:#x} is 0", opt + 16));
+        return err(format!(
+            "no entry point: AddressOfEntryPoint at offset {:#x} is 0",
+            opt + 16
+        ));
     }
     Ok(arch)
 }
 
 fn pelite_problem(what: &str, e: pelite::Error) -> PeError {
     let problem = match e {
-        pelite::Error::Bounds => format!("truncated or corrupt {what}: it extends past the end of the file"),
+        pelite::Error::Bounds => {
+            format!("truncated or corrupt {what}: it extends past the end of the file")
+        }
         other => format!("corrupt {what}: {other}"),
     };
     PeError { problem }
@@ -293,11 +320,13 @@ pub fn parse(bytes: &[u8]) -> Result<PeImage, PeError> {
     let arch = check_headers(bytes)?;
     let image = match arch {
         Arch::X86 => {
-            let pe = pelite::pe32::PeFile::from_bytes(bytes).map_err(|e| pelite_problem("PE headers", e))?;
+            let pe = pelite::pe32::PeFile::from_bytes(bytes)
+                .map_err(|e| pelite_problem("PE headers", e))?;
             describe_image!(pe32, pe, arch, bytes)
         }
         Arch::X64 => {
-            let pe = pelite::pe64::PeFile::from_bytes(bytes).map_err(|e| pelite_problem("PE headers", e))?;
+            let pe = pelite::pe64::PeFile::from_bytes(bytes)
+                .map_err(|e| pelite_problem("PE headers", e))?;
             describe_image!(pe64, pe, arch, bytes)
         }
     };

@@ -4,4 +4,7 @@
 use ntoskrnl::Module;
 
 /// ndis.sys as drivers import it.
-pub static MODULE: Module = Module { name: "ndis.sys", tables: &[] };
+pub static MODULE: Module = Module {
+    name: "ndis.sys",
+    tables: &[],
+};

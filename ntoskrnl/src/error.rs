@@ -63,8 +63,13 @@ impl KernelError {
         match self {
             KernelError::Fault(f) => format!("guest fault: {}", f.kind),
             KernelError::Unimplemented { import, .. } => format!("unimplemented import {import}"),
-            KernelError::BadPointer { function, fault, .. } => {
-                format!("{function} was passed a bad pointer ({} fault)", if fault.write { "write" } else { "read" })
+            KernelError::BadPointer {
+                function, fault, ..
+            } => {
+                format!(
+                    "{function} was passed a bad pointer ({} fault)",
+                    if fault.write { "write" } else { "read" }
+                )
             }
             KernelError::Mem(_) => "host access to a bad guest address".to_string(),
             KernelError::BugCheck { code, name, .. } => format!("bug check 0x{code:X} ({name})"),
@@ -87,6 +92,10 @@ impl KernelError {
             0x10 => "SPIN_LOCK_NOT_OWNED",
             _ => "BUGCHECK",
         };
-        KernelError::BugCheck { code, name, detail: detail.into() }
+        KernelError::BugCheck {
+            code,
+            name,
+            detail: detail.into(),
+        }
     }
 }

@@ -50,7 +50,13 @@ pub struct Pool {
 pub fn tag_text(tag: u32) -> String {
     tag.to_le_bytes()
         .iter()
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
         .collect()
 }
 
@@ -65,6 +71,15 @@ impl Pool {
         self.tags.get(&tag).copied().unwrap_or_default()
     }
 
+    /// Live bytes allocated on behalf of `owner` (a driver image name).
+    pub fn bytes_owned_by(&self, owner: &str) -> u64 {
+        self.blocks
+            .values()
+            .filter(|b| b.owner == owner)
+            .map(|b| b.size)
+            .sum()
+    }
+
     /// Live bytes over all tags.
     pub fn live_bytes(&self) -> u64 {
         self.blocks.values().map(|b| b.size).sum()
@@ -76,7 +91,11 @@ pub fn allocate(k: &mut Kernel, size: u64, tag: u32, owner: String) -> KResult<u
     let size_nonzero = size.max(1);
     let (addr, reserved, large) = if size_nonzero >= PAGE {
         let reserved = size_nonzero.div_ceil(PAGE) * PAGE;
-        (k.m.mem.alloc(reserved, Prot::READ | Prot::WRITE)?, reserved, true)
+        (
+            k.m.mem.alloc(reserved, Prot::READ | Prot::WRITE)?,
+            reserved,
+            true,
+        )
     } else {
         let reserved = size_nonzero.div_ceil(ALIGN) * ALIGN;
         (carve(k, reserved)?, reserved, false)
@@ -86,12 +105,26 @@ pub fn allocate(k: &mut Kernel, size: u64, tag: u32, owner: String) -> KResult<u
     usage.blocks += 1;
     usage.bytes += size;
     usage.allocations += 1;
-    k.pool.blocks.insert(addr, PoolBlock { size, tag, owner, reserved, large });
+    k.pool.blocks.insert(
+        addr,
+        PoolBlock {
+            size,
+            tag,
+            owner,
+            reserved,
+            large,
+        },
+    );
     Ok(addr)
 }
 
 fn carve(k: &mut Kernel, reserved: u64) -> KResult<u64> {
-    let found = k.pool.free.iter().find(|(_, &len)| len >= reserved).map(|(&a, &l)| (a, l));
+    let found = k
+        .pool
+        .free
+        .iter()
+        .find(|(_, &len)| len >= reserved)
+        .map(|(&a, &l)| (a, l));
     let (addr, len) = match found {
         Some(span) => span,
         None => {
@@ -157,7 +190,12 @@ fn release_span(free: &mut BTreeMap<u64, u64>, mut addr: u64, mut len: u64) {
 }
 
 /// ExAllocatePoolWithTag(PoolType, NumberOfBytes, Tag).
-pub fn allocate_pool_with_tag(k: &mut Kernel, _pool_type: u32, size: u64, tag: u32) -> KResult<u64> {
+pub fn allocate_pool_with_tag(
+    k: &mut Kernel,
+    _pool_type: u32,
+    size: u64,
+    tag: u32,
+) -> KResult<u64> {
     let owner = k.caller_image();
     allocate(k, size, tag, owner)
 }

@@ -38,11 +38,34 @@ pub mod major {
 }
 
 const MAJOR_NAMES: [&str; 28] = [
-    "CREATE", "CREATE_NAMED_PIPE", "CLOSE", "READ", "WRITE", "QUERY_INFORMATION", "SET_INFORMATION",
-    "QUERY_EA", "SET_EA", "FLUSH_BUFFERS", "QUERY_VOLUME_INFORMATION", "SET_VOLUME_INFORMATION",
-    "DIRECTORY_CONTROL", "FILE_SYSTEM_CONTROL", "DEVICE_CONTROL", "INTERNAL_DEVICE_CONTROL", "SHUTDOWN",
-    "LOCK_CONTROL", "CLEANUP", "CREATE_MAILSLOT", "QUERY_SECURITY", "SET_SECURITY", "POWER",
-    "SYSTEM_CONTROL", "DEVICE_CHANGE", "QUERY_QUOTA", "SET_QUOTA", "PNP",
+    "CREATE",
+    "CREATE_NAMED_PIPE",
+    "CLOSE",
+    "READ",
+    "WRITE",
+    "QUERY_INFORMATION",
+    "SET_INFORMATION",
+    "QUERY_EA",
+    "SET_EA",
+    "FLUSH_BUFFERS",
+    "QUERY_VOLUME_INFORMATION",
+    "SET_VOLUME_INFORMATION",
+    "DIRECTORY_CONTROL",
+    "FILE_SYSTEM_CONTROL",
+    "DEVICE_CONTROL",
+    "INTERNAL_DEVICE_CONTROL",
+    "SHUTDOWN",
+    "LOCK_CONTROL",
+    "CLEANUP",
+    "CREATE_MAILSLOT",
+    "QUERY_SECURITY",
+    "SET_SECURITY",
+    "POWER",
+    "SYSTEM_CONTROL",
+    "DEVICE_CHANGE",
+    "QUERY_QUOTA",
+    "SET_QUOTA",
+    "PNP",
 ];
 
 /// `IRP_MJ_NAME` for a major function code.
@@ -153,7 +176,13 @@ pub enum IrpEvent {
 impl std::fmt::Display for IrpEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            IrpEvent::Dispatch { irp, driver, major, minor, ioctl } => {
+            IrpEvent::Dispatch {
+                irp,
+                driver,
+                major,
+                minor,
+                ioctl,
+            } => {
                 write!(f, "irp#{irp} -> {driver} {}", major_name(*major))?;
                 if *major == major::PNP || *major == major::POWER {
                     write!(f, " minor={minor:#04x}")?;
@@ -163,18 +192,51 @@ impl std::fmt::Display for IrpEvent {
                 }
                 Ok(())
             }
-            IrpEvent::Returned { irp, driver, status } => {
-                write!(f, "irp#{irp} <- {driver} returned {}", status::name(*status))
+            IrpEvent::Returned {
+                irp,
+                driver,
+                status,
+            } => {
+                write!(
+                    f,
+                    "irp#{irp} <- {driver} returned {}",
+                    status::name(*status)
+                )
             }
-            IrpEvent::Complete { irp, by, status, information } => {
-                write!(f, "irp#{irp} completed by {by}: {} info={information}", status::name(*status))
+            IrpEvent::Complete {
+                irp,
+                by,
+                status,
+                information,
+            } => {
+                write!(
+                    f,
+                    "irp#{irp} completed by {by}: {} info={information}",
+                    status::name(*status)
+                )
             }
-            IrpEvent::CompletionRoutine { irp, driver, result } => {
-                write!(f, "irp#{irp} completion routine of {driver} -> {}", status::name(*result))
+            IrpEvent::CompletionRoutine {
+                irp,
+                driver,
+                result,
+            } => {
+                write!(
+                    f,
+                    "irp#{irp} completion routine of {driver} -> {}",
+                    status::name(*result)
+                )
             }
             IrpEvent::Aborted { irp, reason } => write!(f, "irp#{irp} aborted: {reason}"),
-            IrpEvent::Done { irp, status, information } => {
-                write!(f, "irp#{irp} done: {} info={information}", status::name(*status))
+            IrpEvent::Done {
+                irp,
+                status,
+                information,
+            } => {
+                write!(
+                    f,
+                    "irp#{irp} done: {} info={information}",
+                    status::name(*status)
+                )
             }
         }
     }
@@ -210,7 +272,13 @@ enum IrpOrigin {
     /// A host request (open, ioctl, read, write, close, PnP): the host collects the result.
     Host,
     /// IoBuildDeviceIoControlRequest: copy back, fill the IO_STATUS_BLOCK, signal the event, free.
-    Built { user_iosb: u64, user_event: u64, output: u64, output_len: u64, buffered: bool },
+    Built {
+        user_iosb: u64,
+        user_event: u64,
+        output: u64,
+        output_len: u64,
+        buffered: bool,
+    },
     /// IoAllocateIrp: the driver owns it.
     Allocated,
 }
@@ -325,15 +393,26 @@ impl IoManager {
 
 /// Creates a DRIVER_OBJECT (with its extension and names) for a driver about to be initialized.
 /// Every major function starts out as the I/O manager's "invalid device request" routine.
-pub fn create_driver_object(k: &mut Kernel, service: &str, image: &str, start: u64, size: u64) -> KResult<u64> {
+pub fn create_driver_object(
+    k: &mut Kernel,
+    service: &str,
+    image: &str,
+    start: u64,
+    size: u64,
+) -> KResult<u64> {
     let l = k.layout;
     let total = l.driver_object_size + l.driver_extension_size;
     let obj = ex::allocate(k, total, IO_TAG, IO_OWNER.into())?;
     let ext = obj + l.driver_object_size;
-    k.m.mem.write_u16(obj + l.driver_object_type, IO_TYPE_DRIVER)?;
-    k.m.mem.write_u16(obj + l.driver_object_size_field, l.driver_object_size as u16)?;
+    k.m.mem
+        .write_u16(obj + l.driver_object_type, IO_TYPE_DRIVER)?;
+    k.m.mem.write_u16(
+        obj + l.driver_object_size_field,
+        l.driver_object_size as u16,
+    )?;
     k.write_ptr(obj + l.driver_object_driver_start, start)?;
-    k.m.mem.write_u32(obj + l.driver_object_driver_size, size as u32)?;
+    k.m.mem
+        .write_u32(obj + l.driver_object_driver_size, size as u32)?;
     k.write_ptr(obj + l.driver_object_driver_extension, ext)?;
     k.write_ptr(ext + l.driver_extension_driver_object, obj)?;
     let name = rtl::alloc_unicode_string(k, &format!("\\Driver\\{service}"), IO_TAG)?;
@@ -342,16 +421,26 @@ pub fn create_driver_object(k: &mut Kernel, service: &str, image: &str, start: u
     copy_unicode_struct(k, key, ext + l.driver_extension_service_key_name)?;
     let invalid = k.io.invalid_request_routine;
     for i in 0..major::COUNT {
-        k.write_ptr(obj + l.driver_object_major_function + i * k.ptr_size(), invalid)?;
+        k.write_ptr(
+            obj + l.driver_object_major_function + i * k.ptr_size(),
+            invalid,
+        )?;
     }
-    k.io.drivers.push(DriverRecord { object: obj, name: service.into(), image: image.into(), blocks: vec![name, key] });
+    k.io.drivers.push(DriverRecord {
+        object: obj,
+        name: service.into(),
+        image: image.into(),
+        blocks: vec![name, key],
+    });
     Ok(obj)
 }
 
 /// Frees a driver object and what the I/O manager allocated with it.
 pub fn delete_driver_object(k: &mut Kernel, object: u64) -> KResult<()> {
     let Some(pos) = k.io.drivers.iter().position(|d| d.object == object) else {
-        return Err(KernelError::Unsupported(format!("{object:#x} is not a driver object")));
+        return Err(KernelError::Unsupported(format!(
+            "{object:#x} is not a driver object"
+        )));
     };
     let record = k.io.drivers.remove(pos);
     for block in record.blocks {
@@ -368,8 +457,12 @@ fn copy_unicode_struct(k: &mut Kernel, from: u64, to: u64) -> KResult<()> {
 
 /// Name of the driver owning a device object (its image name), for traces.
 pub fn device_driver_name(k: &Kernel, device: u64) -> String {
-    let driver = k.read_ptr(device + k.layout.device_object_driver_object).unwrap_or(0);
-    k.io.driver(driver).map(|d| d.image.clone()).unwrap_or_else(|| format!("driver@{driver:#x}"))
+    let driver = k
+        .read_ptr(device + k.layout.device_object_driver_object)
+        .unwrap_or(0);
+    k.io.driver(driver)
+        .map(|d| d.image.clone())
+        .unwrap_or_else(|| format!("driver@{driver:#x}"))
 }
 
 /// IoCreateDevice(DriverObject, DeviceExtensionSize, DeviceName, DeviceType, DeviceCharacteristics,
@@ -385,7 +478,11 @@ pub fn create_device(
     out: u64,
 ) -> KResult<NtStatus> {
     let l = k.layout;
-    let name = if name != 0 { Some(rtl::read_unicode_string(k, name)?) } else { None };
+    let name = if name != 0 {
+        Some(rtl::read_unicode_string(k, name)?)
+    } else {
+        None
+    };
     if let Some(n) = &name {
         if k.io.names.contains_key(&normalize_name(n)) {
             return Ok(status::STATUS_OBJECT_NAME_COLLISION);
@@ -396,8 +493,12 @@ pub fn create_device(
     let total = dev_size + ext_size + l.devobj_extension_size;
     let dev = ex::allocate(k, total, IO_TAG, IO_OWNER.into())?;
     let devobj_ext = dev + dev_size + ext_size;
-    k.m.mem.write_u16(dev + l.device_object_type, IO_TYPE_DEVICE)?;
-    k.m.mem.write_u16(dev + l.device_object_size_field, (dev_size + ext_size) as u16)?;
+    k.m.mem
+        .write_u16(dev + l.device_object_type, IO_TYPE_DEVICE)?;
+    k.m.mem.write_u16(
+        dev + l.device_object_size_field,
+        (dev_size + ext_size) as u16,
+    )?;
     k.write_ptr(dev + l.device_object_driver_object, driver)?;
     let first = k.read_ptr(driver + l.driver_object_device_object)?;
     k.write_ptr(dev + l.device_object_next_device, first)?;
@@ -410,18 +511,40 @@ pub fn create_device(
         flags |= DO_DEVICE_HAS_NAME;
     }
     k.m.mem.write_u32(dev + l.device_object_flags, flags)?;
-    k.m.mem.write_u32(dev + l.device_object_characteristics, characteristics)?;
-    k.write_ptr(dev + l.device_object_device_extension, if extension_size > 0 { dev + dev_size } else { 0 })?;
-    k.m.mem.write_u32(dev + l.device_object_device_type, device_type)?;
+    k.m.mem
+        .write_u32(dev + l.device_object_characteristics, characteristics)?;
+    k.write_ptr(
+        dev + l.device_object_device_extension,
+        if extension_size > 0 {
+            dev + dev_size
+        } else {
+            0
+        },
+    )?;
+    k.m.mem
+        .write_u32(dev + l.device_object_device_type, device_type)?;
     k.m.mem.write_u8(dev + l.device_object_stack_size, 1)?;
     k.write_ptr(dev + l.device_object_device_object_extension, devobj_ext)?;
-    k.m.mem.write_u16(devobj_ext + l.devobj_extension_type, IO_TYPE_DEVICE_OBJECT_EXTENSION)?;
-    k.m.mem.write_u16(devobj_ext + l.devobj_extension_size_field, l.devobj_extension_size as u16)?;
+    k.m.mem.write_u16(
+        devobj_ext + l.devobj_extension_type,
+        IO_TYPE_DEVICE_OBJECT_EXTENSION,
+    )?;
+    k.m.mem.write_u16(
+        devobj_ext + l.devobj_extension_size_field,
+        l.devobj_extension_size as u16,
+    )?;
     k.write_ptr(devobj_ext + l.devobj_extension_device_object, dev)?;
     if let Some(n) = &name {
         k.io.names.insert(normalize_name(n), dev);
     }
-    k.io.devices.insert(dev, DeviceRecord { driver, name, attached_to: None });
+    k.io.devices.insert(
+        dev,
+        DeviceRecord {
+            driver,
+            name,
+            attached_to: None,
+        },
+    );
     k.write_ptr(out, dev)?;
     Ok(status::STATUS_SUCCESS)
 }
@@ -430,7 +553,10 @@ pub fn create_device(
 pub fn delete_device(k: &mut Kernel, dev: u64) -> KResult<()> {
     let l = k.layout;
     let Some(record) = k.io.devices.remove(&dev) else {
-        return Err(KernelError::bug_check(0xC4, format!("IoDeleteDevice of {dev:#x}, which is not a device object")));
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("IoDeleteDevice of {dev:#x}, which is not a device object"),
+        ));
     };
     if let Some(n) = &record.name {
         k.io.names.remove(&normalize_name(n));
@@ -483,7 +609,9 @@ pub fn get_attached_device(k: &mut Kernel, dev: u64) -> KResult<u64> {
         }
         top = above;
     }
-    Err(KernelError::Unsupported(format!("device stack above {dev:#x} is cyclic")))
+    Err(KernelError::Unsupported(format!(
+        "device stack above {dev:#x} is cyclic"
+    )))
 }
 
 /// IoGetAttachedDeviceReference: as IoGetAttachedDevice, plus a reference.
@@ -504,11 +632,21 @@ pub fn attach_device_to_device_stack(k: &mut Kernel, source: u64, target: u64) -
     let l = k.layout;
     let top = get_attached_device(k, target)?;
     let stack_size = k.m.mem.read_u8(top + l.device_object_stack_size)?;
-    let alignment = k.m.mem.read_u32(top + l.device_object_alignment_requirement)?;
+    let alignment =
+        k.m.mem
+            .read_u32(top + l.device_object_alignment_requirement)?;
     k.write_ptr(top + l.device_object_attached_device, source)?;
-    k.m.mem.write_u8(source + l.device_object_stack_size, stack_size.saturating_add(1))?;
-    let own_alignment = k.m.mem.read_u32(source + l.device_object_alignment_requirement)?;
-    k.m.mem.write_u32(source + l.device_object_alignment_requirement, own_alignment.max(alignment))?;
+    k.m.mem.write_u8(
+        source + l.device_object_stack_size,
+        stack_size.saturating_add(1),
+    )?;
+    let own_alignment =
+        k.m.mem
+            .read_u32(source + l.device_object_alignment_requirement)?;
+    k.m.mem.write_u32(
+        source + l.device_object_alignment_requirement,
+        own_alignment.max(alignment),
+    )?;
     if let Some(rec) = k.io.devices.get_mut(&source) {
         rec.attached_to = Some(top);
     }
@@ -545,7 +683,8 @@ pub fn initialize_irp(k: &mut Kernel, irp: u64, size: u16, stack_size: u8) -> KR
     k.m.mem.write_u16(irp + l.irp_type, IO_TYPE_IRP)?;
     k.m.mem.write_u16(irp + l.irp_size_field, size)?;
     k.m.mem.write_u8(irp + l.irp_stack_count, stack_size)?;
-    k.m.mem.write_u8(irp + l.irp_current_location, stack_size.wrapping_add(1))?;
+    k.m.mem
+        .write_u8(irp + l.irp_current_location, stack_size.wrapping_add(1))?;
     let past_end = irp + l.irp_size + stack_size as u64 * l.io_stack_location_size;
     k.write_ptr(irp + l.irp_current_stack_location, past_end)?;
     let thread = k.ps.thread;
@@ -558,7 +697,16 @@ fn new_irp(k: &mut Kernel, stack_size: u8, origin: IrpOrigin) -> KResult<u64> {
     initialize_irp(k, irp, size as u16, stack_size)?;
     k.io.next_irp_id += 1;
     let id = k.io.next_irp_id;
-    k.io.irps.insert(irp, IrpRecord { id, origin, completed: false, status: 0, information: 0 });
+    k.io.irps.insert(
+        irp,
+        IrpRecord {
+            id,
+            origin,
+            completed: false,
+            status: 0,
+            information: 0,
+        },
+    );
     Ok(irp)
 }
 
@@ -570,7 +718,10 @@ pub fn allocate_irp(k: &mut Kernel, stack_size: u8, _charge_quota: bool) -> KRes
 /// IoFreeIrp(Irp).
 pub fn free_irp(k: &mut Kernel, irp: u64) -> KResult<()> {
     if k.io.irps.remove(&irp).is_none() {
-        return Err(KernelError::bug_check(0xC4, format!("IoFreeIrp of {irp:#x}, which is not a live IRP")));
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("IoFreeIrp of {irp:#x}, which is not a live IRP"),
+        ));
     }
     ex::free(k, irp, None)
 }
@@ -609,10 +760,14 @@ pub fn call_driver(k: &mut Kernel, dev: u64, irp: u64) -> KResult<NtStatus> {
     if location <= 1 {
         return Err(KernelError::bug_check(
             0x35,
-            format!("IoCallDriver to {} with no stack location left", device_driver_name(k, dev)),
+            format!(
+                "IoCallDriver to {} with no stack location left",
+                device_driver_name(k, dev)
+            ),
         ));
     }
-    k.m.mem.write_u8(irp + l.irp_current_location, (location - 1) as u8)?;
+    k.m.mem
+        .write_u8(irp + l.irp_current_location, (location - 1) as u8)?;
     let sl = next_stack_location(k, irp)?;
     k.write_ptr(irp + l.irp_current_stack_location, sl)?;
     k.write_ptr(sl + l.isl_device_object, dev)?;
@@ -624,12 +779,23 @@ pub fn call_driver(k: &mut Kernel, dev: u64, irp: u64) -> KResult<NtStatus> {
     } else {
         None
     };
-    let routine = k.read_ptr(driver + l.driver_object_major_function + major as u64 * k.ptr_size())?;
+    let routine =
+        k.read_ptr(driver + l.driver_object_major_function + major as u64 * k.ptr_size())?;
     let id = irp_id(k, irp);
     let name = device_driver_name(k, dev);
-    k.io.trace.push(IrpEvent::Dispatch { irp: id, driver: name.clone(), major, minor, ioctl });
+    k.io.trace.push(IrpEvent::Dispatch {
+        irp: id,
+        driver: name.clone(),
+        major,
+        minor,
+        ioctl,
+    });
     let status = k.call_guest(routine, &[dev, irp])? as u32;
-    k.io.trace.push(IrpEvent::Returned { irp: id, driver: name, status });
+    k.io.trace.push(IrpEvent::Returned {
+        irp: id,
+        driver: name,
+        status,
+    });
     Ok(status)
 }
 
@@ -657,15 +823,24 @@ pub fn complete_request(k: &mut Kernel, irp: u64, by: String) -> KResult<()> {
     }
     let status = k.m.mem.read_u32(irp + l.irp_io_status_status)?;
     let information = k.read_ptr(irp + l.irp_io_status_information)?;
-    k.io.trace.push(IrpEvent::Complete { irp: id, by, status, information });
+    k.io.trace.push(IrpEvent::Complete {
+        irp: id,
+        by,
+        status,
+        information,
+    });
     if status == status::STATUS_PENDING {
-        return Err(KernelError::bug_check(0xC4, format!("irp#{id} completed with STATUS_PENDING")));
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("irp#{id} completed with STATUS_PENDING"),
+        ));
     }
     let mut sl = current_stack_location(k, irp)?;
     while location <= count {
         let control = k.m.mem.read_u8(sl + l.isl_control)?;
         let pending = control & SL_PENDING_RETURNED != 0;
-        k.m.mem.write_u8(irp + l.irp_pending_returned, pending as u8)?;
+        k.m.mem
+            .write_u8(irp + l.irp_pending_returned, pending as u8)?;
         let routine = k.read_ptr(sl + l.isl_completion_routine)?;
         let context = k.read_ptr(sl + l.isl_context)?;
         // Clear the finished location, then move up.
@@ -674,7 +849,8 @@ pub fn complete_request(k: &mut Kernel, irp: u64, by: String) -> KResult<()> {
         k.write_ptr(sl + l.isl_context, 0)?;
         location += 1;
         sl += l.io_stack_location_size;
-        k.m.mem.write_u8(irp + l.irp_current_location, location as u8)?;
+        k.m.mem
+            .write_u8(irp + l.irp_current_location, location as u8)?;
         k.write_ptr(irp + l.irp_current_stack_location, sl)?;
         let status = k.m.mem.read_u32(irp + l.irp_io_status_status)?;
         let cancel = k.m.mem.read_u8(irp + l.irp_cancel)? != 0;
@@ -683,16 +859,28 @@ pub fn complete_request(k: &mut Kernel, irp: u64, by: String) -> KResult<()> {
                 || (!status::nt_success(status) && control & SL_INVOKE_ON_ERROR != 0)
                 || (cancel && control & SL_INVOKE_ON_CANCEL != 0));
         if invoke {
-            let dev = if location > count { 0 } else { k.read_ptr(sl + l.isl_device_object)? };
+            let dev = if location > count {
+                0
+            } else {
+                k.read_ptr(sl + l.isl_device_object)?
+            };
             let result = k.call_guest(routine, &[dev, irp, context])? as u32;
-            let driver = k.image_at(routine).map(|i| i.name.clone()).unwrap_or_else(|| "host".into());
-            k.io.trace.push(IrpEvent::CompletionRoutine { irp: id, driver, result });
+            let driver = k
+                .image_at(routine)
+                .map(|i| i.name.clone())
+                .unwrap_or_else(|| "host".into());
+            k.io.trace.push(IrpEvent::CompletionRoutine {
+                irp: id,
+                driver,
+                result,
+            });
             if result == status::STATUS_MORE_PROCESSING_REQUIRED {
                 return Ok(());
             }
         } else if pending && location <= count {
             let c = k.m.mem.read_u8(sl + l.isl_control)?;
-            k.m.mem.write_u8(sl + l.isl_control, c | SL_PENDING_RETURNED)?;
+            k.m.mem
+                .write_u8(sl + l.isl_control, c | SL_PENDING_RETURNED)?;
         }
     }
     finish_irp(k, irp)
@@ -703,18 +891,32 @@ fn finish_irp(k: &mut Kernel, irp: u64) -> KResult<()> {
     let l = k.layout;
     let status = k.m.mem.read_u32(irp + l.irp_io_status_status)?;
     let information = k.read_ptr(irp + l.irp_io_status_information)?;
-    let Some(rec) = k.io.irps.get_mut(&irp) else { return Ok(()) };
+    let Some(rec) = k.io.irps.get_mut(&irp) else {
+        return Ok(());
+    };
     rec.completed = true;
     rec.status = status;
     rec.information = information;
     let id = rec.id;
     let origin = rec.origin.clone();
-    k.io.trace.push(IrpEvent::Done { irp: id, status, information });
-    if let IrpOrigin::Built { user_iosb, user_event, output, output_len, buffered } = origin {
+    k.io.trace.push(IrpEvent::Done {
+        irp: id,
+        status,
+        information,
+    });
+    if let IrpOrigin::Built {
+        user_iosb,
+        user_event,
+        output,
+        output_len,
+        buffered,
+    } = origin
+    {
         let system = k.read_ptr(irp + l.irp_system_buffer)?;
         if buffered && system != 0 {
             if output != 0 && status::nt_success(status) {
-                k.m.mem.copy_within(output, system, information.min(output_len))?;
+                k.m.mem
+                    .copy_within(output, system, information.min(output_len))?;
             }
             ex::free(k, system, None)?;
         }
@@ -760,16 +962,31 @@ pub fn build_device_io_control_request(
     };
     let irp = new_irp(k, stack_size, origin)?;
     let sl = next_stack_location(k, irp)?;
-    let major = if internal { major::INTERNAL_DEVICE_CONTROL } else { major::DEVICE_CONTROL };
+    let major = if internal {
+        major::INTERNAL_DEVICE_CONTROL
+    } else {
+        major::DEVICE_CONTROL
+    };
     k.m.mem.write_u8(sl + l.isl_major_function, major)?;
     k.m.mem.write_u32(sl + l.isl_ioctl_io_control_code, code)?;
-    k.m.mem.write_u32(sl + l.isl_ioctl_input_buffer_length, input_len)?;
-    k.m.mem.write_u32(sl + l.isl_ioctl_output_buffer_length, output_len)?;
+    k.m.mem
+        .write_u32(sl + l.isl_ioctl_input_buffer_length, input_len)?;
+    k.m.mem
+        .write_u32(sl + l.isl_ioctl_output_buffer_length, output_len)?;
     k.m.mem.write_u8(irp + l.irp_requestor_mode, 0)?;
     k.write_ptr(irp + l.irp_user_iosb, iosb)?;
     k.write_ptr(irp + l.irp_user_event, event)?;
     k.write_ptr(irp + l.irp_user_buffer, output)?;
-    set_transfer_buffers(k, irp, sl, method, input, input_len as u64, output, output_len as u64)?;
+    set_transfer_buffers(
+        k,
+        irp,
+        sl,
+        method,
+        input,
+        input_len as u64,
+        output,
+        output_len as u64,
+    )?;
     Ok(irp)
 }
 
@@ -818,7 +1035,10 @@ fn set_transfer_buffers(
 /// The I/O manager's default dispatch routine: completes with STATUS_INVALID_DEVICE_REQUEST.
 fn invalid_device_request(k: &mut Kernel, _dev: u64, irp: u64) -> KResult<NtStatus> {
     let l = k.layout;
-    k.m.mem.write_u32(irp + l.irp_io_status_status, status::STATUS_INVALID_DEVICE_REQUEST)?;
+    k.m.mem.write_u32(
+        irp + l.irp_io_status_status,
+        status::STATUS_INVALID_DEVICE_REQUEST,
+    )?;
     k.write_ptr(irp + l.irp_io_status_information, 0)?;
     complete_request(k, irp, "ntoskrnl.exe".into())?;
     Ok(status::STATUS_INVALID_DEVICE_REQUEST)
@@ -879,7 +1099,11 @@ fn send_host_irp(
     k.write_ptr(irp + l.irp_original_file_object, req.file_object)?;
     k.m.mem.write_u8(irp + l.irp_requestor_mode, 1)?;
     // PnP IRPs start out "not supported" so that drivers passing them on unchanged report that.
-    let initial = if req.major == major::PNP { status::STATUS_NOT_SUPPORTED } else { 0 };
+    let initial = if req.major == major::PNP {
+        status::STATUS_NOT_SUPPORTED
+    } else {
+        0
+    };
     k.m.mem.write_u32(irp + l.irp_io_status_status, initial)?;
     let outcome = setup(k, irp, sl).and_then(|()| call_driver(k, top, irp)).and_then(|returned| {
         let id = irp_id(k, irp);
@@ -895,7 +1119,10 @@ fn send_host_irp(
     });
     let record = k.io.irps.get(&irp).cloned();
     if let (Err(e), Some(r)) = (&outcome, &record) {
-        k.io.trace.push(IrpEvent::Aborted { irp: r.id, reason: e.summary() });
+        k.io.trace.push(IrpEvent::Aborted {
+            irp: r.id,
+            reason: e.summary(),
+        });
     }
     let system_buffer = release_irp(k, irp)?;
     if let Err(e) = outcome {
@@ -905,7 +1132,11 @@ fn send_host_irp(
         return Err(e);
     }
     let record = record.expect("a live IRP has a record");
-    Ok(HostCompletion { status: record.status, information: record.information, system_buffer })
+    Ok(HostCompletion {
+        status: record.status,
+        information: record.information,
+        system_buffer,
+    })
 }
 
 fn file_for_handle(k: &Kernel, handle: u32) -> KResult<OpenFile> {
@@ -924,9 +1155,14 @@ pub fn open(k: &mut Kernel, path: &str) -> KResult<Result<u32, NtStatus>> {
     let l = k.layout;
     let file = ex::allocate(k, l.file_object_size, IO_TAG, IO_OWNER.into())?;
     k.m.mem.write_u16(file + l.file_object_type, IO_TYPE_FILE)?;
-    k.m.mem.write_u16(file + l.file_object_size_field, l.file_object_size as u16)?;
+    k.m.mem
+        .write_u16(file + l.file_object_size_field, l.file_object_size as u16)?;
     k.write_ptr(file + l.file_object_device_object, dev)?;
-    let req = HostRequest { major: major::CREATE, minor: 0, file_object: file };
+    let req = HostRequest {
+        major: major::CREATE,
+        minor: 0,
+        file_object: file,
+    };
     let done = send_host_irp(k, dev, req, &mut |_, _, _| Ok(()));
     let done = match done {
         Ok(d) if status::nt_success(d.status) => d,
@@ -938,7 +1174,13 @@ pub fn open(k: &mut Kernel, path: &str) -> KResult<Result<u32, NtStatus>> {
     debug_assert_eq!(done.system_buffer, 0);
     k.io.next_handle += 4;
     let handle = k.io.next_handle;
-    k.io.handles.insert(handle, OpenFile { file_object: file, device: dev });
+    k.io.handles.insert(
+        handle,
+        OpenFile {
+            file_object: file,
+            device: dev,
+        },
+    );
     Ok(Ok(handle))
 }
 
@@ -948,7 +1190,11 @@ pub fn close(k: &mut Kernel, handle: u32) -> KResult<NtStatus> {
     k.io.handles.remove(&handle);
     let mut last = status::STATUS_SUCCESS;
     for major in [major::CLEANUP, major::CLOSE] {
-        let req = HostRequest { major, minor: 0, file_object: f.file_object };
+        let req = HostRequest {
+            major,
+            minor: 0,
+            file_object: f.file_object,
+        };
         match send_host_irp(k, f.device, req, &mut |_, _, _| Ok(())) {
             Ok(done) => last = done.status,
             Err(e) => {
@@ -974,7 +1220,10 @@ impl UserBuffer {
         }
         let addr = k.m.mem.alloc(data.len() as u64, Prot::READ | Prot::WRITE)?;
         k.m.mem.write_bytes(addr, data)?;
-        Ok(UserBuffer { addr, len: data.len() as u64 })
+        Ok(UserBuffer {
+            addr,
+            len: data.len() as u64,
+        })
     }
 
     fn release(self, k: &mut Kernel) -> KResult<()> {
@@ -1012,9 +1261,14 @@ fn transfer(
     let f = file_for_handle(k, handle)?;
     let user_in = UserBuffer::new(k, input)?;
     let user_out = UserBuffer::new(k, output)?;
-    let (in_addr, in_len, out_addr, out_len) = (user_in.addr, user_in.len, user_out.addr, user_out.len);
+    let (in_addr, in_len, out_addr, out_len) =
+        (user_in.addr, user_in.len, user_out.addr, user_out.len);
     let l = k.layout;
-    let req = HostRequest { major: req_major, minor: 0, file_object: f.file_object };
+    let req = HostRequest {
+        major: req_major,
+        minor: 0,
+        file_object: f.file_object,
+    };
     let result = send_host_irp(k, f.device, req, &mut |k, irp, sl| {
         k.write_ptr(irp + l.irp_user_buffer, out_addr)?;
         fill(k, sl, in_len, out_len)?;
@@ -1023,7 +1277,10 @@ fn transfer(
     let outcome = result.and_then(|done| {
         let keep = done.information.min(out_len) as usize;
         let output = if method == METHOD_BUFFERED {
-            if done.system_buffer != 0 && (status::nt_success(done.status) || done.status == status::STATUS_BUFFER_OVERFLOW) {
+            if done.system_buffer != 0
+                && (status::nt_success(done.status)
+                    || done.status == status::STATUS_BUFFER_OVERFLOW)
+            {
                 k.m.mem.read_vec(done.system_buffer, keep)?
             } else {
                 Vec::new()
@@ -1036,7 +1293,11 @@ fn transfer(
         if done.system_buffer != 0 {
             ex::free(k, done.system_buffer, None)?;
         }
-        Ok(IoResult { status: done.status, information: done.information, output })
+        Ok(IoResult {
+            status: done.status,
+            information: done.information,
+            output,
+        })
     });
     user_in.release(k)?;
     user_out.release(k)?;
@@ -1045,14 +1306,30 @@ fn transfer(
 
 /// DeviceIoControl: IRP_MJ_DEVICE_CONTROL with `input` and an output buffer of `output.len()` bytes
 /// (whose initial contents the driver sees for METHOD_IN_DIRECT and METHOD_NEITHER).
-pub fn device_io_control(k: &mut Kernel, handle: u32, code: u32, input: &[u8], output: &[u8]) -> KResult<IoResult> {
+pub fn device_io_control(
+    k: &mut Kernel,
+    handle: u32,
+    code: u32,
+    input: &[u8],
+    output: &[u8],
+) -> KResult<IoResult> {
     let l = k.layout;
-    transfer(k, handle, major::DEVICE_CONTROL, code & 3, input, output, &mut |k, sl, in_len, out_len| {
-        k.m.mem.write_u32(sl + l.isl_ioctl_io_control_code, code)?;
-        k.m.mem.write_u32(sl + l.isl_ioctl_input_buffer_length, in_len as u32)?;
-        k.m.mem.write_u32(sl + l.isl_ioctl_output_buffer_length, out_len as u32)?;
-        Ok(())
-    })
+    transfer(
+        k,
+        handle,
+        major::DEVICE_CONTROL,
+        code & 3,
+        input,
+        output,
+        &mut |k, sl, in_len, out_len| {
+            k.m.mem.write_u32(sl + l.isl_ioctl_io_control_code, code)?;
+            k.m.mem
+                .write_u32(sl + l.isl_ioctl_input_buffer_length, in_len as u32)?;
+            k.m.mem
+                .write_u32(sl + l.isl_ioctl_output_buffer_length, out_len as u32)?;
+            Ok(())
+        },
+    )
 }
 
 /// ReadFile: IRP_MJ_READ for up to `len` bytes.
@@ -1060,10 +1337,18 @@ pub fn read(k: &mut Kernel, handle: u32, len: usize) -> KResult<IoResult> {
     let dev = get_attached_device(k, file_for_handle(k, handle)?.device)?;
     let method = rw_method(k, dev)?;
     let l = k.layout;
-    let mut result = transfer(k, handle, major::READ, method, &[], &vec![0; len], &mut |k, sl, _, out_len| {
-        k.m.mem.write_u32(sl + l.isl_read_length, out_len as u32)?;
-        Ok(())
-    })?;
+    let mut result = transfer(
+        k,
+        handle,
+        major::READ,
+        method,
+        &[],
+        &vec![0; len],
+        &mut |k, sl, _, out_len| {
+            k.m.mem.write_u32(sl + l.isl_read_length, out_len as u32)?;
+            Ok(())
+        },
+    )?;
     result.output.truncate(result.information as usize);
     Ok(result)
 }
@@ -1075,11 +1360,24 @@ pub fn write(k: &mut Kernel, handle: u32, data: &[u8]) -> KResult<IoResult> {
     let l = k.layout;
     // A write's data is the caller's buffer: buffered I/O copies it in, direct I/O maps it (the MDL
     // describes the "output" buffer slot), neither I/O passes the pointer.
-    let (input, output): (&[u8], &[u8]) = if method == METHOD_BUFFERED { (data, &[]) } else { (&[], data) };
-    let mut result = transfer(k, handle, major::WRITE, method, input, output, &mut |k, sl, in_len, out_len| {
-        k.m.mem.write_u32(sl + l.isl_read_length, in_len.max(out_len) as u32)?;
-        Ok(())
-    })?;
+    let (input, output): (&[u8], &[u8]) = if method == METHOD_BUFFERED {
+        (data, &[])
+    } else {
+        (&[], data)
+    };
+    let mut result = transfer(
+        k,
+        handle,
+        major::WRITE,
+        method,
+        input,
+        output,
+        &mut |k, sl, in_len, out_len| {
+            k.m.mem
+                .write_u32(sl + l.isl_read_length, in_len.max(out_len) as u32)?;
+            Ok(())
+        },
+    )?;
     result.output.clear();
     Ok(result)
 }
@@ -1091,7 +1389,11 @@ pub fn send_pnp(
     minor: u8,
     setup: &mut dyn FnMut(&mut Kernel, u64, u64) -> KResult<()>,
 ) -> KResult<(NtStatus, u64)> {
-    let req = HostRequest { major: major::PNP, minor, file_object: 0 };
+    let req = HostRequest {
+        major: major::PNP,
+        minor,
+        file_object: 0,
+    };
     let done = send_host_irp(k, dev, req, setup)?;
     if done.system_buffer != 0 {
         ex::free(k, done.system_buffer, None)?;

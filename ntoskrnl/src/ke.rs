@@ -50,7 +50,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher booted now.
     pub fn new() -> Self {
-        Dispatcher { boot: Instant::now(), dpcs: VecDeque::new(), shared_user_data: None }
+        Dispatcher {
+            boot: Instant::now(),
+            dpcs: VecDeque::new(),
+            shared_user_data: None,
+        }
     }
 
     /// 100 ns units since boot.
@@ -80,7 +84,9 @@ pub(crate) fn init(k: &mut Kernel) -> KResult<()> {
 
 /// Refreshes the clocks in KUSER_SHARED_DATA (InterruptTime, SystemTime, TickCount).
 pub fn update_shared_user_data(k: &mut Kernel) -> KResult<()> {
-    let Some(base) = k.ke.shared_user_data else { return Ok(()) };
+    let Some(base) = k.ke.shared_user_data else {
+        return Ok(());
+    };
     let interrupt = k.ke.interrupt_time();
     let system = system_time();
     let ticks = interrupt / 156_250;
@@ -94,7 +100,9 @@ pub fn update_shared_user_data(k: &mut Kernel) -> KResult<()> {
 
 /// Current system time in 100 ns units since 1601.
 pub fn system_time() -> u64 {
-    let since_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     (since_unix.as_nanos() / 100) as u64 + EPOCH_DIFFERENCE_SECS * 10_000_000
 }
 
@@ -172,7 +180,10 @@ fn take_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
 
 fn drop_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
     if k.read_ptr(lock)? & SPINLOCK_HELD == 0 {
-        return Err(KernelError::bug_check(0x10, format!("spinlock {lock:#x} released but not held")));
+        return Err(KernelError::bug_check(
+            0x10,
+            format!("spinlock {lock:#x} released but not held"),
+        ));
     }
     k.write_ptr(lock, 0)
 }
@@ -215,11 +226,15 @@ fn header_type(k: &Kernel, obj: u64) -> KResult<u8> {
 }
 
 fn signal_state(k: &Kernel, obj: u64) -> KResult<i32> {
-    Ok(k.m.mem.read_u32(obj + k.layout.dispatcher_header_signal_state)? as i32)
+    Ok(k.m
+        .mem
+        .read_u32(obj + k.layout.dispatcher_header_signal_state)? as i32)
 }
 
 fn set_signal_state(k: &mut Kernel, obj: u64, state: i32) -> KResult<()> {
-    Ok(k.m.mem.write_u32(obj + k.layout.dispatcher_header_signal_state, state as u32)?)
+    Ok(k.m
+        .mem
+        .write_u32(obj + k.layout.dispatcher_header_signal_state, state as u32)?)
 }
 
 fn init_header(k: &mut Kernel, obj: u64, kind: u8, size: u64, state: i32) -> KResult<()> {
@@ -236,7 +251,11 @@ fn init_header(k: &mut Kernel, obj: u64, kind: u8, size: u64, state: i32) -> KRe
 
 /// KeInitializeEvent(Event, Type, State).
 pub fn initialize_event(k: &mut Kernel, event: u64, kind: u32, state: bool) -> KResult<()> {
-    let kind = if kind == 0 { EVENT_NOTIFICATION } else { EVENT_SYNCHRONIZATION };
+    let kind = if kind == 0 {
+        EVENT_NOTIFICATION
+    } else {
+        EVENT_SYNCHRONIZATION
+    };
     init_header(k, event, kind, k.layout.kevent_size, state as i32)
 }
 
@@ -274,7 +293,10 @@ pub fn initialize_mutex(k: &mut Kernel, mutex: u64, _level: u32) -> KResult<()> 
 pub fn release_mutex(k: &mut Kernel, mutex: u64, _wait: bool) -> KResult<i32> {
     let previous = signal_state(k, mutex)?;
     if previous >= 1 {
-        return Err(KernelError::bug_check(0x0, format!("KeReleaseMutex of {mutex:#x}, which is not held")));
+        return Err(KernelError::bug_check(
+            0x0,
+            format!("KeReleaseMutex of {mutex:#x}, which is not held"),
+        ));
     }
     set_signal_state(k, mutex, previous + 1)?;
     if previous + 1 == 1 {
@@ -291,11 +313,19 @@ pub fn read_state_mutex(k: &mut Kernel, mutex: u64) -> KResult<i32> {
 /// KeInitializeSemaphore(Semaphore, Count, Limit).
 pub fn initialize_semaphore(k: &mut Kernel, sem: u64, count: i32, limit: i32) -> KResult<()> {
     init_header(k, sem, SEMAPHORE, k.layout.ksemaphore_size, count)?;
-    Ok(k.m.mem.write_u32(sem + k.layout.ksemaphore_limit, limit as u32)?)
+    Ok(k.m
+        .mem
+        .write_u32(sem + k.layout.ksemaphore_limit, limit as u32)?)
 }
 
 /// KeReleaseSemaphore(Semaphore, Increment, Adjustment, Wait) -> previous count.
-pub fn release_semaphore(k: &mut Kernel, sem: u64, _increment: i32, adjustment: i32, _wait: bool) -> KResult<i32> {
+pub fn release_semaphore(
+    k: &mut Kernel,
+    sem: u64,
+    _increment: i32,
+    adjustment: i32,
+    _wait: bool,
+) -> KResult<i32> {
     let previous = signal_state(k, sem)?;
     let limit = k.m.mem.read_u32(sem + k.layout.ksemaphore_limit)? as i32;
     let next = previous.saturating_add(adjustment);
@@ -347,7 +377,11 @@ fn read_timeout(k: &Kernel, timeout: u64) -> KResult<Option<Duration>> {
     let lo = k.m.mem.read_u32(timeout)? as u64;
     let hi = k.m.mem.read_u32(timeout + 4)? as u64;
     let value = (lo | (hi << 32)) as i64;
-    let hundreds = if value < 0 { value.unsigned_abs() } else { (value as u64).saturating_sub(system_time()) };
+    let hundreds = if value < 0 {
+        value.unsigned_abs()
+    } else {
+        (value as u64).saturating_sub(system_time())
+    };
     Ok(Some(Duration::from_nanos(hundreds.saturating_mul(100))))
 }
 
@@ -394,7 +428,12 @@ pub fn wait_for_single_object(
 }
 
 /// KeDelayExecutionThread(WaitMode, Alertable, Interval).
-pub fn delay_execution_thread(k: &mut Kernel, _mode: u8, _alertable: bool, interval: u64) -> KResult<u32> {
+pub fn delay_execution_thread(
+    k: &mut Kernel,
+    _mode: u8,
+    _alertable: bool,
+    interval: u64,
+) -> KResult<u32> {
     let duration = read_timeout(k, interval)?.unwrap_or(Duration::ZERO);
     run_dpcs(k)?;
     std::thread::sleep(duration);

@@ -155,7 +155,12 @@ impl Kernel {
         }
         let export = self.find_export(module, name);
         let index = self.bindings.len() as u32;
-        self.bindings.push(Binding { module: key.0.clone(), name: key.1.clone(), export, calls: 0 });
+        self.bindings.push(Binding {
+            module: key.0.clone(),
+            name: key.1.clone(),
+            export,
+            calls: 0,
+        });
         self.binding_index.insert(key, index);
         self.m.thunk_address(index)
     }
@@ -168,7 +173,12 @@ impl Kernel {
             return self.m.thunk_address(i);
         }
         let index = self.bindings.len() as u32;
-        self.bindings.push(Binding { module: key.0.clone(), name: key.1.clone(), export: Some(export), calls: 0 });
+        self.bindings.push(Binding {
+            module: key.0.clone(),
+            name: key.1.clone(),
+            export: Some(export),
+            calls: 0,
+        });
         self.binding_index.insert(key, index);
         self.m.thunk_address(index)
     }
@@ -232,16 +242,25 @@ impl Kernel {
     fn dispatch_thunk(&mut self, index: u32) -> KResult<()> {
         // x64 drivers read the clocks from KUSER_SHARED_DATA inline; keep them current.
         ke::update_shared_user_data(self)?;
-        let caller = self.m.mem.read_ptr(self.arch(), self.m.cpu.regs[4]).unwrap_or(0);
+        let caller = self
+            .m
+            .mem
+            .read_ptr(self.arch(), self.m.cpu.regs[4])
+            .unwrap_or(0);
         let Some(binding) = self.bindings.get_mut(index as usize) else {
-            return Err(KernelError::Unsupported(format!("jump into unassigned thunk {index}")));
+            return Err(KernelError::Unsupported(format!(
+                "jump into unassigned thunk {index}"
+            )));
         };
         binding.calls += 1;
         let export = binding.export;
         if self.recent.len() == RECENT_CALLS {
             self.recent.pop_front();
         }
-        self.recent.push_back(RecentCall { thunk: index, caller });
+        self.recent.push_back(RecentCall {
+            thunk: index,
+            caller,
+        });
         let Some(export) = export else {
             let import = self.bindings[index as usize].qualified();
             tracing::error!(target: "ica::trap", "{import} called from {}", self.symbolize(caller));
@@ -266,7 +285,10 @@ impl Kernel {
             KernelError::Mem(fault) => KernelError::BadPointer {
                 function: export.name,
                 fault,
-                at: Box::new(self.m.fault(FaultKind::PageFault { addr: fault.addr, write: fault.write })),
+                at: Box::new(self.m.fault(FaultKind::PageFault {
+                    addr: fault.addr,
+                    write: fault.write,
+                })),
             },
             other => other,
         })?;
@@ -291,7 +313,11 @@ impl Kernel {
 
     /// `image.sys+0x1234`, `ntoskrnl.exe!Name` for thunks, or plain hex.
     pub fn symbolize(&self, addr: u64) -> String {
-        if let Some(img) = self.images.iter().find(|i| addr >= i.base && addr < i.base + i.size) {
+        if let Some(img) = self
+            .images
+            .iter()
+            .find(|i| addr >= i.base && addr < i.base + i.size)
+        {
             return format!("{}+{:#x}", img.name, addr - img.base);
         }
         for (i, b) in self.bindings.iter().enumerate() {
@@ -313,7 +339,11 @@ impl Kernel {
         };
         match err {
             KernelError::Unimplemented { import, caller } => {
-                let _ = writeln!(out, "driver called unimplemented import {import} from {}", self.symbolize(*caller));
+                let _ = writeln!(
+                    out,
+                    "driver called unimplemented import {import} from {}",
+                    self.symbolize(*caller)
+                );
             }
             KernelError::Fault(f) => {
                 let _ = writeln!(out, "guest fault in {}: {}", self.symbolize(f.rip), f.kind);
@@ -332,7 +362,11 @@ impl Kernel {
         if !self.recent.is_empty() {
             let _ = writeln!(out, "last kernel calls (oldest first):");
             for c in &self.recent {
-                let name = self.bindings.get(c.thunk as usize).map(Binding::qualified).unwrap_or_default();
+                let name = self
+                    .bindings
+                    .get(c.thunk as usize)
+                    .map(Binding::qualified)
+                    .unwrap_or_default();
                 let _ = writeln!(out, "  {name} from {}", self.symbolize(c.caller));
             }
         }
@@ -341,14 +375,20 @@ impl Kernel {
 
     /// The image containing `addr`, if any.
     pub fn image_at(&self, addr: u64) -> Option<&LoadedImage> {
-        self.images.iter().find(|i| addr >= i.base && addr < i.base + i.size)
+        self.images
+            .iter()
+            .find(|i| addr >= i.base && addr < i.base + i.size)
     }
 
     /// Name of the driver image whose code made the current import call: from the return address,
     /// or (for a tail call, whose return address is the host's) from the guest function the host
     /// called last.
     pub fn caller_image(&self) -> String {
-        let caller = self.m.mem.read_ptr(self.arch(), self.m.cpu.regs[4]).unwrap_or(0);
+        let caller = self
+            .m
+            .mem
+            .read_ptr(self.arch(), self.m.cpu.regs[4])
+            .unwrap_or(0);
         self.image_at(caller)
             .or_else(|| self.guest_entries.last().and_then(|&f| self.image_at(f)))
             .map(|i| i.name.clone())

@@ -38,7 +38,8 @@ fn initialize_mdl(k: &mut Kernel, mdl: u64, va: u64, len: u64) -> KResult<()> {
     k.m.mem.write_u16(mdl + l.mdl_size_field, size as u16)?;
     k.write_ptr(mdl + l.mdl_start_va, va & !(PAGE - 1))?;
     k.m.mem.write_u32(mdl + l.mdl_byte_count, len as u32)?;
-    k.m.mem.write_u32(mdl + l.mdl_byte_offset, (va & (PAGE - 1)) as u32)?;
+    k.m.mem
+        .write_u32(mdl + l.mdl_byte_offset, (va & (PAGE - 1)) as u32)?;
     Ok(())
 }
 
@@ -55,7 +56,8 @@ pub fn build_mdl_for_non_paged_pool(k: &mut Kernel, mdl: u64) -> KResult<()> {
     }
     k.write_ptr(mdl + l.mdl_mapped_system_va, start + offset)?;
     let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
-    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags | MDL_SOURCE_IS_NONPAGED_POOL)?;
+    k.m.mem
+        .write_u16(mdl + l.mdl_mdl_flags, flags | MDL_SOURCE_IS_NONPAGED_POOL)?;
     Ok(())
 }
 
@@ -68,7 +70,8 @@ pub fn create_mdl_for_buffer(k: &mut Kernel, va: u64, len: u64) -> KResult<u64> 
     build_mdl_for_non_paged_pool(k, mdl)?;
     let l = k.layout;
     let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
-    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags | MDL_PAGES_LOCKED)?;
+    k.m.mem
+        .write_u16(mdl + l.mdl_mdl_flags, flags | MDL_PAGES_LOCKED)?;
     Ok(mdl)
 }
 
@@ -78,7 +81,14 @@ pub fn free_mdl(k: &mut Kernel, mdl: u64) -> KResult<()> {
 }
 
 /// IoAllocateMdl(VirtualAddress, Length, SecondaryBuffer, ChargeQuota, Irp).
-pub fn allocate_mdl(k: &mut Kernel, va: u64, length: u32, secondary: bool, _charge_quota: bool, irp: u64) -> KResult<u64> {
+pub fn allocate_mdl(
+    k: &mut Kernel,
+    va: u64,
+    length: u32,
+    secondary: bool,
+    _charge_quota: bool,
+    irp: u64,
+) -> KResult<u64> {
     let size = size_of_mdl(k, va, length as u64)?;
     let owner = k.caller_image();
     let mdl = ex::allocate(k, size, MDL_TAG, owner)?;
@@ -120,7 +130,8 @@ pub fn probe_and_lock_pages(k: &mut Kernel, mdl: u64, _mode: u8, _operation: u32
     }
     build_mdl_for_non_paged_pool(k, mdl)?;
     let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
-    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags | MDL_PAGES_LOCKED)?;
+    k.m.mem
+        .write_u16(mdl + l.mdl_mdl_flags, flags | MDL_PAGES_LOCKED)?;
     Ok(())
 }
 
@@ -128,7 +139,8 @@ pub fn probe_and_lock_pages(k: &mut Kernel, mdl: u64, _mode: u8, _operation: u32
 pub fn unlock_pages(k: &mut Kernel, mdl: u64) -> KResult<()> {
     let l = k.layout;
     let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
-    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags & !MDL_PAGES_LOCKED)?;
+    k.m.mem
+        .write_u16(mdl + l.mdl_mdl_flags, flags & !MDL_PAGES_LOCKED)?;
     Ok(())
 }
 
@@ -154,7 +166,8 @@ pub fn map_locked_pages(k: &mut Kernel, mdl: u64, _mode: u8) -> KResult<u64> {
     let va = start + offset;
     k.write_ptr(mdl + l.mdl_mapped_system_va, va)?;
     let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
-    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags | MDL_MAPPED_TO_SYSTEM_VA)?;
+    k.m.mem
+        .write_u16(mdl + l.mdl_mdl_flags, flags | MDL_MAPPED_TO_SYSTEM_VA)?;
     Ok(va)
 }
 
@@ -162,7 +175,8 @@ pub fn map_locked_pages(k: &mut Kernel, mdl: u64, _mode: u8) -> KResult<u64> {
 pub fn unmap_locked_pages(k: &mut Kernel, _base: u64, mdl: u64) -> KResult<()> {
     let l = k.layout;
     let flags = k.m.mem.read_u16(mdl + l.mdl_mdl_flags)?;
-    k.m.mem.write_u16(mdl + l.mdl_mdl_flags, flags & !MDL_MAPPED_TO_SYSTEM_VA)?;
+    k.m.mem
+        .write_u16(mdl + l.mdl_mdl_flags, flags & !MDL_MAPPED_TO_SYSTEM_VA)?;
     Ok(())
 }
 
@@ -177,7 +191,11 @@ pub fn get_physical_address(_k: &mut Kernel, va: u64) -> KResult<crate::export::
 }
 
 /// MmAllocateContiguousMemory(NumberOfBytes, HighestAcceptableAddress).
-pub fn allocate_contiguous_memory(k: &mut Kernel, size: u64, _highest: crate::export::Quad) -> KResult<u64> {
+pub fn allocate_contiguous_memory(
+    k: &mut Kernel,
+    size: u64,
+    _highest: crate::export::Quad,
+) -> KResult<u64> {
     Ok(k.m.mem.alloc(size.max(1), Prot::READ | Prot::WRITE)?)
 }
 

@@ -60,7 +60,11 @@ pub struct Driver {
 
 /// Creates the driver object for a mapped image and runs its DriverEntry. Returns the driver and
 /// DriverEntry's status (a failing status means the driver is not loaded).
-pub fn initialize_driver(k: &mut Kernel, image: &LoadedImage, service: &str) -> KResult<(Driver, NtStatus)> {
+pub fn initialize_driver(
+    k: &mut Kernel,
+    image: &LoadedImage,
+    service: &str,
+) -> KResult<(Driver, NtStatus)> {
     let object = io::create_driver_object(k, service, &image.name, image.base, image.size)?;
     let registry_path = rtl::alloc_unicode_string(
         k,
@@ -68,7 +72,11 @@ pub fn initialize_driver(k: &mut Kernel, image: &LoadedImage, service: &str) -> 
         PNP_TAG,
     )?;
     k.write_ptr(object + k.layout.driver_object_driver_init, image.entry)?;
-    let driver = Driver { object, service: service.into(), registry_path };
+    let driver = Driver {
+        object,
+        service: service.into(),
+        registry_path,
+    };
     let status = k.call_guest(image.entry, &[object, registry_path])? as NtStatus;
     if !status::nt_success(status) {
         release_driver_object(k, &driver)?;
@@ -92,7 +100,10 @@ pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     if left != 0 {
         return Err(KernelError::bug_check(
             0xCE,
-            format!("driver {} unloaded but its device object {left:#x} still exists", driver.service),
+            format!(
+                "driver {} unloaded but its device object {left:#x} still exists",
+                driver.service
+            ),
         ));
     }
     release_driver_object(k, driver)
@@ -119,18 +130,25 @@ pub fn create_root_device(k: &mut Kernel, device_id: &str) -> KResult<u64> {
     let driver = pnp.driver;
     let instance = pnp.next_instance;
     pnp.next_instance += 1;
-    let name = rtl::alloc_unicode_string(k, &format!("\\Device\\{:08X}", 0x100 + instance), PNP_TAG)?;
+    let name =
+        rtl::alloc_unicode_string(k, &format!("\\Device\\{:08X}", 0x100 + instance), PNP_TAG)?;
     let out = ex::allocate(k, 8, PNP_TAG, "ntoskrnl.exe".into())?;
     let status = io::create_device(k, driver, 0, name, FILE_DEVICE_UNKNOWN, 0, false, out)?;
     let pdo = k.read_ptr(out)?;
     ex::free(k, out, None)?;
     ex::free(k, name, None)?;
     if !status::nt_success(status) {
-        return Err(KernelError::Unsupported(format!("creating the PDO failed: {}", status::name(status))));
+        return Err(KernelError::Unsupported(format!(
+            "creating the PDO failed: {}",
+            status::name(status)
+        )));
     }
     let flags_at = pdo + k.layout.device_object_flags;
     let flags = k.m.mem.read_u32(flags_at)?;
-    k.m.mem.write_u32(flags_at, (flags | DO_BUS_ENUMERATED_DEVICE) & !io::DO_DEVICE_INITIALIZING)?;
+    k.m.mem.write_u32(
+        flags_at,
+        (flags | DO_BUS_ENUMERATED_DEVICE) & !io::DO_DEVICE_INITIALIZING,
+    )?;
     let id = format!("ROOT\\{}\\{instance:04}", device_id.to_ascii_uppercase());
     k.extension::<PnpManager>().devices.push((pdo, id));
     Ok(pdo)
@@ -142,7 +160,10 @@ pub fn add_device(k: &mut Kernel, driver: &Driver, pdo: u64) -> KResult<NtStatus
     let ext = k.read_ptr(driver.object + l.driver_object_driver_extension)?;
     let add = k.read_ptr(ext + l.driver_extension_add_device)?;
     if add == 0 {
-        return Err(KernelError::Unsupported(format!("driver {} has no AddDevice routine", driver.service)));
+        return Err(KernelError::Unsupported(format!(
+            "driver {} has no AddDevice routine",
+            driver.service
+        )));
     }
     Ok(k.call_guest(add, &[driver.object, pdo])? as NtStatus)
 }
@@ -161,7 +182,9 @@ pub fn remove_device(k: &mut Kernel, pdo: u64) -> KResult<NtStatus> {
         return Ok(query);
     }
     io::send_pnp(k, pdo, minor::REMOVE_DEVICE, &mut |_, _, _| Ok(()))?;
-    k.extension::<PnpManager>().devices.retain(|(d, _)| *d != pdo);
+    k.extension::<PnpManager>()
+        .devices
+        .retain(|(d, _)| *d != pdo);
     io::delete_device(k, pdo)?;
     Ok(query)
 }

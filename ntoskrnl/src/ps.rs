@@ -45,7 +45,11 @@ pub(crate) fn init(k: &mut Kernel) -> KResult<()> {
             k.m.cpu.gs_base = kpcr;
         }
     }
-    k.ps = ProcessState { kpcr, thread, process };
+    k.ps = ProcessState {
+        kpcr,
+        thread,
+        process,
+    };
     Ok(())
 }
 

@@ -4,4 +4,7 @@
 use ntoskrnl::Module;
 
 /// portcls.sys as drivers import it.
-pub static MODULE: Module = Module { name: "portcls.sys", tables: &[] };
+pub static MODULE: Module = Module {
+    name: "portcls.sys",
+    tables: &[],
+};

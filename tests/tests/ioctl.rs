@@ -1,42 +1,73 @@
 //! ioctl.sys: a WDM driver driven through every transfer method, read/write, an in-driver self test
 //! of the kernel services, and a clean unload, on x86-32 and x64 with identical IRP flows.
 
-use ica_tests::{driver_path, host, ioctl, pool_bytes_owned_by, render_trace, ARCHES};
+use ica_tests::{driver_path, host, ioctl, render_trace, ARCHES};
 use ntoskrnl::status::{self, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
 
 fn run(arch: dbt::Arch) -> String {
     let mut h = host(arch);
     let baseline = h.k.pool.live_bytes();
-    let driver = h.load_driver(&driver_path(arch, "ioctl")).unwrap_or_else(|e| panic!("{e}"));
-    assert!(h.k.io.resolve("\\\\.\\IcaIoctl").is_some(), "DriverEntry created \\Device\\IcaIoctl behind \\DosDevices\\IcaIoctl");
-    let handle = h.open("\\\\.\\IcaIoctl").unwrap().expect("IRP_MJ_CREATE succeeds");
+    let driver = h
+        .load_driver(&driver_path(arch, "ioctl"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        h.k.io.resolve("\\\\.\\IcaIoctl").is_some(),
+        "DriverEntry created \\Device\\IcaIoctl behind \\DosDevices\\IcaIoctl"
+    );
+    let handle = h
+        .open("\\\\.\\IcaIoctl")
+        .unwrap()
+        .expect("IRP_MJ_CREATE succeeds");
 
     let r = h.ioctl(handle, ioctl::REVERSE, b"abcdef", &[0; 6]).unwrap();
-    assert_eq!((r.status, r.information, r.output.as_slice()), (STATUS_SUCCESS, 6, &b"fedcba"[..]));
+    assert_eq!(
+        (r.status, r.information, r.output.as_slice()),
+        (STATUS_SUCCESS, 6, &b"fedcba"[..])
+    );
     let r = h.ioctl(handle, ioctl::REVERSE, b"abcdef", &[0; 3]).unwrap();
     assert_eq!(r.status, status::STATUS_BUFFER_TOO_SMALL);
 
     let direct: Vec<u8> = b"a-b-c-d-e-f-".to_vec();
     let r = h.ioctl(handle, ioctl::COUNT, b"-", &direct).unwrap();
-    assert_eq!((r.status, r.information), (STATUS_SUCCESS, 6), "IN_DIRECT: the driver counted the '-' in the MDL buffer");
+    assert_eq!(
+        (r.status, r.information),
+        (STATUS_SUCCESS, 6),
+        "IN_DIRECT: the driver counted the '-' in the MDL buffer"
+    );
 
-    let r = h.ioctl(handle, ioctl::FILL, &5u32.to_le_bytes(), &[0; 300]).unwrap();
+    let r = h
+        .ioctl(handle, ioctl::FILL, &5u32.to_le_bytes(), &[0; 300])
+        .unwrap();
     let expected: Vec<u8> = (0..300u32).map(|i| (5 + i * 7) as u8).collect();
     assert_eq!((r.status, r.information), (STATUS_SUCCESS, 300));
-    assert_eq!(r.output, expected, "OUT_DIRECT: the driver filled the MDL buffer");
+    assert_eq!(
+        r.output, expected,
+        "OUT_DIRECT: the driver filled the MDL buffer"
+    );
 
     let mut factors = 0xFFFF_FFF0u32.to_le_bytes().to_vec();
     factors.extend_from_slice(&0x1234_5678u32.to_le_bytes());
     let r = h.ioctl(handle, ioctl::MULTIPLY, &factors, &[0; 8]).unwrap();
     assert_eq!((r.status, r.information), (STATUS_SUCCESS, 8));
-    assert_eq!(u64::from_le_bytes(r.output[..8].try_into().unwrap()), 0xFFFF_FFF0u64 * 0x1234_5678);
+    assert_eq!(
+        u64::from_le_bytes(r.output[..8].try_into().unwrap()),
+        0xFFFF_FFF0u64 * 0x1234_5678
+    );
 
     let r = h.ioctl(handle, ioctl::SELFTEST, &[], &[0; 128]).unwrap();
     assert_eq!(r.status, STATUS_SUCCESS);
     let passed = u32::from_le_bytes(r.output[0..4].try_into().unwrap());
     let failed = u32::from_le_bytes(r.output[4..8].try_into().unwrap());
-    let first = String::from_utf8_lossy(&r.output[8..]).trim_end_matches('\0').to_string();
-    assert_eq!(failed, 0, "{} in-driver check(s) failed on {}, first: {first}", failed, arch.name());
+    let first = String::from_utf8_lossy(&r.output[8..])
+        .trim_end_matches('\0')
+        .to_string();
+    assert_eq!(
+        failed,
+        0,
+        "{} in-driver check(s) failed on {}, first: {first}",
+        failed,
+        arch.name()
+    );
     assert!(passed >= 40, "the self test ran its checks ({passed})");
 
     let w = h.write(handle, b"kept by the driver").unwrap();
@@ -49,10 +80,21 @@ fn run(arch: dbt::Arch) -> String {
     assert_eq!(h.close(handle).unwrap(), STATUS_SUCCESS);
     h.unload_driver(&driver).unwrap_or_else(|e| panic!("{e}"));
 
-    assert_eq!(pool_bytes_owned_by(&h, "ioctl.sys"), 0, "the driver freed its pool");
-    assert_eq!(h.k.pool.live_bytes(), baseline, "no I/O manager allocation outlives the driver");
+    assert_eq!(
+        h.k.pool.bytes_owned_by("ioctl.sys"),
+        0,
+        "the driver freed its pool"
+    );
+    assert_eq!(
+        h.k.pool.live_bytes(),
+        baseline,
+        "no I/O manager allocation outlives the driver"
+    );
     assert_eq!(h.k.io.live_irps(), 0);
-    assert!(h.k.io.resolve("\\\\.\\IcaIoctl").is_none(), "unload removed the device and its link");
+    assert!(
+        h.k.io.resolve("\\\\.\\IcaIoctl").is_none(),
+        "unload removed the device and its link"
+    );
     render_trace(&h.k.io.take_trace())
 }
 
@@ -61,5 +103,8 @@ fn ioctl_driver_flows_match_on_both_architectures() {
     let [x86, x64] = ARCHES.map(run);
     insta::assert_snapshot!("ioctl_x86", x86);
     insta::assert_snapshot!("ioctl_x64", x64);
-    assert_eq!(x86, x64, "x86-32 and x64 builds of the same driver produce the same IRP flow");
+    assert_eq!(
+        x86, x64,
+        "x86-32 and x64 builds of the same driver produce the same IRP flow"
+    );
 }
