@@ -352,7 +352,70 @@ static void IcaTestProcess(PICA_SELFTEST_RESULT r)
     CHECK(PsGetCurrentProcessId() != NULL, "PsGetCurrentProcessId");
 }
 
-static void IcaSelfTest(PICA_SELFTEST_RESULT r)
+static NTSTATUS NTAPI IcaSignalCompletion(PDEVICE_OBJECT DeviceObject, PIRP Irp, PVOID Context)
+{
+    UNREFERENCED_PARAMETER(DeviceObject);
+    UNREFERENCED_PARAMETER(Irp);
+    KeSetEvent((PKEVENT)Context, IO_NO_INCREMENT, FALSE);
+    return STATUS_MORE_PROCESSING_REQUIRED;
+}
+
+/*
+ * IRPs the driver builds itself, sent to its own device: a threaded IRP from
+ * IoBuildDeviceIoControlRequest (the I/O manager copies the output back, fills
+ * the IO_STATUS_BLOCK, signals the event and frees the IRP), and one from
+ * IoAllocateIrp that the driver reclaims in its completion routine and frees.
+ */
+static void IcaTestDriverIrps(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
+{
+    KEVENT event;
+    IO_STATUS_BLOCK iosb;
+    CHAR in[4] = { 'w', 'x', 'y', 'z' };
+    CHAR out[4] = { 0 };
+    PIO_STACK_LOCATION next;
+    NTSTATUS status;
+    PIRP irp;
+
+    KeInitializeEvent(&event, NotificationEvent, FALSE);
+    iosb.Status = STATUS_UNSUCCESSFUL;
+    iosb.Information = 0;
+    irp = IoBuildDeviceIoControlRequest(IOCTL_ICA_REVERSE, self, in, sizeof(in), out,
+                                        sizeof(out), FALSE, &event, &iosb);
+    CHECK(irp != NULL, "IoBuildDeviceIoControlRequest");
+    if (irp != NULL) {
+        status = IoCallDriver(self, irp);
+        if (status == STATUS_PENDING)
+            KeWaitForSingleObject(&event, Executive, KernelMode, FALSE, NULL);
+        CHECK(KeReadStateEvent(&event) != 0, "IoBuildDeviceIoControlRequest event");
+        CHECK(iosb.Status == STATUS_SUCCESS && iosb.Information == 4,
+              "IoBuildDeviceIoControlRequest status block");
+        CHECK(memcmp(out, "zyxw", 4) == 0, "IoBuildDeviceIoControlRequest output");
+    }
+
+    KeInitializeEvent(&event, NotificationEvent, FALSE);
+    irp = IoAllocateIrp(self->StackSize, FALSE);
+    CHECK(irp != NULL, "IoAllocateIrp");
+    if (irp == NULL)
+        return;
+    RtlCopyMemory(out, "abcd", 4);
+    irp->AssociatedIrp.SystemBuffer = out;
+    irp->IoStatus.Status = STATUS_NOT_SUPPORTED;
+    next = IoGetNextIrpStackLocation(irp);
+    next->MajorFunction = IRP_MJ_DEVICE_CONTROL;
+    next->Parameters.DeviceIoControl.IoControlCode = IOCTL_ICA_REVERSE;
+    next->Parameters.DeviceIoControl.InputBufferLength = 4;
+    next->Parameters.DeviceIoControl.OutputBufferLength = 4;
+    IoSetCompletionRoutine(irp, IcaSignalCompletion, &event, TRUE, TRUE, TRUE);
+    status = IoCallDriver(self, irp);
+    if (status == STATUS_PENDING)
+        KeWaitForSingleObject(&event, Executive, KernelMode, FALSE, NULL);
+    CHECK(KeReadStateEvent(&event) != 0, "IoAllocateIrp completion routine");
+    CHECK(irp->IoStatus.Status == STATUS_SUCCESS && irp->IoStatus.Information == 4 &&
+          memcmp(out, "dcba", 4) == 0, "IoAllocateIrp result");
+    IoFreeIrp(irp);
+}
+
+static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
 {
     ULONG i;
 
@@ -369,6 +432,7 @@ static void IcaSelfTest(PICA_SELFTEST_RESULT r)
     IcaTestTime(r);
     IcaTestInterlocked(r);
     IcaTestProcess(r);
+    IcaTestDriverIrps(r, self);
     DbgPrint("ioctl: selftest passed %lu failed %lu\n", r->Passed, r->Failed);
 }
 
@@ -384,7 +448,6 @@ static NTSTATUS NTAPI IcaDeviceControl(PDEVICE_OBJECT DeviceObject, PIRP Irp)
     PUCHAR mdlBuf;
     ULONG mdlLen, i, count;
 
-    UNREFERENCED_PARAMETER(DeviceObject);
 
     switch (code) {
     case IOCTL_ICA_REVERSE:
@@ -441,7 +504,7 @@ static NTSTATUS NTAPI IcaDeviceControl(PDEVICE_OBJECT DeviceObject, PIRP Irp)
     case IOCTL_ICA_SELFTEST:
         if (outLen < sizeof(ICA_SELFTEST_RESULT) || sys == NULL)
             return IcaComplete(Irp, STATUS_BUFFER_TOO_SMALL, 0);
-        IcaSelfTest((PICA_SELFTEST_RESULT)sys);
+        IcaSelfTest((PICA_SELFTEST_RESULT)sys, DeviceObject);
         return IcaComplete(Irp, STATUS_SUCCESS, sizeof(ICA_SELFTEST_RESULT));
 
     default:
