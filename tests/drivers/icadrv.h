@@ -34,4 +34,42 @@ static inline NTSTATUS IcaComplete(PIRP Irp, NTSTATUS Status, ULONG_PTR Informat
     return Status;
 }
 
+/*
+ * Create the named device DeviceName (buffered I/O, extension of ExtensionSize
+ * bytes) with the symbolic link LinkName pointing at it, ready for use.
+ */
+static inline NTSTATUS IcaCreateLinkedDevice(PDRIVER_OBJECT DriverObject, PCWSTR DeviceName,
+                                             PCWSTR LinkName, ULONG ExtensionSize,
+                                             PDEVICE_OBJECT *Device)
+{
+    UNICODE_STRING name, link;
+    NTSTATUS status;
+
+    RtlInitUnicodeString(&name, DeviceName);
+    status = IoCreateDevice(DriverObject, ExtensionSize, &name, FILE_DEVICE_UNKNOWN, 0, FALSE,
+                            Device);
+    if (!NT_SUCCESS(status))
+        return status;
+    RtlInitUnicodeString(&link, LinkName);
+    status = IoCreateSymbolicLink(&link, &name);
+    if (!NT_SUCCESS(status)) {
+        IoDeleteDevice(*Device);
+        return status;
+    }
+    (*Device)->Flags |= DO_BUFFERED_IO;
+    (*Device)->Flags &= ~DO_DEVICE_INITIALIZING;
+    return STATUS_SUCCESS;
+}
+
+/* Undo IcaCreateLinkedDevice: delete the link and the driver's device. */
+static inline VOID IcaDeleteLinkedDevice(PDRIVER_OBJECT DriverObject, PCWSTR LinkName)
+{
+    UNICODE_STRING link;
+
+    RtlInitUnicodeString(&link, LinkName);
+    IoDeleteSymbolicLink(&link);
+    if (DriverObject->DeviceObject != NULL)
+        IoDeleteDevice(DriverObject->DeviceObject);
+}
+
 #endif /* ICA_TEST_ICADRV_H */

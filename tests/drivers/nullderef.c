@@ -72,36 +72,21 @@ static NTSTATUS NTAPI IcaDeviceControl(PDEVICE_OBJECT DeviceObject, PIRP Irp)
 
 static VOID NTAPI IcaUnload(PDRIVER_OBJECT DriverObject)
 {
-    UNICODE_STRING link;
-
     DbgPrint("nullderef: DriverUnload\n");
-    RtlInitUnicodeString(&link, L"\\DosDevices\\IcaNull");
-    IoDeleteSymbolicLink(&link);
-    if (DriverObject->DeviceObject != NULL)
-        IoDeleteDevice(DriverObject->DeviceObject);
+    IcaDeleteLinkedDevice(DriverObject, L"\\DosDevices\\IcaNull");
 }
 
 NTSTATUS NTAPI DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath)
 {
-    UNICODE_STRING name, link;
     PDEVICE_OBJECT dev;
     NTSTATUS status;
 
     UNREFERENCED_PARAMETER(RegistryPath);
     DbgPrint("nullderef: DriverEntry\n");
 
-    RtlInitUnicodeString(&name, L"\\Device\\IcaNull");
-    status = IoCreateDevice(DriverObject, 0, &name, FILE_DEVICE_UNKNOWN, 0, FALSE, &dev);
+    status = IcaCreateLinkedDevice(DriverObject, L"\\Device\\IcaNull", L"\\DosDevices\\IcaNull", 0, &dev);
     if (!NT_SUCCESS(status))
         return status;
-    RtlInitUnicodeString(&link, L"\\DosDevices\\IcaNull");
-    status = IoCreateSymbolicLink(&link, &name);
-    if (!NT_SUCCESS(status)) {
-        IoDeleteDevice(dev);
-        return status;
-    }
-    dev->Flags |= DO_BUFFERED_IO;
-    dev->Flags &= ~DO_DEVICE_INITIALIZING;
 
     DriverObject->MajorFunction[IRP_MJ_CREATE] = IcaCreateClose;
     DriverObject->MajorFunction[IRP_MJ_CLOSE] = IcaCreateClose;
