@@ -1,6 +1,7 @@
 //! The loader: PE driver images into guest memory with their imports bound to the module crates,
 //! and the driver host that runs them (`ica-load` is its command-line front end).
 
+pub mod coverage;
 pub mod host;
 pub mod image;
 pub mod pe;

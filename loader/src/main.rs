@@ -44,6 +44,16 @@ enum Command {
         /// The driver (.sys).
         driver: PathBuf,
     },
+    /// API coverage: exports implemented per module, from the export tables themselves.
+    Coverage {
+        /// A reference list of functions real drivers import (TSV with module, function and
+        /// priority columns, e.g. shared/reference/interfaces.tsv), to count against.
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// List the reference functions still missing.
+        #[arg(long)]
+        missing: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { driver, stats } => run(driver.as_deref(), stats),
         Command::Imports { driver } => imports(&driver),
+        Command::Coverage { reference, missing } => coverage(reference.as_deref(), missing),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,6 +107,28 @@ fn imports(path: &Path) -> Result<(), HostError> {
     println!(
         "{} implemented, {missing} bound to traps",
         pe.imports.len() - missing
+    );
+    Ok(())
+}
+
+fn coverage(reference: Option<&Path>, missing: bool) -> Result<(), HostError> {
+    let rows = match reference {
+        Some(path) => {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| loader::LoadError {
+                file: file.clone(),
+                problem: format!("cannot read: {e}"),
+            })?;
+            Some(
+                loader::coverage::parse_reference(&text)
+                    .map_err(|problem| loader::LoadError { file, problem })?,
+            )
+        }
+        None => None,
+    };
+    print!(
+        "{}",
+        loader::coverage::report(&loader::host::modules(), rows.as_deref(), missing)
     );
     Ok(())
 }

@@ -1,0 +1,135 @@
+//! The API-coverage report: which Windows exports the personality implements, generated from the
+//! same export tables the import binder uses, optionally measured against a reference list of the
+//! functions real drivers import (`interfaces.tsv`: module, function, ..., priority columns).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use ntoskrnl::Module;
+
+/// One reference row: a function real drivers import, with its priority (P0, P1, P2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Module file name, e.g. `ntoskrnl.exe`.
+    pub module: String,
+    /// Function name.
+    pub function: String,
+    /// Priority label.
+    pub priority: String,
+}
+
+/// Parses the reference TSV (a header row naming at least `module`, `function` and `priority`).
+pub fn parse_reference(text: &str) -> Result<Vec<Wanted>, String> {
+    let mut lines = text.lines().enumerate();
+    let (_, header) = lines.next().ok_or("empty reference file")?;
+    let columns: Vec<&str> = header.split('\t').collect();
+    let col = |name: &str| {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .ok_or(format!("line 1: no '{name}' column"))
+    };
+    let (m, f, p) = (col("module")?, col("function")?, col("priority")?);
+    let mut rows = Vec::new();
+    for (n, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cells: Vec<&str> = line.split('\t').collect();
+        let cell = |i: usize| {
+            cells
+                .get(i)
+                .map(|s| s.trim().to_string())
+                .ok_or(format!("line {}: too few columns", n + 1))
+        };
+        rows.push(Wanted {
+            module: cell(m)?,
+            function: cell(f)?,
+            priority: cell(p)?,
+        });
+    }
+    Ok(rows)
+}
+
+fn implements(modules: &[&'static Module], module: &str, function: &str) -> bool {
+    modules
+        .iter()
+        .any(|m| m.name.eq_ignore_ascii_case(module) && m.find(function).is_some())
+}
+
+/// The report: exports implemented per module and, given a reference list, per module and priority
+/// how many of the wanted functions are implemented (listing the missing ones when `list_missing`).
+pub fn report(
+    modules: &[&'static Module],
+    reference: Option<&[Wanted]>,
+    list_missing: bool,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "implemented exports:");
+    for m in modules {
+        let _ = writeln!(out, "  {:<13} {}", m.name, m.exports().count());
+    }
+    let Some(reference) = reference else {
+        return out;
+    };
+    let mut table: BTreeMap<(String, String), (usize, usize, Vec<String>)> = BTreeMap::new();
+    for w in reference {
+        let entry = table
+            .entry((w.module.to_ascii_lowercase(), w.priority.clone()))
+            .or_default();
+        entry.1 += 1;
+        if implements(modules, &w.module, &w.function) {
+            entry.0 += 1;
+        } else {
+            entry.2.push(w.function.clone());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "reference functions implemented (module, priority: implemented/listed):"
+    );
+    for ((module, priority), (done, total, missing)) in &table {
+        let _ = writeln!(out, "  {module:<13} {priority}: {done}/{total}");
+        if list_missing && !missing.is_empty() {
+            let _ = writeln!(out, "    missing: {}", missing.join(", "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "module\tfunction\tcategory\tpriority\n\
+        ntoskrnl.exe\tIoCreateDevice\tio\tP0\n\
+        ntoskrnl.exe\tFsRtlIsNameInExpression\tfs\tP0\n\
+        HAL.dll\tKfRaiseIrql\tirql\tP1\n\
+        ndis.sys\tNdisMRegisterMiniport\tndis\tP0\n";
+
+    #[test]
+    fn report_counts_implemented_reference_functions_from_the_export_tables() {
+        let modules = crate::host::modules();
+        let rows = parse_reference(SAMPLE).unwrap();
+        let text = report(&modules, Some(&rows), true);
+        assert!(text.contains("ntoskrnl.exe  P0: 1/2"), "{text}");
+        assert!(text.contains("missing: FsRtlIsNameInExpression"), "{text}");
+        assert!(text.contains("hal.dll       P1: 1/1"), "{text}");
+        assert!(text.contains("ndis.sys      P0: 0/1"), "{text}");
+        let implemented = modules[0].exports().count();
+        assert!(
+            text.contains(&format!("ntoskrnl.exe  {implemented}")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn malformed_reference_names_the_line() {
+        assert_eq!(
+            parse_reference("a\tb\n").unwrap_err(),
+            "line 1: no 'module' column"
+        );
+        let err = parse_reference("module\tfunction\tpriority\nntoskrnl.exe\tX\n").unwrap_err();
+        assert_eq!(err, "line 2: too few columns");
+    }
+}
