@@ -4,6 +4,7 @@
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::time::Instant;
 
 use dbt::{Arch, CallConv, Exit, FaultKind, Machine};
 
@@ -59,8 +60,10 @@ pub struct HostStats {
     pub host_calls: u64,
     /// Host -> guest calls made.
     pub guest_calls: u64,
-    /// Wall time spent inside host functions, in nanoseconds (nested guest time excluded).
+    /// Wall time spent in host functions serving imports, in nanoseconds (nested guest calls excluded).
     pub host_nanos: u64,
+    /// Wall time spent executing guest code, in nanoseconds.
+    pub guest_nanos: u64,
 }
 
 /// The whole kernel: guest machine, loaded images, and the state of every subsystem.
@@ -218,9 +221,22 @@ impl Kernel {
         self.guest_entries.push(func);
         self.stats.guest_calls += 1;
         let result = loop {
-            match self.m.run() {
+            let started = Instant::now();
+            let exit = self.m.run();
+            self.stats.guest_nanos += started.elapsed().as_nanos() as u64;
+            match exit {
                 Exit::Thunk(i) => {
-                    if let Err(e) = self.dispatch_thunk(i) {
+                    let (guest_before, host_before) =
+                        (self.stats.guest_nanos, self.stats.host_nanos);
+                    let started = Instant::now();
+                    let served = self.dispatch_thunk(i);
+                    // Exclusive host time: what nested guest calls (and their own imports) took is
+                    // already counted where it belongs.
+                    let nested = (self.stats.guest_nanos - guest_before)
+                        + (self.stats.host_nanos - host_before);
+                    self.stats.host_nanos +=
+                        (started.elapsed().as_nanos() as u64).saturating_sub(nested);
+                    if let Err(e) = served {
                         break Err(e);
                     }
                 }
@@ -279,8 +295,6 @@ impl Kernel {
             }
             tracing::trace!(target: "ica::call", "{}({text}) from {}", export.name, self.symbolize(caller));
         }
-        let start = std::time::Instant::now();
-        let nested_before = self.stats.guest_calls;
         let ret = (export.func)(self, &args).map_err(|e| match e {
             KernelError::Mem(fault) => KernelError::BadPointer {
                 function: export.name,
@@ -293,9 +307,6 @@ impl Kernel {
             other => other,
         })?;
         self.stats.host_calls += 1;
-        if self.stats.guest_calls == nested_before {
-            self.stats.host_nanos += start.elapsed().as_nanos() as u64;
-        }
         self.m.host_call_return(conv, slots, ret)?;
         Ok(())
     }
