@@ -104,6 +104,8 @@ pub struct PeImage {
     pub relocations: Vec<(u32, u8)>,
     /// Imports in IAT order.
     pub imports: Vec<Import>,
+    /// Exports by name: (name, RVA); forwarders are left out.
+    pub exports: Vec<(String, u32)>,
 }
 
 const IMAGE_FILE_MACHINE_I386: u16 = 0x014c;
@@ -299,6 +301,19 @@ macro_rules! describe_image {
             Err(pelite::Error::Null) => {}
             Err(e) => return Err(pelite_problem("import directory", e)),
         }
+        let mut exports = Vec::new();
+        match pe.exports().and_then(|e| e.by()) {
+            Ok(by) => {
+                for (name, export) in by.iter_names() {
+                    let name = name.map_err(|e| pelite_problem("export name", e))?;
+                    if let Ok(pelite::$module::exports::Export::Symbol(&rva)) = export {
+                        exports.push((name.to_string(), rva));
+                    }
+                }
+            }
+            Err(pelite::Error::Null) => {}
+            Err(e) => return Err(pelite_problem("export directory", e)),
+        }
         let headers_len = (opt.SizeOfHeaders as usize).min($bytes.len());
         PeImage {
             arch: $arch,
@@ -311,6 +326,7 @@ macro_rules! describe_image {
             sections,
             relocations,
             imports,
+            exports,
         }
     }};
 }
