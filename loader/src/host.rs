@@ -93,6 +93,13 @@ impl DriverHost {
         Ok(DriverHost { k })
     }
 
+    /// Backs the kernel's registry API with the persistent store (instead of the in-memory
+    /// registry every kernel starts with).
+    pub fn with_registry(mut self, store: &crate::registry::RegistryStore) -> DriverHost {
+        ntoskrnl::registry::set_backend(&mut self.k, Box::new(store.backend()));
+        self
+    }
+
     /// Wraps a kernel error with its report.
     pub fn fail(&self, error: KernelError) -> HostError {
         HostError::Kernel {
@@ -129,6 +136,7 @@ impl DriverHost {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| image.name.clone());
+        ntoskrnl::registry::ensure_service_key(&mut self.k, &service, &image.name);
         let (driver, status) =
             pnp::initialize_driver(&mut self.k, &image, &service).map_err(|e| self.fail(e))?;
         if !status::nt_success(status) {

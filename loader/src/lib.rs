@@ -4,6 +4,8 @@
 pub mod coverage;
 pub mod host;
 pub mod image;
+pub mod inf;
 pub mod pe;
+pub mod registry;
 
 pub use host::{DriverHost, HostError, LoadError};

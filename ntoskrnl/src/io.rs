@@ -599,6 +599,23 @@ pub fn delete_symbolic_link(k: &mut Kernel, link: u64) -> KResult<NtStatus> {
     })
 }
 
+/// Creates a symbolic link by name (device interfaces use it): STATUS_OBJECT_NAME_COLLISION if the
+/// name is taken.
+pub(crate) fn add_symbolic_link_by_name(k: &mut Kernel, link: &str, target: &str) -> NtStatus {
+    let key = normalize_name(link);
+    if k.io.links.contains_key(&key) || k.io.names.contains_key(&key) {
+        return status::STATUS_OBJECT_NAME_COLLISION;
+    }
+    k.io.links
+        .insert(key, (link.to_string(), target.to_string()));
+    status::STATUS_SUCCESS
+}
+
+/// Removes a symbolic link by name; returns whether it existed.
+pub(crate) fn remove_symbolic_link_by_name(k: &mut Kernel, link: &str) -> bool {
+    k.io.links.remove(&normalize_name(link)).is_some()
+}
+
 /// IoGetAttachedDevice(DeviceObject): the top of the stack above `dev`.
 pub fn get_attached_device(k: &mut Kernel, dev: u64) -> KResult<u64> {
     let mut top = dev;

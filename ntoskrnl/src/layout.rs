@@ -263,6 +263,98 @@ pub struct Layout {
     pub object_attributes_object_name: u64,
     /// `offsetof(OBJECT_ATTRIBUTES, Attributes)`
     pub object_attributes_attributes: u64,
+    /// `offsetof(KEY_BASIC_INFORMATION, LastWriteTime)`
+    pub key_basic_information_last_write_time: u64,
+    /// `offsetof(KEY_BASIC_INFORMATION, TitleIndex)`
+    pub key_basic_information_title_index: u64,
+    /// `offsetof(KEY_BASIC_INFORMATION, NameLength)`
+    pub key_basic_information_name_length: u64,
+    /// `offsetof(KEY_BASIC_INFORMATION, Name)`
+    pub key_basic_information_name: u64,
+    /// `offsetof(KEY_NODE_INFORMATION, LastWriteTime)`
+    pub key_node_information_last_write_time: u64,
+    /// `offsetof(KEY_NODE_INFORMATION, TitleIndex)`
+    pub key_node_information_title_index: u64,
+    /// `offsetof(KEY_NODE_INFORMATION, ClassOffset)`
+    pub key_node_information_class_offset: u64,
+    /// `offsetof(KEY_NODE_INFORMATION, ClassLength)`
+    pub key_node_information_class_length: u64,
+    /// `offsetof(KEY_NODE_INFORMATION, NameLength)`
+    pub key_node_information_name_length: u64,
+    /// `offsetof(KEY_NODE_INFORMATION, Name)`
+    pub key_node_information_name: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, LastWriteTime)`
+    pub key_full_information_last_write_time: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, TitleIndex)`
+    pub key_full_information_title_index: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, ClassOffset)`
+    pub key_full_information_class_offset: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, ClassLength)`
+    pub key_full_information_class_length: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, SubKeys)`
+    pub key_full_information_sub_keys: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, MaxNameLen)`
+    pub key_full_information_max_name_len: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, MaxClassLen)`
+    pub key_full_information_max_class_len: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, Values)`
+    pub key_full_information_values: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, MaxValueNameLen)`
+    pub key_full_information_max_value_name_len: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, MaxValueDataLen)`
+    pub key_full_information_max_value_data_len: u64,
+    /// `offsetof(KEY_FULL_INFORMATION, Class)`
+    pub key_full_information_class: u64,
+    /// `offsetof(KEY_VALUE_BASIC_INFORMATION, TitleIndex)`
+    pub key_value_basic_information_title_index: u64,
+    /// `offsetof(KEY_VALUE_BASIC_INFORMATION, Type)`
+    pub key_value_basic_information_type: u64,
+    /// `offsetof(KEY_VALUE_BASIC_INFORMATION, NameLength)`
+    pub key_value_basic_information_name_length: u64,
+    /// `offsetof(KEY_VALUE_BASIC_INFORMATION, Name)`
+    pub key_value_basic_information_name: u64,
+    /// `offsetof(KEY_VALUE_FULL_INFORMATION, TitleIndex)`
+    pub key_value_full_information_title_index: u64,
+    /// `offsetof(KEY_VALUE_FULL_INFORMATION, Type)`
+    pub key_value_full_information_type: u64,
+    /// `offsetof(KEY_VALUE_FULL_INFORMATION, DataOffset)`
+    pub key_value_full_information_data_offset: u64,
+    /// `offsetof(KEY_VALUE_FULL_INFORMATION, DataLength)`
+    pub key_value_full_information_data_length: u64,
+    /// `offsetof(KEY_VALUE_FULL_INFORMATION, NameLength)`
+    pub key_value_full_information_name_length: u64,
+    /// `offsetof(KEY_VALUE_FULL_INFORMATION, Name)`
+    pub key_value_full_information_name: u64,
+    /// `offsetof(KEY_VALUE_PARTIAL_INFORMATION, TitleIndex)`
+    pub key_value_partial_information_title_index: u64,
+    /// `offsetof(KEY_VALUE_PARTIAL_INFORMATION, Type)`
+    pub key_value_partial_information_type: u64,
+    /// `offsetof(KEY_VALUE_PARTIAL_INFORMATION, DataLength)`
+    pub key_value_partial_information_data_length: u64,
+    /// `offsetof(KEY_VALUE_PARTIAL_INFORMATION, Data)`
+    pub key_value_partial_information_data: u64,
+    /// `offsetof(KEY_VALUE_PARTIAL_INFORMATION_ALIGN64, Type)`
+    pub key_value_partial_information_align64_type: u64,
+    /// `offsetof(KEY_VALUE_PARTIAL_INFORMATION_ALIGN64, DataLength)`
+    pub key_value_partial_information_align64_data_length: u64,
+    /// `offsetof(KEY_VALUE_PARTIAL_INFORMATION_ALIGN64, Data)`
+    pub key_value_partial_information_align64_data: u64,
+    /// `sizeof(RTL_QUERY_REGISTRY_TABLE)`
+    pub rtl_query_registry_table_size: u64,
+    /// `offsetof(RTL_QUERY_REGISTRY_TABLE, QueryRoutine)`
+    pub rtl_query_registry_table_query_routine: u64,
+    /// `offsetof(RTL_QUERY_REGISTRY_TABLE, Flags)`
+    pub rtl_query_registry_table_flags: u64,
+    /// `offsetof(RTL_QUERY_REGISTRY_TABLE, Name)`
+    pub rtl_query_registry_table_name: u64,
+    /// `offsetof(RTL_QUERY_REGISTRY_TABLE, EntryContext)`
+    pub rtl_query_registry_table_entry_context: u64,
+    /// `offsetof(RTL_QUERY_REGISTRY_TABLE, DefaultType)`
+    pub rtl_query_registry_table_default_type: u64,
+    /// `offsetof(RTL_QUERY_REGISTRY_TABLE, DefaultData)`
+    pub rtl_query_registry_table_default_data: u64,
+    /// `offsetof(RTL_QUERY_REGISTRY_TABLE, DefaultLength)`
+    pub rtl_query_registry_table_default_length: u64,
 }
 
 /// Layouts for x86-32 drivers.
@@ -396,6 +488,52 @@ pub const X86: Layout = Layout {
     object_attributes_root_directory: 4,
     object_attributes_object_name: 8,
     object_attributes_attributes: 12,
+    key_basic_information_last_write_time: 0,
+    key_basic_information_title_index: 8,
+    key_basic_information_name_length: 12,
+    key_basic_information_name: 16,
+    key_node_information_last_write_time: 0,
+    key_node_information_title_index: 8,
+    key_node_information_class_offset: 12,
+    key_node_information_class_length: 16,
+    key_node_information_name_length: 20,
+    key_node_information_name: 24,
+    key_full_information_last_write_time: 0,
+    key_full_information_title_index: 8,
+    key_full_information_class_offset: 12,
+    key_full_information_class_length: 16,
+    key_full_information_sub_keys: 20,
+    key_full_information_max_name_len: 24,
+    key_full_information_max_class_len: 28,
+    key_full_information_values: 32,
+    key_full_information_max_value_name_len: 36,
+    key_full_information_max_value_data_len: 40,
+    key_full_information_class: 44,
+    key_value_basic_information_title_index: 0,
+    key_value_basic_information_type: 4,
+    key_value_basic_information_name_length: 8,
+    key_value_basic_information_name: 12,
+    key_value_full_information_title_index: 0,
+    key_value_full_information_type: 4,
+    key_value_full_information_data_offset: 8,
+    key_value_full_information_data_length: 12,
+    key_value_full_information_name_length: 16,
+    key_value_full_information_name: 20,
+    key_value_partial_information_title_index: 0,
+    key_value_partial_information_type: 4,
+    key_value_partial_information_data_length: 8,
+    key_value_partial_information_data: 12,
+    key_value_partial_information_align64_type: 0,
+    key_value_partial_information_align64_data_length: 4,
+    key_value_partial_information_align64_data: 8,
+    rtl_query_registry_table_size: 28,
+    rtl_query_registry_table_query_routine: 0,
+    rtl_query_registry_table_flags: 4,
+    rtl_query_registry_table_name: 8,
+    rtl_query_registry_table_entry_context: 12,
+    rtl_query_registry_table_default_type: 16,
+    rtl_query_registry_table_default_data: 20,
+    rtl_query_registry_table_default_length: 24,
 };
 
 /// Layouts for x64 drivers.
@@ -529,4 +667,50 @@ pub const X64: Layout = Layout {
     object_attributes_root_directory: 8,
     object_attributes_object_name: 16,
     object_attributes_attributes: 24,
+    key_basic_information_last_write_time: 0,
+    key_basic_information_title_index: 8,
+    key_basic_information_name_length: 12,
+    key_basic_information_name: 16,
+    key_node_information_last_write_time: 0,
+    key_node_information_title_index: 8,
+    key_node_information_class_offset: 12,
+    key_node_information_class_length: 16,
+    key_node_information_name_length: 20,
+    key_node_information_name: 24,
+    key_full_information_last_write_time: 0,
+    key_full_information_title_index: 8,
+    key_full_information_class_offset: 12,
+    key_full_information_class_length: 16,
+    key_full_information_sub_keys: 20,
+    key_full_information_max_name_len: 24,
+    key_full_information_max_class_len: 28,
+    key_full_information_values: 32,
+    key_full_information_max_value_name_len: 36,
+    key_full_information_max_value_data_len: 40,
+    key_full_information_class: 44,
+    key_value_basic_information_title_index: 0,
+    key_value_basic_information_type: 4,
+    key_value_basic_information_name_length: 8,
+    key_value_basic_information_name: 12,
+    key_value_full_information_title_index: 0,
+    key_value_full_information_type: 4,
+    key_value_full_information_data_offset: 8,
+    key_value_full_information_data_length: 12,
+    key_value_full_information_name_length: 16,
+    key_value_full_information_name: 20,
+    key_value_partial_information_title_index: 0,
+    key_value_partial_information_type: 4,
+    key_value_partial_information_data_length: 8,
+    key_value_partial_information_data: 12,
+    key_value_partial_information_align64_type: 0,
+    key_value_partial_information_align64_data_length: 4,
+    key_value_partial_information_align64_data: 8,
+    rtl_query_registry_table_size: 56,
+    rtl_query_registry_table_query_routine: 0,
+    rtl_query_registry_table_flags: 8,
+    rtl_query_registry_table_name: 16,
+    rtl_query_registry_table_entry_context: 24,
+    rtl_query_registry_table_default_type: 32,
+    rtl_query_registry_table_default_data: 40,
+    rtl_query_registry_table_default_length: 48,
 };

@@ -21,6 +21,7 @@ pub mod layout;
 pub mod mm;
 pub mod pnp;
 pub mod ps;
+pub mod registry;
 pub mod rtl;
 pub mod status;
 mod tables;

@@ -1,6 +1,6 @@
 //! The ntoskrnl.exe module: every subsystem's export table.
 
-use crate::{crt, dbg, ex, interlocked, io, ke, mm, ps, rtl, Module};
+use crate::{crt, dbg, ex, interlocked, io, ke, mm, ps, registry, rtl, Module};
 
 /// ntoskrnl.exe as drivers import it.
 pub static MODULE: Module = Module {
@@ -15,5 +15,6 @@ pub static MODULE: Module = Module {
         crt::EXPORTS,
         dbg::EXPORTS,
         interlocked::EXPORTS,
+        registry::EXPORTS,
     ],
 };

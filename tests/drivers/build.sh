@@ -14,7 +14,7 @@ outdir=${1:-"$here/bin"}
 mkdir -p "$outdir"
 outdir=$(cd "$outdir" && pwd)
 
-DRIVERS="ioctl function filter unknownimport nullderef norelocs"
+DRIVERS="ioctl function filter unknownimport nullderef norelocs regtest"
 
 CC_X86=${CC_X86:-i686-w64-mingw32-gcc}
 CC_X64=${CC_X64:-x86_64-w64-mingw32-gcc}

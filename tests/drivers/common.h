@@ -26,6 +26,9 @@
 /* nullderef.sys */
 #define IOCTL_ICA_NULL_DEREF CTL_CODE(FILE_DEVICE_UNKNOWN, 0xB00, METHOD_BUFFERED,   FILE_ANY_ACCESS) /* 0x00222C00 */
 
+/* regtest.sys (which also answers IOCTL_ICA_SELFTEST with its registry checks) */
+#define IOCTL_ICA_REG_PNP_RESULT CTL_CODE(FILE_DEVICE_UNKNOWN, 0xC00, METHOD_BUFFERED, FILE_ANY_ACCESS) /* 0x00223000 */
+
 /* Size of ioctl.sys's READ/WRITE scratch buffer. */
 #define ICA_SCRATCH_SIZE 256
 
