@@ -1,3 +1,5 @@
 //! Linux side of the driver host: device backends (software models, VFIO), upper edges (TAP,
 //! audio sinks) and sandboxing. The walking skeleton needs none of it yet: drivers run against the
 //! host-side I/O API alone.
+
+pub mod pci;

@@ -5,6 +5,7 @@ pub mod coverage;
 pub mod host;
 pub mod image;
 pub mod inf;
+pub mod install;
 pub mod pe;
 pub mod registry;
 

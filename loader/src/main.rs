@@ -7,8 +7,11 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use loader::host::{read_image, DriverHost};
+use loader::install::Root;
 use loader::HostError;
 use ntoskrnl::status;
+
+mod cli;
 
 /// The bundled default: the ioctl test driver (x64), run against the host-side I/O API.
 const DEFAULT_DRIVER: &[u8] = include_bytes!("../../tests/drivers/bin/x64/ioctl.sys");
@@ -24,6 +27,10 @@ struct Cli {
     /// Log level filter (tracing syntax, e.g. `info`, `ica::call=trace`).
     #[arg(long, global = true, default_value = "info")]
     log: String,
+    /// Where the registry, driver store and installed files live (default:
+    /// $XDG_DATA_HOME/ica, else ~/.local/share/ica).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,10 +61,55 @@ enum Command {
         #[arg(long)]
         missing: bool,
     },
+    /// Install a driver from its INF (also: `ica-load DRIVER.inf`): driver store with hashes,
+    /// registry, bind to the best-matching device, start, then unload.
+    Install {
+        /// The INF.
+        inf: PathBuf,
+        /// Architecture of the driver to install: x64 (default) or x86.
+        #[arg(long, default_value = "x64", value_parser = cli::parse_arch)]
+        arch: loader::inf::Arch,
+        /// Show what would be copied and written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// After starting, keep the drivers running until Ctrl-C, then unload.
+        #[arg(long)]
+        keep_running: bool,
+        /// Show every registry value written and every package file.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// The devices this host offers drivers, with their hardware and compatible IDs.
+    Devices,
+    /// Installed driver packages, services and devices.
+    List,
+    /// Remove an installed package (by INF, package or service name) with its devices, driver
+    /// keys, services and files.
+    Remove {
+        /// INF name (`function.inf`), package name, or service name.
+        name: String,
+    },
+    /// Export or import the registry as a .reg file.
+    Reg {
+        #[command(subcommand)]
+        command: RegCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegCommand {
+    /// Write KEY (default HKEY_LOCAL_MACHINE) and everything below it to FILE (REGEDIT5, UTF-16).
+    Export {
+        file: PathBuf,
+        /// `HKLM\System\...`, `HKEY_LOCAL_MACHINE\...` or `\Registry\Machine\...`.
+        key: Option<String>,
+    },
+    /// Import a .reg file in one transaction (all or nothing).
+    Import { file: PathBuf },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cli::rewrite_args(std::env::args_os().collect()));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
@@ -67,10 +119,29 @@ fn main() -> ExitCode {
         .without_time()
         .with_writer(std::io::stderr)
         .init();
+    let root = cli.root.map(Root::new).unwrap_or_else(Root::default_root);
     let result = match cli.command {
-        Command::Run { driver, stats } => run(driver.as_deref(), stats),
-        Command::Imports { driver } => imports(&driver),
-        Command::Coverage { reference, missing } => coverage(reference.as_deref(), missing),
+        Command::Run { driver, stats } => run(driver.as_deref(), stats).map_err(|e| e.to_string()),
+        Command::Imports { driver } => imports(&driver).map_err(|e| e.to_string()),
+        Command::Coverage { reference, missing } => {
+            coverage(reference.as_deref(), missing).map_err(|e| e.to_string())
+        }
+        Command::Install {
+            inf,
+            arch,
+            dry_run,
+            keep_running,
+            verbose,
+        } => cli::install(&root, &inf, arch, dry_run, keep_running, verbose)
+            .map_err(|e| e.to_string()),
+        Command::Devices => cli::devices(&root).map_err(|e| e.to_string()),
+        Command::List => cli::list(&root).map_err(|e| e.to_string()),
+        Command::Remove { name } => cli::remove(&root, &name).map_err(|e| e.to_string()),
+        Command::Reg { command } => match command {
+            RegCommand::Export { file, key } => cli::reg_export(&root, &file, key.as_deref()),
+            RegCommand::Import { file } => cli::reg_import(&root, &file),
+        }
+        .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,238 @@
+//! Starting what an install wrote, the way Windows' PnP manager and service control manager do:
+//! drivers are found through their service keys (ImagePath -> the installed .sys), a device's
+//! stack is its LowerFilters, Service and UpperFilters from its `Enum` key; then everything is
+//! torn down again (remove the stack, DriverUnload) before the process exits.
+
+use ntoskrnl::pnp::{self, Driver};
+use ntoskrnl::status::{self, NtStatus};
+
+use crate::inf::Arch;
+use crate::registry::windows::{enum_key, service_key};
+use crate::registry::RegistryStore;
+use crate::DriverHost;
+
+use super::{InstallError, Root};
+
+/// A driver host with the installed drivers running.
+pub struct Running {
+    pub host: DriverHost,
+    /// Loaded drivers in load order, with their image file names.
+    pub drivers: Vec<(Driver, String)>,
+    /// The device's PDO (device installs).
+    pub pdo: Option<u64>,
+    pub instance: Option<String>,
+}
+
+/// Why a device cannot be started yet (None: it can).
+pub fn cannot_start(instance: &str) -> Option<&'static str> {
+    if instance.len() >= 4 && instance[..4].eq_ignore_ascii_case("PCI\\") {
+        Some("no backend for PCI devices yet (VFIO and device models come later)")
+    } else if !(instance.len() >= 5 && instance[..5].eq_ignore_ascii_case("ROOT\\")) {
+        Some("only root-enumerated devices can be started")
+    } else {
+        None
+    }
+}
+
+fn dbt_arch(a: Arch) -> dbt::Arch {
+    match a {
+        Arch::X86 => dbt::Arch::X86,
+        _ => dbt::Arch::X64,
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> InstallError {
+    InstallError::Other(e.to_string())
+}
+
+fn fails(what: &str, s: NtStatus) -> InstallError {
+    InstallError::Other(format!("{what} failed with {}", status::name(s)))
+}
+
+fn new_host(store: &RegistryStore, arch: Arch) -> Result<DriverHost, InstallError> {
+    Ok(DriverHost::new(dbt_arch(arch))
+        .map_err(other)?
+        .with_registry(store))
+}
+
+fn load_service(
+    run: &mut Running,
+    root: &Root,
+    store: &RegistryStore,
+    name: &str,
+    say: &mut dyn FnMut(String),
+) -> Result<Driver, InstallError> {
+    let key = service_key(name);
+    if !store.key_exists(&key)? {
+        return Err(other(format!(
+            "service {name} is not installed (no Services\\{name} key)"
+        )));
+    }
+    let image_path = store
+        .value(&key, "ImagePath")?
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| other(format!("service {name} has no ImagePath")))?;
+    let file = root.image_path_to_host(&image_path).ok_or_else(|| {
+        other(format!(
+            "service {name}: ImagePath {image_path} is not a path ICA can place"
+        ))
+    })?;
+    let image = run.host.load_image(&file).map_err(other)?;
+    let (driver, st) = pnp::initialize_driver(&mut run.host.k, &image, name)
+        .map_err(|e| other(run.host.fail(e)))?;
+    if !status::nt_success(st) {
+        return Err(fails(&format!("{name}: DriverEntry"), st));
+    }
+    say(format!(
+        "{name}: {} loaded, DriverEntry returned {}",
+        file.display(),
+        status::name(st)
+    ));
+    run.drivers.push((driver.clone(), image.name.clone()));
+    Ok(driver)
+}
+
+/// Named devices and symbolic links the drivers created, one line each.
+pub fn objects(host: &DriverHost) -> Vec<String> {
+    let mut devices: Vec<_> = host
+        .k
+        .io
+        .devices
+        .values()
+        .filter_map(|d| d.name.clone().map(|n| (n, d.driver)))
+        .collect();
+    devices.sort();
+    let mut out = Vec::new();
+    for (name, driver) in devices {
+        let owner = host
+            .k
+            .io
+            .driver(driver)
+            .map(|d| d.image.clone())
+            .unwrap_or_default();
+        if owner == pnp::PNP_MANAGER {
+            continue;
+        }
+        out.push(format!("device {name} ({owner})"));
+    }
+    for (link, target) in host.k.io.symbolic_links() {
+        out.push(format!("symbolic link {link} -> {target}"));
+    }
+    out
+}
+
+/// Starts an installed root device: loads its drivers (lower filters, function driver, upper
+/// filters), creates the PDO with its instance, AddDevice bottom to top, IRP_MN_START_DEVICE.
+pub fn start_device(
+    root: &Root,
+    store: &RegistryStore,
+    arch: Arch,
+    instance: &str,
+    say: &mut dyn FnMut(String),
+) -> Result<Running, InstallError> {
+    if let Some(why) = cannot_start(instance) {
+        return Err(other(format!("{instance}: not started: {why}")));
+    }
+    let ekey = enum_key(instance);
+    let multi = |n: &str| -> Result<Vec<String>, InstallError> {
+        Ok(store
+            .value(&ekey, n)?
+            .and_then(|v| v.as_multi_sz())
+            .unwrap_or_default())
+    };
+    let lower = multi("LowerFilters")?;
+    let upper = multi("UpperFilters")?;
+    let function = store.value(&ekey, "Service")?.and_then(|v| v.as_str());
+    let mut stack: Vec<String> = lower;
+    stack.extend(function);
+    stack.extend(upper);
+    let mut run = Running {
+        host: new_host(store, arch)?,
+        drivers: Vec::new(),
+        pdo: None,
+        instance: Some(instance.to_string()),
+    };
+    let mut drivers = Vec::new();
+    for name in &stack {
+        match run
+            .drivers
+            .iter()
+            .find(|(d, _)| d.service.eq_ignore_ascii_case(name))
+        {
+            Some((d, _)) => drivers.push(d.clone()),
+            None => drivers.push(load_service(&mut run, root, store, name, say)?),
+        }
+    }
+    let device_id = instance.split('\\').nth(1).unwrap_or(instance).to_string();
+    let pdo = pnp::create_root_device(&mut run.host.k, &device_id)
+        .map_err(|e| other(run.host.fail(e)))?;
+    ntoskrnl::registry::set_device_instance(&mut run.host.k, pdo, instance);
+    run.pdo = Some(pdo);
+    say(format!("PDO for {instance} created"));
+    for d in &drivers {
+        let st = pnp::add_device(&mut run.host.k, d, pdo).map_err(|e| other(run.host.fail(e)))?;
+        if !status::nt_success(st) {
+            return Err(fails(&format!("{}: AddDevice", d.service), st));
+        }
+        say(format!(
+            "{}: AddDevice returned {}",
+            d.service,
+            status::name(st)
+        ));
+    }
+    let st = pnp::start_device(&mut run.host.k, pdo).map_err(|e| other(run.host.fail(e)))?;
+    if !status::nt_success(st) {
+        return Err(fails("IRP_MN_START_DEVICE", st));
+    }
+    say(format!("IRP_MN_START_DEVICE: {}", status::name(st)));
+    Ok(run)
+}
+
+/// Starts legacy (non-PnP) services: DriverEntry of each.
+pub fn start_services(
+    root: &Root,
+    store: &RegistryStore,
+    arch: Arch,
+    services: &[String],
+    say: &mut dyn FnMut(String),
+) -> Result<Running, InstallError> {
+    let mut run = Running {
+        host: new_host(store, arch)?,
+        drivers: Vec::new(),
+        pdo: None,
+        instance: None,
+    };
+    for name in services {
+        load_service(&mut run, root, store, name, say)?;
+    }
+    Ok(run)
+}
+
+/// Removes the device stack and unloads every driver (DriverUnload), newest first, reporting pool
+/// the drivers did not free.
+pub fn stop(mut run: Running, say: &mut dyn FnMut(String)) -> Result<(), InstallError> {
+    if let Some(pdo) = run.pdo.take() {
+        let q = pnp::remove_device(&mut run.host.k, pdo).map_err(|e| other(run.host.fail(e)))?;
+        if !status::nt_success(q) {
+            return Err(fails("IRP_MN_QUERY_REMOVE_DEVICE", q));
+        }
+        say(format!(
+            "device {} removed (IRP_MN_QUERY_REMOVE_DEVICE: {}, IRP_MN_REMOVE_DEVICE sent)",
+            run.instance.as_deref().unwrap_or("?"),
+            status::name(q)
+        ));
+    }
+    while let Some((driver, image)) = run.drivers.pop() {
+        run.host.unload_driver(&driver).map_err(other)?;
+        let leaked = run.host.k.pool.bytes_owned_by(&image);
+        if leaked == 0 {
+            say(format!("{}: DriverUnload done", driver.service));
+        } else {
+            say(format!(
+                "{}: DriverUnload done, but {leaked} bytes of pool are still allocated",
+                driver.service
+            ));
+        }
+    }
+    Ok(())
+}
