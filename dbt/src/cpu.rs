@@ -85,6 +85,33 @@ pub enum Reg {
     R15,
 }
 
+impl Reg {
+    /// All registers by index.
+    const ALL: [Reg; 16] = [
+        Reg::Rax,
+        Reg::Rcx,
+        Reg::Rdx,
+        Reg::Rbx,
+        Reg::Rsp,
+        Reg::Rbp,
+        Reg::Rsi,
+        Reg::Rdi,
+        Reg::R8,
+        Reg::R9,
+        Reg::R10,
+        Reg::R11,
+        Reg::R12,
+        Reg::R13,
+        Reg::R14,
+        Reg::R15,
+    ];
+
+    /// The register with index `i` in [`Cpu::regs`], if `i < 16`.
+    pub(crate) fn from_index(i: u32) -> Option<Reg> {
+        Reg::ALL.get(i as usize).copied()
+    }
+}
+
 /// One entry of the shadow call stack: a return address and the stack slot holding it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Frame {

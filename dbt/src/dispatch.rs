@@ -3,9 +3,9 @@
 
 use iced_x86::{Code, FastFormatter, Instruction, Mnemonic, OpKind, Register};
 
-use crate::decode::Handler;
 use crate::fault::{ExecResult, FaultKind};
 use crate::machine::Machine;
+use crate::op::InstrHandler;
 use crate::{
     exec_alu, exec_bits, exec_control, exec_data, exec_muldiv, exec_shift, exec_sse, exec_stack,
 };
@@ -54,7 +54,7 @@ fn operands_ok(i: &Instruction) -> bool {
 }
 
 /// The handler of `i`, or `None` if it is not supported.
-pub(crate) fn handler_for(i: &Instruction) -> Option<Handler> {
+pub(crate) fn handler_for(i: &Instruction) -> Option<InstrHandler> {
     use Mnemonic as M;
     let mn = i.mnemonic();
     if mn == M::Mov && (i.op0_register() == Register::CR8 || i.op1_register() == Register::CR8) {
@@ -63,7 +63,7 @@ pub(crate) fn handler_for(i: &Instruction) -> Option<Handler> {
     if !operands_ok(i) || i.is_jmp_far_indirect() || i.is_call_far_indirect() {
         return None;
     }
-    let h: Handler = match mn {
+    let h: InstrHandler = match mn {
         M::Mov => exec_data::mov,
         M::Movzx => exec_data::movzx,
         M::Movsx | M::Movsxd => exec_data::movsx,

@@ -29,7 +29,7 @@ pub(crate) fn jmp(m: &mut Machine, i: &Instruction) -> ExecResult {
 
 /// `jcc`.
 pub(crate) fn jcc(m: &mut Machine, i: &Instruction) -> ExecResult {
-    if m.cpu.flags.cond(i.condition_code()) {
+    if m.cpu.flags.cond(i.condition_code() as u8) {
         m.cpu.rip = i.near_branch_target();
     }
     Ok(())
@@ -95,7 +95,12 @@ fn counter(m: &Machine, i: &Instruction) -> (u64, u64) {
 pub(crate) fn loop_(m: &mut Machine, i: &Instruction) -> ExecResult {
     let (c, mask) = counter(m, i);
     let c = c.wrapping_sub(1) & mask;
-    m.cpu.regs[1] = (m.cpu.regs[1] & !mask) | c;
+    // A 32-bit count register write zero-extends (loop with ecx in 64-bit code); cx merges.
+    m.cpu.regs[1] = if mask == 0xffff {
+        (m.cpu.regs[1] & !mask) | c
+    } else {
+        c
+    };
     let zf = m.cpu.flags.test(ZF);
     let take = c != 0
         && match i.mnemonic() {

@@ -181,7 +181,7 @@ pub(crate) fn cmovcc(m: &mut Machine, i: &Instruction) -> ExecResult {
     let size = m.op_size(i, 0);
     let src = m.read_op(i, 1, size)?;
     let r = i.op0_register();
-    let v = if m.cpu.flags.cond(i.condition_code()) {
+    let v = if m.cpu.flags.cond(i.condition_code() as u8) {
         src
     } else {
         m.cpu.gpr(r)
@@ -192,7 +192,7 @@ pub(crate) fn cmovcc(m: &mut Machine, i: &Instruction) -> ExecResult {
 
 /// `setcc`.
 pub(crate) fn setcc(m: &mut Machine, i: &Instruction) -> ExecResult {
-    let v = m.cpu.flags.cond(i.condition_code()) as u64;
+    let v = m.cpu.flags.cond(i.condition_code() as u8) as u64;
     m.write_op(i, 0, 1, v)
 }
 

@@ -102,6 +102,13 @@ pub(crate) fn enter(m: &mut Machine, i: &Instruction) -> ExecResult {
             }
             m.push(frame, size)?;
         }
+        // Hardware write-checks the final stack pointer (#PF there, before anything is committed).
+        let last = m.sp().wrapping_sub(alloc) & m.arch().addr_mask();
+        let v = m
+            .mem
+            .load(last, size)
+            .map_err(|e| crate::memory::MemFault { write: true, ..e })?;
+        m.mem.store(last, size, v)?;
         Ok((frame, m.sp()))
     })();
     match result {

@@ -44,7 +44,7 @@ pub(crate) fn cpuid(m: &mut Machine, _i: &Instruction) -> ExecResult {
 /// `rdtsc` / `rdtscp`: a counter derived from retired instructions (deterministic and monotonic).
 pub(crate) fn rdtsc(m: &mut Machine, i: &Instruction) -> ExecResult {
     m.tsc += 1;
-    let t = m.tsc.wrapping_mul(4);
+    let t = (m.tsc + m.retired()).wrapping_mul(4);
     m.cpu.regs[0] = t & 0xffff_ffff;
     m.cpu.regs[2] = t >> 32;
     if i.mnemonic() == Mnemonic::Rdtscp {

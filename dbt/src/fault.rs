@@ -148,6 +148,38 @@ impl fmt::Display for GuestFault {
 
 impl std::error::Error for GuestFault {}
 
+/// A page fault on the read of a read-modify-write instruction (`add [m], r`, `lock xadd`, `xchg`)
+/// is reported as a write access, as hardware does (it makes the first access with write intent).
+#[cold]
+pub(crate) fn rmw_as_write(
+    kind: FaultKind,
+    mem: &crate::memory::GuestMemory,
+    arch: Arch,
+    rip: u64,
+) -> FaultKind {
+    use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory, OpAccess};
+    let FaultKind::PageFault { addr, write: false } = kind else {
+        return kind;
+    };
+    let instr = Decoder::with_ip(
+        arch.bitness(),
+        mem.readable_slice(rip, 15),
+        rip,
+        DecoderOptions::NONE,
+    )
+    .decode();
+    if instr.is_invalid() {
+        return kind;
+    }
+    let mut factory = InstructionInfoFactory::new();
+    let rmw = factory
+        .info(&instr)
+        .used_memory()
+        .iter()
+        .any(|m| matches!(m.access(), OpAccess::ReadWrite | OpAccess::ReadCondWrite));
+    FaultKind::PageFault { addr, write: rmw }
+}
+
 /// Error type of instruction handlers: a boxed [`FaultKind`] (pointer-sized, so `Result<(), Exception>`
 /// is returned in a register on the hot path).
 #[derive(Debug)]

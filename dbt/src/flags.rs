@@ -4,8 +4,6 @@
 //! status flags (CF, PF, AF, ZF, SF, OF) are computed only when something reads them (jcc, setcc,
 //! cmovcc, adc, sbb, pushf, ...). Bits that no lazy operation covers (IF, DF, ...) live in `base`.
 
-use iced_x86::ConditionCode;
-
 /// Carry flag.
 pub(crate) const CF: u64 = 1 << 0;
 /// Parity flag.
@@ -75,6 +73,177 @@ pub(crate) fn pzs(res: u64, size: u32) -> u64 {
     f
 }
 
+/// Condition codes as `u8` (the discriminants of iced's `ConditionCode`), for pre-decoded ops.
+pub(crate) mod cc {
+    /// Overflow.
+    pub(crate) const O: u8 = 1;
+    /// No overflow.
+    pub(crate) const NO: u8 = 2;
+    /// Below (CF).
+    pub(crate) const B: u8 = 3;
+    /// Above or equal (!CF).
+    pub(crate) const AE: u8 = 4;
+    /// Equal (ZF).
+    pub(crate) const E: u8 = 5;
+    /// Not equal (!ZF).
+    pub(crate) const NE: u8 = 6;
+    /// Below or equal (CF | ZF).
+    pub(crate) const BE: u8 = 7;
+    /// Above (!CF & !ZF).
+    pub(crate) const A: u8 = 8;
+    /// Sign.
+    pub(crate) const S: u8 = 9;
+    /// No sign.
+    pub(crate) const NS: u8 = 10;
+    /// Parity even.
+    pub(crate) const P: u8 = 11;
+    /// Parity odd.
+    pub(crate) const NP: u8 = 12;
+    /// Less (SF != OF).
+    pub(crate) const L: u8 = 13;
+    /// Greater or equal (SF == OF).
+    pub(crate) const GE: u8 = 14;
+    /// Less or equal (ZF | SF != OF).
+    pub(crate) const LE: u8 = 15;
+    /// Greater (!ZF & SF == OF).
+    pub(crate) const G: u8 = 16;
+}
+
+/// Flag writers whose kind a later flag reader in the same block can rely on (the `K` parameter of
+/// the `*_known` handlers): their fast and generic handlers always record this kind.
+pub(crate) mod writer {
+    /// add: [`FlagOp::Add`](super::FlagOp::Add).
+    pub(crate) const ADD: u8 = 1;
+    /// sub, cmp, neg: [`FlagOp::Sub`](super::FlagOp::Sub).
+    pub(crate) const SUB: u8 = 2;
+    /// and, or, xor, test: [`FlagOp::Logic`](super::FlagOp::Logic).
+    pub(crate) const LOGIC: u8 = 3;
+}
+
+/// Whether condition `code` (see [`cc`]) depends on CF.
+pub(crate) fn cond_reads_carry(code: u8) -> bool {
+    matches!(code, cc::B | cc::AE | cc::BE | cc::A)
+}
+
+/// Truth table of each condition code (see [`cc`]): bit `i` is the condition's value when
+/// `i == CF | ZF << 1 | SF << 2 | OF << 3`. Code 0 (no condition) is always true; P and NP read PF
+/// and are evaluated apart. Padded to 32 entries so any 5-bit index is in bounds.
+const COND_TABLE: [u16; 32] = cond_table();
+
+const fn cond_table() -> [u16; 32] {
+    let mut table = [0u16; 32];
+    let mut code = 0;
+    while code < 17 {
+        let mut i = 0;
+        while i < 16 {
+            let (cf, zf, sf, of) = (i & 1 != 0, i & 2 != 0, i & 4 != 0, i & 8 != 0);
+            let v = match code as u8 {
+                cc::O => of,
+                cc::NO => !of,
+                cc::B => cf,
+                cc::AE => !cf,
+                cc::E => zf,
+                cc::NE => !zf,
+                cc::BE => cf || zf,
+                cc::A => !cf && !zf,
+                cc::S => sf,
+                cc::NS => !sf,
+                cc::P | cc::NP => false,
+                cc::L => sf != of,
+                cc::GE => sf == of,
+                cc::LE => zf || sf != of,
+                cc::G => !zf && sf == of,
+                _ => true,
+            };
+            if v {
+                table[code] |= 1 << i;
+            }
+            i += 1;
+        }
+        code += 1;
+    }
+    table
+}
+
+/// Condition `code` (see [`cc`]) for the given CF and OF and a result `res` with sign bit `sign`
+/// (giving ZF, SF and PF); branch-free except for P/NP.
+#[inline(always)]
+fn test_cond(code: u8, cf: bool, of: bool, res: u64, sign: u64) -> bool {
+    if code == cc::P || code == cc::NP {
+        return parity(res) == (code == cc::P);
+    }
+    let i =
+        cf as u32 | ((res == 0) as u32) << 1 | ((res & sign != 0) as u32) << 2 | (of as u32) << 3;
+    COND_TABLE[(code & 31) as usize] >> i & 1 != 0
+}
+
+/// Evaluates condition `code` (see [`cc`]) on the flags that operation `op` (Add, Sub, Logic, Inc or
+/// Dec) of `size` bytes produces from `a`, `b` and `res` (all masked to `size`). For Inc and Dec the
+/// condition must not read CF. With `op` and `size` known at compile time this folds to a few
+/// compares and a table lookup (see [`cond_fixed`] for conditions known at compile time).
+#[inline(always)]
+pub(crate) fn eval_cond(op: FlagOp, size: u32, a: u64, b: u64, res: u64, code: u8) -> bool {
+    let sign = sign_bit(size);
+    let (cf, of) = match op {
+        FlagOp::Add => (res < a, (a ^ res) & (b ^ res) & sign != 0),
+        FlagOp::Sub => (a < b, (a ^ b) & (a ^ res) & sign != 0),
+        FlagOp::Inc => (false, res == sign),
+        FlagOp::Dec => (false, res == sign - 1),
+        _ => (false, false),
+    };
+    test_cond(code, cf, of, res, sign)
+}
+
+/// [`eval_cond`] for a condition `code` known at compile time, where it folds to a compare (for
+/// Sub, a comparison of the operands).
+#[inline(always)]
+pub(crate) fn cond_fixed(op: FlagOp, size: u32, a: u64, b: u64, res: u64, code: u8) -> bool {
+    if op == FlagOp::Sub {
+        let (sa, sb) = (sext(a, size), sext(b, size));
+        match code {
+            cc::B => return a < b,
+            cc::AE => return a >= b,
+            cc::E => return a == b,
+            cc::NE => return a != b,
+            cc::BE => return a <= b,
+            cc::A => return a > b,
+            cc::L => return sa < sb,
+            cc::GE => return sa >= sb,
+            cc::LE => return sa <= sb,
+            cc::G => return sa > sb,
+            _ => {}
+        }
+    }
+    let sign = sign_bit(size);
+    let (cf, of) = match op {
+        FlagOp::Add => (res < a, (a ^ res) & (b ^ res) & sign != 0),
+        FlagOp::Sub => (a < b, (a ^ b) & (a ^ res) & sign != 0),
+        FlagOp::Inc => (false, res == sign),
+        FlagOp::Dec => (false, res == sign - 1),
+        _ => (false, false),
+    };
+    let (zf, sf) = (res == 0, res & sign != 0);
+    match code {
+        cc::O => of,
+        cc::NO => !of,
+        cc::B => cf,
+        cc::AE => !cf,
+        cc::E => zf,
+        cc::NE => !zf,
+        cc::BE => cf || zf,
+        cc::A => !cf && !zf,
+        cc::S => sf,
+        cc::NS => !sf,
+        cc::P => parity(res),
+        cc::NP => !parity(res),
+        cc::L => sf != of,
+        cc::GE => sf == of,
+        cc::LE => zf || sf != of,
+        cc::G => !zf && sf == of,
+        _ => true,
+    }
+}
+
 /// The operation whose flags are pending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FlagOp {
@@ -136,6 +305,24 @@ impl Flags {
         self.a = a & m;
         self.b = b & m;
         self.res = res & m;
+    }
+
+    /// Records an operation whose operands and result are already masked to `size`.
+    #[inline(always)]
+    pub(crate) fn record(&mut self, op: FlagOp, size: u32, a: u64, b: u64, res: u64) {
+        self.op = op;
+        self.size = size;
+        self.a = a;
+        self.b = b;
+        self.res = res;
+    }
+
+    /// Records inc/dec when CF is not read before the next write of it (no need to preserve it).
+    #[inline(always)]
+    pub(crate) fn set_incdec_carry_dead(&mut self, op: FlagOp, size: u32, res: u64) {
+        self.op = op;
+        self.size = size;
+        self.res = res & size_mask(size);
     }
 
     /// Records a logic operation result.
@@ -278,58 +465,46 @@ impl Flags {
         self.get() & bit != 0
     }
 
-    /// Evaluates a jcc/setcc/cmovcc condition.
+    /// Evaluates condition `CC` (see [`cc`]) when the pending operation is known to be of kind `K`
+    /// (see [`writer`]).
+    #[inline(always)]
+    pub(crate) fn cond_known<const K: u8, const CC: u8>(&self) -> bool {
+        let op = match K {
+            writer::ADD => FlagOp::Add,
+            writer::SUB => FlagOp::Sub,
+            _ => FlagOp::Logic,
+        };
+        cond_fixed(op, self.size, self.a, self.b, self.res, CC)
+    }
+
+    /// Evaluates a jcc/setcc/cmovcc condition (see [`cc`]).
     #[inline]
-    pub(crate) fn cond(&self, cc: ConditionCode) -> bool {
-        use ConditionCode as C;
-        match self.op {
-            FlagOp::Sub => {
-                let (a, b) = (self.a, self.b);
-                let (sa, sb) = (sext(a, self.size), sext(b, self.size));
-                match cc {
-                    C::b => return a < b,
-                    C::ae => return a >= b,
-                    C::e => return a == b,
-                    C::ne => return a != b,
-                    C::be => return a <= b,
-                    C::a => return a > b,
-                    C::l => return sa < sb,
-                    C::ge => return sa >= sb,
-                    C::le => return sa <= sb,
-                    C::g => return sa > sb,
-                    _ => {}
-                }
-            }
-            FlagOp::None => {}
-            _ => match cc {
-                C::e => return self.res == 0,
-                C::ne => return self.res != 0,
-                C::s => return self.res & sign_bit(self.size) != 0,
-                C::ns => return self.res & sign_bit(self.size) == 0,
-                _ => {}
-            },
-        }
+    pub(crate) fn cond(&self, code: u8) -> bool {
+        let (a, b, res) = (self.a, self.b, self.res);
+        let sign = sign_bit(self.size);
+        let carry = self.base & CF != 0;
+        let (cf, of) = match self.op {
+            FlagOp::Sub => (a < b, (a ^ b) & (a ^ res) & sign != 0),
+            FlagOp::Logic => (false, false),
+            FlagOp::Add => (res < a, (a ^ res) & (b ^ res) & sign != 0),
+            FlagOp::Inc => (carry, res == sign),
+            FlagOp::Dec => (carry, res == sign - 1),
+            _ => return self.cond_materialized(code),
+        };
+        test_cond(code, cf, of, res, sign)
+    }
+
+    /// [`cond`](Self::cond) from the materialized flags.
+    #[cold]
+    fn cond_materialized(&self, code: u8) -> bool {
         let f = self.get();
         let has = |bit: u64| f & bit != 0;
-        match cc {
-            C::None => true,
-            C::o => has(OF),
-            C::no => !has(OF),
-            C::b => has(CF),
-            C::ae => !has(CF),
-            C::e => has(ZF),
-            C::ne => !has(ZF),
-            C::be => has(CF) || has(ZF),
-            C::a => !has(CF) && !has(ZF),
-            C::s => has(SF),
-            C::ns => !has(SF),
-            C::p => has(PF),
-            C::np => !has(PF),
-            C::l => has(SF) != has(OF),
-            C::ge => has(SF) == has(OF),
-            C::le => has(ZF) || has(SF) != has(OF),
-            C::g => !has(ZF) && has(SF) == has(OF),
+        if code == cc::P || code == cc::NP {
+            return has(PF) == (code == cc::P);
         }
+        let i =
+            has(CF) as u32 | (has(ZF) as u32) << 1 | (has(SF) as u32) << 2 | (has(OF) as u32) << 3;
+        COND_TABLE[(code & 31) as usize] >> i & 1 != 0
     }
 }
 
@@ -346,9 +521,9 @@ mod tests {
         assert_eq!(f.get() & STATUS, CF | ZF | PF | AF);
         f.set(FlagOp::Sub, 4, 0, 1, u64::MAX);
         assert_eq!(f.get() & STATUS, CF | SF | PF | AF);
-        assert!(f.cond(ConditionCode::b));
-        assert!(!f.cond(ConditionCode::g));
-        assert!(f.cond(ConditionCode::l));
+        assert!(f.cond(cc::B));
+        assert!(!f.cond(cc::G));
+        assert!(f.cond(cc::L));
         f.set(
             FlagOp::Sub,
             8,

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod callconv;
+mod chain;
 mod cpu;
 mod decode;
 mod dispatch;
@@ -24,11 +25,17 @@ mod exec_sse;
 mod exec_stack;
 mod exec_string;
 mod exec_system;
+mod fast_alu;
+mod fast_control;
+mod fast_data;
 mod fault;
 mod flags;
+mod liveness;
 mod machine;
 mod memory;
+mod op;
 mod operand;
+mod select;
 
 pub use callconv::CallConv;
 pub use cpu::{Arch, Cpu, Reg};

@@ -1,9 +1,19 @@
 //! The machine: CPU + guest memory + block cache, and the run loop with its exits to the host.
+//!
+//! The run loop finds the block at rip (through the previous block's chain link, else the cache,
+//! else by translating it, then links it), sets rip to the block's fall-through address and calls
+//! the first op's handler, which runs the whole block (see [`crate::op`]; the last op may redirect
+//! rip) and then, through the chain links, the blocks that follow (see [`crate::chain`]) until a link
+//! is missing. When a guest store hits a page holding translated code, the block stops after that op
+//! and the overwritten blocks are dropped; if that includes the running block, execution continues
+//! with a fresh translation at the next instruction, else the rest of the block runs.
 
+use crate::chain::{self, Chain, FUEL};
 use crate::cpu::{Arch, Cpu};
-use crate::decode::BlockCache;
-use crate::fault::{FaultKind, GuestFault};
+use crate::decode::{BlockCache, NO_BLOCK};
+use crate::fault::{ExecResult, FaultKind, GuestFault};
 use crate::memory::{GuestMemory, Prot, PAGE_SIZE};
+use crate::op::exec_generic;
 
 /// Port I/O hook for `in`/`out` instructions.
 pub trait PortIo {
@@ -49,10 +59,21 @@ pub struct Stats {
     pub instructions: u64,
     /// Blocks decoded.
     pub blocks_translated: u64,
-    /// Block lookups by address.
+    /// Blocks the run loop looked up by address (through a chain link or the cache, or by
+    /// translating them); transitions the blocks make among themselves through chain links are not
+    /// counted.
     pub block_lookups: u64,
-    /// Lookups served by the block cache.
+    /// Lookups served without translating.
     pub block_cache_hits: u64,
+}
+
+/// Block counters of one [`Machine::run_limited`] call.
+#[derive(Default)]
+struct Counts {
+    /// Blocks entered from the cache (chained, looked up, or repeated in place).
+    hits: u64,
+    /// Blocks translated.
+    translated: u64,
 }
 
 /// Number of thunk slots.
@@ -73,11 +94,17 @@ pub struct Machine {
     /// Execution counters.
     pub stats: Stats,
     arch: Arch,
-    cache: BlockCache,
+    /// The block cache; taken out while [`run_limited`](Self::run_limited) executes.
+    cache: Option<Box<BlockCache>>,
     port_io: Box<dyn PortIo>,
     thunk_base: u64,
     host_return: u64,
+    /// Ticks `rdtsc` added to the instruction count it reports.
     pub(crate) tsc: u64,
+    /// Position in its block of the op that stopped the block early (see [`crate::op`]).
+    pub(crate) stop_pos: u8,
+    /// Block chaining state.
+    pub(crate) chain: Chain,
 }
 
 impl std::fmt::Debug for Machine {
@@ -123,11 +150,13 @@ impl Machine {
             mem,
             stats: Stats::default(),
             arch,
-            cache: BlockCache::new(),
+            cache: Some(Box::default()),
             port_io: Box::new(NoPorts),
             thunk_base,
             host_return,
             tsc: 0,
+            stop_pos: 0,
+            chain: Chain::new(),
         }
     }
 
@@ -184,62 +213,210 @@ impl Machine {
 
     /// Runs at most `max_instructions` instructions; `None` if the budget ran out first.
     pub fn run_limited(&mut self, max_instructions: u64) -> Option<Exit> {
-        let mut budget = max_instructions;
+        let mut cache = self.cache.take().unwrap_or_default();
+        let mut counts = Counts::default();
+        self.chain.budget = max_instructions;
+        self.chain.start = max_instructions;
+        let exit = self.execute(&mut cache, &mut counts);
+        self.cache = Some(cache);
+        self.stats.instructions += max_instructions - self.chain.budget;
+        self.chain.start = self.chain.budget;
+        self.stats.block_cache_hits += counts.hits;
+        self.stats.blocks_translated += counts.translated;
+        self.stats.block_lookups += counts.hits + counts.translated;
+        exit
+    }
+
+    /// The run loop (see the module documentation), within `self.chain.budget`.
+    fn execute(&mut self, cache: &mut BlockCache, counts: &mut Counts) -> Option<Exit> {
+        if self.mem.code_written {
+            self.flush_code_writes(cache);
+        }
+        let special = self.thunk_base..self.thunk_base + SPECIAL_LEN;
+        let mut prev = NO_BLOCK;
         loop {
             let rip = self.cpu.rip;
-            if rip.wrapping_sub(self.thunk_base) < SPECIAL_LEN {
-                if rip == self.host_return {
-                    return Some(Exit::HostReturn);
+            // A linked block was translated, so rip is not special; the budget is checked below.
+            let idx = match cache.end_op(prev).and_then(|end| chain::follow(end, rip)) {
+                Some(link) => {
+                    counts.hits += 1;
+                    link.idx
                 }
-                let off = rip - self.thunk_base;
-                if off.is_multiple_of(THUNK_STRIDE) && off < THUNK_COUNT * THUNK_STRIDE {
-                    return Some(Exit::Thunk((off / THUNK_STRIDE) as u32));
+                None => {
+                    if special.contains(&rip) {
+                        if rip == self.host_return {
+                            return Some(Exit::HostReturn);
+                        }
+                        let off = rip - self.thunk_base;
+                        if off.is_multiple_of(THUNK_STRIDE) && off < THUNK_COUNT * THUNK_STRIDE {
+                            return Some(Exit::Thunk((off / THUNK_STRIDE) as u32));
+                        }
+                    }
+                    if self.chain.budget == 0 {
+                        return None;
+                    }
+                    let idx = match cache.lookup(rip) {
+                        Some(i) => {
+                            counts.hits += 1;
+                            i
+                        }
+                        None => match cache.translate(&mut self.mem, self.arch, rip, &special) {
+                            Ok(i) => {
+                                counts.translated += 1;
+                                i
+                            }
+                            Err(kind) => return Some(Exit::Fault(self.fault(kind))),
+                        },
+                    };
+                    if let Some(end) = cache.end_op(prev) {
+                        chain::link(end, rip, idx, &cache.blocks[idx as usize]);
+                    }
+                    idx
+                }
+            };
+            let block = &cache.blocks[idx as usize];
+            let insns = block.insns as u64;
+            if insns > self.chain.budget {
+                if self.chain.budget == 0 {
+                    return None;
+                }
+                prev = idx;
+                if let Some(exit) = self.run_slow(cache, idx, 0) {
+                    return Some(exit);
+                }
+                continue;
+            }
+            self.chain.budget -= insns;
+            self.chain.fuel = self.chain.budget.min(FUEL);
+            self.chain.budget -= self.chain.fuel;
+            self.chain.block = idx;
+            self.cpu.rip = block.end;
+            let first = block.ops.cursor();
+            let result = (first.run)(self, first);
+            // The end ops may have gone on to other blocks.
+            self.chain.budget += std::mem::take(&mut self.chain.fuel);
+            prev = self.chain.block;
+            if result.is_err() || self.mem.code_written {
+                if let Some(exit) = self.stopped(cache, result) {
+                    return Some(exit);
                 }
             }
-            if budget == 0 {
+        }
+    }
+
+    /// Handles a block stopped early by its op at `self.stop_pos` (see [`crate::op`]): reports the
+    /// fault, or drops the code that op overwrote and goes on as [`after_code_write`] says.
+    ///
+    /// [`after_code_write`]: Self::after_code_write
+    #[cold]
+    fn stopped(&mut self, cache: &mut BlockCache, result: ExecResult) -> Option<Exit> {
+        let idx = self.chain.block;
+        let block = &cache.blocks[idx as usize];
+        let ops = &block.ops;
+        let k = self.stop_pos as usize;
+        let before: u64 = ops[..k].iter().map(|o| o.insns as u64).sum();
+        // The whole block was taken from the budget on entry; give back what did not run.
+        let done = match result {
+            Err(_) => before,
+            Ok(()) => before + ops[k].insns as u64,
+        };
+        let unrun = block.insns as u64 - done;
+        self.chain.budget += unrun;
+        match result {
+            Err(e) => {
+                self.cpu.rip = ops[k].instr.ip();
+                Some(Exit::Fault(self.fault(*e.0)))
+            }
+            Ok(()) => {
+                let next_rip = ops.get(k + 1).filter(|o| o.insns != 0);
+                let next_rip = next_rip.map(|o| o.instr.ip());
+                self.after_code_write(cache, idx, k, next_rip)
+            }
+        }
+    }
+
+    /// Drops the blocks that guest stores overwrote.
+    fn flush_code_writes(&mut self, cache: &mut BlockCache) {
+        for (addr, len) in self.mem.take_code_writes() {
+            if cache.invalidate(&mut self.mem, addr, len) {
+                chain::clear_links(cache);
+            }
+        }
+    }
+
+    /// Continues block `idx` after op `k` stored to a page holding translated code: drops the
+    /// overwritten blocks; if that includes block `idx`, execution goes on at `next_rip` (the next
+    /// instruction, if op `k` was not the last) with a fresh translation, else the rest of the block
+    /// runs.
+    fn after_code_write(
+        &mut self,
+        cache: &mut BlockCache,
+        idx: u32,
+        k: usize,
+        next_rip: Option<u64>,
+    ) -> Option<Exit> {
+        self.flush_code_writes(cache);
+        if cache.blocks[idx as usize].insns == 0 {
+            if let Some(rip) = next_rip {
+                self.cpu.rip = rip;
+            }
+            return None;
+        }
+        self.run_slow(cache, idx, k + 1)
+    }
+
+    /// Runs ops `from..` of block `idx` one at a time with their generic handlers, within the budget
+    /// (a fused op whose branch would exceed it runs as its first instruction alone), dropping
+    /// overwritten code after stores.
+    #[cold]
+    fn run_slow(&mut self, cache: &mut BlockCache, idx: u32, mut from: usize) -> Option<Exit> {
+        loop {
+            let block = &cache.blocks[idx as usize];
+            let ops = &block.ops;
+            // Past the last op, rip is what that op left.
+            let op = ops.get(from).filter(|o| o.insns != 0)?;
+            if self.chain.budget == 0 {
+                self.cpu.rip = op.instr.ip();
                 return None;
             }
-            self.stats.block_lookups += 1;
-            let idx = match self.cache.lookup(rip) {
-                Some(i) => {
-                    self.stats.block_cache_hits += 1;
-                    i
-                }
-                None => match self.cache.translate(&self.mem, self.arch, rip) {
-                    Ok(i) => {
-                        self.stats.blocks_translated += 1;
-                        i
-                    }
-                    Err(kind) => return Some(Exit::Fault(self.fault(kind))),
-                },
+            self.cpu.rip = block.end;
+            let next_rip = ops.get(from + 1).filter(|o| o.insns != 0);
+            let next_rip = next_rip.map(|o| o.instr.ip());
+            let split = op.insns as u64 > self.chain.budget;
+            let result = if split {
+                (op.generic)(self, &op.instr)
+            } else {
+                exec_generic(self, op)
             };
-            let instrs = self.cache.take(idx);
-            let n = (instrs.len() as u64).min(budget) as usize;
-            let mut done = 0u64;
-            let mut fault = None;
-            for d in &instrs[..n] {
-                self.cpu.rip = d.instr.next_ip();
-                if let Err(e) = (d.handler)(self, &d.instr) {
-                    self.cpu.rip = d.instr.ip();
-                    fault = Some(e);
-                    break;
-                }
-                done += 1;
-            }
-            self.cache.restore(idx, instrs);
-            self.stats.instructions += done;
-            self.tsc += done;
-            budget -= done;
-            if let Some(e) = fault {
+            if let Err(e) = result {
+                self.cpu.rip = op.instr.ip();
                 return Some(Exit::Fault(self.fault(*e.0)));
             }
+            let done = if split { 1 } else { op.insns as u64 };
+            if split {
+                self.cpu.rip = op.instr.next_ip();
+            }
+            self.chain.budget -= done;
+            if self.mem.code_written {
+                self.flush_code_writes(cache);
+                if cache.blocks[idx as usize].insns == 0 {
+                    if let (false, Some(rip)) = (split, next_rip) {
+                        self.cpu.rip = rip;
+                    }
+                    return None;
+                }
+            }
+            if split {
+                return None;
+            }
+            from += 1;
         }
     }
 
     /// Snapshot of the CPU at the current rip as a [`GuestFault`].
     pub fn fault(&self, kind: FaultKind) -> GuestFault {
         GuestFault {
-            kind,
+            kind: crate::fault::rmw_as_write(kind, &self.mem, self.arch, self.cpu.rip),
             rip: self.cpu.rip,
             arch: self.arch,
             regs: self.cpu.regs,
@@ -255,8 +432,19 @@ impl Machine {
         out
     }
 
-    /// Drops cached blocks overlapping `[addr, addr + len)` (after code was patched).
+    /// Guest instructions retired so far, including those of the running `run_limited` call.
+    pub(crate) fn retired(&self) -> u64 {
+        self.stats.instructions + (self.chain.start - self.chain.budget - self.chain.fuel)
+    }
+
+    /// Drops cached blocks overlapping `[addr, addr + len)`. Guest stores to translated code are
+    /// detected by themselves; call this after the host patched code (through
+    /// [`GuestMemory::write_bytes`] and the other host writes) or unmapped it.
     pub fn invalidate_code(&mut self, addr: u64, len: u64) {
-        self.cache.invalidate(addr, len);
+        if let Some(cache) = self.cache.as_mut() {
+            if cache.invalidate(&mut self.mem, addr, len) {
+                chain::clear_links(cache);
+            }
+        }
     }
 }

@@ -3,6 +3,12 @@
 //! The guest window `[base, base + size)` is backed by one contiguous host reservation; a per-page
 //! permission table decides what may be touched. Every access, by the guest or by the host, is bounds-
 //! and permission-checked, so a bad guest pointer becomes a [`MemFault`], never undefined behaviour.
+//!
+//! The page table also marks pages holding translated code. Guest stores to such a page take a slow
+//! path that records the written range, so the machine can drop the blocks it overwrote before
+//! running them again (self-modifying code). Host writes (`write_*`, `fill`, `copy_within`) and
+//! [`GuestMemory::unmap`] are not tracked: after patching code from the host, call
+//! `Machine::invalidate_code`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +38,25 @@ bitflags! {
 
 /// Page-table bit: the page is mapped (whatever its protection).
 const MAPPED: u8 = 0x80;
+/// Page-table bit: translated code was decoded from this page (kept across map/protect/unmap until
+/// the block cache drops the last block on the page).
+const CODE: u8 = 0x40;
+/// Fast-path table bit: guest reads of the page take the slow path (not readable).
+const SLOW_READ: u8 = 1;
+/// Fast-path table bit: guest writes to the page take the slow path (not writable, or holds code).
+const SLOW_WRITE: u8 = 2;
+
+/// The fast-path table byte for page-table byte `p`.
+fn slow_bits(p: u8) -> u8 {
+    let mut s = 0;
+    if p & NEED_READ != NEED_READ {
+        s |= SLOW_READ;
+    }
+    if p & (NEED_GUEST_WRITE | CODE) != NEED_GUEST_WRITE {
+        s |= SLOW_WRITE;
+    }
+    s
+}
 /// Requirement of a read (host or guest).
 const NEED_READ: u8 = MAPPED | Prot::READ.bits();
 /// Requirement of a guest write.
@@ -64,8 +89,15 @@ pub struct GuestMemory {
     base: u64,
     size: u64,
     pages: Vec<u8>,
+    /// Per page, which guest accesses must take the slow path ([`SLOW_READ`], [`SLOW_WRITE`]),
+    /// derived from `pages` by [`sync`](Self::sync): the one byte the fast paths test.
+    slow: Vec<u8>,
     regions: BTreeMap<u64, u64>,
     alloc_hint: usize,
+    /// Set by a guest store to a page holding translated code; cleared by [`take_code_writes`](Self::take_code_writes).
+    pub(crate) code_written: bool,
+    /// Ranges written by such stores since the last [`take_code_writes`](Self::take_code_writes).
+    code_writes: Vec<(u64, u64)>,
 }
 
 // SAFETY: the reservation is owned exclusively by this value; all mutation goes through `&mut self`
@@ -126,8 +158,11 @@ impl GuestMemory {
             base,
             size,
             pages: vec![0; (size / PAGE_SIZE) as usize],
+            slow: vec![SLOW_READ | SLOW_WRITE; (size / PAGE_SIZE) as usize],
             regions: BTreeMap::new(),
             alloc_hint: (ALLOC_FLOOR / PAGE_SIZE) as usize,
+            code_written: false,
+            code_writes: Vec::new(),
         }
     }
 
@@ -164,9 +199,20 @@ impl GuestMemory {
         let start = page_floor(addr);
         let (first, last) = self.page_range(start, len.saturating_add(addr - start))?;
         for p in &mut self.pages[first..last] {
-            *p = MAPPED | prot.bits();
+            *p = MAPPED | prot.bits() | (*p & CODE);
         }
+        self.sync(first, last);
         Ok(())
+    }
+
+    /// Recomputes the fast-path table for pages `first..last`.
+    fn sync(&mut self, first: usize, last: usize) {
+        for (s, p) in self.slow[first..last]
+            .iter_mut()
+            .zip(&self.pages[first..last])
+        {
+            *s = slow_bits(*p);
+        }
     }
 
     /// Unmaps `[addr, addr + len)` (page-rounded) and zeroes the pages. Parts outside the window are ignored.
@@ -181,8 +227,9 @@ impl GuestMemory {
         let first = ((start - self.base) / PAGE_SIZE) as usize;
         let last = ((end - self.base).div_ceil(PAGE_SIZE)) as usize;
         for p in &mut self.pages[first..last] {
-            *p = 0;
+            *p &= CODE;
         }
+        self.sync(first, last);
         // SAFETY: the range lies inside our own reservation (clamped above).
         unsafe {
             libc::madvise(
@@ -205,8 +252,9 @@ impl GuestMemory {
             });
         }
         for p in &mut self.pages[first..last] {
-            *p = MAPPED | prot.bits();
+            *p = MAPPED | prot.bits() | (*p & CODE);
         }
+        self.sync(first, last);
         Ok(())
     }
 
@@ -303,15 +351,90 @@ impl GuestMemory {
         self.check_slow(addr, len, need, write)
     }
 
+    /// [`check`](Self::check) for a guest write of `[addr, addr + len)`: also records the range if it
+    /// touches a page holding translated code.
+    #[inline(always)]
+    fn check_guest_write(&mut self, addr: u64, len: u64) -> Result<*mut u8, MemFault> {
+        let off = addr.wrapping_sub(self.base);
+        if off < self.size && (off & (PAGE_SIZE - 1)) + len <= PAGE_SIZE {
+            // SAFETY: off < size, so the index is within the page table.
+            let p = unsafe { *self.pages.get_unchecked((off / PAGE_SIZE) as usize) };
+            if p & (NEED_GUEST_WRITE | CODE) == NEED_GUEST_WRITE {
+                // SAFETY: the whole access lies inside the page, which lies inside the reservation.
+                return Ok(unsafe { self.host.add(off as usize) });
+            }
+        }
+        self.guest_write_slow(addr, len)
+    }
+
+    #[cold]
+    fn guest_write_slow(&mut self, addr: u64, len: u64) -> Result<*mut u8, MemFault> {
+        let p = self.check_slow(addr, len, NEED_GUEST_WRITE, true)?;
+        if let Ok((first, last)) = self.page_range(addr, len) {
+            if len > 0 && self.pages[first..last].iter().any(|p| p & CODE != 0) {
+                self.code_writes.push((addr, len));
+                self.code_written = true;
+            }
+        }
+        Ok(p)
+    }
+
+    /// Marks the pages of `[addr, addr + len)` as holding translated code (parts outside the window
+    /// are ignored).
+    pub(crate) fn mark_code(&mut self, addr: u64, len: u64) {
+        let off = addr.wrapping_sub(self.base);
+        if off >= self.size || len == 0 {
+            return;
+        }
+        let first = (off / PAGE_SIZE) as usize;
+        let last = (off.saturating_add(len).min(self.size).div_ceil(PAGE_SIZE)) as usize;
+        for p in &mut self.pages[first..last] {
+            *p |= CODE;
+        }
+        self.sync(first, last);
+    }
+
+    /// Clears the translated-code mark of the page containing `addr`.
+    pub(crate) fn clear_code(&mut self, addr: u64) {
+        let off = addr.wrapping_sub(self.base);
+        if off < self.size {
+            let i = (off / PAGE_SIZE) as usize;
+            self.pages[i] &= !CODE;
+            self.sync(i, i + 1);
+        }
+    }
+
+    /// Takes the ranges guest stores wrote to pages holding translated code.
+    pub(crate) fn take_code_writes(&mut self) -> Vec<(u64, u64)> {
+        self.code_written = false;
+        std::mem::take(&mut self.code_writes)
+    }
+
     #[cold]
     fn check_slow(&self, addr: u64, len: u64, need: u8, write: bool) -> Result<*mut u8, MemFault> {
         if len == 0 {
             return Ok(self.host);
         }
-        let (first, last) = self.page_range(addr, len).map_err(|f| MemFault {
-            addr: f.addr,
-            write,
-        })?;
+        let (first, last) = match self.page_range(addr, len) {
+            Ok(r) => r,
+            Err(f) => {
+                // The access runs past the window's end: an inaccessible page inside comes first.
+                let off = addr.wrapping_sub(self.base);
+                if off < self.size {
+                    let first = (off / PAGE_SIZE) as usize;
+                    if let Some(i) = self.pages[first..].iter().position(|p| p & need != need) {
+                        return Err(MemFault {
+                            addr: self.page_addr(first + i).max(addr),
+                            write,
+                        });
+                    }
+                }
+                return Err(MemFault {
+                    addr: f.addr,
+                    write,
+                });
+            }
+        };
         for (i, p) in self.pages[first..last].iter().enumerate() {
             if p & need != need {
                 let page = self.page_addr(first + i);
@@ -349,6 +472,59 @@ impl GuestMemory {
         }
     }
 
+    /// Host pointer for a guest access of `len` bytes (1, 2, 4 or 8) within one page whose
+    /// fast-path byte has none of the bits `slow`; `None` for everything else (the caller takes a
+    /// slow path that handles page-crossing accesses and reports faults).
+    #[inline(always)]
+    fn fast_ptr(&self, addr: u64, len: u64, slow: u8) -> Option<*mut u8> {
+        let off = addr.wrapping_sub(self.base);
+        // Indexing by page bounds-checks `off` against the window (whose size is whole pages).
+        if *self.slow.get((off / PAGE_SIZE) as usize)? & slow != 0 {
+            return None;
+        }
+        // Only a misaligned access can cross into the next page.
+        if off & (len - 1) != 0 && (off & (PAGE_SIZE - 1)) > PAGE_SIZE - len {
+            return None;
+        }
+        // SAFETY: the whole access lies inside one page of the window, so inside the reservation.
+        Some(unsafe { self.host.add(off as usize) })
+    }
+
+    /// Guest load of 1, 2, 4 or 8 bytes (zero-extended) that stays within a readable page; `None`
+    /// otherwise (then [`load`](Self::load) gives the value or the fault).
+    #[inline(always)]
+    pub(crate) fn load_fast(&self, addr: u64, size: u32) -> Option<u64> {
+        let p = self.fast_ptr(addr, size as u64, SLOW_READ)?;
+        // SAFETY: `fast_ptr` validated [addr, addr+size) inside the reservation.
+        Some(unsafe {
+            match size {
+                1 => *p as u64,
+                2 => p.cast::<u16>().read_unaligned() as u64,
+                4 => p.cast::<u32>().read_unaligned() as u64,
+                _ => p.cast::<u64>().read_unaligned(),
+            }
+        })
+    }
+
+    /// Guest store of 1, 2, 4 or 8 bytes that stays within a writable page holding no translated
+    /// code; returns false, writing nothing, otherwise (then [`store`](Self::store) does it).
+    #[inline(always)]
+    pub(crate) fn store_fast(&mut self, addr: u64, size: u32, v: u64) -> bool {
+        let Some(p) = self.fast_ptr(addr, size as u64, SLOW_WRITE) else {
+            return false;
+        };
+        // SAFETY: `fast_ptr` validated [addr, addr+size) inside the reservation; we hold `&mut self`.
+        unsafe {
+            match size {
+                1 => *p = v as u8,
+                2 => p.cast::<u16>().write_unaligned(v as u16),
+                4 => p.cast::<u32>().write_unaligned(v as u32),
+                _ => p.cast::<u64>().write_unaligned(v),
+            }
+        }
+        true
+    }
+
     /// Guest load of 1, 2, 4 or 8 bytes (zero-extended).
     #[inline(always)]
     pub(crate) fn load(&self, addr: u64, size: u32) -> Result<u64, MemFault> {
@@ -367,7 +543,7 @@ impl GuestMemory {
     /// Guest store of 1, 2, 4 or 8 bytes; needs [`Prot::WRITE`].
     #[inline(always)]
     pub(crate) fn store(&mut self, addr: u64, size: u32, v: u64) -> Result<(), MemFault> {
-        let p = self.check(addr, size as u64, NEED_GUEST_WRITE, true)?;
+        let p = self.check_guest_write(addr, size as u64)?;
         // SAFETY: `check` validated [addr, addr+size) inside the reservation; we hold `&mut self`.
         unsafe {
             match size {
@@ -389,7 +565,7 @@ impl GuestMemory {
 
     /// Guest 128-bit store; needs [`Prot::WRITE`].
     pub(crate) fn store_u128(&mut self, addr: u64, v: u128) -> Result<(), MemFault> {
-        let p = self.check(addr, 16, NEED_GUEST_WRITE, true)?;
+        let p = self.check_guest_write(addr, 16)?;
         // SAFETY: validated by `check`; we hold `&mut self`.
         unsafe { p.cast::<u128>().write_unaligned(v) };
         Ok(())
@@ -399,7 +575,7 @@ impl GuestMemory {
     /// source needs READ, destination WRITE. Nothing is copied if any check fails.
     pub(crate) fn guest_copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), MemFault> {
         let s = self.check(src, len, NEED_READ, false)?;
-        let d = self.check(dst, len, NEED_GUEST_WRITE, true)?;
+        let d = self.check_guest_write(dst, len)?;
         // SAFETY: both ranges validated inside the reservation; `copy` has memmove semantics.
         unsafe { std::ptr::copy(s, d, len as usize) };
         Ok(())
@@ -413,7 +589,7 @@ impl GuestMemory {
         elem: u32,
         len: u64,
     ) -> Result<(), MemFault> {
-        let d = self.check(dst, len, NEED_GUEST_WRITE, true)?;
+        let d = self.check_guest_write(dst, len)?;
         // SAFETY: validated by `check`; we hold `&mut self`.
         let out = unsafe { std::slice::from_raw_parts_mut(d, len as usize) };
         if elem == 1 {
