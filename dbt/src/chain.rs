@@ -125,11 +125,13 @@ pub(crate) fn end(m: &mut Machine, op: Cursor<'_>) -> ExecResult {
         let first = op.rewind();
         return (first.run)(m, first);
     }
-    let Some(link) = follow(&op, rip) else {
+    let Some(links) = op.links.as_ref() else {
         return Ok(());
     };
+    // No link (`Link::NONE`) has more instructions than any fuel.
+    let link = links[(rip != op.disp) as usize].get();
     let insns = link.insns as u64;
-    if insns > c.fuel {
+    if link.addr != rip || insns > c.fuel {
         return Ok(());
     }
     c.fuel -= insns;

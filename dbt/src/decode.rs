@@ -3,7 +3,7 @@
 //! A block is decoded once with iced-x86, up to and including the first control transfer other than
 //! a direct call or jmp: those the block continues through at their target (a trace), so the call
 //! op only pushes the return address. The flags liveness of the block is computed
-//! ([`crate::liveness`]) and each instruction becomes an [`Op`](crate::op::Op) ([`crate::select`]);
+//! ([`crate::liveness`]) and each instruction becomes an [`Op`] ([`crate::select`]);
 //! a flag-writing instruction followed by the block's final jcc becomes one fused op. Blocks are
 //! cached by start address (and chained, see [`crate::chain`]).
 //!

@@ -1,6 +1,7 @@
 //! Specialised control transfer and stack handlers: jmp, jcc, call, ret, push, pop.
 //!
-//! `P` is the pointer size in bytes (4 on X86, 8 on X64). Calls and returns maintain the shadow
+//! `P` is the pointer size in bytes (4 on X86, 8 on X64), so it also gives the stack pointer's
+//! width. Calls and returns maintain the shadow
 //! call stack like the generic handlers. Memory accesses that miss the fast path re-run the op with
 //! its generic handler.
 
@@ -49,7 +50,7 @@ pub(crate) fn jmp_indirect<const P: u32, const MEM: bool, const A: u8>(
 /// not apply.
 macro_rules! push_or_generic {
     ($m:expr, $op:expr, $v:expr, $size:expr) => {
-        let sp = $m.sp().wrapping_sub($size as u64) & $m.arch().addr_mask();
+        let sp = $m.sp().wrapping_sub($size as u64) & size_mask($size);
         store_or_generic!($m, $op, sp, $size, $v);
         $m.cpu.regs[4] = sp;
     };
@@ -96,7 +97,7 @@ pub(crate) fn call_indirect<const P: u32, const MEM: bool, const A: u8>(
 pub(crate) fn ret<const P: u32>(m: &mut Machine, op: Cursor<'_>) -> ExecResult {
     let slot = m.sp();
     let target = load_or_generic!(m, op, slot, P);
-    m.set_sp(slot.wrapping_add(P as u64).wrapping_add(op.imm));
+    m.cpu.regs[4] = slot.wrapping_add(P as u64).wrapping_add(op.imm) & size_mask(P);
     m.cpu.shadow_pop(slot);
     m.cpu.rip = target;
     next(m, op)
@@ -119,7 +120,7 @@ pub(crate) fn push_imm<const P: u32>(m: &mut Machine, op: Cursor<'_>) -> ExecRes
 pub(crate) fn pop_reg<const P: u32>(m: &mut Machine, op: Cursor<'_>) -> ExecResult {
     let sp = m.sp();
     let v = load_or_generic!(m, op, sp, P);
-    m.set_sp(sp.wrapping_add(P as u64));
+    m.cpu.regs[4] = sp.wrapping_add(P as u64) & size_mask(P);
     m.set_reg::<P>(op.dst, v);
     next(m, op)
 }

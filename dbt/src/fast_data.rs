@@ -102,7 +102,10 @@ pub(crate) fn cmov_known<const S: u32, const K: u8, const CC: u8>(
 
 /// setcc into a byte register on the condition `CC`, with the flags from a writer of kind `K` (see
 /// [`crate::flags::writer`]) earlier in the block.
-pub(crate) fn setcc_known<const K: u8, const CC: u8>(m: &mut Machine, op: Cursor<'_>) -> ExecResult {
+pub(crate) fn setcc_known<const K: u8, const CC: u8>(
+    m: &mut Machine,
+    op: Cursor<'_>,
+) -> ExecResult {
     let v = m.cpu.flags.cond_known::<K, CC>() as u64;
     m.set_reg::<1>(op.dst, v);
     next(m, op)

@@ -7,6 +7,14 @@
 //!   [`GuestFault`] carrying registers and a guest backtrace.
 //! * [`CallConv`] and the calling-convention helpers on [`Machine`] move arguments and return values
 //!   across the host/guest boundary.
+//!
+//! The interpreter, module by module: `decode` decodes blocks (traces through direct calls and
+//! jumps) and caches them; `liveness` finds which status flags each instruction's successors read;
+//! `select` turns each instruction into an `op` (specialised handlers in `fast_alu`, `fast_data`,
+//! `fast_control`, generic ones in `exec_*` chosen by `dispatch`), fusing flag writers with the
+//! branch after them; handlers tail-call the next op, and the op ending a block follows `chain`
+//! links to the next block; `machine` has the run loop, `flags` the lazy flags, `memory` the
+//! sandboxed guest memory with its code-page tracking for self-modifying code.
 
 #![warn(missing_docs)]
 

@@ -457,12 +457,7 @@ fn rm0(i: &Instruction, arch: Arch, op: &mut Op) -> Option<(u32, Option<u8>)> {
 
 /// inc/dec, fused with a jcc on condition `branch` if there is one (with the condition fixed at
 /// compile time for 4- and 8-byte registers).
-fn incdec_form(
-    i: &Instruction,
-    arch: Arch,
-    op: &mut Op,
-    branch: Option<u8>,
-) -> Option<Handler> {
+fn incdec_form(i: &Instruction, arch: Arch, op: &mut Op, branch: Option<u8>) -> Option<Handler> {
     let (size, mem) = rm0(i, arch, op)?;
     let dec = i.mnemonic() == Mnemonic::Dec;
     if let (Some(code), None, 4 | 8) = (branch, mem, size) {
@@ -669,12 +664,7 @@ fn lea_form(i: &Instruction, arch: Arch, op: &mut Op) -> Option<Handler> {
 }
 
 /// cmovcc with 4- or 8-byte operands.
-fn cmov_form(
-    i: &Instruction,
-    arch: Arch,
-    op: &mut Op,
-    writer: Option<u8>,
-) -> Option<Handler> {
+fn cmov_form(i: &Instruction, arch: Arch, op: &mut Op, writer: Option<u8>) -> Option<Handler> {
     let Opnd::Reg(d, size) = operand(i, 0)? else {
         return None;
     };
@@ -708,12 +698,7 @@ fn cmov_form(
 }
 
 /// setcc into a byte register or memory; `writer` as for [`select`].
-fn setcc_form(
-    i: &Instruction,
-    arch: Arch,
-    op: &mut Op,
-    writer: Option<u8>,
-) -> Option<Handler> {
+fn setcc_form(i: &Instruction, arch: Arch, op: &mut Op, writer: Option<u8>) -> Option<Handler> {
     op.cc = i.condition_code() as u8;
     match rm0(i, arch, op)? {
         (1, None) => Some(match known(writer, op.cc) {
@@ -959,7 +944,10 @@ mod tests {
                 _ => a.inc(mem(r)),
             },
             19 if x64 => {
-                let (d, s) = ([rax, rcx, rdx, r8, r9][r.below(5) as usize], [rsi, rdi, r10][r.below(3) as usize]);
+                let (d, s) = (
+                    [rax, rcx, rdx, r8, r9][r.below(5) as usize],
+                    [rsi, rdi, r10][r.below(3) as usize],
+                );
                 match r.below(4) {
                     0 => a.add(d, s),
                     1 => a.sub(d, s),
@@ -983,7 +971,10 @@ mod tests {
     fn setup(arch: Arch, code: &[u8], at: u64, data: &[u8], seed: u64) -> Machine {
         let mut m = Machine::new(arch);
         m.setup_stack(0x10000).unwrap();
-        let c = m.mem.alloc_at_or_near(at, 0x4000, Prot::READ | Prot::EXEC).unwrap();
+        let c = m
+            .mem
+            .alloc_at_or_near(at, 0x4000, Prot::READ | Prot::EXEC)
+            .unwrap();
         assert_eq!(c, at);
         m.mem.write_bytes(c, code).unwrap();
         let d = m.mem.alloc(0x1000, Prot::READ | Prot::WRITE).unwrap();
@@ -992,7 +983,11 @@ mod tests {
         let mut r = Rng(seed);
         for (k, reg) in m.cpu.regs.iter_mut().enumerate() {
             if k != 4 {
-                *reg = if arch == Arch::X86 { r.value() & 0xffff_ffff } else { r.value() };
+                *reg = if arch == Arch::X86 {
+                    r.value() & 0xffff_ffff
+                } else {
+                    r.value()
+                };
             }
         }
         m.cpu.regs[3] = d + 0x100;
@@ -1063,9 +1058,18 @@ mod tests {
                     let n = m.stats.instructions;
                     assert_eq!(n, stepped.stats.instructions, "{arch:?} case {case} {how}");
                     let (regs, flags, mem) = state(m);
-                    assert_eq!(regs, want.0, "{arch:?} case {case} {how}: registers\n{code:02x?}");
-                    assert_eq!(flags, want.1, "{arch:?} case {case} {how}: flags\n{code:02x?}");
-                    assert_eq!(mem, want.2, "{arch:?} case {case} {how}: memory\n{code:02x?}");
+                    assert_eq!(
+                        regs, want.0,
+                        "{arch:?} case {case} {how}: registers\n{code:02x?}"
+                    );
+                    assert_eq!(
+                        flags, want.1,
+                        "{arch:?} case {case} {how}: flags\n{code:02x?}"
+                    );
+                    assert_eq!(
+                        mem, want.2,
+                        "{arch:?} case {case} {how}: memory\n{code:02x?}"
+                    );
                 }
             }
         }
