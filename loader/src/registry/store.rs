@@ -476,8 +476,28 @@ impl RegistryStore {
         RegistryStore::open(&super::default_dir())
     }
 
-    /// Opens (creating if needed) a store file.
+    /// Opens (creating if needed) a store file. A new store is built under a temporary name and
+    /// renamed into place once its skeleton is committed, so a process killed while creating it
+    /// leaves no store rather than a half-written file.
     pub fn open_file(path: &Path) -> RegResult<RegistryStore> {
+        if !path.exists() {
+            let staging = path.with_extension(format!("creating-{}", std::process::id()));
+            let created = RegistryStore::open_database(&staging).and_then(|store| {
+                drop(store);
+                std::fs::rename(&staging, path).map_err(|e| {
+                    RegError::Storage(format!("cannot create {}: {e}", path.display()))
+                })
+            });
+            if let Err(e) = created {
+                let _ = std::fs::remove_file(&staging);
+                return Err(e);
+            }
+        }
+        RegistryStore::open_database(path)
+    }
+
+    /// Opens or creates the database at `path` and makes sure the root keys exist.
+    fn open_database(path: &Path) -> RegResult<RegistryStore> {
         let db = Database::create(path)
             .map_err(|e| RegError::Storage(format!("cannot open {}: {e}", path.display())))?;
         let store = RegistryStore {
