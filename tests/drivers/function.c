@@ -24,32 +24,6 @@ static DRIVER_UNLOAD IcaUnload;
 static DRIVER_DISPATCH IcaPnp;
 static DRIVER_DISPATCH IcaCreateClose;
 static DRIVER_DISPATCH IcaDeviceControl;
-static IO_COMPLETION_ROUTINE IcaSetEventCompletion;
-
-static NTSTATUS NTAPI IcaSetEventCompletion(PDEVICE_OBJECT DeviceObject, PIRP Irp, PVOID Context)
-{
-    UNREFERENCED_PARAMETER(DeviceObject);
-    UNREFERENCED_PARAMETER(Irp);
-    KeSetEvent((PKEVENT)Context, IO_NO_INCREMENT, FALSE);
-    return STATUS_MORE_PROCESSING_REQUIRED;
-}
-
-/* Send Irp to the lower driver and wait until it has completed it. */
-static NTSTATUS IcaForwardAndWait(PDEVICE_OBJECT Lower, PIRP Irp)
-{
-    KEVENT event;
-    NTSTATUS status;
-
-    KeInitializeEvent(&event, NotificationEvent, FALSE);
-    IoCopyCurrentIrpStackLocationToNext(Irp);
-    IoSetCompletionRoutine(Irp, IcaSetEventCompletion, &event, TRUE, TRUE, TRUE);
-    status = IoCallDriver(Lower, Irp);
-    if (status == STATUS_PENDING) {
-        KeWaitForSingleObject(&event, Executive, KernelMode, FALSE, NULL);
-        status = Irp->IoStatus.Status;
-    }
-    return status;
-}
 
 static NTSTATUS NTAPI IcaPnp(PDEVICE_OBJECT DeviceObject, PIRP Irp)
 {

@@ -72,4 +72,57 @@ static inline VOID IcaDeleteLinkedDevice(PDRIVER_OBJECT DriverObject, PCWSTR Lin
         IoDeleteDevice(DriverObject->DeviceObject);
 }
 
+/*
+ * Completion routine that signals the KEVENT passed as its context and keeps
+ * the IRP (STATUS_MORE_PROCESSING_REQUIRED): the caller finishes it.
+ */
+static inline NTSTATUS NTAPI IcaSetEventCompletion(PDEVICE_OBJECT DeviceObject, PIRP Irp,
+                                                   PVOID Context)
+{
+    UNREFERENCED_PARAMETER(DeviceObject);
+    UNREFERENCED_PARAMETER(Irp);
+    KeSetEvent((PKEVENT)Context, IO_NO_INCREMENT, FALSE);
+    return STATUS_MORE_PROCESSING_REQUIRED;
+}
+
+/* Send Irp to the lower driver and wait until it has completed it. */
+static inline NTSTATUS IcaForwardAndWait(PDEVICE_OBJECT Lower, PIRP Irp)
+{
+    KEVENT event;
+    NTSTATUS status;
+
+    KeInitializeEvent(&event, NotificationEvent, FALSE);
+    IoCopyCurrentIrpStackLocationToNext(Irp);
+    IoSetCompletionRoutine(Irp, IcaSetEventCompletion, &event, TRUE, TRUE, TRUE);
+    status = IoCallDriver(Lower, Irp);
+    if (status == STATUS_PENDING) {
+        KeWaitForSingleObject(&event, Executive, KernelMode, FALSE, NULL);
+        status = Irp->IoStatus.Status;
+    }
+    return status;
+}
+
+/*
+ * In-driver self tests: count a check in r, keeping the name of the first
+ * failing one (a plain loop: no dependence on the string routines under test).
+ */
+static inline void IcaRecord(PICA_SELFTEST_RESULT r, BOOLEAN ok, const char *name)
+{
+    ULONG i;
+
+    if (ok) {
+        r->Passed++;
+        return;
+    }
+    if (r->Failed++ == 0) {
+        for (i = 0; i + 1 < ICA_FAILURE_TEXT_LEN && name[i] != '\0'; i++)
+            r->FirstFailure[i] = name[i];
+        r->FirstFailure[i] = '\0';
+    }
+    DbgPrint("self test check failed: %s\n", name);
+}
+
+/* CHECK(cond, name) records one check in the PICA_SELFTEST_RESULT named r. */
+#define CHECK(cond, name) IcaRecord(r, (BOOLEAN)((cond) ? TRUE : FALSE), (name))
+
 #endif /* ICA_TEST_ICADRV_H */

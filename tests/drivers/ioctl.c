@@ -100,25 +100,6 @@ static NTSTATUS NTAPI IcaRead(PDEVICE_OBJECT DeviceObject, PIRP Irp)
 /* ---------------------------------------------------------------------- */
 /* IOCTL_ICA_SELFTEST                                                      */
 
-static void IcaRecord(PICA_SELFTEST_RESULT r, BOOLEAN ok, const char *name)
-{
-    ULONG i;
-
-    if (ok) {
-        r->Passed++;
-        return;
-    }
-    if (r->Failed++ == 0) {
-        /* Plain loop: do not depend on the string routines under test. */
-        for (i = 0; i + 1 < ICA_FAILURE_TEXT_LEN && name[i] != '\0'; i++)
-            r->FirstFailure[i] = name[i];
-        r->FirstFailure[i] = '\0';
-    }
-    DbgPrint("ioctl: selftest check failed: %s\n", name);
-}
-
-#define CHECK(cond, name) IcaRecord(r, (BOOLEAN)((cond) ? TRUE : FALSE), (name))
-
 static void IcaTestPoolAndMemory(PICA_SELFTEST_RESULT r)
 {
     PUCHAR p = ExAllocatePoolWithTag(NonPagedPool, 64, ICA_IOCTL_TAG);
@@ -352,14 +333,6 @@ static void IcaTestProcess(PICA_SELFTEST_RESULT r)
     CHECK(PsGetCurrentProcessId() != NULL, "PsGetCurrentProcessId");
 }
 
-static NTSTATUS NTAPI IcaSignalCompletion(PDEVICE_OBJECT DeviceObject, PIRP Irp, PVOID Context)
-{
-    UNREFERENCED_PARAMETER(DeviceObject);
-    UNREFERENCED_PARAMETER(Irp);
-    KeSetEvent((PKEVENT)Context, IO_NO_INCREMENT, FALSE);
-    return STATUS_MORE_PROCESSING_REQUIRED;
-}
-
 /*
  * IRPs the driver builds itself, sent to its own device: a threaded IRP from
  * IoBuildDeviceIoControlRequest (the I/O manager copies the output back, fills
@@ -405,7 +378,7 @@ static void IcaTestDriverIrps(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
     next->Parameters.DeviceIoControl.IoControlCode = IOCTL_ICA_REVERSE;
     next->Parameters.DeviceIoControl.InputBufferLength = 4;
     next->Parameters.DeviceIoControl.OutputBufferLength = 4;
-    IoSetCompletionRoutine(irp, IcaSignalCompletion, &event, TRUE, TRUE, TRUE);
+    IoSetCompletionRoutine(irp, IcaSetEventCompletion, &event, TRUE, TRUE, TRUE);
     status = IoCallDriver(self, irp);
     if (status == STATUS_PENDING)
         KeWaitForSingleObject(&event, Executive, KernelMode, FALSE, NULL);

@@ -49,25 +49,6 @@ static DRIVER_UNLOAD IcaUnload;
 static DRIVER_DISPATCH IcaCreateClose;
 static DRIVER_DISPATCH IcaDeviceControl;
 static DRIVER_DISPATCH IcaPnp;
-static IO_COMPLETION_ROUTINE IcaSetEventCompletion;
-
-static void IcaRecord(PICA_SELFTEST_RESULT r, BOOLEAN ok, const char *name)
-{
-    ULONG i;
-
-    if (ok) {
-        r->Passed++;
-        return;
-    }
-    if (r->Failed++ == 0) {
-        for (i = 0; i + 1 < ICA_FAILURE_TEXT_LEN && name[i] != '\0'; i++)
-            r->FirstFailure[i] = name[i];
-        r->FirstFailure[i] = '\0';
-    }
-    DbgPrint("regtest: check failed: %s\n", name);
-}
-
-#define CHECK(cond, name) IcaRecord(r, (BOOLEAN)((cond) ? TRUE : FALSE), (name))
 
 /* ---------------------------------------------------------------------- */
 /* Helpers                                                                 */
@@ -538,33 +519,17 @@ static void IcaPnpChecks(PDEVICE_OBJECT Pdo)
           "IoRegisterDeviceInterface");
 }
 
-static NTSTATUS NTAPI IcaSetEventCompletion(PDEVICE_OBJECT DeviceObject, PIRP Irp, PVOID Context)
-{
-    UNREFERENCED_PARAMETER(DeviceObject);
-    UNREFERENCED_PARAMETER(Irp);
-    KeSetEvent((PKEVENT)Context, IO_NO_INCREMENT, FALSE);
-    return STATUS_MORE_PROCESSING_REQUIRED;
-}
-
 static NTSTATUS NTAPI IcaPnp(PDEVICE_OBJECT DeviceObject, PIRP Irp)
 {
     PICA_SELFTEST_RESULT r = &g_Pnp;
     PIO_STACK_LOCATION stack = IoGetCurrentIrpStackLocation(Irp);
     PICA_REG_FDO ext = DeviceObject->DeviceExtension;
     PDEVICE_OBJECT lower = ext->Lower;
-    KEVENT event;
     NTSTATUS status;
 
     switch (stack->MinorFunction) {
     case IRP_MN_START_DEVICE:
-        KeInitializeEvent(&event, NotificationEvent, FALSE);
-        IoCopyCurrentIrpStackLocationToNext(Irp);
-        IoSetCompletionRoutine(Irp, IcaSetEventCompletion, &event, TRUE, TRUE, TRUE);
-        status = IoCallDriver(lower, Irp);
-        if (status == STATUS_PENDING) {
-            KeWaitForSingleObject(&event, Executive, KernelMode, FALSE, NULL);
-            status = Irp->IoStatus.Status;
-        }
+        status = IcaForwardAndWait(lower, Irp);
         if (NT_SUCCESS(status) && g_InterfaceLink.Buffer != NULL)
             CHECK(IoSetDeviceInterfaceState(&g_InterfaceLink, TRUE) == STATUS_SUCCESS,
                   "IoSetDeviceInterfaceState enable");
