@@ -367,16 +367,10 @@ fn specialise(i: &Instruction, arch: Arch, op: &mut Op, writer: Option<u8>) -> O
     }
 }
 
-/// The ALU group (`kind` from [`alu_op`]), fused with a jcc on condition `branch` if there is one
-/// (with the condition fixed at compile time for 4- and 8-byte register forms).
-fn alu_form(
-    i: &Instruction,
-    arch: Arch,
-    op: &mut Op,
-    kind: u8,
-    branch: Option<u8>,
-) -> Option<Handler> {
-    let (f, size, a) = match (operand(i, 0)?, operand(i, 1)?) {
+/// Classifies a two-operand instruction (`dst, src`) of one operand size into its form (register,
+/// immediate or memory on each side), filling in `op`: (form, size, effective-address kind).
+fn two_operand_form(i: &Instruction, arch: Arch, op: &mut Op) -> Option<(u8, u32, u8)> {
+    Some(match (operand(i, 0)?, operand(i, 1)?) {
         (Opnd::Reg(d, s), Opnd::Reg(r, s2)) if s == s2 => {
             (op.dst, op.src) = (d, r);
             (form::RR, s, ea::D)
@@ -398,7 +392,19 @@ fn alu_form(
             (form::MI, s, memory(i, arch, op)?)
         }
         _ => return None,
-    };
+    })
+}
+
+/// The ALU group (`kind` from [`alu_op`]), fused with a jcc on condition `branch` if there is one
+/// (with the condition fixed at compile time for 4- and 8-byte register forms).
+fn alu_form(
+    i: &Instruction,
+    arch: Arch,
+    op: &mut Op,
+    kind: u8,
+    branch: Option<u8>,
+) -> Option<Handler> {
+    let (f, size, a) = two_operand_form(i, arch, op)?;
     macro_rules! forms {
         ($k:tt, $b:tt) => {
             match f {
@@ -582,29 +588,7 @@ fn imul_form(i: &Instruction, arch: Arch, op: &mut Op) -> Option<Handler> {
 
 /// mov between general purpose registers, memory and immediates.
 fn mov_form(i: &Instruction, arch: Arch, op: &mut Op) -> Option<Handler> {
-    let (f, size, a) = match (operand(i, 0)?, operand(i, 1)?) {
-        (Opnd::Reg(d, s), Opnd::Reg(r, s2)) if s == s2 => {
-            (op.dst, op.src) = (d, r);
-            (form::RR, s, ea::D)
-        }
-        (Opnd::Reg(d, s), Opnd::Imm(v)) => {
-            (op.dst, op.imm) = (d, v & size_mask(s));
-            (form::RI, s, ea::D)
-        }
-        (Opnd::Reg(d, s), Opnd::Mem(ms)) if s == ms => {
-            op.dst = d;
-            (form::RM, s, memory(i, arch, op)?)
-        }
-        (Opnd::Mem(s), Opnd::Reg(r, s2)) if s == s2 => {
-            op.src = r;
-            (form::MR, s, memory(i, arch, op)?)
-        }
-        (Opnd::Mem(s), Opnd::Imm(v)) if sized(s) => {
-            op.imm = v & size_mask(s);
-            (form::MI, s, memory(i, arch, op)?)
-        }
-        _ => return None,
-    };
+    let (f, size, a) = two_operand_form(i, arch, op)?;
     Some(match f {
         form::RR => by_size!(size, mov<_, { form::RR }, { ea::D }>),
         form::RI => by_size!(size, mov<_, { form::RI }, { ea::D }>),
