@@ -6,3 +6,4 @@ pub mod device;
 pub mod packet;
 pub mod pci;
 pub mod rtl8139;
+pub mod tap;
