@@ -14,7 +14,7 @@ outdir=${1:-"$here/bin"}
 mkdir -p "$outdir"
 outdir=$(cd "$outdir" && pwd)
 
-DRIVERS="ioctl function filter unknownimport nullderef norelocs regtest"
+DRIVERS="ioctl function filter unknownimport nullderef norelocs regtest rtl8139_ndis5"
 
 CC_X86=${CC_X86:-i686-w64-mingw32-gcc}
 CC_X64=${CC_X64:-x86_64-w64-mingw32-gcc}
@@ -35,6 +35,15 @@ cd "$here"
 extra_cflags() {
     case $1 in
     nullderef) echo "-fno-omit-frame-pointer" ;; # walkable x86 EBP chain
+    rtl8139_ndis5) echo "-DNDIS_MINIPORT_DRIVER -DNDIS51_MINIPORT=1" ;; # ndis51_fix.h
+    *) echo "" ;;
+    esac
+}
+
+# Per-driver extra import libraries (before the common ones).
+extra_libs() {
+    case $1 in
+    rtl8139_ndis5) echo "-lndis" ;;
     *) echo "" ;;
     esac
 }
@@ -48,7 +57,7 @@ build_arch() {
             -c "$d.c" -o "$tmp/$arch/$d.o"
         # shellcheck disable=SC2086
         $cc $LDFLAGS_COMMON -Wl,--entry,"$entry" \
-            -o "$tmp/$arch/$d.sys" "$tmp/$arch/$d.o" $LIBS
+            -o "$tmp/$arch/$d.sys" "$tmp/$arch/$d.o" $(extra_libs "$d") $LIBS
         cp "$tmp/$arch/$d.sys" "$outdir/$arch/$d.sys"
         echo "built $arch/$d.sys"
     done

@@ -1,0 +1,70 @@
+/*
+ * ndis51_fix.h - include instead of <ndis.h>: works around the gaps in
+ * mingw-w64's DDK ndis.h for an NDIS 5.1 miniport (no system header is
+ * edited).
+ *
+ * 1. ndis.h includes the user-mode <ntddndis.h>, which also defines
+ *    enum _NDIS_REQUEST_TYPE (and its enumerators), then defines it again.
+ *    We include ntddndis.h first with its copy renamed away; its include
+ *    guard then makes ndis.h's #include a no-op.
+ * 2. ntddndis.h and ndis.h both define NDIS_PROTOCOL_ID_MASK/MAX (different
+ *    spelling of the same value): -Werror rejects the redefinition.
+ * 3. ndis.h's prototype of NdisMWanIndicateReceiveComplete lacks a comma
+ *    between its parameters (a syntax error); a function-like macro swallows
+ *    that declaration (no WAN miniport uses it here).
+ */
+#ifndef ICA_NDIS51_FIX_H
+#define ICA_NDIS51_FIX_H
+
+#ifndef NDIS_MINIPORT_DRIVER
+#define NDIS_MINIPORT_DRIVER 1
+#endif
+#ifndef NDIS51_MINIPORT
+#define NDIS51_MINIPORT 1
+#endif
+
+#include <ntddk.h>
+
+/* 1 + 2: ntddndis.h first, its NDIS_REQUEST_TYPE renamed. */
+typedef int NDIS_STATUS, *PNDIS_STATUS; /* ndis.h repeats it (same type: C11) */
+#define _NDIS_REQUEST_TYPE _ICA_UM_NDIS_REQUEST_TYPE
+#define NDIS_REQUEST_TYPE ICA_UM_NDIS_REQUEST_TYPE
+#define PNDIS_REQUEST_TYPE ICA_UM_PNDIS_REQUEST_TYPE
+#define NdisRequestQueryInformation IcaUm_NdisRequestQueryInformation
+#define NdisRequestSetInformation IcaUm_NdisRequestSetInformation
+#define NdisRequestQueryStatistics IcaUm_NdisRequestQueryStatistics
+#define NdisRequestOpen IcaUm_NdisRequestOpen
+#define NdisRequestClose IcaUm_NdisRequestClose
+#define NdisRequestSend IcaUm_NdisRequestSend
+#define NdisRequestTransferData IcaUm_NdisRequestTransferData
+#define NdisRequestReset IcaUm_NdisRequestReset
+#define NdisRequestGeneric1 IcaUm_NdisRequestGeneric1
+#define NdisRequestGeneric2 IcaUm_NdisRequestGeneric2
+#define NdisRequestGeneric3 IcaUm_NdisRequestGeneric3
+#define NdisRequestGeneric4 IcaUm_NdisRequestGeneric4
+#include <ntddndis.h>
+#undef _NDIS_REQUEST_TYPE
+#undef NDIS_REQUEST_TYPE
+#undef PNDIS_REQUEST_TYPE
+#undef NdisRequestQueryInformation
+#undef NdisRequestSetInformation
+#undef NdisRequestQueryStatistics
+#undef NdisRequestOpen
+#undef NdisRequestClose
+#undef NdisRequestSend
+#undef NdisRequestTransferData
+#undef NdisRequestReset
+#undef NdisRequestGeneric1
+#undef NdisRequestGeneric2
+#undef NdisRequestGeneric3
+#undef NdisRequestGeneric4
+#undef NDIS_PROTOCOL_ID_MASK
+#undef NDIS_PROTOCOL_ID_MAX
+
+/* 3 */
+#define NdisMWanIndicateReceiveComplete(...) IcaNdisMWanIndicateReceiveComplete_unused(void)
+
+#include <ndis.h>
+#undef NdisMWanIndicateReceiveComplete
+
+#endif

@@ -1,0 +1,866 @@
+/*
+ * rtl8139_ndis5.sys - an NDIS 5.1 (serialized) miniport for the Realtek
+ * RTL8139(C) Fast Ethernet controller, written from the datasheet for ICA's
+ * tests (host-linux/src/rtl8139.rs is the device model it runs against).
+ *
+ * I/O-port register access (BAR0), a 32K+16 receive ring with WRAP=1 (frames
+ * past the end are written linearly into the 1536-byte tail), four 2K
+ * transmit buffers in shared memory.  Sends are copied into a transmit
+ * buffer and completed with NdisMSendComplete when the chip reports TOK/TER
+ * (NDIS_STATUS_RESOURCES when all four descriptors are busy).  Receives are
+ * copied out of the ring into one of RX_PACKETS preallocated packets and
+ * indicated with NdisMIndicateReceivePacket; ReturnPacket puts them back.
+ */
+#include "ndis51_fix.h"
+
+#define RTL_TAG 0x39384352u /* 'RC89' in a pool dump */
+
+/* Registers. */
+#define R_IDR0 0x00
+#define R_MAR0 0x08
+#define R_TSD0 0x10
+#define R_TSAD0 0x20
+#define R_RBSTART 0x30
+#define R_CR 0x37
+#define R_CAPR 0x38
+#define R_IMR 0x3C
+#define R_ISR 0x3E
+#define R_TCR 0x40
+#define R_RCR 0x44
+#define R_MPC 0x4C
+#define R_9346CR 0x50
+#define R_CONFIG1 0x52
+#define R_MSR 0x58
+
+#define CR_BUFE 0x01
+#define CR_TE 0x04
+#define CR_RE 0x08
+#define CR_RST 0x10
+
+#define INT_ROK 0x0001
+#define INT_RER 0x0002
+#define INT_TOK 0x0004
+#define INT_TER 0x0008
+#define INT_RXOVW 0x0010
+#define INT_LINKCHG 0x0020
+#define INT_FOVW 0x0040
+#define INT_SERR 0x8000
+#define INT_MASK (INT_ROK | INT_RER | INT_TOK | INT_TER | INT_RXOVW | INT_LINKCHG | INT_FOVW | INT_SERR)
+
+#define TSD_OWN 0x00002000u
+#define TSD_TOK 0x00008000u
+#define TSD_TABT 0x40000000u
+#define TSD_ERTXTH (8u << 16) /* early TX threshold: 256 bytes */
+
+#define RCR_AAP 0x01u
+#define RCR_APM 0x02u
+#define RCR_AM 0x04u
+#define RCR_AB 0x08u
+#define RCR_WRAP 0x80u
+#define RCR_MXDMA_UNLIMITED (7u << 8)
+#define RCR_RBLEN_32K (2u << 11)
+#define RCR_RXFTH_NONE (7u << 13)
+#define RCR_BASE (RCR_RBLEN_32K | RCR_WRAP | RCR_MXDMA_UNLIMITED | RCR_RXFTH_NONE)
+
+#define TCR_IFG_STD (3u << 24)
+#define TCR_MXDMA_2048 (7u << 8)
+
+#define MSR_LINKB 0x04
+#define MSR_SPEED_10 0x08
+
+#define RX_ROK 0x0001
+
+#define RX_RING_LEN 32768u
+#define RX_ALLOC_LEN (RX_RING_LEN + 16 + 1536)
+#define TX_DESCS 4
+#define TX_BUF_LEN 2048u
+#define RX_PACKETS 16
+#define RX_BUF_LEN 1536u
+
+#define ETH_HEADER 14
+#define ETH_MAX_FRAME 1514
+#define ETH_MIN_FRAME 60
+#define MAX_MCAST 32
+
+#define SUPPORTED_FILTERS                                                                     \
+    (NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_MULTICAST | NDIS_PACKET_TYPE_ALL_MULTICAST | \
+     NDIS_PACKET_TYPE_BROADCAST | NDIS_PACKET_TYPE_PROMISCUOUS)
+
+typedef struct _RTL_ADAPTER {
+    NDIS_HANDLE Handle;
+    ULONG_PTR IoBase;
+    UINT PortStart, PortLength;
+    UINT IrqLevel, IrqVector;
+    BOOLEAN PortsRegistered, InterruptRegistered, MapRegsAllocated;
+    NDIS_MINIPORT_INTERRUPT Interrupt;
+
+    PUCHAR RxRing;
+    NDIS_PHYSICAL_ADDRESS RxRingPa;
+    ULONG RxOffset;
+    PUCHAR TxBufs;
+    NDIS_PHYSICAL_ADDRESS TxBufsPa;
+    PNDIS_PACKET TxPacket[TX_DESCS];
+    ULONG TxCur, TxDirty, TxBusy;
+
+    NDIS_HANDLE PacketPool, BufferPool;
+    PUCHAR RxBufs;
+    PNDIS_PACKET RxPacket[RX_PACKETS];
+    PNDIS_BUFFER RxBuffer[RX_PACKETS];
+    ULONG RxFree[RX_PACKETS];
+    ULONG RxFreeCount;
+
+    UCHAR PermanentAddress[6], CurrentAddress[6];
+    UCHAR McList[MAX_MCAST][6];
+    ULONG McCount;
+    ULONG PacketFilter, Lookahead, SpeedDuplex;
+    BOOLEAN LinkUp;
+
+    ULONG XmitOk, XmitError, RcvOk, RcvError, RcvNoBuffer;
+} RTL_ADAPTER, *PRTL_ADAPTER;
+
+static NDIS_HANDLE RtlWrapper;
+
+static const NDIS_OID RtlSupportedOids[] = {
+    OID_GEN_SUPPORTED_LIST, OID_GEN_HARDWARE_STATUS, OID_GEN_MEDIA_SUPPORTED,
+    OID_GEN_MEDIA_IN_USE, OID_GEN_MAXIMUM_LOOKAHEAD, OID_GEN_MAXIMUM_FRAME_SIZE,
+    OID_GEN_LINK_SPEED, OID_GEN_TRANSMIT_BUFFER_SPACE, OID_GEN_RECEIVE_BUFFER_SPACE,
+    OID_GEN_TRANSMIT_BLOCK_SIZE, OID_GEN_RECEIVE_BLOCK_SIZE, OID_GEN_VENDOR_ID,
+    OID_GEN_VENDOR_DESCRIPTION, OID_GEN_VENDOR_DRIVER_VERSION, OID_GEN_CURRENT_PACKET_FILTER,
+    OID_GEN_CURRENT_LOOKAHEAD, OID_GEN_DRIVER_VERSION, OID_GEN_MAXIMUM_TOTAL_SIZE,
+    OID_GEN_MAC_OPTIONS, OID_GEN_MEDIA_CONNECT_STATUS, OID_GEN_MAXIMUM_SEND_PACKETS,
+    OID_GEN_XMIT_OK, OID_GEN_RCV_OK, OID_GEN_XMIT_ERROR, OID_GEN_RCV_ERROR,
+    OID_GEN_RCV_NO_BUFFER, OID_802_3_PERMANENT_ADDRESS, OID_802_3_CURRENT_ADDRESS,
+    OID_802_3_MULTICAST_LIST, OID_802_3_MAXIMUM_LIST_SIZE, OID_802_3_RCV_ERROR_ALIGNMENT,
+    OID_802_3_XMIT_ONE_COLLISION, OID_802_3_XMIT_MORE_COLLISIONS,
+};
+
+static const char RtlDescription[] = "ICA RTL8139 NDIS 5.1 test miniport";
+
+/* Register access through the mapped I/O port range. */
+static UCHAR Rd8(PRTL_ADAPTER a, ULONG r)
+{
+    UCHAR v;
+    NdisRawReadPortUchar(a->IoBase + r, &v);
+    return v;
+}
+static USHORT Rd16(PRTL_ADAPTER a, ULONG r)
+{
+    USHORT v;
+    NdisRawReadPortUshort(a->IoBase + r, &v);
+    return v;
+}
+static ULONG Rd32(PRTL_ADAPTER a, ULONG r)
+{
+    ULONG v;
+    NdisRawReadPortUlong(a->IoBase + r, &v);
+    return v;
+}
+static void Wr8(PRTL_ADAPTER a, ULONG r, UCHAR v) { NdisRawWritePortUchar(a->IoBase + r, v); }
+static void Wr16(PRTL_ADAPTER a, ULONG r, USHORT v) { NdisRawWritePortUshort(a->IoBase + r, v); }
+static void Wr32(PRTL_ADAPTER a, ULONG r, ULONG v) { NdisRawWritePortUlong(a->IoBase + r, v); }
+
+/* Top six bits of the big-endian Ethernet CRC: the MAR bit of a multicast address. */
+static ULONG McBucket(const UCHAR *addr)
+{
+    ULONG crc = 0xFFFFFFFFu;
+    for (int i = 0; i < 6; i++) {
+        UCHAR b = addr[i];
+        for (int j = 0; j < 8; j++) {
+            ULONG carry = ((crc >> 31) ^ b) & 1;
+            crc <<= 1;
+            b >>= 1;
+            if (carry)
+                crc ^= 0x04C11DB7u;
+        }
+    }
+    return crc >> 26;
+}
+
+static BOOLEAN RtlLinkUp(PRTL_ADAPTER a) { return (Rd8(a, R_MSR) & MSR_LINKB) == 0; }
+
+/* Program RCR and MAR0-7 from the packet filter and the multicast list. */
+static void RtlApplyFilter(PRTL_ADAPTER a)
+{
+    ULONG rcr = RCR_BASE, mar[2] = {0, 0};
+    ULONG f = a->PacketFilter;
+
+    if (f & NDIS_PACKET_TYPE_DIRECTED)
+        rcr |= RCR_APM;
+    if (f & NDIS_PACKET_TYPE_BROADCAST)
+        rcr |= RCR_AB;
+    if (f & (NDIS_PACKET_TYPE_ALL_MULTICAST | NDIS_PACKET_TYPE_PROMISCUOUS)) {
+        rcr |= RCR_AM;
+        mar[0] = mar[1] = 0xFFFFFFFFu;
+    } else if (f & NDIS_PACKET_TYPE_MULTICAST) {
+        rcr |= RCR_AM;
+        for (ULONG i = 0; i < a->McCount; i++) {
+            ULONG bit = McBucket(a->McList[i]);
+            mar[bit >> 5] |= 1u << (bit & 31);
+        }
+    }
+    if (f & NDIS_PACKET_TYPE_PROMISCUOUS)
+        rcr |= RCR_AAP | RCR_APM | RCR_AB;
+    Wr32(a, R_MAR0, mar[0]);
+    Wr32(a, R_MAR0 + 4, mar[1]);
+    Wr32(a, R_RCR, rcr);
+}
+
+/* Soft reset, then bring the chip up: station address, ring, TX, filter, IMR, RE|TE. */
+static BOOLEAN RtlHwInit(PRTL_ADAPTER a)
+{
+    int i;
+
+    Wr16(a, R_IMR, 0);
+    Wr8(a, R_CR, CR_RST);
+    for (i = 0; i < 1000 && (Rd8(a, R_CR) & CR_RST); i++)
+        NdisStallExecution(10);
+    if (i == 1000)
+        return FALSE;
+
+    /* Station address: IDR0-5, written with 32-bit accesses while unlocked. */
+    Wr8(a, R_9346CR, 0xC0);
+    Wr8(a, R_CONFIG1, 0); /* power on, LWAKE active high */
+    Wr32(a, R_IDR0, a->CurrentAddress[0] | (ULONG)a->CurrentAddress[1] << 8 |
+                        (ULONG)a->CurrentAddress[2] << 16 | (ULONG)a->CurrentAddress[3] << 24);
+    Wr32(a, R_IDR0 + 4, a->CurrentAddress[4] | (ULONG)a->CurrentAddress[5] << 8);
+    Wr8(a, R_9346CR, 0);
+
+    Wr8(a, R_CR, CR_RE | CR_TE);
+    Wr32(a, R_RBSTART, NdisGetPhysicalAddressLow(a->RxRingPa));
+    a->RxOffset = 0;
+    Wr16(a, R_CAPR, (USHORT)(0 - 16));
+    for (i = 0; i < TX_DESCS; i++)
+        Wr32(a, R_TSAD0 + 4 * i, NdisGetPhysicalAddressLow(a->TxBufsPa) + i * TX_BUF_LEN);
+    a->TxCur = a->TxDirty = a->TxBusy = 0;
+    Wr32(a, R_TCR, TCR_IFG_STD | TCR_MXDMA_2048);
+    RtlApplyFilter(a);
+    Wr32(a, R_MPC, 0);
+    Wr16(a, R_ISR, 0xFFFF);
+    Wr16(a, R_IMR, INT_MASK);
+    a->LinkUp = RtlLinkUp(a);
+    return TRUE;
+}
+
+static void RtlFreeAll(PRTL_ADAPTER a)
+{
+    int i;
+
+    if (a->InterruptRegistered)
+        NdisMDeregisterInterrupt(&a->Interrupt);
+    for (i = 0; i < RX_PACKETS; i++) {
+        if (a->RxBuffer[i])
+            NdisFreeBuffer(a->RxBuffer[i]);
+        if (a->RxPacket[i])
+            NdisFreePacket(a->RxPacket[i]);
+    }
+    if (a->BufferPool)
+        NdisFreeBufferPool(a->BufferPool);
+    if (a->PacketPool)
+        NdisFreePacketPool(a->PacketPool);
+    if (a->RxBufs)
+        NdisFreeMemory(a->RxBufs, RX_PACKETS * RX_BUF_LEN, 0);
+    if (a->TxBufs)
+        NdisMFreeSharedMemory(a->Handle, TX_DESCS * TX_BUF_LEN, FALSE, a->TxBufs, a->TxBufsPa);
+    if (a->RxRing)
+        NdisMFreeSharedMemory(a->Handle, RX_ALLOC_LEN, FALSE, a->RxRing, a->RxRingPa);
+    if (a->MapRegsAllocated)
+        NdisMFreeMapRegisters(a->Handle);
+    if (a->PortsRegistered)
+        NdisMDeregisterIoPortRange(a->Handle, a->PortStart, a->PortLength, (PVOID)a->IoBase);
+    NdisFreeMemory(a, sizeof(*a), 0);
+}
+
+static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
+{
+    NDIS_STATUS status;
+    NDIS_HANDLE cfg;
+    NDIS_STRING kw;
+    PNDIS_CONFIGURATION_PARAMETER param;
+    PVOID addr;
+    UINT len;
+
+    NdisOpenConfiguration(&status, &cfg, WrapperConfigurationContext);
+    if (status != NDIS_STATUS_SUCCESS)
+        return;
+    NdisInitUnicodeString(&kw, L"*SpeedDuplex");
+    NdisReadConfiguration(&status, &param, cfg, &kw, NdisParameterInteger);
+    if (status == NDIS_STATUS_SUCCESS)
+        a->SpeedDuplex = param->ParameterData.IntegerData;
+    NdisReadNetworkAddress(&status, &addr, &len, cfg);
+    if (status == NDIS_STATUS_SUCCESS && len == 6 && !(((PUCHAR)addr)[0] & 1)) {
+        PUCHAR p = addr;
+        if (p[0] | p[1] | p[2] | p[3] | p[4] | p[5])
+            NdisMoveMemory(a->CurrentAddress, p, 6);
+    }
+    NdisCloseConfiguration(cfg);
+}
+
+static NDIS_STATUS RtlQueryResources(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
+{
+    union {
+        NDIS_RESOURCE_LIST list;
+        UCHAR raw[512];
+    } res;
+    UINT size = sizeof(res);
+    NDIS_STATUS status;
+    BOOLEAN port = FALSE, irq = FALSE;
+
+    NdisMQueryAdapterResources(&status, WrapperConfigurationContext, &res.list, &size);
+    if (status != NDIS_STATUS_SUCCESS)
+        return status;
+    for (ULONG i = 0; i < res.list.Count; i++) {
+        PCM_PARTIAL_RESOURCE_DESCRIPTOR d = &res.list.PartialDescriptors[i];
+        if (d->Type == CmResourceTypePort && !port) {
+            a->PortStart = d->u.Port.Start.LowPart;
+            a->PortLength = d->u.Port.Length;
+            port = TRUE;
+        } else if (d->Type == CmResourceTypeInterrupt && !irq) {
+            a->IrqLevel = d->u.Interrupt.Level;
+            a->IrqVector = d->u.Interrupt.Vector;
+            irq = TRUE;
+        }
+    }
+    if (!port || !irq || a->PortLength < 0x80)
+        return NDIS_STATUS_RESOURCE_CONFLICT;
+    return NDIS_STATUS_SUCCESS;
+}
+
+static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT SelectedMediumIndex,
+                                       PNDIS_MEDIUM MediumArray, UINT MediumArraySize,
+                                       NDIS_HANDLE MiniportAdapterHandle,
+                                       NDIS_HANDLE WrapperConfigurationContext)
+{
+    PRTL_ADAPTER a;
+    NDIS_STATUS status;
+    PVOID io;
+    UINT i;
+
+    *OpenErrorStatus = NDIS_STATUS_SUCCESS;
+    for (i = 0; i < MediumArraySize; i++)
+        if (MediumArray[i] == NdisMedium802_3)
+            break;
+    if (i == MediumArraySize)
+        return NDIS_STATUS_UNSUPPORTED_MEDIA;
+    *SelectedMediumIndex = i;
+
+    status = NdisAllocateMemoryWithTag((PVOID *)&a, sizeof(*a), RTL_TAG);
+    if (status != NDIS_STATUS_SUCCESS)
+        return status;
+    NdisZeroMemory(a, sizeof(*a));
+    a->Handle = MiniportAdapterHandle;
+    a->Lookahead = ETH_MAX_FRAME - ETH_HEADER;
+    a->PacketFilter = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_BROADCAST;
+
+    status = RtlQueryResources(a, WrapperConfigurationContext);
+    if (status != NDIS_STATUS_SUCCESS)
+        goto fail;
+
+    NdisMSetAttributesEx(MiniportAdapterHandle, a, 0, NDIS_ATTRIBUTE_BUS_MASTER,
+                         NdisInterfacePci);
+
+    status = NdisMRegisterIoPortRange(&io, MiniportAdapterHandle, a->PortStart, a->PortLength);
+    if (status != NDIS_STATUS_SUCCESS)
+        goto fail;
+    a->IoBase = (ULONG_PTR)io;
+    a->PortsRegistered = TRUE;
+
+    /* The factory address, before the configuration may override it. */
+    for (i = 0; i < 6; i++)
+        a->PermanentAddress[i] = Rd8(a, R_IDR0 + i);
+    NdisMoveMemory(a->CurrentAddress, a->PermanentAddress, 6);
+    RtlReadConfig(a, WrapperConfigurationContext);
+
+    status = NdisMAllocateMapRegisters(MiniportAdapterHandle, 0, NDIS_DMA_32BITS, 1, TX_BUF_LEN);
+    if (status != NDIS_STATUS_SUCCESS)
+        goto fail;
+    a->MapRegsAllocated = TRUE;
+
+    status = NDIS_STATUS_RESOURCES;
+    NdisMAllocateSharedMemory(MiniportAdapterHandle, RX_ALLOC_LEN, FALSE, (PVOID *)&a->RxRing,
+                              &a->RxRingPa);
+    if (!a->RxRing)
+        goto fail;
+    NdisMAllocateSharedMemory(MiniportAdapterHandle, TX_DESCS * TX_BUF_LEN, FALSE,
+                              (PVOID *)&a->TxBufs, &a->TxBufsPa);
+    if (!a->TxBufs)
+        goto fail;
+
+    if (NdisAllocateMemoryWithTag((PVOID *)&a->RxBufs, RX_PACKETS * RX_BUF_LEN, RTL_TAG) !=
+        NDIS_STATUS_SUCCESS)
+        goto fail;
+    NdisAllocatePacketPool(&status, &a->PacketPool, RX_PACKETS, PROTOCOL_RESERVED_SIZE_IN_PACKET);
+    if (status != NDIS_STATUS_SUCCESS)
+        goto fail;
+    NdisAllocateBufferPool(&status, &a->BufferPool, RX_PACKETS);
+    if (status != NDIS_STATUS_SUCCESS)
+        goto fail;
+    for (i = 0; i < RX_PACKETS; i++) {
+        NdisAllocatePacket(&status, &a->RxPacket[i], a->PacketPool);
+        if (status != NDIS_STATUS_SUCCESS)
+            goto fail;
+        NdisAllocateBuffer(&status, &a->RxBuffer[i], a->BufferPool, a->RxBufs + i * RX_BUF_LEN,
+                           RX_BUF_LEN);
+        if (status != NDIS_STATUS_SUCCESS)
+            goto fail;
+        NdisChainBufferAtFront(a->RxPacket[i], a->RxBuffer[i]);
+        *(ULONG_PTR *)a->RxPacket[i]->MiniportReserved = i;
+        NDIS_SET_PACKET_HEADER_SIZE(a->RxPacket[i], ETH_HEADER);
+        a->RxFree[a->RxFreeCount++] = i;
+    }
+
+    if (!RtlHwInit(a)) {
+        status = NDIS_STATUS_HARD_ERRORS;
+        goto fail;
+    }
+
+    status = NdisMRegisterInterrupt(&a->Interrupt, MiniportAdapterHandle, a->IrqVector,
+                                    a->IrqLevel, TRUE, TRUE, NdisInterruptLevelSensitive);
+    if (status != NDIS_STATUS_SUCCESS) {
+        Wr16(a, R_IMR, 0);
+        Wr8(a, R_CR, 0);
+        goto fail;
+    }
+    a->InterruptRegistered = TRUE;
+    DbgPrint("rtl8139_ndis5: up, io %x irq %u mac %02x:%02x:%02x:%02x:%02x:%02x link %u\n",
+             a->PortStart, a->IrqVector, a->CurrentAddress[0], a->CurrentAddress[1],
+             a->CurrentAddress[2], a->CurrentAddress[3], a->CurrentAddress[4],
+             a->CurrentAddress[5], a->LinkUp);
+    return NDIS_STATUS_SUCCESS;
+
+fail:
+    RtlFreeAll(a);
+    return status;
+}
+
+static VOID NTAPI RtlHalt(NDIS_HANDLE Context)
+{
+    PRTL_ADAPTER a = Context;
+
+    Wr16(a, R_IMR, 0);
+    Wr8(a, R_CR, 0);
+    Wr16(a, R_ISR, 0xFFFF);
+    /* Serialized: NDIS completed every send's queue; ours never outlive Halt. */
+    for (ULONG i = 0; i < TX_DESCS; i++)
+        if (a->TxPacket[i]) {
+            NdisMSendComplete(a->Handle, a->TxPacket[i], NDIS_STATUS_FAILURE);
+            a->TxPacket[i] = NULL;
+        }
+    RtlFreeAll(a);
+}
+
+static VOID NTAPI RtlShutdown(PVOID Context)
+{
+    PRTL_ADAPTER a = Context;
+
+    Wr16(a, R_IMR, 0);
+    Wr8(a, R_CR, CR_RST);
+}
+
+static BOOLEAN NTAPI RtlCheckForHang(NDIS_HANDLE Context)
+{
+    (void)Context;
+    return FALSE;
+}
+
+static NDIS_STATUS NTAPI RtlReset(PBOOLEAN AddressingReset, NDIS_HANDLE Context)
+{
+    PRTL_ADAPTER a = Context;
+
+    Wr16(a, R_IMR, 0);
+    for (ULONG i = 0; i < TX_DESCS; i++)
+        if (a->TxPacket[i]) {
+            NdisMSendComplete(a->Handle, a->TxPacket[i], NDIS_STATUS_REQUEST_ABORTED);
+            a->TxPacket[i] = NULL;
+        }
+    *AddressingReset = FALSE; /* filter and multicast list are reprogrammed here */
+    return RtlHwInit(a) ? NDIS_STATUS_SUCCESS : NDIS_STATUS_HARD_ERRORS;
+}
+
+/* Copy one packet into the next free transmit buffer and hand it to the chip. */
+static NDIS_STATUS RtlSendOne(PRTL_ADAPTER a, PNDIS_PACKET Packet)
+{
+    PNDIS_BUFFER buf;
+    UINT total, copied = 0;
+    PUCHAR dst;
+    ULONG n;
+
+    if (a->TxBusy == TX_DESCS)
+        return NDIS_STATUS_RESOURCES;
+    NdisQueryPacket(Packet, NULL, NULL, &buf, &total);
+    if (total < ETH_HEADER || total > ETH_MAX_FRAME)
+        return NDIS_STATUS_INVALID_PACKET;
+    n = a->TxCur;
+    dst = a->TxBufs + n * TX_BUF_LEN;
+    while (buf) {
+        PVOID va;
+        UINT len;
+        NdisQueryBufferSafe(buf, &va, &len, NormalPagePriority);
+        if (!va)
+            return NDIS_STATUS_RESOURCES;
+        if (len > total - copied)
+            len = total - copied;
+        NdisMoveMemory(dst + copied, va, len);
+        copied += len;
+        NdisGetNextBuffer(buf, &buf);
+    }
+    if (copied < ETH_MIN_FRAME) {
+        NdisZeroMemory(dst + copied, ETH_MIN_FRAME - copied);
+        copied = ETH_MIN_FRAME;
+    }
+    a->TxPacket[n] = Packet;
+    a->TxCur = (n + 1) % TX_DESCS;
+    a->TxBusy++;
+    /* Writing the size with OWN clear starts the transmission. */
+    Wr32(a, R_TSD0 + 4 * n, TSD_ERTXTH | copied);
+    return NDIS_STATUS_PENDING;
+}
+
+static VOID NTAPI RtlSendPackets(NDIS_HANDLE Context, PPNDIS_PACKET Packets, UINT Count)
+{
+    PRTL_ADAPTER a = Context;
+
+    for (UINT i = 0; i < Count; i++) {
+        NDIS_STATUS s = RtlSendOne(a, Packets[i]);
+        NDIS_SET_PACKET_STATUS(Packets[i], s);
+        if (s != NDIS_STATUS_PENDING && s != NDIS_STATUS_RESOURCES) {
+            a->XmitError++;
+            NdisMSendComplete(a->Handle, Packets[i], s);
+        }
+    }
+}
+
+/* Complete the descriptors the chip has finished with (OWN set with TOK or TABT). */
+static void RtlTxDone(PRTL_ADAPTER a)
+{
+    while (a->TxBusy) {
+        ULONG n = a->TxDirty;
+        ULONG tsd = Rd32(a, R_TSD0 + 4 * n);
+        PNDIS_PACKET p;
+        NDIS_STATUS s;
+
+        if (!(tsd & TSD_OWN) || !(tsd & (TSD_TOK | TSD_TABT)))
+            break;
+        if (tsd & TSD_TOK) {
+            a->XmitOk++;
+            s = NDIS_STATUS_SUCCESS;
+        } else {
+            a->XmitError++;
+            s = NDIS_STATUS_FAILURE;
+        }
+        p = a->TxPacket[n];
+        a->TxPacket[n] = NULL;
+        a->TxDirty = (n + 1) % TX_DESCS;
+        a->TxBusy--;
+        if (p)
+            NdisMSendComplete(a->Handle, p, s);
+    }
+}
+
+/* Walk the receive ring from RxOffset to the chip's write pointer. */
+static void RtlRxDone(PRTL_ADAPTER a)
+{
+    int budget = 64;
+
+    while (!(Rd8(a, R_CR) & CR_BUFE) && budget-- > 0) {
+        PUCHAR rec = a->RxRing + a->RxOffset;
+        USHORT status = rec[0] | rec[1] << 8;
+        USHORT len = rec[2] | rec[3] << 8;
+
+        if (!(status & RX_ROK) || len < ETH_HEADER + 4 || len > ETH_MAX_FRAME + 4) {
+            /* A bad header: the ring is out of sync, restart the receiver. */
+            a->RcvError++;
+            Wr8(a, R_CR, CR_TE);
+            Wr8(a, R_CR, CR_RE | CR_TE);
+            Wr32(a, R_RBSTART, NdisGetPhysicalAddressLow(a->RxRingPa));
+            RtlApplyFilter(a);
+            a->RxOffset = 0;
+            Wr16(a, R_CAPR, (USHORT)(0 - 16));
+            return;
+        }
+        if (a->RxFreeCount == 0) {
+            a->RcvNoBuffer++;
+        } else {
+            ULONG i = a->RxFree[--a->RxFreeCount];
+            PNDIS_PACKET p = a->RxPacket[i];
+            UINT flen = len - 4;
+
+            /* WRAP=1: a record that crosses the end continues linearly past it. */
+            NdisMoveMemory(a->RxBufs + i * RX_BUF_LEN, rec + 4, flen);
+            NdisAdjustBufferLength(a->RxBuffer[i], flen);
+            NdisRecalculatePacketCounts(p);
+            /* Keep a reserve: the last packets are lent only for the call. */
+            NDIS_SET_PACKET_STATUS(p, a->RxFreeCount < 2 ? NDIS_STATUS_RESOURCES
+                                                         : NDIS_STATUS_SUCCESS);
+            a->RcvOk++;
+            NdisMIndicateReceivePacket(a->Handle, &p, 1);
+            if (NDIS_GET_PACKET_STATUS(p) != NDIS_STATUS_PENDING)
+                a->RxFree[a->RxFreeCount++] = i;
+        }
+        a->RxOffset = (a->RxOffset + len + 4 + 3) & ~3u;
+        a->RxOffset %= RX_RING_LEN;
+        Wr16(a, R_CAPR, (USHORT)(a->RxOffset - 16));
+    }
+}
+
+static VOID NTAPI RtlReturnPacket(NDIS_HANDLE Context, PNDIS_PACKET Packet)
+{
+    PRTL_ADAPTER a = Context;
+    ULONG i = (ULONG)*(ULONG_PTR *)Packet->MiniportReserved;
+
+    NdisAdjustBufferLength(a->RxBuffer[i], RX_BUF_LEN);
+    a->RxFree[a->RxFreeCount++] = i;
+}
+
+static VOID NTAPI RtlIsr(PBOOLEAN InterruptRecognized, PBOOLEAN QueueHandleInterrupt,
+                         NDIS_HANDLE Context)
+{
+    PRTL_ADAPTER a = Context;
+    USHORT isr = Rd16(a, R_ISR);
+
+    if (!(isr & INT_MASK) || isr == 0xFFFF) {
+        *InterruptRecognized = FALSE;
+        *QueueHandleInterrupt = FALSE;
+        return;
+    }
+    Wr16(a, R_IMR, 0); /* masked until HandleInterrupt has run */
+    *InterruptRecognized = TRUE;
+    *QueueHandleInterrupt = TRUE;
+}
+
+static VOID NTAPI RtlHandleInterrupt(NDIS_HANDLE Context)
+{
+    PRTL_ADAPTER a = Context;
+    USHORT isr;
+
+    while ((isr = Rd16(a, R_ISR) & INT_MASK) != 0) {
+        Wr16(a, R_ISR, isr);
+        if (isr & (INT_TOK | INT_TER))
+            RtlTxDone(a);
+        if (isr & (INT_ROK | INT_RER | INT_RXOVW | INT_FOVW)) {
+            if (isr & (INT_RER | INT_RXOVW | INT_FOVW))
+                a->RcvError++;
+            RtlRxDone(a);
+        }
+        if (isr & INT_LINKCHG) {
+            BOOLEAN up = RtlLinkUp(a);
+            if (up != a->LinkUp) {
+                a->LinkUp = up;
+                NdisMIndicateStatus(a->Handle,
+                                    up ? NDIS_STATUS_MEDIA_CONNECT : NDIS_STATUS_MEDIA_DISCONNECT,
+                                    NULL, 0);
+                NdisMIndicateStatusComplete(a->Handle);
+            }
+        }
+    }
+    Wr16(a, R_IMR, INT_MASK);
+}
+
+static NDIS_STATUS NTAPI RtlQueryInformation(NDIS_HANDLE Context, NDIS_OID Oid, PVOID Buffer,
+                                             ULONG BufferLength, PULONG BytesWritten,
+                                             PULONG BytesNeeded)
+{
+    PRTL_ADAPTER a = Context;
+    ULONG ul = 0;
+    USHORT us;
+    NDIS_HARDWARE_STATUS hw = NdisHardwareStatusReady;
+    NDIS_MEDIUM medium = NdisMedium802_3;
+    const void *src = &ul;
+    ULONG len = sizeof(ul);
+
+    switch (Oid) {
+    case OID_GEN_SUPPORTED_LIST:
+        src = RtlSupportedOids;
+        len = sizeof(RtlSupportedOids);
+        break;
+    case OID_GEN_HARDWARE_STATUS:
+        src = &hw;
+        len = sizeof(hw);
+        break;
+    case OID_GEN_MEDIA_SUPPORTED:
+    case OID_GEN_MEDIA_IN_USE:
+        src = &medium;
+        len = sizeof(medium);
+        break;
+    case OID_GEN_MAXIMUM_LOOKAHEAD:
+    case OID_GEN_MAXIMUM_FRAME_SIZE:
+        ul = ETH_MAX_FRAME - ETH_HEADER;
+        break;
+    case OID_GEN_CURRENT_LOOKAHEAD:
+        ul = a->Lookahead;
+        break;
+    case OID_GEN_MAXIMUM_TOTAL_SIZE:
+    case OID_GEN_TRANSMIT_BLOCK_SIZE:
+    case OID_GEN_RECEIVE_BLOCK_SIZE:
+        ul = ETH_MAX_FRAME;
+        break;
+    case OID_GEN_LINK_SPEED: /* in 100 bit/s */
+        ul = (Rd8(a, R_MSR) & MSR_SPEED_10) ? 100000 : 1000000;
+        break;
+    case OID_GEN_TRANSMIT_BUFFER_SPACE:
+        ul = TX_DESCS * TX_BUF_LEN;
+        break;
+    case OID_GEN_RECEIVE_BUFFER_SPACE:
+        ul = RX_RING_LEN;
+        break;
+    case OID_GEN_MEDIA_CONNECT_STATUS:
+        a->LinkUp = RtlLinkUp(a);
+        ul = a->LinkUp ? NdisMediaStateConnected : NdisMediaStateDisconnected;
+        break;
+    case OID_GEN_MAXIMUM_SEND_PACKETS:
+        ul = TX_DESCS;
+        break;
+    case OID_GEN_VENDOR_ID:
+        ul = a->PermanentAddress[0] | (ULONG)a->PermanentAddress[1] << 8 |
+             (ULONG)a->PermanentAddress[2] << 16;
+        break;
+    case OID_GEN_VENDOR_DESCRIPTION:
+        src = RtlDescription;
+        len = sizeof(RtlDescription);
+        break;
+    case OID_GEN_VENDOR_DRIVER_VERSION:
+        ul = 0x00010000;
+        break;
+    case OID_GEN_DRIVER_VERSION:
+        us = 0x0501;
+        src = &us;
+        len = sizeof(us);
+        break;
+    case OID_GEN_CURRENT_PACKET_FILTER:
+        ul = a->PacketFilter;
+        break;
+    case OID_GEN_MAC_OPTIONS:
+        ul = NDIS_MAC_OPTION_COPY_LOOKAHEAD_DATA | NDIS_MAC_OPTION_TRANSFERS_NOT_PEND |
+             NDIS_MAC_OPTION_NO_LOOPBACK;
+        break;
+    case OID_GEN_XMIT_OK:
+        ul = a->XmitOk;
+        break;
+    case OID_GEN_RCV_OK:
+        ul = a->RcvOk;
+        break;
+    case OID_GEN_XMIT_ERROR:
+        ul = a->XmitError;
+        break;
+    case OID_GEN_RCV_ERROR:
+        ul = a->RcvError + (Rd32(a, R_MPC) & 0xFFFFFF);
+        break;
+    case OID_GEN_RCV_NO_BUFFER:
+        ul = a->RcvNoBuffer;
+        break;
+    case OID_802_3_PERMANENT_ADDRESS:
+        src = a->PermanentAddress;
+        len = 6;
+        break;
+    case OID_802_3_CURRENT_ADDRESS:
+        src = a->CurrentAddress;
+        len = 6;
+        break;
+    case OID_802_3_MULTICAST_LIST:
+        src = a->McList;
+        len = a->McCount * 6;
+        break;
+    case OID_802_3_MAXIMUM_LIST_SIZE:
+        ul = MAX_MCAST;
+        break;
+    case OID_802_3_RCV_ERROR_ALIGNMENT:
+    case OID_802_3_XMIT_ONE_COLLISION:
+    case OID_802_3_XMIT_MORE_COLLISIONS:
+        ul = 0;
+        break;
+    default:
+        *BytesWritten = 0;
+        *BytesNeeded = 0;
+        return NDIS_STATUS_NOT_SUPPORTED;
+    }
+    if (len > BufferLength) {
+        *BytesWritten = 0;
+        *BytesNeeded = len;
+        return NDIS_STATUS_BUFFER_TOO_SHORT;
+    }
+    NdisMoveMemory(Buffer, src, len);
+    *BytesWritten = len;
+    *BytesNeeded = 0;
+    return NDIS_STATUS_SUCCESS;
+}
+
+static NDIS_STATUS NTAPI RtlSetInformation(NDIS_HANDLE Context, NDIS_OID Oid, PVOID Buffer,
+                                           ULONG BufferLength, PULONG BytesRead,
+                                           PULONG BytesNeeded)
+{
+    PRTL_ADAPTER a = Context;
+    ULONG ul;
+
+    *BytesRead = 0;
+    *BytesNeeded = 0;
+    switch (Oid) {
+    case OID_GEN_CURRENT_PACKET_FILTER:
+        if (BufferLength < sizeof(ULONG)) {
+            *BytesNeeded = sizeof(ULONG);
+            return NDIS_STATUS_INVALID_LENGTH;
+        }
+        NdisMoveMemory(&ul, Buffer, sizeof(ul));
+        *BytesRead = sizeof(ULONG);
+        if (ul & ~SUPPORTED_FILTERS)
+            return NDIS_STATUS_NOT_SUPPORTED;
+        a->PacketFilter = ul;
+        RtlApplyFilter(a);
+        return NDIS_STATUS_SUCCESS;
+    case OID_GEN_CURRENT_LOOKAHEAD:
+        if (BufferLength < sizeof(ULONG)) {
+            *BytesNeeded = sizeof(ULONG);
+            return NDIS_STATUS_INVALID_LENGTH;
+        }
+        NdisMoveMemory(&ul, Buffer, sizeof(ul));
+        *BytesRead = sizeof(ULONG);
+        if (ul > ETH_MAX_FRAME - ETH_HEADER)
+            return NDIS_STATUS_INVALID_DATA;
+        a->Lookahead = ul;
+        return NDIS_STATUS_SUCCESS;
+    case OID_802_3_MULTICAST_LIST:
+        if (BufferLength % 6)
+            return NDIS_STATUS_INVALID_LENGTH;
+        if (BufferLength / 6 > MAX_MCAST) {
+            *BytesNeeded = MAX_MCAST * 6;
+            return NDIS_STATUS_MULTICAST_FULL;
+        }
+        NdisMoveMemory(a->McList, Buffer, BufferLength);
+        a->McCount = BufferLength / 6;
+        *BytesRead = BufferLength;
+        RtlApplyFilter(a);
+        return NDIS_STATUS_SUCCESS;
+    default:
+        return NDIS_STATUS_NOT_SUPPORTED;
+    }
+}
+
+NTSTATUS NTAPI DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath)
+{
+    NDIS51_MINIPORT_CHARACTERISTICS c;
+    NDIS_STATUS status;
+
+    NdisMInitializeWrapper(&RtlWrapper, DriverObject, RegistryPath, NULL);
+    if (!RtlWrapper)
+        return STATUS_UNSUCCESSFUL;
+
+    NdisZeroMemory(&c, sizeof(c));
+    c.MajorNdisVersion = 5;
+    c.MinorNdisVersion = 1;
+    c.InitializeHandler = RtlInitialize;
+    c.HaltHandler = RtlHalt;
+    c.QueryInformationHandler = RtlQueryInformation;
+    c.SetInformationHandler = RtlSetInformation;
+    c.ResetHandler = RtlReset;
+    c.CheckForHangHandler = RtlCheckForHang;
+    c.ISRHandler = RtlIsr;
+    c.HandleInterruptHandler = RtlHandleInterrupt;
+    c.SendPacketsHandler = RtlSendPackets;
+    c.ReturnPacketHandler = RtlReturnPacket;
+    c.AdapterShutdownHandler = RtlShutdown;
+
+    status = NdisMRegisterMiniport(RtlWrapper, (PNDIS_MINIPORT_CHARACTERISTICS)&c, sizeof(c));
+    if (status != NDIS_STATUS_SUCCESS) {
+        NdisTerminateWrapper(RtlWrapper, NULL);
+        return status;
+    }
+    return STATUS_SUCCESS;
+}
