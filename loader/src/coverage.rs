@@ -105,7 +105,7 @@ mod tests {
         ntoskrnl.exe\tIoCreateDevice\tio\tP0\n\
         ntoskrnl.exe\tFsRtlIsNameInExpression\tfs\tP0\n\
         HAL.dll\tKfRaiseIrql\tirql\tP1\n\
-        ndis.sys\tNdisMRegisterMiniport\tndis\tP0\n";
+        ndis.sys\tNdisMIndicateStatus\tndis\tP0\n";
 
     #[test]
     fn report_counts_implemented_reference_functions_from_the_export_tables() {

@@ -1,0 +1,332 @@
+//! The NDIS configuration API: NdisOpenConfiguration / NdisReadConfiguration /
+//! NdisCloseConfiguration and NdisReadNetworkAddress, reading the registry backend.
+//!
+//! Which key: NDIS reads a miniport's per-adapter values from the adapter's driver key
+//! (`Control\Class\{4D36E972-...}\NNNN`). Until adapters are bound, a WrapperConfigurationContext
+//! made by [`configuration_context`] reads the service key's `Parameters` subkey
+//! (`Services\<name>\Parameters`, from the RegistryPath given to NdisInitializeWrapper);
+//! [`configuration_context_for_key`] names any key explicitly.
+//!
+//! What a read returns (all memory belongs to the configuration handle and is freed by
+//! NdisCloseConfiguration): a REG_DWORD as NdisParameterInteger (or HexInteger if that was asked);
+//! a REG_SZ / REG_EXPAND_SZ as NdisParameterString, or converted to a number (base 10 for
+//! NdisParameterInteger, 16 for NdisParameterHexInteger) when an integer type was asked; a
+//! REG_MULTI_SZ as NdisParameterMultiString; REG_BINARY as NdisParameterBinary. The reserved
+//! keywords `Environment` (NdisEnvironmentWindowsNt), `ProcessorType` and `NdisVersion` (5.1)
+//! are answered by NDIS itself. A missing value is NDIS_STATUS_FAILURE.
+
+use ntoskrnl::export::Export;
+use ntoskrnl::registry::{self, reg_type, RegValue};
+use ntoskrnl::{dbt, ex, export_table, rtl, KResult, Kernel};
+
+use crate::{
+    alloc_handle, put_status, NdisState, OpenConfiguration, NDIS_OWNER, NDIS_STATUS_FAILURE,
+    NDIS_STATUS_SUCCESS,
+};
+
+/// NDIS_PARAMETER_TYPE values.
+pub mod parameter_type {
+    /// NdisParameterInteger.
+    pub const INTEGER: u32 = 0;
+    /// NdisParameterHexInteger.
+    pub const HEX_INTEGER: u32 = 1;
+    /// NdisParameterString.
+    pub const STRING: u32 = 2;
+    /// NdisParameterMultiString.
+    pub const MULTI_STRING: u32 = 3;
+    /// NdisParameterBinary.
+    pub const BINARY: u32 = 4;
+}
+
+/// NdisEnvironmentWindowsNt.
+const ENVIRONMENT_WINDOWS_NT: u32 = 1;
+/// NdisProcessorX86 / NdisProcessorAmd64.
+const PROCESSOR_X86: u32 = 0;
+const PROCESSOR_AMD64: u32 = 4;
+/// NdisVersion as NDIS 5.1 reports it.
+const NDIS_VERSION_51: u32 = 0x0005_0001;
+
+/// Makes a WrapperConfigurationContext for a miniport of `wrapper`: it reads
+/// `<RegistryPath>\Parameters` (see the module documentation).
+pub fn configuration_context(k: &mut Kernel, wrapper: u64) -> KResult<Option<u64>> {
+    let Some(w) = crate::wrapper(k, wrapper) else {
+        return Ok(None);
+    };
+    let key = format!(r"{}\Parameters", w.registry_path.trim_end_matches('\\'));
+    configuration_context_for_key(k, &key).map(Some)
+}
+
+/// Makes a WrapperConfigurationContext that reads the registry key `key` (absolute path).
+pub fn configuration_context_for_key(k: &mut Kernel, key: &str) -> KResult<u64> {
+    let ctx = alloc_handle(k, b"NDcc")?;
+    k.extension::<NdisState>()
+        .config_contexts
+        .insert(ctx, key.to_string());
+    Ok(ctx)
+}
+
+/// NdisOpenConfiguration(Status, ConfigurationHandle, WrapperConfigurationContext).
+pub fn open_configuration(
+    k: &mut Kernel,
+    status: u64,
+    handle_out: u64,
+    context: u64,
+) -> KResult<()> {
+    let Some(key) = k
+        .extension::<NdisState>()
+        .config_contexts
+        .get(&context)
+        .cloned()
+    else {
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    };
+    let handle = alloc_handle(k, b"NDcf")?;
+    k.extension::<NdisState>().configs.insert(
+        handle,
+        OpenConfiguration {
+            key,
+            blocks: Vec::new(),
+        },
+    );
+    k.write_ptr(handle_out, handle)?;
+    put_status(k, status, NDIS_STATUS_SUCCESS)
+}
+
+/// NdisCloseConfiguration(ConfigurationHandle): frees the handle and everything read through it.
+pub fn close_configuration(k: &mut Kernel, handle: u64) -> KResult<()> {
+    let Some(cfg) = k.extension::<NdisState>().configs.remove(&handle) else {
+        return Ok(());
+    };
+    for block in cfg.blocks {
+        ex::free(k, block, None)?;
+    }
+    ex::free(k, handle, None)
+}
+
+/// A value as NdisReadConfiguration hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Parameter {
+    Integer(u32, u32),
+    Units(u32, Vec<u16>),
+    Binary(Vec<u8>),
+}
+
+fn parse_integer(text: &str, hex: bool) -> Option<u32> {
+    let t = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    if hex {
+        u32::from_str_radix(t, 16).ok()
+    } else if let Some(neg) = t.strip_prefix('-') {
+        neg.parse::<u32>().ok().map(u32::wrapping_neg)
+    } else {
+        t.parse::<u32>().ok()
+    }
+}
+
+fn convert(value: &RegValue, requested: u32) -> Option<Parameter> {
+    use parameter_type::*;
+    let int_type = if requested == HEX_INTEGER {
+        HEX_INTEGER
+    } else {
+        INTEGER
+    };
+    match value.kind {
+        reg_type::DWORD => value.as_dword().map(|v| Parameter::Integer(int_type, v)),
+        reg_type::SZ | reg_type::EXPAND_SZ => {
+            let text = value.as_str()?;
+            if requested == INTEGER || requested == HEX_INTEGER {
+                parse_integer(&text, requested == HEX_INTEGER)
+                    .map(|v| Parameter::Integer(requested, v))
+            } else {
+                Some(Parameter::Units(STRING, text.encode_utf16().collect()))
+            }
+        }
+        reg_type::MULTI_SZ => {
+            let mut units = registry::units_of(&value.data);
+            while units.len() >= 2 && units[units.len() - 1] == 0 && units[units.len() - 2] == 0 {
+                units.pop();
+            }
+            Some(Parameter::Units(MULTI_STRING, units))
+        }
+        reg_type::BINARY => Some(Parameter::Binary(value.data.clone())),
+        _ => None,
+    }
+}
+
+fn reserved_keyword(k: &Kernel, keyword: &str) -> Option<Parameter> {
+    let v = if keyword.eq_ignore_ascii_case("Environment") {
+        ENVIRONMENT_WINDOWS_NT
+    } else if keyword.eq_ignore_ascii_case("ProcessorType") {
+        match k.arch() {
+            dbt::Arch::X86 => PROCESSOR_X86,
+            dbt::Arch::X64 => PROCESSOR_AMD64,
+        }
+    } else if keyword.eq_ignore_ascii_case("NdisVersion") {
+        NDIS_VERSION_51
+    } else {
+        return None;
+    };
+    Some(Parameter::Integer(parameter_type::INTEGER, v))
+}
+
+/// Writes an NDIS_CONFIGURATION_PARAMETER (and its data) into a pool block owned by `cfg`.
+fn store_parameter(k: &mut Kernel, cfg: u64, p: &Parameter) -> KResult<u64> {
+    let ptr = k.ptr_size();
+    // ParameterType, then the union at pointer alignment (NDIS_STRING / BINARY_DATA hold a pointer).
+    let data_at = ptr;
+    let header = data_at + 2 * ptr;
+    let payload = match p {
+        Parameter::Integer(..) => 0,
+        Parameter::Units(_, u) => (u.len() as u64 + 1) * 2,
+        Parameter::Binary(b) => b.len() as u64,
+    };
+    let block = ex::allocate(
+        k,
+        header + payload,
+        u32::from_le_bytes(*b"NDcp"),
+        NDIS_OWNER.to_string(),
+    )?;
+    if let Some(c) = k.extension::<NdisState>().configs.get_mut(&cfg) {
+        c.blocks.push(block);
+    }
+    let buffer = block + header;
+    match p {
+        Parameter::Integer(t, v) => {
+            k.m.mem.write_u32(block, *t)?;
+            k.m.mem.write_u32(block + data_at, *v)?;
+        }
+        Parameter::Units(t, units) => {
+            k.m.mem.write_u32(block, *t)?;
+            let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+            k.m.mem.write_bytes(buffer, &bytes)?;
+            let len = bytes.len().min(0xFFFC) as u16;
+            rtl::write_unicode_string_struct(k, block + data_at, buffer, len, len + 2)?;
+        }
+        Parameter::Binary(b) => {
+            k.m.mem.write_u32(block, parameter_type::BINARY)?;
+            k.m.mem.write_bytes(buffer, b)?;
+            k.m.mem
+                .write_u16(block + data_at, b.len().min(0xFFFF) as u16)?;
+            k.write_ptr(block + data_at + ptr, buffer)?;
+        }
+    }
+    Ok(block)
+}
+
+fn query(k: &mut Kernel, cfg: u64, name: &str) -> Option<RegValue> {
+    let key = k.extension::<NdisState>().configs.get(&cfg)?.key.clone();
+    registry::backend(k)
+        .query_value(&key, name)
+        .ok()
+        .flatten()
+        .map(|(_, v)| v)
+}
+
+/// NdisReadConfiguration(Status, ParameterValue, ConfigurationHandle, Keyword, ParameterType).
+pub fn read_configuration(
+    k: &mut Kernel,
+    status: u64,
+    param_out: u64,
+    cfg: u64,
+    keyword: u64,
+    requested: u32,
+) -> KResult<()> {
+    let keyword = rtl::read_unicode_string(k, keyword)?;
+    if !k.extension::<NdisState>().configs.contains_key(&cfg) {
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    }
+    let param = match reserved_keyword(k, &keyword) {
+        Some(p) => Some(p),
+        None => query(k, cfg, &keyword).and_then(|v| convert(&v, requested)),
+    };
+    let Some(param) = param else {
+        tracing::debug!(target: "ica::ndis", "NdisReadConfiguration({keyword}): not found");
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    };
+    let block = store_parameter(k, cfg, &param)?;
+    k.write_ptr(param_out, block)?;
+    put_status(k, status, NDIS_STATUS_SUCCESS)
+}
+
+/// The bytes of a NetworkAddress string: hex digit pairs, nothing else.
+pub fn parse_network_address(text: &str) -> Option<Vec<u8>> {
+    let t = text.trim_end_matches('\0').trim();
+    if t.is_empty() || !t.len().is_multiple_of(2) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..t.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// NdisReadNetworkAddress(Status, NetworkAddress, NetworkAddressLength, ConfigurationHandle): the
+/// `NetworkAddress` string value as bytes; NDIS_STATUS_FAILURE if absent or not a hex string.
+pub fn read_network_address(
+    k: &mut Kernel,
+    status: u64,
+    addr_out: u64,
+    len_out: u64,
+    cfg: u64,
+) -> KResult<()> {
+    let bytes = query(k, cfg, "NetworkAddress")
+        .filter(|v| v.kind == reg_type::SZ || v.kind == reg_type::EXPAND_SZ)
+        .and_then(|v| v.as_str())
+        .and_then(|s| parse_network_address(&s));
+    let Some(bytes) = bytes else {
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    };
+    let block = ex::allocate(
+        k,
+        bytes.len() as u64,
+        u32::from_le_bytes(*b"NDna"),
+        NDIS_OWNER.to_string(),
+    )?;
+    if let Some(c) = k.extension::<NdisState>().configs.get_mut(&cfg) {
+        c.blocks.push(block);
+    }
+    k.m.mem.write_bytes(block, &bytes)?;
+    k.write_ptr(addr_out, block)?;
+    k.m.mem.write_u32(len_out, bytes.len() as u32)?;
+    put_status(k, status, NDIS_STATUS_SUCCESS)
+}
+
+pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall NdisOpenConfiguration => open_configuration(status: u64, configuration_handle: u64, wrapper_configuration_context: u64);
+    stdcall NdisReadConfiguration => read_configuration(status: u64, parameter_value: u64, configuration_handle: u64, keyword: u64, parameter_type: u32);
+    stdcall NdisCloseConfiguration => close_configuration(configuration_handle: u64);
+    stdcall NdisReadNetworkAddress => read_network_address(status: u64, network_address: u64, network_address_length: u64, configuration_handle: u64);
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_address_parsing() {
+        assert_eq!(
+            parse_network_address("0200DEADBEEF"),
+            Some(vec![2, 0, 0xDE, 0xAD, 0xBE, 0xEF])
+        );
+        assert_eq!(parse_network_address("02-00"), None);
+        assert_eq!(parse_network_address("123"), None);
+        assert_eq!(parse_network_address(""), None);
+    }
+
+    #[test]
+    fn string_to_integer_conversion() {
+        let v = RegValue::sz("10");
+        assert_eq!(
+            convert(&v, parameter_type::INTEGER),
+            Some(Parameter::Integer(0, 10))
+        );
+        assert_eq!(
+            convert(&v, parameter_type::HEX_INTEGER),
+            Some(Parameter::Integer(1, 16))
+        );
+        assert_eq!(
+            convert(&RegValue::dword(7), parameter_type::STRING),
+            Some(Parameter::Integer(0, 7))
+        );
+        assert_eq!(convert(&RegValue::sz("x"), parameter_type::INTEGER), None);
+    }
+}

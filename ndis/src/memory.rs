@@ -1,0 +1,51 @@
+//! NDIS memory: NdisAllocateMemory[WithTag] / NdisFreeMemory on the executive pool, owned by the
+//! calling driver image (so leak reports name the miniport).
+
+use ntoskrnl::export::{Export, Quad};
+use ntoskrnl::{ex, export_table, KResult, Kernel};
+
+use crate::{NdisStatus, NDIS_STATUS_SUCCESS};
+
+/// Tag of NdisAllocateMemory blocks (the untagged call).
+const UNTAGGED: [u8; 4] = *b"NDIS";
+
+fn allocate(k: &mut Kernel, out: u64, length: u32, tag: u32) -> KResult<NdisStatus> {
+    let owner = k.caller_image();
+    let block = ex::allocate(k, u64::from(length), tag, owner)?;
+    k.write_ptr(out, block)?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// NdisAllocateMemoryWithTag(VirtualAddress, Length, Tag).
+pub fn allocate_memory_with_tag(
+    k: &mut Kernel,
+    out: u64,
+    length: u32,
+    tag: u32,
+) -> KResult<NdisStatus> {
+    allocate(k, out, length, tag)
+}
+
+/// NdisAllocateMemory(VirtualAddress, Length, MemoryFlags, HighestAcceptableAddress).
+/// NDIS_MEMORY_CONTIGUOUS / NDIS_MEMORY_NONCACHED blocks come from the same pool: guest memory is
+/// not backed by distinct physical pages here.
+pub fn allocate_memory(
+    k: &mut Kernel,
+    out: u64,
+    length: u32,
+    _memory_flags: u32,
+    _highest_acceptable: Quad,
+) -> KResult<NdisStatus> {
+    allocate(k, out, length, u32::from_le_bytes(UNTAGGED))
+}
+
+/// NdisFreeMemory(VirtualAddress, Length, MemoryFlags).
+pub fn free_memory(k: &mut Kernel, addr: u64, _length: u32, _memory_flags: u32) -> KResult<()> {
+    ex::free(k, addr, None)
+}
+
+pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall NdisAllocateMemoryWithTag => allocate_memory_with_tag(virtual_address: u64, length: u32, tag: u32);
+    stdcall NdisAllocateMemory => allocate_memory(virtual_address: u64, length: u32, memory_flags: u32, highest_acceptable_address: Quad);
+    stdcall NdisFreeMemory => free_memory(virtual_address: u64, length: u32, memory_flags: u32);
+];

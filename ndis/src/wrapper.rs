@@ -1,0 +1,211 @@
+//! The NDIS wrapper: NdisInitializeWrapper / NdisTerminateWrapper and miniport registration
+//! (NdisMRegisterMiniport). The wrapper handle a driver gets is a small pool block; the host keeps
+//! the record (driver object, registry path, registered characteristics) keyed by its address.
+
+use ntoskrnl::export::Export;
+use ntoskrnl::{ex, export_table, rtl, KResult, Kernel};
+
+use crate::{
+    alloc_handle, NdisState, NdisStatus, NDIS_STATUS_BAD_CHARACTERISTICS, NDIS_STATUS_BAD_VERSION,
+    NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS,
+};
+
+/// The handler fields of NDIS51_MINIPORT_CHARACTERISTICS, in structure order (each a function
+/// pointer after the UCHAR Major, UCHAR Minor, UINT Reserved header, which is 8 bytes on x86 and
+/// x64 alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Handler {
+    /// CheckForHangHandler (NDIS 3.0 fields from here).
+    CheckForHang,
+    /// DisableInterruptHandler.
+    DisableInterrupt,
+    /// EnableInterruptHandler.
+    EnableInterrupt,
+    /// HaltHandler.
+    Halt,
+    /// HandleInterruptHandler.
+    HandleInterrupt,
+    /// InitializeHandler.
+    Initialize,
+    /// ISRHandler.
+    Isr,
+    /// QueryInformationHandler.
+    QueryInformation,
+    /// ReconfigureHandler.
+    Reconfigure,
+    /// ResetHandler.
+    Reset,
+    /// SendHandler.
+    Send,
+    /// SetInformationHandler.
+    SetInformation,
+    /// TransferDataHandler.
+    TransferData,
+    /// ReturnPacketHandler (NDIS 4.0 fields from here).
+    ReturnPacket,
+    /// SendPacketsHandler.
+    SendPackets,
+    /// AllocateCompleteHandler.
+    AllocateComplete,
+    /// CoCreateVcHandler (NDIS 5.0 fields from here).
+    CoCreateVc,
+    /// CoDeleteVcHandler.
+    CoDeleteVc,
+    /// CoActivateVcHandler.
+    CoActivateVc,
+    /// CoDeactivateVcHandler.
+    CoDeactivateVc,
+    /// CoSendPacketsHandler.
+    CoSendPackets,
+    /// CoRequestHandler.
+    CoRequest,
+    /// CancelSendPacketsHandler (NDIS 5.1 fields from here).
+    CancelSendPackets,
+    /// PnPEventNotifyHandler.
+    PnPEventNotify,
+    /// AdapterShutdownHandler.
+    AdapterShutdown,
+}
+
+/// Number of handler fields an NDIS 5.1 structure has (Reserved1..4 follow them).
+pub const HANDLER_COUNT: usize = Handler::AdapterShutdown as usize + 1;
+
+/// Bytes before the first handler: UCHAR, UCHAR, UINT.
+const HEADER: u64 = 8;
+
+/// Pointer-sized fields (handlers and reserved pointers) of the characteristics structure of
+/// NDIS `major.minor`, or `None` for a version NDIS 5.1 does not accept.
+fn pointer_fields(major: u8, minor: u8) -> Option<usize> {
+    match (major, minor) {
+        (3, 0) => Some(13),
+        (4, 0) => Some(16),
+        (5, 0) => Some(22),
+        // 25 handlers + Reserved1..Reserved4.
+        (5, 1) => Some(29),
+        _ => None,
+    }
+}
+
+/// A copy of the miniport characteristics a driver registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MiniportCharacteristics {
+    /// MajorNdisVersion.
+    pub major: u8,
+    /// MinorNdisVersion.
+    pub minor: u8,
+    /// Handler addresses indexed by [`Handler`] (0 where the version has no such field).
+    pub handlers: [u64; HANDLER_COUNT],
+}
+
+impl MiniportCharacteristics {
+    /// The guest address of a handler (0 if not supplied).
+    pub fn handler(&self, h: Handler) -> u64 {
+        self.handlers[h as usize]
+    }
+}
+
+/// The host record behind a wrapper handle.
+#[derive(Debug, Clone, Default)]
+pub struct Wrapper {
+    /// The DRIVER_OBJECT passed as SystemSpecific1.
+    pub driver_object: u64,
+    /// The registry path passed as SystemSpecific2 (the driver's service key).
+    pub registry_path: String,
+    /// The driver image that initialized the wrapper.
+    pub image: String,
+    /// What NdisMRegisterMiniport recorded.
+    pub miniport: Option<MiniportCharacteristics>,
+}
+
+/// NdisInitializeWrapper(NdisWrapperHandle, SystemSpecific1, SystemSpecific2, SystemSpecific3)
+/// (NdisMInitializeWrapper is a macro for it): SystemSpecific1/2 are DriverEntry's DriverObject and
+/// RegistryPath, SystemSpecific3 is reserved. `*NdisWrapperHandle` is NULL if the wrapper could
+/// not be set up.
+pub fn initialize_wrapper(
+    k: &mut Kernel,
+    handle_out: u64,
+    driver_object: u64,
+    registry_path: u64,
+    _system_specific3: u64,
+) -> KResult<()> {
+    let registry_path = if registry_path != 0 {
+        rtl::read_unicode_string(k, registry_path)?
+    } else {
+        String::new()
+    };
+    let image = k.caller_image();
+    let handle = alloc_handle(k, b"NDwr")?;
+    k.extension::<NdisState>().wrappers.insert(
+        handle,
+        Wrapper {
+            driver_object,
+            registry_path,
+            image,
+            miniport: None,
+        },
+    );
+    k.write_ptr(handle_out, handle)
+}
+
+/// NdisTerminateWrapper(NdisWrapperHandle, SystemSpecific): releases what NdisInitializeWrapper
+/// allocated. An unknown handle is ignored.
+pub fn terminate_wrapper(k: &mut Kernel, handle: u64, _system_specific: u64) -> KResult<()> {
+    if k.extension::<NdisState>()
+        .wrappers
+        .remove(&handle)
+        .is_some()
+    {
+        ex::free(k, handle, None)?;
+    }
+    Ok(())
+}
+
+/// NdisMRegisterMiniport(NdisWrapperHandle, MiniportCharacteristics, CharacteristicsLength):
+/// copies the characteristics (their size follows MajorNdisVersion/MinorNdisVersion) into the
+/// wrapper record. NDIS_STATUS_BAD_VERSION for a version other than 3.0, 4.0, 5.0 or 5.1;
+/// NDIS_STATUS_BAD_CHARACTERISTICS if CharacteristicsLength is too small for that version.
+pub fn register_miniport(
+    k: &mut Kernel,
+    handle: u64,
+    chars: u64,
+    length: u32,
+) -> KResult<NdisStatus> {
+    if !k.extension::<NdisState>().wrappers.contains_key(&handle) {
+        tracing::warn!(target: "ica::ndis", "NdisMRegisterMiniport with unknown wrapper handle {handle:#x}");
+        return Ok(NDIS_STATUS_FAILURE);
+    }
+    let major = k.m.mem.read_u8(chars)?;
+    let minor = k.m.mem.read_u8(chars + 1)?;
+    let Some(fields) = pointer_fields(major, minor) else {
+        return Ok(NDIS_STATUS_BAD_VERSION);
+    };
+    let ptr = k.ptr_size();
+    if u64::from(length) < HEADER + fields as u64 * ptr {
+        return Ok(NDIS_STATUS_BAD_CHARACTERISTICS);
+    }
+    let mut handlers = [0u64; HANDLER_COUNT];
+    for (i, h) in handlers
+        .iter_mut()
+        .enumerate()
+        .take(fields.min(HANDLER_COUNT))
+    {
+        *h = k.read_ptr(chars + HEADER + i as u64 * ptr)?;
+    }
+    let record = MiniportCharacteristics {
+        major,
+        minor,
+        handlers,
+    };
+    tracing::debug!(target: "ica::ndis", "miniport registered: NDIS {major}.{minor}");
+    if let Some(w) = k.extension::<NdisState>().wrappers.get_mut(&handle) {
+        w.miniport = Some(record);
+    }
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall NdisInitializeWrapper => initialize_wrapper(ndis_wrapper_handle: u64, system_specific1: u64, system_specific2: u64, system_specific3: u64);
+    stdcall NdisTerminateWrapper => terminate_wrapper(ndis_wrapper_handle: u64, system_specific: u64);
+    stdcall NdisMRegisterMiniport => register_miniport(ndis_wrapper_handle: u64, miniport_characteristics: u64, characteristics_length: u32);
+];
