@@ -2,6 +2,7 @@
 //! audio sinks) and sandboxing. The walking skeleton needs none of it yet: drivers run against the
 //! host-side I/O API alone.
 
+pub mod bus;
 pub mod device;
 pub mod packet;
 pub mod pci;

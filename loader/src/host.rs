@@ -8,6 +8,9 @@ use ntoskrnl::pnp::{self, Driver};
 use ntoskrnl::status::{self, NtStatus};
 use ntoskrnl::{Kernel, KernelError, LoadedImage, Module};
 
+use host_linux::bus::{GuestDma, PciResources, SharedPciBus};
+use host_linux::device::PciDevice;
+
 use crate::{image, pe};
 
 /// Size of the kernel stack drivers run on.
@@ -77,6 +80,9 @@ pub fn read_image(path: &Path) -> Result<pe::PeImage, LoadError> {
 pub struct DriverHost {
     /// The kernel (guest machine and personality state).
     pub k: Kernel,
+    /// Software PCI devices; installed as the machine's port I/O by the first
+    /// [`attach_pci_device`](Self::attach_pci_device).
+    pci: SharedPciBus,
 }
 
 impl DriverHost {
@@ -90,7 +96,10 @@ impl DriverHost {
             report: e.to_string(),
             error: e.into(),
         })?;
-        Ok(DriverHost { k })
+        Ok(DriverHost {
+            k,
+            pci: SharedPciBus::default(),
+        })
     }
 
     /// Backs the kernel's registry API with the persistent store (instead of the in-memory
@@ -214,5 +223,24 @@ impl DriverHost {
     /// CloseHandle (IRP_MJ_CLEANUP + IRP_MJ_CLOSE).
     pub fn close(&mut self, handle: u32) -> Result<NtStatus, HostError> {
         ntoskrnl::io::close(&mut self.k, handle).map_err(|e| self.fail(e))
+    }
+
+    /// Plugs a software PCI device into the host's bus, makes the bus the machine's port I/O and
+    /// returns what the device was given (I/O ports, memory BARs, interrupt line) for the bus
+    /// driver layers to report as its resources.
+    pub fn attach_pci_device(&mut self, dev: Box<dyn PciDevice>) -> PciResources {
+        let res = self.pci.attach(dev);
+        self.k.m.set_port_io(Box::new(self.pci.clone()));
+        res
+    }
+
+    /// The PCI bus devices are attached to.
+    pub fn pci_bus(&self) -> &SharedPciBus {
+        &self.pci
+    }
+
+    /// Polls every PCI device with DMA into guest memory; returns the interrupt lines asserted.
+    pub fn poll_pci(&mut self) -> Vec<u32> {
+        self.pci.poll(&mut GuestDma::new(&mut self.k.m.mem))
     }
 }

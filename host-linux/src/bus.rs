@@ -1,0 +1,334 @@
+//! A PCI bus of software device models, in the rust-vmm style: devices sit behind the
+//! [`PciDevice`] trait and the bus routes guest port I/O by address range to whichever device's
+//! BAR claims it, never knowing device types. Attaching a device assigns its BARs (I/O ports from
+//! [`IO_START`] up, memory from [`MMIO_START`] up, each aligned to its size) and an interrupt line,
+//! and programs them into its configuration space the way firmware would.
+//!
+//! [`SharedPciBus`] is the handle a [`dbt::Machine`] takes as its [`dbt::PortIo`]; [`GuestDma`]
+//! lets devices reach guest memory (guest "physical" addresses equal guest virtual addresses in
+//! this system).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::device::{Bar, BarKind, Dma, DmaError, PciDevice, CMD_BUS_MASTER, CMD_IO, CMD_MEMORY};
+
+/// First I/O port the allocator hands out.
+pub const IO_START: u16 = 0xC000;
+/// First memory BAR address the allocator hands out: below the X86 guest window
+/// (0xC000_0000..4 GiB) and far from the X64 one, so MMIO never aliases guest RAM.
+pub const MMIO_START: u64 = 0x8000_0000;
+/// Interrupt lines given to devices in attach order (shared once they run out; INTx is level
+/// triggered, so sharing is legal).
+pub const IRQ_LINES: [u32; 4] = [11, 10, 9, 5];
+
+/// One BAR and where it was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarAssignment {
+    pub bar: Bar,
+    /// Port number (I/O) or bus address (memory).
+    pub base: u64,
+}
+
+/// What a device was given: its slot on the bus, BAR placements and interrupt line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciResources {
+    /// Index of the device on the bus (its device number).
+    pub slot: usize,
+    pub bars: Vec<BarAssignment>,
+    pub irq: u32,
+}
+
+impl PciResources {
+    /// The I/O port BARs as (first port, length).
+    pub fn io_ranges(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        self.bars
+            .iter()
+            .filter(|b| b.bar.kind == BarKind::Io)
+            .map(|b| (b.base as u16, b.bar.size as u16))
+    }
+
+    /// The memory BARs as (bus address, length).
+    pub fn mmio_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.bars
+            .iter()
+            .filter(|b| b.bar.kind == BarKind::Mmio)
+            .map(|b| (b.base, b.bar.size))
+    }
+
+    /// First port of the first I/O BAR, if the device has one.
+    pub fn io_base(&self) -> Option<u16> {
+        self.io_ranges().next().map(|(base, _)| base)
+    }
+}
+
+struct Slot {
+    dev: Box<dyn PciDevice>,
+    res: PciResources,
+}
+
+/// An I/O port range decoded by one BAR of one device.
+#[derive(Debug, Clone, Copy)]
+struct IoRange {
+    start: u32,
+    end: u32,
+    slot: usize,
+    bar: usize,
+}
+
+/// The bus: devices, their resources, and the port decode table.
+pub struct PciBus {
+    slots: Vec<Slot>,
+    io: Vec<IoRange>,
+    next_io: u32,
+    next_mmio: u64,
+}
+
+impl Default for PciBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn align_up(v: u64, align: u64) -> u64 {
+    (v + align - 1) & !(align - 1)
+}
+
+fn ones(size: u8) -> u64 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        4 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    }
+}
+
+impl PciBus {
+    pub fn new() -> PciBus {
+        PciBus {
+            slots: Vec::new(),
+            io: Vec::new(),
+            next_io: IO_START as u32,
+            next_mmio: MMIO_START,
+        }
+    }
+
+    /// Plugs a device in: assigns its BARs and interrupt line, programs them into its config
+    /// space and enables I/O, memory decode and bus mastering (what firmware does at boot).
+    ///
+    /// # Panics
+    /// When the I/O port space is exhausted.
+    pub fn attach(&mut self, mut dev: Box<dyn PciDevice>) -> PciResources {
+        let slot = self.slots.len();
+        let irq = IRQ_LINES[slot % IRQ_LINES.len()];
+        let mut bars = Vec::new();
+        for bar in dev.bars() {
+            let base = match bar.kind {
+                BarKind::Io => {
+                    let base = align_up(self.next_io as u64, bar.size);
+                    assert!(base + bar.size <= 0x1_0000, "I/O port space exhausted");
+                    self.next_io = (base + bar.size) as u32;
+                    base
+                }
+                BarKind::Mmio => {
+                    let base = align_up(self.next_mmio, bar.size);
+                    self.next_mmio = base + bar.size;
+                    base
+                }
+            };
+            let flags = if bar.kind == BarKind::Io { 1 } else { 0 };
+            dev.config_write(0x10 + 4 * bar.index as u16, 4, base as u32 | flags);
+            bars.push(BarAssignment { bar, base });
+        }
+        dev.config_write(0x3C, 1, irq);
+        let cmd = dev.config_read(0x04, 2) as u16 | CMD_IO | CMD_MEMORY | CMD_BUS_MASTER;
+        dev.config_write(0x04, 2, cmd as u32);
+        let res = PciResources { slot, bars, irq };
+        self.slots.push(Slot {
+            dev,
+            res: res.clone(),
+        });
+        self.rebuild_io();
+        res
+    }
+
+    /// Number of devices on the bus.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The resources of the device in `slot`.
+    pub fn resources(&self, slot: usize) -> Option<&PciResources> {
+        self.slots.get(slot).map(|s| &s.res)
+    }
+
+    /// The device in `slot`.
+    pub fn device(&mut self, slot: usize) -> Option<&mut (dyn PciDevice + 'static)> {
+        self.slots.get_mut(slot).map(|s| s.dev.as_mut())
+    }
+
+    /// Configuration read of the device in `slot` (all ones for an empty slot).
+    pub fn config_read(&mut self, slot: usize, offset: u16, size: u8) -> u32 {
+        match self.slots.get_mut(slot) {
+            Some(s) => s.dev.config_read(offset, size),
+            None => ones(size) as u32,
+        }
+    }
+
+    /// Configuration write to the device in `slot`; reprogramming a BAR or the command register
+    /// updates the port decode.
+    pub fn config_write(&mut self, slot: usize, offset: u16, size: u8, value: u32) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        s.dev.config_write(offset, size, value);
+        let end = offset + size as u16;
+        let touches = |lo: u16, hi: u16| offset < hi && end > lo;
+        if touches(0x04, 0x06) || touches(0x10, 0x28) {
+            self.rebuild_io();
+        }
+    }
+
+    /// Recomputes the port decode table from each device's config space: I/O BARs of devices
+    /// with I/O decode enabled.
+    fn rebuild_io(&mut self) {
+        self.io.clear();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if s.dev.config_read(0x04, 2) as u16 & CMD_IO == 0 {
+                continue;
+            }
+            for a in s.res.bars.iter_mut() {
+                let v = s.dev.config_read(0x10 + 4 * a.bar.index as u16, 4);
+                let base = match a.bar.kind {
+                    BarKind::Io => (v & !3) as u64,
+                    BarKind::Mmio => (v & !0xF) as u64,
+                };
+                a.base = base;
+                if a.bar.kind == BarKind::Io && base + a.bar.size <= 0x1_0000 && base != 0 {
+                    self.io.push(IoRange {
+                        start: base as u32,
+                        end: (base + a.bar.size) as u32,
+                        slot: i,
+                        bar: a.bar.index as usize,
+                    });
+                }
+            }
+        }
+    }
+
+    fn decode(&self, port: u16) -> Option<IoRange> {
+        let p = port as u32;
+        self.io.iter().copied().find(|r| p >= r.start && p < r.end)
+    }
+
+    /// Guest `in`: routed to the owning device's BAR; unclaimed ports read all ones.
+    pub fn io_read(&mut self, port: u16, size: u8) -> u32 {
+        match self.decode(port) {
+            Some(r) => {
+                let off = (port as u32 - r.start) as u64;
+                self.slots[r.slot].dev.bar_read(r.bar, off, size) as u32 & ones(size) as u32
+            }
+            None => ones(size) as u32,
+        }
+    }
+
+    /// Guest `out`: routed to the owning device's BAR; unclaimed ports ignore it.
+    pub fn io_write(&mut self, port: u16, size: u8, value: u32) {
+        if let Some(r) = self.decode(port) {
+            let off = (port as u32 - r.start) as u64;
+            let v = value as u64 & ones(size);
+            self.slots[r.slot].dev.bar_write(r.bar, off, size, v);
+        }
+    }
+
+    /// Interrupt lines currently asserted, ascending, each once.
+    pub fn asserted_irqs(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|s| s.dev.interrupt_pending())
+            .map(|s| s.res.irq)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Lets every device do its DMA and backend work; returns the interrupt lines asserted after.
+    pub fn poll(&mut self, dma: &mut dyn Dma) -> Vec<u32> {
+        for s in &mut self.slots {
+            s.dev.poll(dma);
+        }
+        self.asserted_irqs()
+    }
+}
+
+/// A shareable handle to a [`PciBus`]: one clone goes to the machine as its port I/O, the host
+/// keeps another to poll devices and read resources.
+#[derive(Clone, Default)]
+pub struct SharedPciBus(pub Rc<RefCell<PciBus>>);
+
+impl SharedPciBus {
+    pub fn new(bus: PciBus) -> SharedPciBus {
+        SharedPciBus(Rc::new(RefCell::new(bus)))
+    }
+
+    /// See [`PciBus::attach`].
+    pub fn attach(&self, dev: Box<dyn PciDevice>) -> PciResources {
+        self.0.borrow_mut().attach(dev)
+    }
+
+    /// See [`PciBus::poll`].
+    pub fn poll(&self, dma: &mut dyn Dma) -> Vec<u32> {
+        self.0.borrow_mut().poll(dma)
+    }
+
+    /// Runs `f` on the bus.
+    pub fn with<R>(&self, f: impl FnOnce(&mut PciBus) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
+impl dbt::PortIo for SharedPciBus {
+    fn port_read(&mut self, port: u16, size: u8) -> u32 {
+        self.0.borrow_mut().io_read(port, size)
+    }
+
+    fn port_write(&mut self, port: u16, size: u8, value: u32) {
+        self.0.borrow_mut().io_write(port, size, value)
+    }
+}
+
+/// Bus-master access to guest memory: bus addresses are guest addresses (the personality's
+/// MmGetPhysicalAddress is the identity). An unmapped address is a [`DmaError`], never a host
+/// fault. Writes bypass page protection as a bus master would; they do not drop translated code
+/// (DMA into code pages is not supported).
+pub struct GuestDma<'a> {
+    pub mem: &'a mut dbt::GuestMemory,
+}
+
+impl<'a> GuestDma<'a> {
+    pub fn new(mem: &'a mut dbt::GuestMemory) -> GuestDma<'a> {
+        GuestDma { mem }
+    }
+}
+
+impl Dma for GuestDma<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.mem.read_bytes(addr, buf).map_err(|_| DmaError {
+            addr,
+            len: buf.len(),
+        })
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
+        self.mem.write_bytes(addr, data).map_err(|_| DmaError {
+            addr,
+            len: data.len(),
+        })
+    }
+}
