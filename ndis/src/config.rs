@@ -170,10 +170,9 @@ fn reserved_keyword(k: &Kernel, keyword: &str) -> Option<Parameter> {
 
 /// Writes an NDIS_CONFIGURATION_PARAMETER (and its data) into a pool block owned by `cfg`.
 fn store_parameter(k: &mut Kernel, cfg: u64, p: &Parameter) -> KResult<u64> {
-    let ptr = k.ptr_size();
-    // ParameterType, then the union at pointer alignment (NDIS_STRING / BINARY_DATA hold a pointer).
-    let data_at = ptr;
-    let header = data_at + 2 * ptr;
+    let l = crate::layout(k);
+    let header = l.configuration_parameter_size;
+    let type_at = l.configuration_parameter_parameter_type;
     let payload = match p {
         Parameter::Integer(..) => 0,
         Parameter::Units(_, u) => (u.len() as u64 + 1) * 2,
@@ -191,22 +190,31 @@ fn store_parameter(k: &mut Kernel, cfg: u64, p: &Parameter) -> KResult<u64> {
     let buffer = block + header;
     match p {
         Parameter::Integer(t, v) => {
-            k.m.mem.write_u32(block, *t)?;
-            k.m.mem.write_u32(block + data_at, *v)?;
+            k.m.mem.write_u32(block + type_at, *t)?;
+            k.m.mem
+                .write_u32(block + l.configuration_parameter_integer_data, *v)?;
         }
         Parameter::Units(t, units) => {
-            k.m.mem.write_u32(block, *t)?;
+            k.m.mem.write_u32(block + type_at, *t)?;
             let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
             k.m.mem.write_bytes(buffer, &bytes)?;
             let len = bytes.len().min(0xFFFC) as u16;
-            rtl::write_unicode_string_struct(k, block + data_at, buffer, len, len + 2)?;
+            rtl::write_unicode_string_struct(
+                k,
+                block + l.configuration_parameter_string_data,
+                buffer,
+                len,
+                len + 2,
+            )?;
         }
         Parameter::Binary(b) => {
-            k.m.mem.write_u32(block, parameter_type::BINARY)?;
+            k.m.mem.write_u32(block + type_at, parameter_type::BINARY)?;
             k.m.mem.write_bytes(buffer, b)?;
-            k.m.mem
-                .write_u16(block + data_at, b.len().min(0xFFFF) as u16)?;
-            k.write_ptr(block + data_at + ptr, buffer)?;
+            k.m.mem.write_u16(
+                block + l.configuration_parameter_binary_data_length,
+                b.len().min(0xFFFF) as u16,
+            )?;
+            k.write_ptr(block + l.configuration_parameter_binary_data_buffer, buffer)?;
         }
     }
     Ok(block)

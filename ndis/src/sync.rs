@@ -4,9 +4,9 @@
 use ntoskrnl::export::Export;
 use ntoskrnl::{export_table, ke, KResult, Kernel};
 
-/// Offset of NDIS_SPIN_LOCK.OldIrql: right after the pointer-sized KSPIN_LOCK.
+/// Offset of NDIS_SPIN_LOCK.OldIrql.
 fn old_irql_offset(k: &Kernel) -> u64 {
-    k.ptr_size()
+    crate::layout(k).spin_lock_old_irql
 }
 
 /// NdisAllocateSpinLock(SpinLock): initializes the KSPIN_LOCK.

@@ -6,8 +6,8 @@ use ntoskrnl::export::Export;
 use ntoskrnl::{ex, export_table, rtl, KResult, Kernel};
 
 use crate::{
-    alloc_handle, NdisState, NdisStatus, NDIS_STATUS_BAD_CHARACTERISTICS, NDIS_STATUS_BAD_VERSION,
-    NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS,
+    alloc_handle, NdisLayout, NdisState, NdisStatus, NDIS_STATUS_BAD_CHARACTERISTICS,
+    NDIS_STATUS_BAD_VERSION, NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS,
 };
 
 /// The handler fields of NDIS51_MINIPORT_CHARACTERISTICS, in structure order (each a function
@@ -71,18 +71,45 @@ pub enum Handler {
 /// Number of handler fields an NDIS 5.1 structure has (Reserved1..4 follow them).
 pub const HANDLER_COUNT: usize = Handler::AdapterShutdown as usize + 1;
 
-/// Bytes before the first handler: UCHAR, UCHAR, UINT.
-const HEADER: u64 = 8;
+/// Offsets of the handler fields in NDIS51_MINIPORT_CHARACTERISTICS, indexed by [`Handler`].
+fn handler_offsets(l: &NdisLayout) -> [u64; HANDLER_COUNT] {
+    [
+        l.miniport_characteristics_check_for_hang_handler,
+        l.miniport_characteristics_disable_interrupt_handler,
+        l.miniport_characteristics_enable_interrupt_handler,
+        l.miniport_characteristics_halt_handler,
+        l.miniport_characteristics_handle_interrupt_handler,
+        l.miniport_characteristics_initialize_handler,
+        l.miniport_characteristics_isr_handler,
+        l.miniport_characteristics_query_information_handler,
+        l.miniport_characteristics_reconfigure_handler,
+        l.miniport_characteristics_reset_handler,
+        l.miniport_characteristics_send_handler,
+        l.miniport_characteristics_set_information_handler,
+        l.miniport_characteristics_transfer_data_handler,
+        l.miniport_characteristics_return_packet_handler,
+        l.miniport_characteristics_send_packets_handler,
+        l.miniport_characteristics_allocate_complete_handler,
+        l.miniport_characteristics_co_create_vc_handler,
+        l.miniport_characteristics_co_delete_vc_handler,
+        l.miniport_characteristics_co_activate_vc_handler,
+        l.miniport_characteristics_co_deactivate_vc_handler,
+        l.miniport_characteristics_co_send_packets_handler,
+        l.miniport_characteristics_co_request_handler,
+        l.miniport_characteristics_cancel_send_packets_handler,
+        l.miniport_characteristics_pnp_event_notify_handler,
+        l.miniport_characteristics_adapter_shutdown_handler,
+    ]
+}
 
-/// Pointer-sized fields (handlers and reserved pointers) of the characteristics structure of
-/// NDIS `major.minor`, or `None` for a version NDIS 5.1 does not accept.
-fn pointer_fields(major: u8, minor: u8) -> Option<usize> {
+/// Size of the characteristics structure of NDIS `major.minor` (the minimum
+/// CharacteristicsLength), or `None` for a version NDIS 5.1 does not accept.
+fn characteristics_size(l: &NdisLayout, major: u8, minor: u8) -> Option<u64> {
     match (major, minor) {
-        (3, 0) => Some(13),
-        (4, 0) => Some(16),
-        (5, 0) => Some(22),
-        // 25 handlers + Reserved1..Reserved4.
-        (5, 1) => Some(29),
+        (3, 0) => Some(l.ndis30_miniport_characteristics_size),
+        (4, 0) => Some(l.ndis40_miniport_characteristics_size),
+        (5, 0) => Some(l.ndis50_miniport_characteristics_size),
+        (5, 1) => Some(l.ndis51_miniport_characteristics_size),
         _ => None,
     }
 }
@@ -175,22 +202,26 @@ pub fn register_miniport(
         tracing::warn!(target: "ica::ndis", "NdisMRegisterMiniport with unknown wrapper handle {handle:#x}");
         return Ok(NDIS_STATUS_FAILURE);
     }
-    let major = k.m.mem.read_u8(chars)?;
-    let minor = k.m.mem.read_u8(chars + 1)?;
-    let Some(fields) = pointer_fields(major, minor) else {
+    let l = crate::layout(k);
+    let major =
+        k.m.mem
+            .read_u8(chars + l.miniport_characteristics_major_ndis_version)?;
+    let minor =
+        k.m.mem
+            .read_u8(chars + l.miniport_characteristics_minor_ndis_version)?;
+    let Some(size) = characteristics_size(l, major, minor) else {
         return Ok(NDIS_STATUS_BAD_VERSION);
     };
-    let ptr = k.ptr_size();
-    if u64::from(length) < HEADER + fields as u64 * ptr {
+    if u64::from(length) < size {
         return Ok(NDIS_STATUS_BAD_CHARACTERISTICS);
     }
+    let ptr = k.ptr_size();
     let mut handlers = [0u64; HANDLER_COUNT];
-    for (i, h) in handlers
-        .iter_mut()
-        .enumerate()
-        .take(fields.min(HANDLER_COUNT))
-    {
-        *h = k.read_ptr(chars + HEADER + i as u64 * ptr)?;
+    // Only the handlers the version's structure has (they lie within its size).
+    for (h, off) in handlers.iter_mut().zip(handler_offsets(l)) {
+        if off + ptr <= size {
+            *h = k.read_ptr(chars + off)?;
+        }
     }
     let record = MiniportCharacteristics {
         major,
