@@ -865,14 +865,18 @@ fn put_u64(buf: &mut [u8], at: u64, v: u64) {
 }
 
 /// Writes an information image into the caller's buffer as the configuration manager does and
-/// returns the status.
+/// returns the status; `None` (an information class the call does not have) is
+/// STATUS_INVALID_PARAMETER.
 fn deliver(
     k: &mut Kernel,
     buffer: u64,
     length: u32,
     result_length: u64,
-    image: InfoImage,
+    image: Option<InfoImage>,
 ) -> KResult<NtStatus> {
+    let Some(image) = image else {
+        return Ok(STATUS_INVALID_PARAMETER);
+    };
     write_u32_opt(k, result_length, image.required)?;
     if length < image.minimum {
         return Ok(STATUS_BUFFER_TOO_SMALL);
@@ -1203,10 +1207,13 @@ pub fn zw_query_value_key(
         Ok(None) => return Ok(STATUS_OBJECT_NAME_NOT_FOUND),
         Err(e) => return Ok(handle_error(e)),
     };
-    match value_image(k, class, &stored, &value) {
-        Some(image) => deliver(k, buffer, length, result_length, image),
-        None => Ok(STATUS_INVALID_PARAMETER),
-    }
+    deliver(
+        k,
+        buffer,
+        length,
+        result_length,
+        value_image(k, class, &stored, &value),
+    )
 }
 
 /// ZwSetValueKey(KeyHandle, ValueName, TitleIndex, Type, Data, DataSize).
@@ -1273,10 +1280,13 @@ pub fn zw_enumerate_key(
         Ok(None) => return Ok(STATUS_NO_MORE_ENTRIES),
         Err(e) => return Ok(handle_error(e)),
     };
-    match key_image(k, class, &info, None) {
-        Some(image) => deliver(k, buffer, length, result_length, image),
-        None => Ok(STATUS_INVALID_PARAMETER),
-    }
+    deliver(
+        k,
+        buffer,
+        length,
+        result_length,
+        key_image(k, class, &info, None),
+    )
 }
 
 /// ZwEnumerateValueKey(KeyHandle, Index, KeyValueInformationClass, KeyValueInformation, Length,
@@ -1299,10 +1309,13 @@ pub fn zw_enumerate_value_key(
         Ok(None) => return Ok(STATUS_NO_MORE_ENTRIES),
         Err(e) => return Ok(handle_error(e)),
     };
-    match value_image(k, class, &name, &value) {
-        Some(image) => deliver(k, buffer, length, result_length, image),
-        None => Ok(STATUS_INVALID_PARAMETER),
-    }
+    deliver(
+        k,
+        buffer,
+        length,
+        result_length,
+        value_image(k, class, &name, &value),
+    )
 }
 
 /// ZwQueryKey(KeyHandle, KeyInformationClass, KeyInformation, Length, ResultLength).
@@ -1331,10 +1344,13 @@ pub fn zw_query_key(
     } else {
         None
     };
-    match key_image(k, class, &info, full.as_deref()) {
-        Some(image) => deliver(k, buffer, length, result_length, image),
-        None => Ok(STATUS_INVALID_PARAMETER),
-    }
+    deliver(
+        k,
+        buffer,
+        length,
+        result_length,
+        key_image(k, class, &info, full.as_deref()),
+    )
 }
 
 /// ZwDeleteKey(KeyHandle): the key must have no subkeys; its handles then answer
