@@ -20,6 +20,9 @@ use crate::cpu::Arch;
 /// Guest page size (4 KiB).
 pub const PAGE_SIZE: u64 = 0x1000;
 
+/// Guest-physical address of the window's first byte (see [`GuestMemory::virt_to_phys`]).
+pub const PHYS_BASE: u64 = 0x1000_0000;
+
 /// First address (relative to the window base) that [`GuestMemory::alloc`] hands out.
 const ALLOC_FLOOR: u64 = 0x10000;
 
@@ -174,6 +177,21 @@ impl GuestMemory {
     /// Size of the window in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The guest-physical address of window address `va`: the window is mapped linearly at
+    /// [`PHYS_BASE`], below 4 GiB on both architectures so 32-bit bus masters reach all of it.
+    /// `None` outside the window.
+    pub fn virt_to_phys(&self, va: u64) -> Option<u64> {
+        let off = va.checked_sub(self.base)?;
+        (off < self.size).then_some(PHYS_BASE + off)
+    }
+
+    /// The window address of guest-physical address `pa` (inverse of
+    /// [`virt_to_phys`](Self::virt_to_phys)); `None` outside the window's physical range.
+    pub fn phys_to_virt(&self, pa: u64) -> Option<u64> {
+        let off = pa.checked_sub(PHYS_BASE)?;
+        (off < self.size).then_some(self.base + off)
     }
 
     /// Page index range covering `[addr, addr + len)`, or the first address outside the window.

@@ -5,8 +5,7 @@
 //! and programs them into its configuration space the way firmware would.
 //!
 //! [`SharedPciBus`] is the handle a [`dbt::Machine`] takes as its [`dbt::PortIo`]; [`GuestDma`]
-//! lets devices reach guest memory (guest "physical" addresses equal guest virtual addresses in
-//! this system).
+//! lets devices reach guest memory (at guest-physical addresses).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -303,9 +302,9 @@ impl dbt::PortIo for SharedPciBus {
     }
 }
 
-/// Bus-master access to guest memory: bus addresses are guest addresses (the personality's
-/// MmGetPhysicalAddress is the identity). An unmapped address is a [`DmaError`], never a host
-/// fault. Writes bypass page protection as a bus master would; they do not drop translated code
+/// Bus-master access to guest memory: bus addresses are guest-physical addresses, translated
+/// with [`dbt::GuestMemory::phys_to_virt`] (the mapping MmGetPhysicalAddress reports). An address
+/// outside guest memory or unmapped is a [`DmaError`], never a host fault. Writes bypass page protection as a bus master would; they do not drop translated code
 /// (DMA into code pages is not supported).
 pub struct GuestDma<'a> {
     pub mem: &'a mut dbt::GuestMemory,
@@ -319,16 +318,20 @@ impl<'a> GuestDma<'a> {
 
 impl Dma for GuestDma<'_> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
-        self.mem.read_bytes(addr, buf).map_err(|_| DmaError {
+        let fault = DmaError {
             addr,
             len: buf.len(),
-        })
+        };
+        let va = self.mem.phys_to_virt(addr).ok_or(fault)?;
+        self.mem.read_bytes(va, buf).map_err(|_| fault)
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
-        self.mem.write_bytes(addr, data).map_err(|_| DmaError {
+        let fault = DmaError {
             addr,
             len: data.len(),
-        })
+        };
+        let va = self.mem.phys_to_virt(addr).ok_or(fault)?;
+        self.mem.write_bytes(va, data).map_err(|_| fault)
     }
 }

@@ -185,9 +185,11 @@ pub fn is_address_valid(k: &mut Kernel, va: u64) -> KResult<bool> {
     Ok(k.m.mem.is_mapped(va, 1))
 }
 
-/// MmGetPhysicalAddress(BaseAddress): guest "physical" addresses equal virtual ones.
-pub fn get_physical_address(_k: &mut Kernel, va: u64) -> KResult<crate::export::Quad> {
-    Ok(crate::export::Quad(va))
+/// MmGetPhysicalAddress(BaseAddress): the guest window is mapped linearly below 4 GiB
+/// ([`dbt::GuestMemory::virt_to_phys`]); 0 for an address outside it, as Windows returns for an
+/// invalid one.
+pub fn get_physical_address(k: &mut Kernel, va: u64) -> KResult<crate::export::Quad> {
+    Ok(crate::export::Quad(k.m.mem.virt_to_phys(va).unwrap_or(0)))
 }
 
 /// MmAllocateContiguousMemory(NumberOfBytes, HighestAcceptableAddress).
