@@ -87,6 +87,96 @@ pub struct NdisLayout {
     pub miniport_characteristics_pnp_event_notify_handler: u64,
     /// `offsetof(NDIS51_MINIPORT_CHARACTERISTICS, AdapterShutdownHandler)`
     pub miniport_characteristics_adapter_shutdown_handler: u64,
+    /// `sizeof(NDIS_MINIPORT_BLOCK)`
+    pub miniport_block_size: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, MiniportAdapterContext)`
+    pub miniport_block_miniport_adapter_context: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, EthDB)`
+    pub miniport_block_eth_db: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, PacketIndicateHandler)`
+    pub miniport_block_packet_indicate_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, SendCompleteHandler)`
+    pub miniport_block_send_complete_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, SendResourcesHandler)`
+    pub miniport_block_send_resources_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, ResetCompleteHandler)`
+    pub miniport_block_reset_complete_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, MediaType)`
+    pub miniport_block_media_type: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, EthRxIndicateHandler)`
+    pub miniport_block_eth_rx_indicate_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, EthRxCompleteHandler)`
+    pub miniport_block_eth_rx_complete_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, StatusHandler)`
+    pub miniport_block_status_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, StatusCompleteHandler)`
+    pub miniport_block_status_complete_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, TDCompleteHandler)`
+    pub miniport_block_td_complete_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, QueryCompleteHandler)`
+    pub miniport_block_query_complete_handler: u64,
+    /// `offsetof(NDIS_MINIPORT_BLOCK, SetCompleteHandler)`
+    pub miniport_block_set_complete_handler: u64,
+    /// `sizeof(NDIS_PACKET)`
+    pub packet_size: u64,
+    /// `offsetof(NDIS_PACKET, Private.PhysicalCount)`
+    pub packet_physical_count: u64,
+    /// `offsetof(NDIS_PACKET, Private.TotalLength)`
+    pub packet_total_length: u64,
+    /// `offsetof(NDIS_PACKET, Private.Head)`
+    pub packet_head: u64,
+    /// `offsetof(NDIS_PACKET, Private.Tail)`
+    pub packet_tail: u64,
+    /// `offsetof(NDIS_PACKET, Private.Pool)`
+    pub packet_pool: u64,
+    /// `offsetof(NDIS_PACKET, Private.Count)`
+    pub packet_count: u64,
+    /// `offsetof(NDIS_PACKET, Private.Flags)`
+    pub packet_flags: u64,
+    /// `offsetof(NDIS_PACKET, Private.ValidCounts)`
+    pub packet_valid_counts: u64,
+    /// `offsetof(NDIS_PACKET, Private.NdisPacketFlags)`
+    pub packet_ndis_packet_flags: u64,
+    /// `offsetof(NDIS_PACKET, Private.NdisPacketOobOffset)`
+    pub packet_ndis_packet_oob_offset: u64,
+    /// `offsetof(NDIS_PACKET, MiniportReserved)`
+    pub packet_miniport_reserved: u64,
+    /// `offsetof(NDIS_PACKET, ProtocolReserved)`
+    pub packet_protocol_reserved: u64,
+    /// `sizeof(NDIS_PACKET_OOB_DATA)`
+    pub packet_oob_data_size: u64,
+    /// `offsetof(NDIS_PACKET_OOB_DATA, HeaderSize)`
+    pub packet_oob_data_header_size: u64,
+    /// `offsetof(NDIS_PACKET_OOB_DATA, Status)`
+    pub packet_oob_data_status: u64,
+    /// `sizeof(NDIS_PACKET_EXTENSION)`
+    pub packet_extension_size: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_LIST, PartialDescriptors)`
+    pub partial_resource_list_partial_descriptors: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_LIST, Count)`
+    pub partial_resource_list_count: u64,
+    /// `sizeof(CM_PARTIAL_RESOURCE_DESCRIPTOR)`
+    pub partial_resource_descriptor_size: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, Type)`
+    pub partial_resource_descriptor_type: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, ShareDisposition)`
+    pub partial_resource_descriptor_share_disposition: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, Flags)`
+    pub partial_resource_descriptor_flags: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, u.Port.Start)`
+    pub partial_resource_descriptor_port_start: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, u.Port.Length)`
+    pub partial_resource_descriptor_port_length: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, u.Interrupt.Level)`
+    pub partial_resource_descriptor_interrupt_level: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, u.Interrupt.Vector)`
+    pub partial_resource_descriptor_interrupt_vector: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, u.Interrupt.Affinity)`
+    pub partial_resource_descriptor_interrupt_affinity: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, u.Memory.Start)`
+    pub partial_resource_descriptor_memory_start: u64,
+    /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, u.Memory.Length)`
+    pub partial_resource_descriptor_memory_length: u64,
 }
 
 /// Layouts for x86-32 drivers.
@@ -132,6 +222,51 @@ pub const X86: NdisLayout = NdisLayout {
     miniport_characteristics_cancel_send_packets_handler: 96,
     miniport_characteristics_pnp_event_notify_handler: 100,
     miniport_characteristics_adapter_shutdown_handler: 104,
+    miniport_block_size: 416,
+    miniport_block_miniport_adapter_context: 12,
+    miniport_block_eth_db: 216,
+    miniport_block_packet_indicate_handler: 232,
+    miniport_block_send_complete_handler: 236,
+    miniport_block_send_resources_handler: 240,
+    miniport_block_reset_complete_handler: 244,
+    miniport_block_media_type: 248,
+    miniport_block_eth_rx_indicate_handler: 356,
+    miniport_block_eth_rx_complete_handler: 368,
+    miniport_block_status_handler: 380,
+    miniport_block_status_complete_handler: 384,
+    miniport_block_td_complete_handler: 388,
+    miniport_block_query_complete_handler: 392,
+    miniport_block_set_complete_handler: 396,
+    packet_size: 60,
+    packet_physical_count: 0,
+    packet_total_length: 4,
+    packet_head: 8,
+    packet_tail: 12,
+    packet_pool: 16,
+    packet_count: 20,
+    packet_flags: 24,
+    packet_valid_counts: 28,
+    packet_ndis_packet_flags: 29,
+    packet_ndis_packet_oob_offset: 30,
+    packet_miniport_reserved: 32,
+    packet_protocol_reserved: 56,
+    packet_oob_data_size: 32,
+    packet_oob_data_header_size: 16,
+    packet_oob_data_status: 28,
+    packet_extension_size: 48,
+    partial_resource_list_partial_descriptors: 8,
+    partial_resource_list_count: 4,
+    partial_resource_descriptor_size: 16,
+    partial_resource_descriptor_type: 0,
+    partial_resource_descriptor_share_disposition: 1,
+    partial_resource_descriptor_flags: 2,
+    partial_resource_descriptor_port_start: 4,
+    partial_resource_descriptor_port_length: 12,
+    partial_resource_descriptor_interrupt_level: 4,
+    partial_resource_descriptor_interrupt_vector: 8,
+    partial_resource_descriptor_interrupt_affinity: 12,
+    partial_resource_descriptor_memory_start: 4,
+    partial_resource_descriptor_memory_length: 12,
 };
 
 /// Layouts for x64 drivers.
@@ -177,4 +312,49 @@ pub const X64: NdisLayout = NdisLayout {
     miniport_characteristics_cancel_send_packets_handler: 184,
     miniport_characteristics_pnp_event_notify_handler: 192,
     miniport_characteristics_adapter_shutdown_handler: 200,
+    miniport_block_size: 752,
+    miniport_block_miniport_adapter_context: 24,
+    miniport_block_eth_db: 400,
+    miniport_block_packet_indicate_handler: 432,
+    miniport_block_send_complete_handler: 440,
+    miniport_block_send_resources_handler: 448,
+    miniport_block_reset_complete_handler: 456,
+    miniport_block_media_type: 464,
+    miniport_block_eth_rx_indicate_handler: 640,
+    miniport_block_eth_rx_complete_handler: 664,
+    miniport_block_status_handler: 688,
+    miniport_block_status_complete_handler: 696,
+    miniport_block_td_complete_handler: 704,
+    miniport_block_query_complete_handler: 712,
+    miniport_block_set_complete_handler: 720,
+    packet_size: 104,
+    packet_physical_count: 0,
+    packet_total_length: 4,
+    packet_head: 8,
+    packet_tail: 16,
+    packet_pool: 24,
+    packet_count: 32,
+    packet_flags: 36,
+    packet_valid_counts: 40,
+    packet_ndis_packet_flags: 41,
+    packet_ndis_packet_oob_offset: 42,
+    packet_miniport_reserved: 48,
+    packet_protocol_reserved: 96,
+    packet_oob_data_size: 40,
+    packet_oob_data_header_size: 16,
+    packet_oob_data_status: 32,
+    packet_extension_size: 96,
+    partial_resource_list_partial_descriptors: 8,
+    partial_resource_list_count: 4,
+    partial_resource_descriptor_size: 20,
+    partial_resource_descriptor_type: 0,
+    partial_resource_descriptor_share_disposition: 1,
+    partial_resource_descriptor_flags: 2,
+    partial_resource_descriptor_port_start: 4,
+    partial_resource_descriptor_port_length: 12,
+    partial_resource_descriptor_interrupt_level: 4,
+    partial_resource_descriptor_interrupt_vector: 8,
+    partial_resource_descriptor_interrupt_affinity: 12,
+    partial_resource_descriptor_memory_start: 4,
+    partial_resource_descriptor_memory_length: 12,
 };

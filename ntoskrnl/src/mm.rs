@@ -1,8 +1,9 @@
 //! Memory manager: MDLs (memory descriptor lists) over guest memory, system-address mappings,
 //! contiguous allocations, and MmGetSystemRoutineAddress.
 //!
-//! Guest memory is one flat address space, so a "physical" page number is the virtual page number
-//! and every buffer is already mapped in system space.
+//! Guest memory is one flat address space mapped linearly to guest-physical addresses
+//! ([`dbt::GuestMemory::virt_to_phys`]), so every buffer is already mapped in system space and
+//! physically contiguous.
 
 use dbt::Prot;
 
@@ -50,8 +51,9 @@ pub fn build_mdl_for_non_paged_pool(k: &mut Kernel, mdl: u64) -> KResult<()> {
     let start = k.read_ptr(mdl + l.mdl_start_va)?;
     let offset = k.m.mem.read_u32(mdl + l.mdl_byte_offset)? as u64;
     let count = k.m.mem.read_u32(mdl + l.mdl_byte_count)? as u64;
+    let first_pfn = k.m.mem.virt_to_phys(start).unwrap_or(0) >> 12;
     for i in 0..pages_spanned(start + offset, count) {
-        let pfn = (start >> 12) + i;
+        let pfn = first_pfn + i;
         k.write_ptr(mdl + l.mdl_size + i * k.ptr_size(), pfn)?;
     }
     k.write_ptr(mdl + l.mdl_mapped_system_va, start + offset)?;
