@@ -20,8 +20,8 @@ use ntoskrnl::registry::{self, reg_type, RegValue};
 use ntoskrnl::{dbt, ex, export_table, rtl, KResult, Kernel};
 
 use crate::{
-    alloc_handle, put_status, NdisState, OpenConfiguration, NDIS_OWNER, NDIS_STATUS_FAILURE,
-    NDIS_STATUS_SUCCESS,
+    alloc_handle, put_status, ConfigContext, NdisState, OpenConfiguration, NDIS_OWNER,
+    NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS,
 };
 
 /// NDIS_PARAMETER_TYPE values.
@@ -59,9 +59,13 @@ pub fn configuration_context(k: &mut Kernel, wrapper: u64) -> KResult<Option<u64
 /// Makes a WrapperConfigurationContext that reads the registry key `key` (absolute path).
 pub fn configuration_context_for_key(k: &mut Kernel, key: &str) -> KResult<u64> {
     let ctx = alloc_handle(k, b"NDcc")?;
-    k.extension::<NdisState>()
-        .config_contexts
-        .insert(ctx, key.to_string());
+    k.extension::<NdisState>().config_contexts.insert(
+        ctx,
+        ConfigContext {
+            key: key.to_string(),
+            adapter: None,
+        },
+    );
     Ok(ctx)
 }
 
@@ -76,7 +80,7 @@ pub fn open_configuration(
         .extension::<NdisState>()
         .config_contexts
         .get(&context)
-        .cloned()
+        .map(|c| c.key.clone())
     else {
         return put_status(k, status, NDIS_STATUS_FAILURE);
     };

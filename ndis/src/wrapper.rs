@@ -143,6 +143,8 @@ pub struct Wrapper {
     pub image: String,
     /// What NdisMRegisterMiniport recorded.
     pub miniport: Option<MiniportCharacteristics>,
+    /// MiniportUnload registered with NdisMRegisterUnloadHandler (0: none).
+    pub unload_handler: u64,
 }
 
 /// NdisInitializeWrapper(NdisWrapperHandle, SystemSpecific1, SystemSpecific2, SystemSpecific3)
@@ -170,6 +172,7 @@ pub fn initialize_wrapper(
             registry_path,
             image,
             miniport: None,
+            unload_handler: 0,
         },
     );
     k.write_ptr(handle_out, handle)
@@ -229,14 +232,58 @@ pub fn register_miniport(
         handlers,
     };
     tracing::debug!(target: "ica::ndis", "miniport registered: NDIS {major}.{minor}");
-    if let Some(w) = k.extension::<NdisState>().wrappers.get_mut(&handle) {
-        w.miniport = Some(record);
-    }
+    let Some(w) = k.extension::<NdisState>().wrappers.get_mut(&handle) else {
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    w.miniport = Some(record);
+    let driver_object = w.driver_object;
+    set_driver_unload(k, driver_object)?;
     Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// Points the miniport's DRIVER_OBJECT->DriverUnload at NDIS's unload routine, as registering a
+/// miniport does on Windows (a miniport never sets DriverUnload itself).
+pub(crate) fn set_driver_unload(k: &mut Kernel, driver_object: u64) -> KResult<()> {
+    if driver_object == 0 {
+        return Ok(());
+    }
+    let unload = k.host_function(&NDIS_UNLOAD[0]);
+    let field = driver_object + k.layout.driver_object_driver_unload;
+    k.write_ptr(field, unload)
+}
+
+/// NDIS's DriverUnload for miniport drivers: runs the MiniportUnload registered with
+/// NdisMRegisterUnloadHandler, then releases the driver's wrapper records.
+pub fn unload_miniport_driver(k: &mut Kernel, driver_object: u64) -> KResult<()> {
+    let wrappers: Vec<(u64, Wrapper)> = crate::wrappers(k)
+        .into_iter()
+        .filter(|(_, w)| w.driver_object == driver_object)
+        .collect();
+    for (handle, w) in wrappers {
+        if w.unload_handler != 0 {
+            k.call_guest(w.unload_handler, &[driver_object])?;
+        }
+        terminate_wrapper(k, handle, 0)?;
+    }
+    Ok(())
+}
+
+/// NdisMRegisterUnloadHandler(NdisWrapperHandle, UnloadHandler).
+pub fn register_unload_handler(k: &mut Kernel, handle: u64, handler: u64) -> KResult<()> {
+    if let Some(w) = k.extension::<NdisState>().wrappers.get_mut(&handle) {
+        w.unload_handler = handler;
+    }
+    Ok(())
 }
 
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisInitializeWrapper => initialize_wrapper(ndis_wrapper_handle: u64, system_specific1: u64, system_specific2: u64, system_specific3: u64);
     stdcall NdisTerminateWrapper => terminate_wrapper(ndis_wrapper_handle: u64, system_specific: u64);
     stdcall NdisMRegisterMiniport => register_miniport(ndis_wrapper_handle: u64, miniport_characteristics: u64, characteristics_length: u32);
+    stdcall NdisMRegisterUnloadHandler => register_unload_handler(ndis_wrapper_handle: u64, unload_handler: u64);
+];
+
+/// NDIS's own DriverUnload routine for miniport drivers (not an export).
+static NDIS_UNLOAD: &[Export] = export_table![
+    stdcall ndisMUnload => unload_miniport_driver(driver_object: u64);
 ];

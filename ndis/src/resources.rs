@@ -1,0 +1,471 @@
+//! Adapter resources: what the bus gave the device (NdisMQueryAdapterResources), I/O port ranges,
+//! shared memory and map registers for bus-master DMA, PCI configuration space, the adapter
+//! attributes (NdisMSetAttributes[Ex]) and the shutdown handler.
+//!
+//! Port I/O is direct (the port offset a driver gets is the port number; the translator routes
+//! in/out to the device). Shared memory is ordinary guest memory, page aligned, whose bus address
+//! is its guest-physical address.
+
+use ntoskrnl::export::{Export, Quad};
+use ntoskrnl::{ex, export_table, KResult, Kernel};
+
+use crate::miniport::{adapter_mut, SharedMemory};
+use crate::{put_status, NdisState, NdisStatus, NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS};
+
+/// NDIS_STATUS_RESOURCE_CONFLICT.
+pub const NDIS_STATUS_RESOURCE_CONFLICT: NdisStatus = 0xC001_001E;
+/// NDIS_STATUS_BUFFER_TOO_SHORT.
+pub const NDIS_STATUS_BUFFER_TOO_SHORT: NdisStatus = 0xC001_0016;
+
+/// Pool tag of shared memory blocks.
+const SHARED_TAG: u32 = u32::from_le_bytes(*b"NDsh");
+
+/// One hardware resource assigned to an adapter (a CM_PARTIAL_RESOURCE_DESCRIPTOR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// CmResourceTypePort: I/O ports `[start, start + length)`.
+    Port { start: u64, length: u32 },
+    /// CmResourceTypeMemory: a memory-mapped register range at bus address `start`.
+    Memory { start: u64, length: u32 },
+    /// CmResourceTypeInterrupt: a level-sensitive line.
+    Interrupt {
+        level: u32,
+        vector: u32,
+        affinity: u64,
+    },
+}
+
+/// Access to the adapter's PCI configuration space (the bus driver's side of
+/// NdisReadPciSlotInformation / NdisMGetBusData).
+pub trait BusConfig {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read.
+    fn read(&mut self, offset: u32, buf: &mut [u8]) -> usize;
+    /// Writes up to `data.len()` bytes at `offset`; returns how many were written.
+    fn write(&mut self, offset: u32, data: &[u8]) -> usize;
+}
+
+/// CM_RESOURCE_TYPE codes.
+const CM_RESOURCE_TYPE_PORT: u8 = 1;
+const CM_RESOURCE_TYPE_INTERRUPT: u8 = 2;
+const CM_RESOURCE_TYPE_MEMORY: u8 = 3;
+/// CM_SHARE_DISPOSITION codes.
+const CM_SHARE_DEVICE_EXCLUSIVE: u8 = 1;
+const CM_SHARE_SHARED: u8 = 3;
+/// CM_RESOURCE_PORT_IO.
+const CM_RESOURCE_PORT_IO: u16 = 1;
+
+/// Writes `resources` as a CM_PARTIAL_RESOURCE_LIST (NDIS_RESOURCE_LIST, version 1 revision 1)
+/// at `list` if `capacity` bytes suffice; returns the bytes the list needs.
+pub fn write_resource_list(
+    k: &mut Kernel,
+    list: u64,
+    capacity: u64,
+    resources: &[Resource],
+) -> KResult<u64> {
+    let l = crate::layout(k);
+    let first = l.partial_resource_list_partial_descriptors;
+    let needed = first + l.partial_resource_descriptor_size * resources.len().max(1) as u64;
+    if capacity < needed {
+        return Ok(needed);
+    }
+    k.m.mem.fill(list, 0, needed)?;
+    k.m.mem.write_u16(list, 1)?;
+    k.m.mem.write_u16(list + 2, 1)?;
+    k.m.mem
+        .write_u32(list + l.partial_resource_list_count, resources.len() as u32)?;
+    for (i, r) in resources.iter().enumerate() {
+        let d = list + first + l.partial_resource_descriptor_size * i as u64;
+        let (ty, share, flags) = match r {
+            Resource::Port { start, length } => {
+                k.m.mem
+                    .write_u64(d + l.partial_resource_descriptor_port_start, *start)?;
+                k.m.mem
+                    .write_u32(d + l.partial_resource_descriptor_port_length, *length)?;
+                (
+                    CM_RESOURCE_TYPE_PORT,
+                    CM_SHARE_DEVICE_EXCLUSIVE,
+                    CM_RESOURCE_PORT_IO,
+                )
+            }
+            Resource::Memory { start, length } => {
+                k.m.mem
+                    .write_u64(d + l.partial_resource_descriptor_memory_start, *start)?;
+                k.m.mem
+                    .write_u32(d + l.partial_resource_descriptor_memory_length, *length)?;
+                (CM_RESOURCE_TYPE_MEMORY, CM_SHARE_DEVICE_EXCLUSIVE, 0)
+            }
+            Resource::Interrupt {
+                level,
+                vector,
+                affinity,
+            } => {
+                k.m.mem
+                    .write_u32(d + l.partial_resource_descriptor_interrupt_level, *level)?;
+                k.m.mem
+                    .write_u32(d + l.partial_resource_descriptor_interrupt_vector, *vector)?;
+                k.write_ptr(
+                    d + l.partial_resource_descriptor_interrupt_affinity,
+                    *affinity,
+                )?;
+                (CM_RESOURCE_TYPE_INTERRUPT, CM_SHARE_SHARED, 0)
+            }
+        };
+        k.m.mem
+            .write_u8(d + l.partial_resource_descriptor_type, ty)?;
+        k.m.mem
+            .write_u8(d + l.partial_resource_descriptor_share_disposition, share)?;
+        k.m.mem
+            .write_u16(d + l.partial_resource_descriptor_flags, flags)?;
+    }
+    Ok(needed)
+}
+
+/// NdisMQueryAdapterResources(Status, WrapperConfigurationContext, ResourceList, BufferSize):
+/// NDIS_STATUS_RESOURCES with the size needed in `*BufferSize` when the buffer is too small.
+pub fn query_adapter_resources(
+    k: &mut Kernel,
+    status: u64,
+    context: u64,
+    list: u64,
+    size_io: u64,
+) -> KResult<()> {
+    let adapter = k
+        .extension::<NdisState>()
+        .config_contexts
+        .get(&context)
+        .and_then(|c| c.adapter);
+    let Some(resources) = adapter.and_then(|a| {
+        k.extension::<NdisState>()
+            .adapters
+            .get(&a)
+            .map(|a| a.resources.clone())
+    }) else {
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    };
+    let capacity = u64::from(k.m.mem.read_u32(size_io)?);
+    let needed = write_resource_list(k, list, capacity, &resources)?;
+    if capacity < needed {
+        k.m.mem.write_u32(size_io, needed as u32)?;
+        return put_status(k, status, crate::NDIS_STATUS_RESOURCES);
+    }
+    put_status(k, status, NDIS_STATUS_SUCCESS)
+}
+
+/// NdisMSetAttributesEx(MiniportAdapterHandle, MiniportAdapterContext,
+/// CheckForHangTimeInSeconds, AttributeFlags, AdapterType).
+pub fn set_attributes_ex(
+    k: &mut Kernel,
+    handle: u64,
+    context: u64,
+    check_for_hang_seconds: u32,
+    flags: u32,
+    interface_type: u32,
+) -> KResult<()> {
+    let l = crate::layout(k);
+    k.write_ptr(handle + l.miniport_block_miniport_adapter_context, context)?;
+    if let Some(a) = adapter_mut(k, handle) {
+        a.context = context;
+        a.attribute_flags = flags;
+        a.interface_type = interface_type;
+        if check_for_hang_seconds != 0 {
+            a.check_for_hang_seconds = check_for_hang_seconds;
+        }
+    }
+    Ok(())
+}
+
+/// NdisMSetAttributes(MiniportAdapterHandle, MiniportAdapterContext, BusMaster, AdapterType).
+pub fn set_attributes(
+    k: &mut Kernel,
+    handle: u64,
+    context: u64,
+    bus_master: bool,
+    interface_type: u32,
+) -> KResult<()> {
+    let flags = if bus_master {
+        crate::miniport::NDIS_ATTRIBUTE_BUS_MASTER
+    } else {
+        0
+    };
+    set_attributes_ex(k, handle, context, 0, flags, interface_type)
+}
+
+/// NdisMRegisterIoPortRange(PortOffset, MiniportAdapterHandle, InitialPort, NumberOfPorts): the
+/// range must lie in one of the adapter's port resources; the offset is the port number itself.
+pub fn register_io_port_range(
+    k: &mut Kernel,
+    offset_out: u64,
+    handle: u64,
+    first: u32,
+    count: u32,
+) -> KResult<NdisStatus> {
+    let Some(a) = adapter_mut(k, handle) else {
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    let (lo, hi) = (u64::from(first), u64::from(first) + u64::from(count));
+    let inside = a.resources.iter().any(|r| {
+        matches!(*r, Resource::Port { start, length } if lo >= start && hi <= start + u64::from(length))
+    });
+    if !inside || count == 0 {
+        tracing::warn!(target: "ica::ndis", "{}: NdisMRegisterIoPortRange {first:#x}+{count:#x} is outside the adapter's ports", a.name);
+        return Ok(NDIS_STATUS_RESOURCE_CONFLICT);
+    }
+    a.port_ranges.push((first, count));
+    k.write_ptr(offset_out, u64::from(first))?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// NdisMDeregisterIoPortRange(MiniportAdapterHandle, InitialPort, NumberOfPorts, PortOffset).
+pub fn deregister_io_port_range(
+    k: &mut Kernel,
+    handle: u64,
+    first: u32,
+    count: u32,
+    _offset: u64,
+) -> KResult<()> {
+    if let Some(a) = adapter_mut(k, handle) {
+        if let Some(i) = a.port_ranges.iter().position(|&r| r == (first, count)) {
+            a.port_ranges.swap_remove(i);
+        }
+    }
+    Ok(())
+}
+
+/// NdisMAllocateSharedMemory(MiniportAdapterHandle, Length, Cached, VirtualAddress,
+/// PhysicalAddress): page-aligned memory a bus master reaches at the returned physical address.
+/// NULL on failure.
+pub fn allocate_shared_memory(
+    k: &mut Kernel,
+    handle: u64,
+    length: u32,
+    _cached: bool,
+    va_out: u64,
+    pa_out: u64,
+) -> KResult<()> {
+    let owner = k.caller_image();
+    if adapter_mut(k, handle).is_none() || length == 0 {
+        k.write_ptr(va_out, 0)?;
+        return Ok(k.m.mem.write_u64(pa_out, 0)?);
+    }
+    // Page-sized requests come from whole pages, so the block is page aligned.
+    let va = ex::allocate(k, u64::from(length).max(0x1000), SHARED_TAG, owner)?;
+    k.m.mem.fill(va, 0, u64::from(length))?;
+    let pa = k.m.mem.virt_to_phys(va).unwrap_or(0);
+    if let Some(a) = adapter_mut(k, handle) {
+        a.shared_memory.insert(va, SharedMemory { length, pa });
+    }
+    k.write_ptr(va_out, va)?;
+    Ok(k.m.mem.write_u64(pa_out, pa)?)
+}
+
+/// NdisMFreeSharedMemory(MiniportAdapterHandle, Length, Cached, VirtualAddress, PhysicalAddress).
+pub fn free_shared_memory(
+    k: &mut Kernel,
+    handle: u64,
+    length: u32,
+    _cached: bool,
+    va: u64,
+    pa: Quad,
+) -> KResult<()> {
+    let Some(a) = adapter_mut(k, handle) else {
+        return Ok(());
+    };
+    match a.shared_memory.remove(&va) {
+        Some(m) if m.length == length && m.pa == pa.0 => ex::free(k, va, None),
+        Some(m) => {
+            let name = a.name.clone();
+            a.shared_memory.insert(va, m);
+            Err(ntoskrnl::KernelError::bug_check(
+                0xC4,
+                format!(
+                    "{name}: NdisMFreeSharedMemory({va:#x}, length {length}, pa {:#x}) does not match the allocation (length {}, pa {:#x})",
+                    pa.0, m.length, m.pa
+                ),
+            ))
+        }
+        None => Err(ntoskrnl::KernelError::bug_check(
+            0xC4,
+            format!("NdisMFreeSharedMemory of {va:#x}, which is not shared memory of this adapter"),
+        )),
+    }
+}
+
+/// NdisMAllocateMapRegisters(MiniportAdapterHandle, DmaChannel, DmaSize, BaseMapRegistersNeeded,
+/// MaximumPhysicalMapping): every guest page is bus addressable, so map registers are bookkeeping.
+pub fn allocate_map_registers(
+    k: &mut Kernel,
+    handle: u64,
+    _channel: u32,
+    _dma_size: u8,
+    count: u32,
+    _max_mapping: u32,
+) -> KResult<NdisStatus> {
+    match adapter_mut(k, handle) {
+        Some(a) => {
+            a.map_registers = count.max(1);
+            Ok(NDIS_STATUS_SUCCESS)
+        }
+        None => Ok(NDIS_STATUS_FAILURE),
+    }
+}
+
+/// NdisMFreeMapRegisters(MiniportAdapterHandle).
+pub fn free_map_registers(k: &mut Kernel, handle: u64) -> KResult<()> {
+    if let Some(a) = adapter_mut(k, handle) {
+        a.map_registers = 0;
+    }
+    Ok(())
+}
+
+/// NdisMInitializeScatterGatherDma(MiniportAdapterHandle, Dma64BitAddresses,
+/// MaximumPhysicalMapping).
+pub fn initialize_scatter_gather_dma(
+    k: &mut Kernel,
+    handle: u64,
+    _dma64: bool,
+    _max_mapping: u32,
+) -> KResult<NdisStatus> {
+    match adapter_mut(k, handle) {
+        Some(a) => {
+            a.scatter_gather = true;
+            Ok(NDIS_STATUS_SUCCESS)
+        }
+        None => Ok(NDIS_STATUS_FAILURE),
+    }
+}
+
+/// Cache-line size the guest sees (NdisMGetDmaAlignment / NdisGetSharedDataAlignment).
+const CACHE_LINE: u32 = 64;
+
+/// NdisMGetDmaAlignment(MiniportAdapterHandle).
+pub fn get_dma_alignment(_k: &mut Kernel, _handle: u64) -> KResult<u32> {
+    Ok(CACHE_LINE)
+}
+
+/// NdisGetSharedDataAlignment().
+pub fn get_shared_data_alignment(_k: &mut Kernel) -> KResult<u32> {
+    Ok(CACHE_LINE)
+}
+
+/// Runs `f` on the adapter's bus-config access and guest buffer `[buffer, buffer + length)`.
+fn with_bus(
+    k: &mut Kernel,
+    handle: u64,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+    write: bool,
+) -> KResult<u32> {
+    let mut data = k.m.mem.read_vec(buffer, length as usize)?;
+    let Some(bus) = adapter_mut(k, handle).and_then(|a| a.bus.as_mut()) else {
+        return Ok(0);
+    };
+    let n = if write {
+        bus.write(offset, &data)
+    } else {
+        bus.read(offset, &mut data)
+    };
+    if !write {
+        k.m.mem.write_bytes(buffer, &data[..n])?;
+    }
+    Ok(n as u32)
+}
+
+/// NdisReadPciSlotInformation(NdisAdapterHandle, SlotNumber, Offset, Buffer, Length) -> bytes read.
+pub fn read_pci_slot_information(
+    k: &mut Kernel,
+    handle: u64,
+    _slot: u32,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+) -> KResult<u32> {
+    with_bus(k, handle, offset, buffer, length, false)
+}
+
+/// NdisWritePciSlotInformation(NdisAdapterHandle, SlotNumber, Offset, Buffer, Length).
+pub fn write_pci_slot_information(
+    k: &mut Kernel,
+    handle: u64,
+    _slot: u32,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+) -> KResult<u32> {
+    with_bus(k, handle, offset, buffer, length, true)
+}
+
+/// PCI_WHICHSPACE_CONFIG.
+const PCI_WHICHSPACE_CONFIG: u32 = 0;
+
+/// NdisMGetBusData(MiniportAdapterHandle, WhichSpace, Offset, Buffer, Length) -> bytes read.
+pub fn get_bus_data(
+    k: &mut Kernel,
+    handle: u64,
+    space: u32,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+) -> KResult<u32> {
+    if space != PCI_WHICHSPACE_CONFIG {
+        return Ok(0);
+    }
+    with_bus(k, handle, offset, buffer, length, false)
+}
+
+/// NdisMSetBusData(MiniportAdapterHandle, WhichSpace, Offset, Buffer, Length) -> bytes written.
+pub fn set_bus_data(
+    k: &mut Kernel,
+    handle: u64,
+    space: u32,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+) -> KResult<u32> {
+    if space != PCI_WHICHSPACE_CONFIG {
+        return Ok(0);
+    }
+    with_bus(k, handle, offset, buffer, length, true)
+}
+
+/// NdisMRegisterAdapterShutdownHandler(MiniportHandle, ShutdownContext, ShutdownHandler).
+pub fn register_adapter_shutdown_handler(
+    k: &mut Kernel,
+    handle: u64,
+    context: u64,
+    handler: u64,
+) -> KResult<()> {
+    if let Some(a) = adapter_mut(k, handle) {
+        a.shutdown_handler = Some((handler, context));
+    }
+    Ok(())
+}
+
+/// NdisMDeregisterAdapterShutdownHandler(MiniportHandle).
+pub fn deregister_adapter_shutdown_handler(k: &mut Kernel, handle: u64) -> KResult<()> {
+    if let Some(a) = adapter_mut(k, handle) {
+        a.shutdown_handler = None;
+    }
+    Ok(())
+}
+
+pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall NdisMQueryAdapterResources => query_adapter_resources(status: u64, wrapper_configuration_context: u64, resource_list: u64, buffer_size: u64);
+    stdcall NdisMSetAttributesEx => set_attributes_ex(miniport_adapter_handle: u64, miniport_adapter_context: u64, check_for_hang_time_in_seconds: u32, attribute_flags: u32, adapter_type: u32);
+    stdcall NdisMSetAttributes => set_attributes(miniport_adapter_handle: u64, miniport_adapter_context: u64, bus_master: bool, adapter_type: u32);
+    stdcall NdisMRegisterIoPortRange => register_io_port_range(port_offset: u64, miniport_adapter_handle: u64, initial_port: u32, number_of_ports: u32);
+    stdcall NdisMDeregisterIoPortRange => deregister_io_port_range(miniport_adapter_handle: u64, initial_port: u32, number_of_ports: u32, port_offset: u64);
+    stdcall NdisMAllocateSharedMemory => allocate_shared_memory(miniport_adapter_handle: u64, length: u32, cached: bool, virtual_address: u64, physical_address: u64);
+    stdcall NdisMFreeSharedMemory => free_shared_memory(miniport_adapter_handle: u64, length: u32, cached: bool, virtual_address: u64, physical_address: Quad);
+    stdcall NdisMAllocateMapRegisters => allocate_map_registers(miniport_adapter_handle: u64, dma_channel: u32, dma_size: u8, base_map_registers_needed: u32, maximum_physical_mapping: u32);
+    stdcall NdisMFreeMapRegisters => free_map_registers(miniport_adapter_handle: u64);
+    stdcall NdisMInitializeScatterGatherDma => initialize_scatter_gather_dma(miniport_adapter_handle: u64, dma64_bit_addresses: bool, maximum_physical_mapping: u32);
+    stdcall NdisMGetDmaAlignment => get_dma_alignment(miniport_adapter_handle: u64);
+    stdcall NdisGetSharedDataAlignment => get_shared_data_alignment();
+    stdcall NdisReadPciSlotInformation => read_pci_slot_information(ndis_adapter_handle: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisWritePciSlotInformation => write_pci_slot_information(ndis_adapter_handle: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisMGetBusData => get_bus_data(miniport_adapter_handle: u64, which_space: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisMSetBusData => set_bus_data(miniport_adapter_handle: u64, which_space: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisMRegisterAdapterShutdownHandler => register_adapter_shutdown_handler(miniport_handle: u64, shutdown_context: u64, shutdown_handler: u64);
+    stdcall NdisMDeregisterAdapterShutdownHandler => deregister_adapter_shutdown_handler(miniport_handle: u64);
+];
