@@ -39,6 +39,28 @@ pub fn allocate_memory(
     allocate(k, out, length, u32::from_le_bytes(UNTAGGED))
 }
 
+/// NdisAllocateMemoryWithTagPriority(NdisHandle, Length, Tag, Priority) -> the block or NULL.
+pub fn allocate_memory_with_tag_priority(
+    k: &mut Kernel,
+    _handle: u64,
+    length: u32,
+    tag: u32,
+    _priority: u32,
+) -> KResult<u64> {
+    let owner = k.caller_image();
+    ex::allocate(k, u64::from(length), tag, owner)
+}
+
+/// NdisFreeMemoryWithTagPriority(NdisHandle, VirtualAddress, Tag): the tag must match.
+pub fn free_memory_with_tag_priority(
+    k: &mut Kernel,
+    _handle: u64,
+    addr: u64,
+    tag: u32,
+) -> KResult<()> {
+    ex::free(k, addr, Some(tag))
+}
+
 /// NdisFreeMemory(VirtualAddress, Length, MemoryFlags).
 pub fn free_memory(k: &mut Kernel, addr: u64, _length: u32, _memory_flags: u32) -> KResult<()> {
     ex::free(k, addr, None)
@@ -48,4 +70,6 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisAllocateMemoryWithTag => allocate_memory_with_tag(virtual_address: u64, length: u32, tag: u32);
     stdcall NdisAllocateMemory => allocate_memory(virtual_address: u64, length: u32, memory_flags: u32, highest_acceptable_address: Quad);
     stdcall NdisFreeMemory => free_memory(virtual_address: u64, length: u32, memory_flags: u32);
+    stdcall NdisAllocateMemoryWithTagPriority => allocate_memory_with_tag_priority(ndis_handle: u64, length: u32, tag: u32, priority: u32);
+    stdcall NdisFreeMemoryWithTagPriority => free_memory_with_tag_priority(ndis_handle: u64, virtual_address: u64, tag: u32);
 ];

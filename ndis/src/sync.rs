@@ -1,8 +1,13 @@
-//! NDIS spin locks (NDIS_SPIN_LOCK = { KSPIN_LOCK SpinLock; KIRQL OldIrql; }) on the ntoskrnl
-//! spin-lock model, and the NDIS clock helpers.
+//! NDIS synchronization and system services on the ntoskrnl models: spin locks
+//! (NDIS_SPIN_LOCK = { KSPIN_LOCK SpinLock; KIRQL OldIrql; }), read/write locks (one processor:
+//! acquiring raises to DISPATCH_LEVEL and the lock state keeps the old IRQL), events
+//! (NDIS_EVENT = { KEVENT Event; }), interlocked helpers, sleeping and the clocks, and the version
+//! and processor-count queries.
+
+use std::time::Duration;
 
 use ntoskrnl::export::Export;
-use ntoskrnl::{export_table, ke, KResult, Kernel};
+use ntoskrnl::{ex, export_table, interlocked, ke, KResult, Kernel, KernelError};
 
 /// Offset of NDIS_SPIN_LOCK.OldIrql.
 fn old_irql_offset(k: &Kernel) -> u64 {
@@ -53,6 +58,202 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisReleaseSpinLock => release_spin_lock(spin_lock: u64);
     stdcall NdisDprAcquireSpinLock => dpr_acquire_spin_lock(spin_lock: u64);
     stdcall NdisDprReleaseSpinLock => dpr_release_spin_lock(spin_lock: u64);
+    stdcall NdisInitializeReadWriteLock => initialize_read_write_lock(lock: u64);
+    stdcall NdisAcquireReadWriteLock => acquire_read_write_lock(lock: u64, write: bool, lock_state: u64);
+    stdcall NdisDprAcquireReadWriteLock => dpr_acquire_read_write_lock(lock: u64, write: bool, lock_state: u64);
+    stdcall NdisReleaseReadWriteLock => release_read_write_lock(lock: u64, lock_state: u64);
+    stdcall NdisDprReleaseReadWriteLock => dpr_release_read_write_lock(lock: u64, lock_state: u64);
+    stdcall NdisAllocateRWLock => allocate_rw_lock(ndis_handle: u64);
+    stdcall NdisFreeRWLock => free_rw_lock(lock: u64);
+    stdcall NdisAcquireRWLockRead => acquire_rw_lock(lock: u64, lock_state: u64, flags: u8);
+    stdcall NdisAcquireRWLockWrite => acquire_rw_lock(lock: u64, lock_state: u64, flags: u8);
+    stdcall NdisReleaseRWLock => release_rw_lock(lock: u64, lock_state: u64);
+    stdcall NdisInitializeEvent => initialize_event(event: u64);
+    stdcall NdisSetEvent => set_event(event: u64);
+    stdcall NdisResetEvent => reset_event(event: u64);
+    stdcall NdisWaitEvent => wait_event(event: u64, ms_to_wait: u32);
+    stdcall NdisInterlockedIncrement => interlocked::increment(addend: u64);
+    stdcall NdisInterlockedDecrement => interlocked::decrement(addend: u64);
+    stdcall NdisInterlockedInsertHeadList => interlocked_insert_head_list(list_head: u64, list_entry: u64, spin_lock: u64);
+    stdcall NdisInterlockedInsertTailList => interlocked_insert_tail_list(list_head: u64, list_entry: u64, spin_lock: u64);
+    stdcall NdisInterlockedRemoveHeadList => interlocked_remove_head_list(list_head: u64, spin_lock: u64);
+    stdcall NdisMSleep => sleep(microseconds_to_sleep: u32);
+    stdcall NdisGetSystemUpTime => get_system_up_time(system_up_time: u64);
+    stdcall NdisGetVersion => get_version();
+    stdcall NdisSystemProcessorCount => system_processor_count();
     stdcall NdisStallExecution => ke::stall_execution_processor(microseconds_to_stall: u32);
     stdcall NdisGetCurrentSystemTime => ke::query_system_time(current_time: u64);
 ];
+
+/// NdisInitializeReadWriteLock(Lock): the lock itself holds no state on one processor.
+pub fn initialize_read_write_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
+    let size = k.ptr_size() * 2;
+    Ok(k.m.mem.fill(lock, 0, size)?)
+}
+
+/// LOCK_STATE = { USHORT LockState; KIRQL OldIrql; }: the old IRQL is at offset 2.
+const LOCK_STATE_OLD_IRQL: u64 = 2;
+
+/// NdisAcquireReadWriteLock(Lock, fWrite, LockState): raises to DISPATCH_LEVEL.
+pub fn acquire_read_write_lock(k: &mut Kernel, _lock: u64, write: bool, state: u64) -> KResult<()> {
+    let old = ke::raise_irql(k, ke::DISPATCH_LEVEL)?;
+    k.m.mem.write_u16(state, if write { 2 } else { 1 })?;
+    Ok(k.m.mem.write_u8(state + LOCK_STATE_OLD_IRQL, old)?)
+}
+
+/// NdisDprAcquireReadWriteLock(Lock, fWrite, LockState): caller is at DISPATCH_LEVEL already.
+pub fn dpr_acquire_read_write_lock(
+    k: &mut Kernel,
+    _lock: u64,
+    write: bool,
+    state: u64,
+) -> KResult<()> {
+    k.m.mem.write_u16(state, if write { 2 } else { 1 })?;
+    let irql = ke::current_irql(k);
+    Ok(k.m.mem.write_u8(state + LOCK_STATE_OLD_IRQL, irql)?)
+}
+
+/// NdisReleaseReadWriteLock(Lock, LockState): back to the IRQL of the acquire.
+pub fn release_read_write_lock(k: &mut Kernel, _lock: u64, state: u64) -> KResult<()> {
+    let old = k.m.mem.read_u8(state + LOCK_STATE_OLD_IRQL)?;
+    k.m.mem.write_u16(state, 0)?;
+    ke::lower_irql(k, old)
+}
+
+/// NdisDprReleaseReadWriteLock(Lock, LockState).
+pub fn dpr_release_read_write_lock(k: &mut Kernel, _lock: u64, state: u64) -> KResult<()> {
+    Ok(k.m.mem.write_u16(state, 0)?)
+}
+
+/// Pool tag of NDIS_RW_LOCK_EX objects.
+const RW_LOCK_TAG: u32 = u32::from_le_bytes(*b"NDrw");
+
+/// NdisAllocateRWLock(NdisHandle) -> PNDIS_RW_LOCK_EX (opaque to the driver).
+pub fn allocate_rw_lock(k: &mut Kernel, _handle: u64) -> KResult<u64> {
+    let owner = k.caller_image();
+    ex::allocate(k, 16, RW_LOCK_TAG, owner)
+}
+
+/// NdisFreeRWLock(Lock).
+pub fn free_rw_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
+    ex::free(k, lock, Some(RW_LOCK_TAG))
+}
+
+/// LOCK_STATE_EX = { KIRQL OldIrql; UCHAR LockState; UCHAR Flags; }.
+const NDIS_RWL_AT_DISPATCH_LEVEL: u8 = 1;
+
+/// NdisAcquireRWLockRead / NdisAcquireRWLockWrite(Lock, LockState, Flags).
+pub fn acquire_rw_lock(k: &mut Kernel, _lock: u64, state: u64, flags: u8) -> KResult<()> {
+    let old = if flags & NDIS_RWL_AT_DISPATCH_LEVEL != 0 {
+        ke::current_irql(k)
+    } else {
+        ke::raise_irql(k, ke::DISPATCH_LEVEL)?
+    };
+    k.m.mem.write_u8(state, old)?;
+    k.m.mem.write_u8(state + 1, 1)?;
+    Ok(k.m.mem.write_u8(state + 2, flags)?)
+}
+
+/// NdisReleaseRWLock(Lock, LockState).
+pub fn release_rw_lock(k: &mut Kernel, _lock: u64, state: u64) -> KResult<()> {
+    let old = k.m.mem.read_u8(state)?;
+    let flags = k.m.mem.read_u8(state + 2)?;
+    k.m.mem.write_u8(state + 1, 0)?;
+    if flags & NDIS_RWL_AT_DISPATCH_LEVEL != 0 {
+        return Ok(());
+    }
+    ke::lower_irql(k, old)
+}
+
+/// NdisInitializeEvent(Event): a notification event, not signaled.
+pub fn initialize_event(k: &mut Kernel, event: u64) -> KResult<()> {
+    ke::initialize_event(k, event, 0, false)
+}
+
+/// NdisSetEvent(Event).
+pub fn set_event(k: &mut Kernel, event: u64) -> KResult<()> {
+    ke::set_event(k, event, 0, false).map(drop)
+}
+
+/// NdisResetEvent(Event).
+pub fn reset_event(k: &mut Kernel, event: u64) -> KResult<()> {
+    ke::reset_event(k, event).map(drop)
+}
+
+/// NdisWaitEvent(Event, MsToWait) -> TRUE if signaled (0 ms: wait forever).
+pub fn wait_event(k: &mut Kernel, event: u64, ms: u32) -> KResult<bool> {
+    let timeout = if ms == 0 {
+        0
+    } else {
+        let t = ex::allocate(k, 8, u32::from_le_bytes(*b"NDwt"), crate::NDIS_OWNER.into())?;
+        k.m.mem.write_u64(t, (-(i64::from(ms) * 10_000)) as u64)?;
+        t
+    };
+    let r = ke::wait_for_single_object(k, event, 0, 0, false, timeout);
+    if timeout != 0 {
+        ex::free(k, timeout, None)?;
+    }
+    Ok(r? == 0)
+}
+
+/// The KSPIN_LOCK inside an NDIS_SPIN_LOCK.
+fn spin_lock_of(k: &Kernel, ndis_lock: u64) -> u64 {
+    ndis_lock + crate::layout(k).spin_lock_spin_lock
+}
+
+/// NdisInterlockedInsertHeadList(ListHead, ListEntry, SpinLock) -> previous first entry.
+pub fn interlocked_insert_head_list(
+    k: &mut Kernel,
+    head: u64,
+    entry: u64,
+    lock: u64,
+) -> KResult<u64> {
+    let lock = spin_lock_of(k, lock);
+    interlocked::ex_insert_head_list(k, head, entry, lock)
+}
+
+/// NdisInterlockedInsertTailList(ListHead, ListEntry, SpinLock) -> previous last entry.
+pub fn interlocked_insert_tail_list(
+    k: &mut Kernel,
+    head: u64,
+    entry: u64,
+    lock: u64,
+) -> KResult<u64> {
+    let lock = spin_lock_of(k, lock);
+    interlocked::ex_insert_tail_list(k, head, entry, lock)
+}
+
+/// NdisInterlockedRemoveHeadList(ListHead, SpinLock) -> the removed entry or NULL.
+pub fn interlocked_remove_head_list(k: &mut Kernel, head: u64, lock: u64) -> KResult<u64> {
+    let lock = spin_lock_of(k, lock);
+    interlocked::ex_remove_head_list(k, head, lock)
+}
+
+/// NdisMSleep(MicrosecondsToSleep): PASSIVE_LEVEL only (Windows bug-checks above it).
+pub fn sleep(k: &mut Kernel, micros: u32) -> KResult<()> {
+    let irql = ke::current_irql(k);
+    if irql > ke::PASSIVE_LEVEL {
+        return Err(KernelError::bug_check(
+            0x4A,
+            format!("NdisMSleep at IRQL {irql} (PASSIVE_LEVEL only)"),
+        ));
+    }
+    std::thread::sleep(Duration::from_micros(u64::from(micros)));
+    Ok(())
+}
+
+/// NdisGetSystemUpTime(SystemUpTime): milliseconds since boot (kernel creation).
+pub fn get_system_up_time(k: &mut Kernel, out: u64) -> KResult<()> {
+    let ms = k.ke.interrupt_time() / 10_000;
+    Ok(k.m.mem.write_u32(out, ms as u32)?)
+}
+
+/// NdisGetVersion(): the NDIS version this host implements (5.1 for NDIS 5 miniports).
+pub fn get_version(_k: &mut Kernel) -> KResult<u32> {
+    Ok(0x0005_0001)
+}
+
+/// NdisSystemProcessorCount(): the guest has one processor.
+pub fn system_processor_count(_k: &mut Kernel) -> KResult<u8> {
+    Ok(1)
+}
