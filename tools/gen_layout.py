@@ -25,6 +25,9 @@ OUTPUTS = [
     # ndis51_fix.h works around mingw-w64's ndis.h (see that file); it includes <ndis.h>.
     Output("NdisLayout", "ndis_layout_fields.txt", "ndis/src/layout.rs", "ndis51_fix.h",
            defines=["-DNDIS_MINIPORT_DRIVER", "-DNDIS51_MINIPORT=1"], includes=["tests/drivers"]),
+    # ndis6.h declares the NDIS 6.0 miniport structures itself (mingw's ndis.h lacks them).
+    Output("Ndis6Layout", "ndis6_layout_fields.txt", "ndis/src/layout6.rs", "ndis6.h",
+           defines=["-DNDIS_MINIPORT_DRIVER"], includes=["tests/drivers"]),
 ]
 ARCHES = [("X86", "i686-w64-mingw32", ["-D_X86_"]), ("X64", "x86_64-w64-mingw32", ["-D_AMD64_", "-D_WIN64"])]
 

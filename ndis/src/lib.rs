@@ -12,6 +12,7 @@ use ntoskrnl::{ex, KResult, Kernel, Module};
 pub mod config;
 pub mod interrupt;
 pub mod layout;
+pub mod layout6;
 pub mod memory;
 pub mod miniport;
 pub mod packet;
