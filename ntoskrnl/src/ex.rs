@@ -140,7 +140,9 @@ fn carve(k: &mut Kernel, reserved: u64) -> KResult<u64> {
 }
 
 /// Frees a pool block; `expected_tag` (if any) must match the block's tag, as ExFreePoolWithTag
-/// demands. Freeing something that is not a live block is a BAD_POOL_CALLER bug check.
+/// demands. Freeing something that is not a live block is a BAD_POOL_CALLER bug check; freeing one
+/// that holds an armed timer, a queued DPC or a queued work item is bug check 0xC7 / 0xE4
+/// ([`crate::ke::check_free`]).
 pub fn free(k: &mut Kernel, addr: u64, expected_tag: Option<u32>) -> KResult<()> {
     let Some(block) = k.pool.blocks.get(&addr) else {
         return Err(KernelError::bug_check(
@@ -160,6 +162,8 @@ pub fn free(k: &mut Kernel, addr: u64, expected_tag: Option<u32>) -> KResult<()>
             ));
         }
     }
+    let size = block.size;
+    crate::ke::check_free(k, addr, size)?;
     let block = k.pool.blocks.remove(&addr).expect("checked above");
     if let Some(usage) = k.pool.tags.get_mut(&block.tag) {
         usage.blocks -= 1;

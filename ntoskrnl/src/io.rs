@@ -1098,7 +1098,8 @@ fn release_irp(k: &mut Kernel, irp: u64) -> KResult<u64> {
 
 /// Builds an IRP for a host request to the top of `dev`'s stack, lets `setup` fill it in (it gets
 /// the IRP and its first stack location), sends it, and waits for its completion, running deferred
-/// work. The IRP and its MDL are freed; the SystemBuffer is handed back to the caller.
+/// work (DPCs, timers, work items; see [`ke::block_until`]). The IRP and its MDL are freed; the
+/// SystemBuffer is handed back to the caller.
 fn send_host_irp(
     k: &mut Kernel,
     dev: u64,
@@ -1122,18 +1123,24 @@ fn send_host_irp(
         0
     };
     k.m.mem.write_u32(irp + l.irp_io_status_status, initial)?;
-    let outcome = setup(k, irp, sl).and_then(|()| call_driver(k, top, irp)).and_then(|returned| {
-        let id = irp_id(k, irp);
-        while !k.io.irps.get(&irp).is_some_and(|r| r.completed) {
-            if !ke::run_dpcs(k)? {
-                return Err(KernelError::Deadlock(format!(
-                    "irp#{id} returned {} and was never completed, and nothing left to run can complete it",
-                    status::name(returned)
-                )));
-            }
-        }
-        Ok(())
-    });
+    let outcome = setup(k, irp, sl)
+        .and_then(|()| call_driver(k, top, irp))
+        .and_then(|returned| {
+            // A pending IRP may be completed by a DPC, a timer's DPC or a work item.
+            let id = irp_id(k, irp);
+            ke::block_until(
+                k,
+                None,
+                &mut |k| Ok(k.io.irps.get(&irp).is_some_and(|r| r.completed)),
+                &|| {
+                    format!(
+                        "irp#{id} returned {} and was never completed",
+                        status::name(returned)
+                    )
+                },
+            )?;
+            Ok(())
+        });
     let record = k.io.irps.get(&irp).cloned();
     if let (Err(e), Some(r)) = (&outcome, &record) {
         k.io.trace.push(IrpEvent::Aborted {

@@ -1,9 +1,11 @@
 //! Kernel core: IRQL, spinlocks, dispatcher objects (events, mutexes, semaphores) and waits, DPCs,
-//! and the clocks drivers read.
+//! and the clocks drivers read. Timers live in [`crate::timer`], work items in [`crate::workitem`].
 //!
 //! There is one processor and one kernel thread. A wait that is not yet satisfied runs the deferred
-//! work that could satisfy it (queued DPCs), then sleeps out a finite timeout; an infinite wait that
-//! nothing can satisfy is reported as a deadlock instead of hanging the host.
+//! work that could satisfy it ([`run_deferred`]: queued DPCs, due timers, queued work items), then
+//! sleeps until the earliest armed timer or the wait's timeout, whichever comes first, and looks
+//! again; an infinite wait with nothing left to run and no timer armed is reported as a deadlock
+//! instead of hanging the host ([`block_until`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,6 +14,8 @@ use dbt::{Arch, Prot};
 
 use crate::export::{Export, Quad};
 use crate::status::{STATUS_SUCCESS, STATUS_TIMEOUT};
+use crate::timer::{self, Timers};
+use crate::workitem::{self, WorkQueue};
 use crate::{export_table, KResult, Kernel, KernelError};
 
 /// IRQL levels.
@@ -28,8 +32,19 @@ const EVENT_NOTIFICATION: u8 = 0;
 const EVENT_SYNCHRONIZATION: u8 = 1;
 const MUTANT: u8 = 2;
 const SEMAPHORE: u8 = 5;
-const TIMER_NOTIFICATION: u8 = 8;
-const TIMER_SYNCHRONIZATION: u8 = 9;
+/// TimerNotificationObject: stays signaled until set again.
+pub(crate) const TIMER_NOTIFICATION: u8 = 8;
+/// TimerSynchronizationObject: a satisfied wait resets it.
+pub(crate) const TIMER_SYNCHRONIZATION: u8 = 9;
+
+/// KDPC.Type of KeInitializeDpc (DpcObject) and KeInitializeThreadedDpc (ThreadedDpcObject).
+pub(crate) const DPC_OBJECT: u8 = 0x13;
+pub(crate) const THREADED_DPC_OBJECT: u8 = 0x18;
+
+/// Offset of KUSER_SHARED_DATA.TickCount, a KSYSTEM_TIME (LowPart, High1Time, High2Time).
+const SHARED_TICK_COUNT: u64 = 0x320;
+/// The clock tick in 100 ns units (15.625 ms, the default Windows timer resolution).
+const TIME_INCREMENT: u64 = 156_250;
 
 /// Performance counter frequency reported to drivers (10 MHz, as modern Windows).
 pub const PERFORMANCE_FREQUENCY: u64 = 10_000_000;
@@ -39,12 +54,17 @@ const EPOCH_DIFFERENCE_SECS: u64 = 11_644_473_600;
 const SHARED_USER_DATA_X64: u64 = 0xFFFF_F780_0000_0000;
 const SHARED_USER_DATA_X86: u64 = 0xFFDF_0000;
 
-/// Dispatcher state: deferred procedure calls waiting to run, the boot clock.
+/// Dispatcher state: deferred procedure calls waiting to run, armed timers, queued work items, the
+/// boot clock.
 #[derive(Debug)]
 pub struct Dispatcher {
     boot: Instant,
     dpcs: VecDeque<u64>,
     shared_user_data: Option<u64>,
+    /// Armed kernel timers.
+    pub timers: Timers,
+    /// Queued work items and the IO_WORKITEMs drivers own.
+    pub work: WorkQueue,
 }
 
 impl Dispatcher {
@@ -54,7 +74,14 @@ impl Dispatcher {
             boot: Instant::now(),
             dpcs: VecDeque::new(),
             shared_user_data: None,
+            timers: Timers::default(),
+            work: WorkQueue::default(),
         }
+    }
+
+    /// DPCs queued and not yet run.
+    pub fn queued_dpcs(&self) -> usize {
+        self.dpcs.len()
     }
 
     /// 100 ns units since boot.
@@ -89,13 +116,28 @@ pub fn update_shared_user_data(k: &mut Kernel) -> KResult<()> {
     };
     let interrupt = k.ke.interrupt_time();
     let system = system_time();
-    let ticks = interrupt / 156_250;
-    for (offset, value) in [(0x08, interrupt), (0x14, system), (0x320, ticks)] {
+    let ticks = interrupt / TIME_INCREMENT;
+    for (offset, value) in [
+        (0x08, interrupt),
+        (0x14, system),
+        (SHARED_TICK_COUNT, ticks),
+    ] {
         k.m.mem.write_u32(base + offset, value as u32)?;
         k.m.mem.write_u32(base + offset + 4, (value >> 32) as u32)?;
         k.m.mem.write_u32(base + offset + 8, (value >> 32) as u32)?;
     }
     Ok(())
+}
+
+/// Guest address of a *data* export of ntoskrnl.exe, for import binding: `KeTickCount` (a
+/// KSYSTEM_TIME that x86 drivers' `KeQueryTickCount` macro reads inline) is the TickCount field of
+/// KUSER_SHARED_DATA, which [`update_shared_user_data`] keeps current. `None` for anything else
+/// (functions bind to thunks) or when KUSER_SHARED_DATA is not mapped.
+pub fn data_export(k: &Kernel, name: &str) -> Option<u64> {
+    match name {
+        "KeTickCount" => k.ke.shared_user_data.map(|base| base + SHARED_TICK_COUNT),
+        _ => None,
+    }
 }
 
 /// Current system time in 100 ns units since 1601.
@@ -221,23 +263,29 @@ pub fn release_spin_lock_from_dpc_level(k: &mut Kernel, lock: u64) -> KResult<()
 // ---------------------------------------------------------------------------------------------
 // Dispatcher objects
 
-fn header_type(k: &Kernel, obj: u64) -> KResult<u8> {
+pub(crate) fn header_type(k: &Kernel, obj: u64) -> KResult<u8> {
     Ok(k.m.mem.read_u8(obj + k.layout.dispatcher_header_type)?)
 }
 
-fn signal_state(k: &Kernel, obj: u64) -> KResult<i32> {
+pub(crate) fn signal_state(k: &Kernel, obj: u64) -> KResult<i32> {
     Ok(k.m
         .mem
         .read_u32(obj + k.layout.dispatcher_header_signal_state)? as i32)
 }
 
-fn set_signal_state(k: &mut Kernel, obj: u64, state: i32) -> KResult<()> {
+pub(crate) fn set_signal_state(k: &mut Kernel, obj: u64, state: i32) -> KResult<()> {
     Ok(k.m
         .mem
         .write_u32(obj + k.layout.dispatcher_header_signal_state, state as u32)?)
 }
 
-fn init_header(k: &mut Kernel, obj: u64, kind: u8, size: u64, state: i32) -> KResult<()> {
+pub(crate) fn init_header(
+    k: &mut Kernel,
+    obj: u64,
+    kind: u8,
+    size: u64,
+    state: i32,
+) -> KResult<()> {
     let l = k.layout;
     k.m.mem.write_u8(obj + l.dispatcher_header_type, kind)?;
     // Size is in 32-bit units, at offset 2 of the header.
@@ -403,27 +451,71 @@ pub fn wait_for_single_object(
         ));
     }
     let deadline = limit.map(|d| Instant::now() + d);
+    let satisfied = block_until(k, deadline, &mut |k| try_satisfy(k, object), &|| {
+        format!("KeWaitForSingleObject({object:#x}) without timeout")
+    })?;
+    Ok(if satisfied {
+        STATUS_SUCCESS
+    } else {
+        STATUS_TIMEOUT
+    })
+}
+
+/// Runs the deferred work that could satisfy a waiter: queued DPCs, and below DISPATCH_LEVEL also
+/// due timers (their DPCs included) and queued work items. Returns whether anything ran.
+pub fn run_deferred(k: &mut Kernel) -> KResult<bool> {
+    let mut ran = run_dpcs(k)?;
+    if current_irql(k) < DISPATCH_LEVEL {
+        ran |= timer::run_due_timers(k)? > 0;
+        ran |= workitem::run_work_items(k)? > 0;
+    }
+    Ok(ran)
+}
+
+/// Blocks the (only) kernel thread until `ready` holds or `deadline` passes (`None`: no timeout),
+/// running deferred work ([`run_deferred`]) between looks and sleeping, when nothing ran, until the
+/// earliest armed timer is due or the deadline, whichever is first. Returns whether `ready` held.
+///
+/// With no deadline, no deferred work left and no timer armed, nothing can ever make `ready` hold:
+/// that is a [`KernelError::Deadlock`] naming `what` (a wait that a timer will satisfy is not a
+/// deadlock; it sleeps until the timer fires). At DISPATCH_LEVEL and above (only a zero-timeout
+/// poll is legal there) timers and work items cannot run on this processor: only queued DPCs run.
+pub fn block_until(
+    k: &mut Kernel,
+    deadline: Option<Instant>,
+    ready: &mut dyn FnMut(&mut Kernel) -> KResult<bool>,
+    what: &dyn Fn() -> String,
+) -> KResult<bool> {
     loop {
-        if try_satisfy(k, object)? {
-            return Ok(STATUS_SUCCESS);
+        if ready(k)? {
+            return Ok(true);
         }
-        if run_dpcs(k)? {
+        let ran = run_deferred(k)?;
+        let now = Instant::now();
+        let left = deadline.map(|d| d.saturating_duration_since(now));
+        if left == Some(Duration::ZERO) {
+            // One last look if the deferred work just ran could have satisfied it.
+            return if ran { ready(k) } else { Ok(false) };
+        }
+        if ran {
             continue;
         }
-        match deadline {
-            None => {
+        let next_timer = if current_irql(k) < DISPATCH_LEVEL {
+            timer::time_until_next_timer(k)
+        } else {
+            None
+        };
+        let nap = match (left, next_timer) {
+            (None, None) => {
                 return Err(KernelError::Deadlock(format!(
-                    "KeWaitForSingleObject({object:#x}) without timeout, and nothing left to run can signal it"
+                    "{}, and nothing left to run can satisfy it (no DPC or work item queued, no timer armed)",
+                    what()
                 )))
             }
-            Some(deadline) => {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(STATUS_TIMEOUT);
-                }
-                std::thread::sleep(deadline - now);
-            }
-        }
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+        };
+        std::thread::sleep(nap);
     }
 }
 
@@ -435,8 +527,12 @@ pub fn delay_execution_thread(
     interval: u64,
 ) -> KResult<u32> {
     let duration = read_timeout(k, interval)?.unwrap_or(Duration::ZERO);
-    run_dpcs(k)?;
-    std::thread::sleep(duration);
+    // Timers that fall due and work items queued meanwhile run during the delay, as they would on
+    // other processors and threads.
+    let deadline = Instant::now() + duration;
+    block_until(k, Some(deadline), &mut |_| Ok(false), &|| {
+        "KeDelayExecutionThread".to_string()
+    })?;
     Ok(STATUS_SUCCESS)
 }
 
@@ -473,12 +569,12 @@ pub fn query_interrupt_time(k: &mut Kernel) -> KResult<Quad> {
 
 /// KeQueryTimeIncrement -> the clock tick in 100 ns units.
 pub fn query_time_increment(_k: &mut Kernel) -> KResult<u32> {
-    Ok(156_250)
+    Ok(TIME_INCREMENT as u32)
 }
 
 /// KeQueryTickCount(TickCount) (the function form; x64 reads KUSER_SHARED_DATA inline).
 pub fn query_tick_count(k: &mut Kernel, out: u64) -> KResult<()> {
-    let ticks = k.ke.interrupt_time() / 156_250;
+    let ticks = k.ke.interrupt_time() / TIME_INCREMENT;
     k.m.mem.write_u64(out, ticks)?;
     Ok(())
 }
@@ -490,14 +586,23 @@ pub fn query_tick_count(k: &mut Kernel, out: u64) -> KResult<()> {
 pub fn initialize_dpc(k: &mut Kernel, dpc: u64, routine: u64, context: u64) -> KResult<()> {
     let l = k.layout;
     k.m.mem.fill(dpc, 0, l.kdpc_size)?;
-    // KDPC.Type = DpcObject (0x13).
-    k.m.mem.write_u8(dpc, 0x13)?;
+    k.m.mem.write_u8(dpc, DPC_OBJECT)?;
     k.write_ptr(dpc + l.kdpc_deferred_routine, routine)?;
     k.write_ptr(dpc + l.kdpc_deferred_context, context)
 }
 
 /// KeInsertQueueDpc(Dpc, SystemArgument1, SystemArgument2) -> FALSE if already queued.
 pub fn insert_queue_dpc(k: &mut Kernel, dpc: u64, arg1: u64, arg2: u64) -> KResult<bool> {
+    let queued = queue_dpc(k, dpc, arg1, arg2)?;
+    if queued && current_irql(k) < DISPATCH_LEVEL {
+        run_dpcs(k)?;
+    }
+    Ok(queued)
+}
+
+/// Queues a DPC without running it (it runs when the IRQL drops below DISPATCH_LEVEL or at the next
+/// [`run_dpcs`]); FALSE if it was already queued.
+pub(crate) fn queue_dpc(k: &mut Kernel, dpc: u64, arg1: u64, arg2: u64) -> KResult<bool> {
     if k.ke.dpcs.contains(&dpc) {
         return Ok(false);
     }
@@ -505,9 +610,6 @@ pub fn insert_queue_dpc(k: &mut Kernel, dpc: u64, arg1: u64, arg2: u64) -> KResu
     k.write_ptr(dpc + l.kdpc_system_argument1, arg1)?;
     k.write_ptr(dpc + l.kdpc_system_argument2, arg2)?;
     k.ke.dpcs.push_back(dpc);
-    if current_irql(k) < DISPATCH_LEVEL {
-        run_dpcs(k)?;
-    }
     Ok(true)
 }
 
@@ -535,6 +637,27 @@ pub fn run_dpcs(k: &mut Kernel) -> KResult<bool> {
         ran = true;
     }
     Ok(ran)
+}
+
+/// Checks that a block of guest memory about to be freed holds no kernel object still in use: an
+/// armed timer or a queued DPC is bug check 0xC7 (TIMER_OR_DPC_INVALID), a queued work item 0xE4
+/// (WORKER_INVALID), as Driver Verifier reports them. IO_WORKITEMs in the block are forgotten.
+pub(crate) fn check_free(k: &mut Kernel, addr: u64, len: u64) -> KResult<()> {
+    let end = addr.saturating_add(len.max(1));
+    let inside = |a: u64| a >= addr && a < end;
+    if let Some(t) = k.ke.timers.armed_timers().find(|&t| inside(t)) {
+        return Err(KernelError::bug_check(
+            0xC7,
+            format!("memory at {addr:#x} freed while it holds the armed timer {t:#x} (KeCancelTimer it first)"),
+        ));
+    }
+    if let Some(&d) = k.ke.dpcs.iter().find(|&&d| inside(d)) {
+        return Err(KernelError::bug_check(
+            0xC7,
+            format!("memory at {addr:#x} freed while it holds the queued DPC {d:#x}"),
+        ));
+    }
+    workitem::check_free(k, addr, end)
 }
 
 pub(crate) static EXPORTS: &[Export] = export_table![
@@ -569,3 +692,54 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall KeInsertQueueDpc => insert_queue_dpc(dpc: u64, system_argument1: u64, system_argument2: u64);
     stdcall KeRemoveQueueDpc => remove_queue_dpc(dpc: u64);
 ];
+
+#[cfg(test)]
+mod tests {
+    use dbt::Arch;
+
+    use super::*;
+    use crate::crt::test_support::Guest;
+
+    #[test]
+    fn ke_tick_count_data_export_is_the_shared_tick_count() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let addr = data_export(&g.k, "KeTickCount").expect("KUSER_SHARED_DATA is mapped");
+            assert_eq!(data_export(&g.k, "KeQueryTickCount"), None);
+            std::thread::sleep(Duration::from_millis(20));
+            update_shared_user_data(&mut g.k).unwrap();
+            let low = g.k.m.mem.read_u32(addr).unwrap() as u64;
+            let high1 = g.k.m.mem.read_u32(addr + 4).unwrap() as u64;
+            let high2 = g.k.m.mem.read_u32(addr + 8).unwrap() as u64;
+            assert_eq!(
+                high1, high2,
+                "KSYSTEM_TIME: High1Time == High2Time when stable"
+            );
+            let ticks = low | (high1 << 32);
+            assert!(ticks >= 1, "20 ms is at least one 15.6 ms tick");
+            assert!(ticks <= g.k.ke.interrupt_time() / TIME_INCREMENT);
+        }
+    }
+
+    #[test]
+    fn a_zero_timeout_poll_at_dispatch_level_neither_sleeps_nor_runs_timers() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let t = g.zeroed(g.k.layout.ktimer_size as usize);
+            timer::initialize_timer(&mut g.k, t).unwrap();
+            timer::set_timer(&mut g.k, t, Quad(1), 0).unwrap();
+            let zero = g.bytes(&0u64.to_le_bytes());
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            assert_eq!(
+                wait_for_single_object(&mut g.k, t, 0, 0, false, zero).unwrap(),
+                STATUS_TIMEOUT
+            );
+            set_irql(&mut g.k, PASSIVE_LEVEL).unwrap();
+            assert_eq!(
+                wait_for_single_object(&mut g.k, t, 0, 0, false, zero).unwrap(),
+                STATUS_SUCCESS,
+                "below DISPATCH_LEVEL the due timer fires during the poll"
+            );
+        }
+    }
+}

@@ -239,6 +239,8 @@ pub struct Layout {
     pub ktimer_size: u64,
     /// `offsetof(KTIMER, DueTime)`
     pub ktimer_due_time: u64,
+    /// `offsetof(KTIMER, TimerListEntry)`
+    pub ktimer_timer_list_entry: u64,
     /// `offsetof(KTIMER, Dpc)`
     pub ktimer_dpc: u64,
     /// `offsetof(KTIMER, Period)`
@@ -255,6 +257,14 @@ pub struct Layout {
     pub kdpc_system_argument2: u64,
     /// `sizeof(LIST_ENTRY)`
     pub list_entry_size: u64,
+    /// `sizeof(WORK_QUEUE_ITEM)`
+    pub work_queue_item_size: u64,
+    /// `offsetof(WORK_QUEUE_ITEM, List)`
+    pub work_queue_item_list: u64,
+    /// `offsetof(WORK_QUEUE_ITEM, WorkerRoutine)`
+    pub work_queue_item_worker_routine: u64,
+    /// `offsetof(WORK_QUEUE_ITEM, Parameter)`
+    pub work_queue_item_parameter: u64,
     /// `sizeof(OBJECT_ATTRIBUTES)`
     pub object_attributes_size: u64,
     /// `offsetof(OBJECT_ATTRIBUTES, RootDirectory)`
@@ -476,6 +486,7 @@ pub const X86: Layout = Layout {
     ksemaphore_limit: 16,
     ktimer_size: 40,
     ktimer_due_time: 16,
+    ktimer_timer_list_entry: 24,
     ktimer_dpc: 32,
     ktimer_period: 36,
     kdpc_size: 32,
@@ -484,6 +495,10 @@ pub const X86: Layout = Layout {
     kdpc_system_argument1: 20,
     kdpc_system_argument2: 24,
     list_entry_size: 8,
+    work_queue_item_size: 16,
+    work_queue_item_list: 0,
+    work_queue_item_worker_routine: 8,
+    work_queue_item_parameter: 12,
     object_attributes_size: 24,
     object_attributes_root_directory: 4,
     object_attributes_object_name: 8,
@@ -655,6 +670,7 @@ pub const X64: Layout = Layout {
     ksemaphore_limit: 24,
     ktimer_size: 64,
     ktimer_due_time: 24,
+    ktimer_timer_list_entry: 32,
     ktimer_dpc: 48,
     ktimer_period: 60,
     kdpc_size: 64,
@@ -663,6 +679,10 @@ pub const X64: Layout = Layout {
     kdpc_system_argument1: 40,
     kdpc_system_argument2: 48,
     list_entry_size: 16,
+    work_queue_item_size: 32,
+    work_queue_item_list: 0,
+    work_queue_item_worker_routine: 16,
+    work_queue_item_parameter: 24,
     object_attributes_size: 48,
     object_attributes_root_directory: 8,
     object_attributes_object_name: 16,

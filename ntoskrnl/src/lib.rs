@@ -1,9 +1,10 @@
 //! ntoskrnl.exe: the kernel personality every driver links against, and the kernel context
 //! ([`Kernel`]) all module crates (hal, ndis, portcls, ks) build on.
 //!
-//! Subsystems live in their own files (`ex` pool, `ke` sync and clocks, `io` I/O manager, `pnp`,
-//! `mm` MDLs, `ps` threads/processes, `rtl` strings, `crt` C runtime, `dbg` debug output); each declares
-//! its exports next to its code, and [`MODULE`] gathers them.
+//! Subsystems live in their own files (`ex` pool, `ke` sync and clocks, `timer` kernel timers,
+//! `workitem` work items, `io` I/O manager, `pnp`, `mm` MDLs, `ps` threads/processes, `rtl` strings,
+//! `crt` C runtime, `dbg` debug output); each declares its exports next to its code, and [`MODULE`]
+//! gathers them.
 
 pub use dbt;
 
@@ -25,6 +26,8 @@ pub mod registry;
 pub mod rtl;
 pub mod status;
 mod tables;
+pub mod timer;
+pub mod workitem;
 
 pub use error::{KResult, KernelError};
 pub use export::{Export, Module};

@@ -1,6 +1,6 @@
 //! The ntoskrnl.exe module: every subsystem's export table.
 
-use crate::{crt, dbg, ex, interlocked, io, ke, mm, ps, registry, rtl, Module};
+use crate::{crt, dbg, ex, interlocked, io, ke, mm, ps, registry, rtl, timer, workitem, Module};
 
 /// ntoskrnl.exe as drivers import it.
 pub static MODULE: Module = Module {
@@ -8,6 +8,8 @@ pub static MODULE: Module = Module {
     tables: &[
         ex::EXPORTS,
         ke::EXPORTS,
+        timer::EXPORTS,
+        workitem::EXPORTS,
         io::EXPORTS,
         mm::EXPORTS,
         ps::EXPORTS,

@@ -10,6 +10,7 @@
  *   IOCTL_ICA_FILL         METHOD_OUT_DIRECT fill the MDL buffer with (UCHAR)(seed + i*7)
  *   IOCTL_ICA_MULTIPLY     METHOD_NEITHER    ULONGLONG a*b
  *   IOCTL_ICA_SELFTEST     METHOD_BUFFERED   in-driver checks of kernel services
+ *                                            (incl. timers, DPCs and work items)
  */
 
 #ifdef _X86_
@@ -388,6 +389,237 @@ static void IcaTestDriverIrps(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
     IoFreeIrp(irp);
 }
 
+/*
+ * Kernel timers.  A DPC counts its runs and signals an event once it has run
+ * Target times; every wait has a timeout so a timer that never fires is a
+ * failed check, not a hang.  Due times are a few milliseconds.
+ */
+typedef struct _ICA_TIMER_CONTEXT {
+    KEVENT Done;
+    volatile LONG Count;
+    LONG Target;
+    KIRQL Irql;          /* IRQL the DPC ran at */
+} ICA_TIMER_CONTEXT, *PICA_TIMER_CONTEXT;
+
+static VOID NTAPI IcaTimerDpc(PKDPC Dpc, PVOID Context, PVOID Arg1, PVOID Arg2)
+{
+    PICA_TIMER_CONTEXT ctx = Context;
+
+    UNREFERENCED_PARAMETER(Dpc);
+    UNREFERENCED_PARAMETER(Arg1);
+    UNREFERENCED_PARAMETER(Arg2);
+    ctx->Irql = KeGetCurrentIrql();
+    if (InterlockedIncrement(&ctx->Count) == ctx->Target)
+        KeSetEvent(&ctx->Done, IO_NO_INCREMENT, FALSE);
+}
+
+static void IcaTimerContext(PICA_TIMER_CONTEXT ctx, LONG target)
+{
+    KeInitializeEvent(&ctx->Done, NotificationEvent, FALSE);
+    ctx->Count = 0;
+    ctx->Target = target;
+    ctx->Irql = HIGH_LEVEL;
+}
+
+static void IcaTestTimers(PICA_SELFTEST_RESULT r)
+{
+    ICA_TIMER_CONTEXT ctx;
+    KTIMER timer;
+    KDPC dpc;
+    LARGE_INTEGER due, timeout, zero, now;
+    NTSTATUS st;
+
+    timeout.QuadPart = -2000 * 10000LL; /* 2 s: only reached if a timer is lost */
+    zero.QuadPart = 0;
+    KeInitializeDpc(&dpc, IcaTimerDpc, &ctx);
+
+    KeInitializeTimer(&timer);
+    CHECK(!KeReadStateTimer(&timer), "KeInitializeTimer not signaled");
+    CHECK(!KeCancelTimer(&timer), "KeCancelTimer unset timer");
+
+    /* One-shot, relative, with a DPC. */
+    IcaTimerContext(&ctx, 1);
+    due.QuadPart = -2 * 10000LL; /* 2 ms */
+    CHECK(!KeSetTimer(&timer, due, &dpc), "KeSetTimer not yet set");
+    st = KeWaitForSingleObject(&ctx.Done, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_SUCCESS && ctx.Count == 1, "KeSetTimer DPC fires");
+    CHECK(ctx.Irql == DISPATCH_LEVEL, "timer DPC runs at DISPATCH_LEVEL");
+    CHECK(KeReadStateTimer(&timer), "KeReadStateTimer after expiry");
+    CHECK(!KeCancelTimer(&timer), "KeCancelTimer after expiry");
+
+    /* Re-setting an armed timer re-arms it (TRUE: it was in the queue). */
+    IcaTimerContext(&ctx, 1);
+    due.QuadPart = -10000 * 10000LL; /* 10 s */
+    CHECK(!KeSetTimer(&timer, due, NULL), "KeSetTimer long");
+    CHECK(!KeReadStateTimer(&timer), "KeSetTimer clears the signal state");
+    due.QuadPart = -1 * 10000LL;
+    CHECK(KeSetTimer(&timer, due, &dpc), "KeSetTimer re-arm returns TRUE");
+    st = KeWaitForSingleObject(&ctx.Done, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_SUCCESS && ctx.Count == 1, "re-armed timer fires with the new DPC");
+
+    /* Periodic: at least three expirations, then cancel. */
+    IcaTimerContext(&ctx, 3);
+    KeInitializeTimerEx(&timer, NotificationTimer);
+    due.QuadPart = -1 * 10000LL;
+    CHECK(!KeSetTimerEx(&timer, due, 2, &dpc), "KeSetTimerEx periodic");
+    st = KeWaitForSingleObject(&ctx.Done, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_SUCCESS && ctx.Count >= 3, "KeSetTimerEx fires periodically");
+    CHECK(KeCancelTimer(&timer), "KeCancelTimer periodic returns TRUE");
+    CHECK(!KeCancelTimer(&timer), "KeCancelTimer twice returns FALSE");
+
+    /* Waiting on the timer itself: a notification timer stays signaled,
+     * the wait without timeout is satisfied by the timer firing. */
+    KeInitializeTimer(&timer);
+    due.QuadPart = -3 * 10000LL;
+    KeSetTimer(&timer, due, NULL);
+    st = KeWaitForSingleObject(&timer, Executive, KernelMode, FALSE, NULL);
+    CHECK(st == STATUS_SUCCESS, "KeWaitForSingleObject notification timer");
+    CHECK(KeReadStateTimer(&timer), "notification timer stays signaled");
+    st = KeWaitForSingleObject(&timer, Executive, KernelMode, FALSE, &zero);
+    CHECK(st == STATUS_SUCCESS, "notification timer satisfies a second wait");
+
+    /* A synchronization timer is reset by the wait it satisfies. */
+    KeInitializeTimerEx(&timer, SynchronizationTimer);
+    due.QuadPart = -2 * 10000LL;
+    KeSetTimer(&timer, due, NULL);
+    st = KeWaitForSingleObject(&timer, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_SUCCESS, "KeWaitForSingleObject synchronization timer");
+    CHECK(!KeReadStateTimer(&timer), "synchronization timer auto-reset");
+
+    /* A wait shorter than the due time times out; the timer stays armed. */
+    KeInitializeTimer(&timer);
+    due.QuadPart = -10000 * 10000LL;
+    KeSetTimer(&timer, due, NULL);
+    due.QuadPart = -3 * 10000LL;
+    st = KeWaitForSingleObject(&timer, Executive, KernelMode, FALSE, &due);
+    CHECK(st == STATUS_TIMEOUT, "wait on a later timer times out");
+    CHECK(KeCancelTimer(&timer), "KeCancelTimer armed timer");
+
+    /* Absolute due time (system time). */
+    KeQuerySystemTime(&now);
+    due.QuadPart = now.QuadPart + 2 * 10000LL;
+    KeSetTimer(&timer, due, NULL);
+    st = KeWaitForSingleObject(&timer, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_SUCCESS, "KeSetTimer absolute due time");
+
+    /* Never leave a timer armed in a stack frame that is about to go away. */
+    KeCancelTimer(&timer);
+}
+
+/*
+ * Work items.  The routine runs at PASSIVE_LEVEL on a worker "thread" while
+ * the test waits for its event; the IO work item's routine also queues an
+ * executive work item, which must run too.
+ */
+typedef struct _ICA_WORK_CONTEXT {
+    KEVENT Done;
+    KEVENT ExDone;
+    PDEVICE_OBJECT Device;   /* DeviceObject the routine was given */
+    KIRQL Irql;              /* IRQL the IO work item routine ran at */
+    KIRQL ExIrql;            /* IRQL the executive work item routine ran at */
+    LONG Runs;
+    LONG ExRuns;
+    PVOID ExParameter;
+    WORK_QUEUE_ITEM ExItem;
+} ICA_WORK_CONTEXT, *PICA_WORK_CONTEXT;
+
+static VOID NTAPI IcaExWorker(PVOID Parameter)
+{
+    PICA_WORK_CONTEXT ctx = Parameter;
+
+    ctx->ExParameter = Parameter;
+    ctx->ExRuns++;
+    ctx->ExIrql = KeGetCurrentIrql();
+    KeSetEvent(&ctx->ExDone, IO_NO_INCREMENT, FALSE);
+}
+
+static VOID NTAPI IcaIoWorker(PDEVICE_OBJECT DeviceObject, PVOID Context)
+{
+    PICA_WORK_CONTEXT ctx = Context;
+
+    ctx->Device = DeviceObject;
+    ctx->Irql = KeGetCurrentIrql();
+    ctx->Runs++;
+    KeSetEvent(&ctx->Done, IO_NO_INCREMENT, FALSE);
+}
+
+static VOID NTAPI IcaIoWorkerQueuesEx(PDEVICE_OBJECT DeviceObject, PVOID Context)
+{
+    PICA_WORK_CONTEXT ctx = Context;
+
+    IcaIoWorker(DeviceObject, Context);
+    ExInitializeWorkItem(&ctx->ExItem, IcaExWorker, ctx);
+    ExQueueWorkItem(&ctx->ExItem, DelayedWorkQueue);
+}
+
+static void IcaWorkContext(PICA_WORK_CONTEXT ctx)
+{
+    KeInitializeEvent(&ctx->Done, NotificationEvent, FALSE);
+    KeInitializeEvent(&ctx->ExDone, NotificationEvent, FALSE);
+    ctx->Device = NULL;
+    ctx->Irql = HIGH_LEVEL;
+    ctx->ExIrql = HIGH_LEVEL;
+    ctx->Runs = 0;
+    ctx->ExRuns = 0;
+    ctx->ExParameter = NULL;
+}
+
+static void IcaTestWorkItems(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
+{
+    ICA_WORK_CONTEXT ctx;
+    PIO_WORKITEM item;
+    LARGE_INTEGER timeout;
+    NTSTATUS st;
+    ULONG size;
+
+    timeout.QuadPart = -2000 * 10000LL;
+
+    /* IoAllocateWorkItem + IoQueueWorkItem; the wait (no timeout) runs it. */
+    IcaWorkContext(&ctx);
+    item = IoAllocateWorkItem(self);
+    CHECK(item != NULL, "IoAllocateWorkItem");
+    if (item != NULL) {
+        IoQueueWorkItem(item, IcaIoWorker, DelayedWorkQueue, &ctx);
+        st = KeWaitForSingleObject(&ctx.Done, Executive, KernelMode, FALSE, NULL);
+        CHECK(st == STATUS_SUCCESS && ctx.Runs == 1, "IoQueueWorkItem runs");
+        CHECK(ctx.Device == self, "IoQueueWorkItem routine gets the device object");
+        CHECK(ctx.Irql == PASSIVE_LEVEL, "work item runs at PASSIVE_LEVEL");
+
+        /* The same item again; its routine queues an executive work item. */
+        IcaWorkContext(&ctx);
+        IoQueueWorkItem(item, IcaIoWorkerQueuesEx, CriticalWorkQueue, &ctx);
+        st = KeWaitForSingleObject(&ctx.ExDone, Executive, KernelMode, FALSE, &timeout);
+        CHECK(st == STATUS_SUCCESS && ctx.Runs == 1 && ctx.ExRuns == 1,
+              "work item queued by a work item runs");
+        IoFreeWorkItem(item);
+    }
+
+    /* ExQueueWorkItem from here. */
+    IcaWorkContext(&ctx);
+    ExInitializeWorkItem(&ctx.ExItem, IcaExWorker, &ctx);
+    ExQueueWorkItem(&ctx.ExItem, DelayedWorkQueue);
+    st = KeWaitForSingleObject(&ctx.ExDone, Executive, KernelMode, FALSE, NULL);
+    CHECK(st == STATUS_SUCCESS && ctx.ExRuns == 1 && ctx.ExParameter == &ctx,
+          "ExQueueWorkItem runs with its parameter");
+    CHECK(ctx.ExIrql == PASSIVE_LEVEL, "ExQueueWorkItem routine at PASSIVE_LEVEL");
+
+    /* A driver-allocated IO_WORKITEM (IoSizeofWorkItem / IoInitializeWorkItem). */
+    size = IoSizeofWorkItem();
+    CHECK(size >= sizeof(WORK_QUEUE_ITEM), "IoSizeofWorkItem");
+    item = ExAllocatePoolWithTag(NonPagedPool, size, ICA_IOCTL_TAG);
+    CHECK(item != NULL, "IoSizeofWorkItem allocation");
+    if (item != NULL) {
+        IcaWorkContext(&ctx);
+        IoInitializeWorkItem(self, item);
+        IoQueueWorkItem(item, IcaIoWorker, DelayedWorkQueue, &ctx);
+        st = KeWaitForSingleObject(&ctx.Done, Executive, KernelMode, FALSE, &timeout);
+        CHECK(st == STATUS_SUCCESS && ctx.Runs == 1 && ctx.Device == self,
+              "IoInitializeWorkItem item runs");
+        IoUninitializeWorkItem(item);
+        ExFreePoolWithTag(item, ICA_IOCTL_TAG);
+    }
+}
+
 static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
 {
     ULONG i;
@@ -406,6 +638,8 @@ static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
     IcaTestInterlocked(r);
     IcaTestProcess(r);
     IcaTestDriverIrps(r, self);
+    IcaTestTimers(r);
+    IcaTestWorkItems(r, self);
     DbgPrint("ioctl: selftest passed %lu failed %lu\n", r->Passed, r->Failed);
 }
 

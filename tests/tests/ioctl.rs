@@ -1,8 +1,10 @@
 //! ioctl.sys: a WDM driver driven through every transfer method, read/write, an in-driver self test
-//! of the kernel services, and a clean unload, on x86-32 and x64 with identical IRP flows.
+//! of the kernel services (timers, DPCs and work items included), and a clean unload, on x86-32 and
+//! x64 with identical IRP flows.
 
 use ica_tests::{driver_path, host, ioctl, render_trace, ARCHES};
 use ntoskrnl::status::{self, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
+use ntoskrnl::workitem;
 
 fn run(arch: dbt::Arch) -> String {
     let mut h = host(arch);
@@ -68,7 +70,22 @@ fn run(arch: dbt::Arch) -> String {
         failed,
         arch.name()
     );
-    assert!(passed >= 40, "the self test ran its checks ({passed})");
+    assert!(passed >= 100, "the self test ran its checks ({passed})");
+    // The timer and work-item checks left nothing behind.
+    assert_eq!(h.k.ke.timers.armed(), 0, "no timer left armed");
+    assert!(
+        h.k.ke.timers.fired() >= 8,
+        "the self test's timers fired ({})",
+        h.k.ke.timers.fired()
+    );
+    assert_eq!(h.k.ke.work.queued(), 0, "no work item left queued");
+    assert_eq!(h.k.ke.work.ran(), 5, "every queued work item ran once");
+    let io_workitems = h.k.pool.tag_usage(workitem::IO_WORKITEM_TAG);
+    assert_eq!(
+        (io_workitems.allocations, io_workitems.blocks),
+        (1, 0),
+        "IoAllocateWorkItem's block was freed by IoFreeWorkItem"
+    );
 
     let w = h.write(handle, b"kept by the driver").unwrap();
     assert_eq!((w.status, w.information), (STATUS_SUCCESS, 18));
