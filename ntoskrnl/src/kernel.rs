@@ -150,8 +150,14 @@ impl Kernel {
     }
 
     /// Binds `module!name` to a thunk and returns the thunk's guest address. Unknown functions bind to
-    /// a named trap. Binding the same function twice returns the same thunk.
+    /// a named trap. Binding the same function twice returns the same thunk. A data export
+    /// (`ntoskrnl.exe!KeTickCount`) binds to the address of its data instead.
     pub fn bind_import(&mut self, module: &str, name: &str) -> u64 {
+        if module.eq_ignore_ascii_case("ntoskrnl.exe") {
+            if let Some(addr) = crate::ke::data_export(self, name) {
+                return addr;
+            }
+        }
         let key = (module.to_ascii_lowercase(), name.to_string());
         if let Some(&i) = self.binding_index.get(&key) {
             return self.m.thunk_address(i);
