@@ -7,6 +7,8 @@ use dbt::Arch;
 use loader::DriverHost;
 use ntoskrnl::io::IrpEvent;
 
+pub mod netns;
+
 /// Both architectures every driver test runs on.
 pub const ARCHES: [Arch; 2] = [Arch::X86, Arch::X64];
 

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod device;
+pub mod net;
 pub mod packet;
 pub mod pci;
 pub mod rtl8139;

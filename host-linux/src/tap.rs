@@ -5,6 +5,10 @@
 //! configuration (up, MTU, MAC) goes through the classic `SIOCSIF*` ioctls on an `AF_INET`
 //! datagram socket, which act in the caller's network namespace. The carrier follows the driver's
 //! link state through `TUNSETCARRIER` (Linux 5.0 and later).
+//!
+//! A TAP plays two roles: the upper edge of a NIC driver (the interface Linux sees; see
+//! [`crate::net::Bridge`]), and the wire a device model is plugged into (its [`PacketPort`], whose
+//! [`wake_fd`](PacketPort::wake_fd) a host loop polls).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -283,6 +287,10 @@ impl PacketPort for TapPort {
             // A NIC drops frames it cannot deliver; so does the port.
             tracing::warn!(tap = %self.name, len = frame.len(), "dropping frame: {e}");
         }
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
     }
 
     fn recv(&mut self) -> Option<Vec<u8>> {
