@@ -37,7 +37,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use dbt::Arch;
 use host_linux::net::{Bridge, BridgeConfig, NetError, NetEvent, NetMiniport};
+use host_linux::packet::LoopbackPort;
+use host_linux::rtl8139::Rtl8139;
+use loader::net::NetAdapter;
 use ica_tests::netns::{skip_reason, Netns, TapConfig};
 
 /// Frame sizes measured (whole frames without FCS; the 64-byte one is 68 on the wire).
@@ -323,16 +327,39 @@ fn measure_miniport(miniport: &mut dyn NetMiniport, len: usize) -> Result<Measur
     Ok(m)
 }
 
-/// Miniports measured with [`measure_miniport`]: a name and a constructor. Add the NDIS rows
-/// here, e.g. `("ndis5 x86 rtl8139 loopback", Box::new(|| Ok(Box::new(make_ndis_adapter(...)?))))`
-/// for an adapter whose RTL8139 model is plugged into a `host_linux::packet::LoopbackPort`.
+/// Miniports measured with [`measure_miniport`]: a name and a constructor.
 type MakeMiniport = Box<dyn Fn() -> Result<Box<dyn NetMiniport>, String>>;
 
+/// A real NDIS miniport binary on the RTL8139 model whose wire is a loopback cable: every frame
+/// the bridge hands it is sent by the driver, comes back through the model's receive DMA, the
+/// interrupt and the receive indication, and goes back up.
+fn ndis_loopback(arch: Arch, driver: &'static str) -> MakeMiniport {
+    Box::new(move || {
+        let dev = Box::new(Rtl8139::new(NDIS_MAC, Box::new(LoopbackPort::new())));
+        let nic = NetAdapter::start(
+            ica_tests::host(arch),
+            &ica_tests::driver_path(arch, driver),
+            dev,
+            None,
+            Vec::new(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Box::new(nic) as Box<dyn NetMiniport>)
+    })
+}
+
+/// Station address of the benchmarked adapters.
+const NDIS_MAC: [u8; 6] = [0x02, 0x1C, 0xA0, 0x00, 0x81, 0x39];
+
 fn miniport_rows() -> Vec<(&'static str, MakeMiniport)> {
-    vec![(
-        "bridge+echo",
-        Box::new(|| Ok(Box::new(EchoMiniport::default()) as Box<dyn NetMiniport>)),
-    )]
+    vec![
+        (
+            "bridge+echo",
+            Box::new(|| Ok(Box::new(EchoMiniport::default()) as Box<dyn NetMiniport>)),
+        ),
+        ("ndis5 rtl8139 x86", ndis_loopback(Arch::X86, "rtl8139_ndis5")),
+        ("ndis5 rtl8139 x64", ndis_loopback(Arch::X64, "rtl8139_ndis5")),
+    ]
 }
 
 fn print_row(name: &str, len: usize, m: &Measurement, base: &Measurement) {
