@@ -9,7 +9,7 @@ use crate::machine::Machine;
 
 /// Target of a near branch: relative, or read from a register/memory operand.
 #[inline(always)]
-fn target(m: &Machine, i: &Instruction) -> Result<u64, Exception> {
+fn target(m: &mut Machine, i: &Instruction) -> Result<u64, Exception> {
     match i.op0_kind() {
         OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
             Ok(i.near_branch_target())

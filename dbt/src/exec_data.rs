@@ -89,15 +89,15 @@ pub(crate) fn cmpxchg(m: &mut Machine, i: &Instruction) -> ExecResult {
 /// `cmpxchg8b m64`.
 pub(crate) fn cmpxchg8b(m: &mut Machine, i: &Instruction) -> ExecResult {
     let addr = m.ea(i);
-    let v = m.mem.load(addr, 8)?;
+    let v = m.load(addr, 8)?;
     let r = &m.cpu.regs;
     let expected = (r[2] & 0xffff_ffff) << 32 | (r[0] & 0xffff_ffff);
     let equal = v == expected;
     if equal {
         let new = (r[1] & 0xffff_ffff) << 32 | (r[3] & 0xffff_ffff);
-        m.mem.store(addr, 8, new)?;
+        m.store(addr, 8, new)?;
     } else {
-        m.mem.store(addr, 8, v)?;
+        m.store(addr, 8, v)?;
         m.cpu.regs[0] = v & 0xffff_ffff;
         m.cpu.regs[2] = v >> 32;
     }
@@ -114,15 +114,15 @@ pub(crate) fn cmpxchg16b(m: &mut Machine, i: &Instruction) -> ExecResult {
         ))
         .into());
     }
-    let v = m.mem.load_u128(addr)?;
+    let v = m.load_u128(addr)?;
     let r = &m.cpu.regs;
     let expected = (r[2] as u128) << 64 | r[0] as u128;
     let equal = v == expected;
     if equal {
         let new = (r[1] as u128) << 64 | r[3] as u128;
-        m.mem.store_u128(addr, new)?;
+        m.store_u128(addr, new)?;
     } else {
-        m.mem.store_u128(addr, v)?;
+        m.store_u128(addr, v)?;
         m.cpu.regs[0] = v as u64;
         m.cpu.regs[2] = (v >> 64) as u64;
     }
@@ -203,7 +203,7 @@ pub(crate) fn xlat(m: &mut Machine, i: &Instruction) -> ExecResult {
     } else {
         (m.cpu.regs[3].wrapping_add(m.cpu.regs[0] & 0xff)) & m.arch().addr_mask()
     };
-    let v = m.mem.load(addr, 1)?;
+    let v = m.load(addr, 1)?;
     m.cpu.set_gpr(Register::AL, v);
     Ok(())
 }

@@ -8,7 +8,12 @@ use crate::machine::Machine;
 use crate::operand::Loc;
 
 /// Shift count of operand `n`, masked like hardware (5 bits, 6 for 64-bit operands).
-fn count(m: &Machine, i: &Instruction, n: u32, size: u32) -> Result<u32, crate::fault::Exception> {
+fn count(
+    m: &mut Machine,
+    i: &Instruction,
+    n: u32,
+    size: u32,
+) -> Result<u32, crate::fault::Exception> {
     let c = m.read_op(i, n, 1)?;
     Ok((c & if size == 8 { 0x3f } else { 0x1f }) as u32)
 }

@@ -38,7 +38,7 @@ fn check_align(addr: u64, i: &Instruction) -> ExecResult {
 
 /// Reads 128-bit operand `n` (an XMM register or m128, alignment-checked when `aligned`).
 #[inline(always)]
-fn src128(m: &Machine, i: &Instruction, n: u32, aligned: bool) -> Result<u128, Exception> {
+fn src128(m: &mut Machine, i: &Instruction, n: u32, aligned: bool) -> Result<u128, Exception> {
     if i.op_kind(n) == OpKind::Register {
         return Ok(xmm(m, i.op_register(n)));
     }
@@ -46,7 +46,7 @@ fn src128(m: &Machine, i: &Instruction, n: u32, aligned: bool) -> Result<u128, E
     if aligned {
         check_align(addr, i)?;
     }
-    Ok(m.mem.load_u128(addr)?)
+    Ok(m.load_u128(addr)?)
 }
 
 /// Whether a 128-bit move requires alignment.
@@ -75,7 +75,7 @@ pub(crate) fn mov128(m: &mut Machine, i: &Instruction) -> ExecResult {
         check_align(addr, i)?;
     }
     let v = xmm(m, i.op1_register());
-    Ok(m.mem.store_u128(addr, v)?)
+    Ok(m.store_u128(addr, v)?)
 }
 
 /// `movnti m32/m64, r`.
@@ -118,7 +118,7 @@ pub(crate) fn partial_move(m: &mut Machine, i: &Instruction) -> ExecResult {
             _ => (8, v as u64),
         };
         let addr = m.ea(i);
-        return Ok(m.mem.store(addr, size, val)?);
+        return Ok(m.store(addr, size, val)?);
     }
     let dst_reg = i.op0_register();
     let dst = xmm(m, dst_reg);
@@ -130,18 +130,18 @@ pub(crate) fn partial_move(m: &mut Machine, i: &Instruction) -> ExecResult {
                 (dst & !mask) | (xmm(m, i.op1_register()) & mask)
             } else {
                 let addr = m.ea(i);
-                m.mem.load(addr, if mn == M::Movss { 4 } else { 8 })? as u128
+                m.load(addr, if mn == M::Movss { 4 } else { 8 })? as u128
             }
         }
         M::Movhlps => (dst & !LOW64) | (xmm(m, i.op1_register()) >> 64),
         M::Movlhps => (dst & LOW64) | (xmm(m, i.op1_register()) << 64),
         M::Movhps | M::Movhpd => {
             let addr = m.ea(i);
-            (dst & LOW64) | (m.mem.load(addr, 8)? as u128) << 64
+            (dst & LOW64) | (m.load(addr, 8)? as u128) << 64
         }
         _ => {
             let addr = m.ea(i);
-            (dst & !LOW64) | m.mem.load(addr, 8)? as u128
+            (dst & !LOW64) | m.load(addr, 8)? as u128
         }
     };
     set_xmm(m, dst_reg, res);

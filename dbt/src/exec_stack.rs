@@ -97,18 +97,21 @@ pub(crate) fn enter(m: &mut Machine, i: &Instruction) -> ExecResult {
             let mut bp = rbp;
             for _ in 1..level {
                 bp = bp.wrapping_sub(size as u64) & m.arch().addr_mask();
-                let v = m.mem.load(bp, size)?;
+                let v = m.load(bp, size)?;
                 m.push(v, size)?;
             }
             m.push(frame, size)?;
         }
-        // Hardware write-checks the final stack pointer (#PF there, before anything is committed).
+        // Hardware write-checks the final stack pointer (#PF there, before anything is committed);
+        // the check is no access, so a (strange) stack on MMIO pages is not touched by it.
         let last = m.sp().wrapping_sub(alloc) & m.arch().addr_mask();
-        let v = m
-            .mem
-            .load(last, size)
-            .map_err(|e| crate::memory::MemFault { write: true, ..e })?;
-        m.mem.store(last, size, v)?;
+        if m.mem.mmio_address(last).is_none() {
+            let v = m
+                .mem
+                .load(last, size)
+                .map_err(|e| crate::memory::MemFault { write: true, ..e })?;
+            m.mem.store(last, size, v)?;
+        }
         Ok((frame, m.sp()))
     })();
     match result {
@@ -146,7 +149,7 @@ pub(crate) fn popad(m: &mut Machine, _i: &Instruction) -> ExecResult {
     let sp = m.sp();
     let mut vals = [0u64; 8];
     for k in 0..8 {
-        vals[7 - k] = m.mem.load(sp.wrapping_add(4 * k as u64) & 0xffff_ffff, 4)?;
+        vals[7 - k] = m.load(sp.wrapping_add(4 * k as u64) & 0xffff_ffff, 4)?;
     }
     for (r, v) in vals.iter().enumerate() {
         if r != 4 {

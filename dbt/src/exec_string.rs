@@ -78,25 +78,25 @@ pub(crate) fn string(m: &mut Machine, i: &Instruction) -> ExecResult {
         let src = m.segment_address(seg, rsi);
         match op {
             StrOp::Movs => {
-                let v = m.mem.load(src, elem)?;
-                m.mem.store(rdi, elem, v)?;
+                let v = m.load(src, elem)?;
+                m.store(rdi, elem, v)?;
             }
             StrOp::Stos => {
                 let v = m.cpu.gpr(aacc);
-                m.mem.store(rdi, elem, v)?;
+                m.store(rdi, elem, v)?;
             }
             StrOp::Lods => {
-                let v = m.mem.load(src, elem)?;
+                let v = m.load(src, elem)?;
                 m.cpu.set_gpr(aacc, v);
             }
             StrOp::Cmps => {
-                let a = m.mem.load(src, elem)?;
-                let b = m.mem.load(rdi, elem)?;
+                let a = m.load(src, elem)?;
+                let b = m.load(rdi, elem)?;
                 m.cpu.flags.set(FlagOp::Sub, elem, a, b, a.wrapping_sub(b));
             }
             StrOp::Scas => {
                 let a = m.cpu.gpr(aacc);
-                let b = m.mem.load(rdi, elem)?;
+                let b = m.load(rdi, elem)?;
                 m.cpu.flags.set(FlagOp::Sub, elem, a, b, a.wrapping_sub(b));
             }
         }

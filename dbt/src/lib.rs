@@ -14,7 +14,8 @@
 //! `fast_control`, generic ones in `exec_*` chosen by `dispatch`), fusing flag writers with the
 //! branch after them; handlers tail-call the next op, and the op ending a block follows `chain`
 //! links to the next block; `machine` has the run loop, `flags` the lazy flags, `memory` the
-//! sandboxed guest memory with its code-page tracking for self-modifying code.
+//! sandboxed guest memory with its code-page tracking for self-modifying code, `mmio` the routing of
+//! guest accesses to memory-mapped device registers (see [`Mmio`]).
 
 #![warn(missing_docs)]
 
@@ -41,6 +42,7 @@ mod flags;
 mod liveness;
 mod machine;
 mod memory;
+mod mmio;
 mod op;
 mod operand;
 mod select;
@@ -51,6 +53,7 @@ pub use dispatch::is_supported;
 pub use fault::{FaultKind, GuestFault};
 pub use machine::{Exit, Machine, PortIo, Stats};
 pub use memory::{GuestMemory, MemFault, Prot, PAGE_SIZE, PHYS_BASE};
+pub use mmio::Mmio;
 
 /// Re-export of the decoder crate, so users of [`is_supported`] name the same `Instruction` type.
 pub use iced_x86;

@@ -13,6 +13,7 @@ use crate::cpu::{Arch, Cpu};
 use crate::decode::{BlockCache, NO_BLOCK};
 use crate::fault::{ExecResult, FaultKind, GuestFault};
 use crate::memory::{GuestMemory, Prot, PAGE_SIZE};
+use crate::mmio::{Mmio, NoMmio};
 use crate::op::exec_generic;
 
 /// Port I/O hook for `in`/`out` instructions.
@@ -97,6 +98,8 @@ pub struct Machine {
     /// The block cache; taken out while [`run_limited`](Self::run_limited) executes.
     cache: Option<Box<BlockCache>>,
     port_io: Box<dyn PortIo>,
+    /// The MMIO backend (see [`crate::mmio`]).
+    pub(crate) mmio: Box<dyn Mmio>,
     thunk_base: u64,
     host_return: u64,
     /// Ticks `rdtsc` added to the instruction count it reports.
@@ -152,6 +155,7 @@ impl Machine {
             arch,
             cache: Some(Box::default()),
             port_io: Box::new(NoPorts),
+            mmio: Box::new(NoMmio::new()),
             thunk_base,
             host_return,
             tsc: 0,

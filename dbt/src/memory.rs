@@ -9,6 +9,13 @@
 //! running them again (self-modifying code). Host writes (`write_*`, `fill`, `copy_within`) and
 //! [`GuestMemory::unmap`] are not tracked: after patching code from the host, call
 //! `Machine::invalidate_code`.
+//!
+//! Pages can also stand for device registers (MMIO, see [`crate::mmio`]): such a page is taken
+//! (the allocator leaves it alone, [`GuestMemory::is_mapped`] counts it) but not mapped to memory,
+//! so every guest access and every host accessor (`read_*`, `write_*`, ...) fails its checks. The
+//! machine then routes the guest's accesses to its MMIO handler; the host accessors return a
+//! [`MemFault`] (`Machine::read_mem` / `Machine::write_mem` reach device registers from the host).
+//! A table maps each MMIO page to the bus address of its first byte.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,6 +51,12 @@ const MAPPED: u8 = 0x80;
 /// Page-table bit: translated code was decoded from this page (kept across map/protect/unmap until
 /// the block cache drops the last block on the page).
 const CODE: u8 = 0x40;
+/// Page-table bit: the page stands for device registers (MMIO). It is set without [`MAPPED`] or
+/// any protection bit, so both fast-path bits are set and every access, guest or host, fails the
+/// permission checks; the allocator treats the page as taken ([`TAKEN`]).
+const MMIO: u8 = 0x20;
+/// Page-table bits of a page in use: RAM or MMIO.
+const TAKEN: u8 = MAPPED | MMIO;
 /// Fast-path table bit: guest reads of the page take the slow path (not readable).
 const SLOW_READ: u8 = 1;
 /// Fast-path table bit: guest writes to the page take the slow path (not writable, or holds code).
@@ -96,6 +109,8 @@ pub struct GuestMemory {
     /// derived from `pages` by [`sync`](Self::sync): the one byte the fast paths test.
     slow: Vec<u8>,
     regions: BTreeMap<u64, u64>,
+    /// Per MMIO page (by index), the bus address of its first byte.
+    mmio: BTreeMap<usize, u64>,
     alloc_hint: usize,
     /// Set by a guest store to a page holding translated code; cleared by [`take_code_writes`](Self::take_code_writes).
     pub(crate) code_written: bool,
@@ -124,6 +139,7 @@ impl fmt::Debug for GuestMemory {
             .field("base", &format_args!("0x{:x}", self.base))
             .field("size", &format_args!("0x{:x}", self.size))
             .field("regions", &self.regions.len())
+            .field("mmio_pages", &self.mmio.len())
             .finish()
     }
 }
@@ -163,6 +179,7 @@ impl GuestMemory {
             pages: vec![0; (size / PAGE_SIZE) as usize],
             slow: vec![SLOW_READ | SLOW_WRITE; (size / PAGE_SIZE) as usize],
             regions: BTreeMap::new(),
+            mmio: BTreeMap::new(),
             alloc_hint: (ALLOC_FLOOR / PAGE_SIZE) as usize,
             code_written: false,
             code_writes: Vec::new(),
@@ -216,11 +233,23 @@ impl GuestMemory {
     pub fn map(&mut self, addr: u64, len: u64, prot: Prot) -> Result<(), MemFault> {
         let start = page_floor(addr);
         let (first, last) = self.page_range(start, len.saturating_add(addr - start))?;
+        self.forget_mmio(first, last);
         for p in &mut self.pages[first..last] {
             *p = MAPPED | prot.bits() | (*p & CODE);
         }
         self.sync(first, last);
         Ok(())
+    }
+
+    /// Drops the MMIO records of pages `first..last` (their page-table bytes are rewritten by the
+    /// caller).
+    fn forget_mmio(&mut self, first: usize, last: usize) {
+        if !self.mmio.is_empty() {
+            let gone: Vec<usize> = self.mmio.range(first..last).map(|(i, _)| *i).collect();
+            for i in gone {
+                self.mmio.remove(&i);
+            }
+        }
     }
 
     /// Recomputes the fast-path table for pages `first..last`.
@@ -244,6 +273,7 @@ impl GuestMemory {
         }
         let first = ((start - self.base) / PAGE_SIZE) as usize;
         let last = ((end - self.base).div_ceil(PAGE_SIZE)) as usize;
+        self.forget_mmio(first, last);
         for p in &mut self.pages[first..last] {
             *p &= CODE;
         }
@@ -259,7 +289,8 @@ impl GuestMemory {
         self.alloc_hint = self.alloc_hint.min(first);
     }
 
-    /// Changes the protection of mapped pages in `[addr, addr + len)`; fails if a page is unmapped.
+    /// Changes the protection of mapped pages in `[addr, addr + len)`; fails if a page is unmapped
+    /// or MMIO.
     pub fn protect(&mut self, addr: u64, len: u64, prot: Prot) -> Result<(), MemFault> {
         let start = page_floor(addr);
         let (first, last) = self.page_range(start, len.saturating_add(addr - start))?;
@@ -284,12 +315,22 @@ impl GuestMemory {
     /// `base + 0x10000`) and maps it with `prot`.
     pub fn alloc(&mut self, len: u64, prot: Prot) -> Result<u64, MemFault> {
         let npages = (len.max(1).div_ceil(PAGE_SIZE)) as usize;
+        let first = self.find_free(npages)?;
+        let addr = self.page_addr(first);
+        self.map(addr, npages as u64 * PAGE_SIZE, prot)?;
+        self.regions.insert(addr, npages as u64 * PAGE_SIZE);
+        Ok(addr)
+    }
+
+    /// First index of a run of `npages` unmapped pages above the allocation floor (first fit from
+    /// the allocation hint, which it advances).
+    fn find_free(&mut self, npages: usize) -> Result<usize, MemFault> {
         let floor = (ALLOC_FLOOR / PAGE_SIZE) as usize;
         let mut i = self.alloc_hint.max(floor);
         let mut run = 0usize;
         let mut first_free = None;
         while i < self.pages.len() {
-            if self.pages[i] & MAPPED == 0 {
+            if self.pages[i] & TAKEN == 0 {
                 first_free.get_or_insert(i);
                 run += 1;
                 if run == npages {
@@ -299,10 +340,7 @@ impl GuestMemory {
                     } else if let Some(f) = first_free {
                         self.alloc_hint = f;
                     }
-                    let addr = self.page_addr(start);
-                    self.map(addr, npages as u64 * PAGE_SIZE, prot)?;
-                    self.regions.insert(addr, npages as u64 * PAGE_SIZE);
-                    return Ok(addr);
+                    return Ok(start);
                 }
             } else {
                 run = 0;
@@ -325,7 +363,7 @@ impl GuestMemory {
         let start = page_floor(preferred);
         let size = len.max(1).div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE);
         if let Ok((first, last)) = self.page_range(start, size) {
-            if self.pages[first..last].iter().all(|p| p & MAPPED == 0) {
+            if self.pages[first..last].iter().all(|p| p & TAKEN == 0) {
                 self.map(start, size, prot)?;
                 self.regions.insert(start, size);
                 return Ok(start);
@@ -345,12 +383,86 @@ impl GuestMemory {
         }
     }
 
-    /// Whether every page of `[addr, addr + len)` is mapped (whatever its protection).
+    /// Whether every page of `[addr, addr + len)` is mapped (whatever its protection), as RAM or
+    /// MMIO.
     pub fn is_mapped(&self, addr: u64, len: u64) -> bool {
         match self.page_range(addr, len.max(1)) {
-            Ok((first, last)) => self.pages[first..last].iter().all(|p| p & MAPPED != 0),
+            Ok((first, last)) => self.pages[first..last].iter().all(|p| p & TAKEN != 0),
             Err(_) => false,
         }
+    }
+
+    /// Maps `[addr, addr + len)` (page-rounded) as MMIO: guest accesses there reach the machine's
+    /// MMIO backend (see [`Mmio`](crate::Mmio)) at bus address `bus + (va - addr)` (linearly for the
+    /// whole pages, so `addr` and `bus` need not share their offset in the page). The pages must be
+    /// unmapped; nothing is mapped if one is not. As after any unmap, blocks translated from code
+    /// that was on these pages must have been dropped (`Machine::invalidate_code`).
+    pub fn map_mmio(&mut self, addr: u64, len: u64, bus: u64) -> Result<(), MemFault> {
+        let start = page_floor(addr);
+        let (first, last) = self.page_range(start, len.max(1).saturating_add(addr - start))?;
+        if let Some(i) = self.pages[first..last].iter().position(|p| p & TAKEN != 0) {
+            return Err(MemFault {
+                addr: self.page_addr(first + i).max(addr),
+                write: true,
+            });
+        }
+        let first_bus = bus.wrapping_sub(addr - start);
+        for i in first..last {
+            self.pages[i] = MMIO | (self.pages[i] & CODE);
+            let page_bus = first_bus.wrapping_add((i - first) as u64 * PAGE_SIZE);
+            self.mmio.insert(i, page_bus);
+        }
+        self.sync(first, last);
+        Ok(())
+    }
+
+    /// Maps the bus range `[bus, bus + len)` as MMIO at free guest addresses (first fit, like
+    /// [`alloc`](Self::alloc)); returns the guest address standing for `bus` (it has the same offset
+    /// in its page as `bus`). Undo with [`unmap_mmio`](Self::unmap_mmio).
+    pub fn alloc_mmio(&mut self, len: u64, bus: u64) -> Result<u64, MemFault> {
+        let offset = bus & (PAGE_SIZE - 1);
+        let npages = offset.saturating_add(len.max(1)).div_ceil(PAGE_SIZE);
+        let npages = usize::try_from(npages).unwrap_or(usize::MAX);
+        let first = self.find_free(npages)?;
+        let va = self.page_addr(first) + offset;
+        self.map_mmio(va, len.max(1), bus)?;
+        Ok(va)
+    }
+
+    /// Unmaps the MMIO pages covering `[addr, addr + len)`; fails, unmapping nothing, if one of
+    /// them is not MMIO.
+    pub fn unmap_mmio(&mut self, addr: u64, len: u64) -> Result<(), MemFault> {
+        let start = page_floor(addr);
+        let (first, last) = self.page_range(start, len.max(1).saturating_add(addr - start))?;
+        if let Some(i) = self.pages[first..last].iter().position(|p| p & MMIO == 0) {
+            return Err(MemFault {
+                addr: self.page_addr(first + i).max(addr),
+                write: false,
+            });
+        }
+        self.unmap(start, (last - first) as u64 * PAGE_SIZE);
+        Ok(())
+    }
+
+    /// The bus address guest address `addr` stands for, if it lies on an MMIO page.
+    pub fn mmio_address(&self, addr: u64) -> Option<u64> {
+        let off = addr.wrapping_sub(self.base);
+        if off >= self.size {
+            return None;
+        }
+        let i = (off / PAGE_SIZE) as usize;
+        if self.pages[i] & MMIO == 0 {
+            return None;
+        }
+        let page_bus = self.mmio.get(&i)?;
+        Some(page_bus.wrapping_add(off & (PAGE_SIZE - 1)))
+    }
+
+    /// The bus address of an access of `len` bytes at `addr` that lies within one MMIO page.
+    #[cold]
+    pub(crate) fn mmio_access(&self, addr: u64, len: u64) -> Option<u64> {
+        let in_page = (addr & (PAGE_SIZE - 1)) + len <= PAGE_SIZE;
+        in_page.then(|| self.mmio_address(addr)).flatten()
     }
 
     /// Checks that `[addr, addr + len)` satisfies `need` on every page; returns the host pointer.

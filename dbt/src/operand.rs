@@ -78,10 +78,10 @@ impl Machine {
 
     /// Reads a location.
     #[inline(always)]
-    pub(crate) fn read_loc(&self, loc: Loc, size: u32) -> Result<u64, Exception> {
+    pub(crate) fn read_loc(&mut self, loc: Loc, size: u32) -> Result<u64, Exception> {
         match loc {
             Loc::Reg(r) => Ok(self.cpu.gpr(r)),
-            Loc::Mem(a) => Ok(self.mem.load(a, size)?),
+            Loc::Mem(a) => Ok(self.load(a, size)?),
         }
     }
 
@@ -93,16 +93,19 @@ impl Machine {
                 self.cpu.set_gpr(r, v);
                 Ok(())
             }
-            Loc::Mem(a) => Ok(self.mem.store(a, size, v)?),
+            Loc::Mem(a) => Ok(self.store(a, size, v)?),
         }
     }
 
     /// Reads operand `n` (register, memory or immediate), masked to `size` bytes.
     #[inline(always)]
-    pub(crate) fn read_op(&self, i: &Instruction, n: u32, size: u32) -> Result<u64, Exception> {
+    pub(crate) fn read_op(&mut self, i: &Instruction, n: u32, size: u32) -> Result<u64, Exception> {
         match i.op_kind(n) {
             OpKind::Register => Ok(self.cpu.gpr(i.op_register(n))),
-            OpKind::Memory => Ok(self.mem.load(self.ea(i), size)?),
+            OpKind::Memory => {
+                let addr = self.ea(i);
+                Ok(self.load(addr, size)?)
+            }
             _ => Ok(i.try_immediate(n).unwrap_or(0) & size_mask(size)),
         }
     }
@@ -130,7 +133,7 @@ impl Machine {
     #[inline(always)]
     pub(crate) fn push(&mut self, v: u64, size: u32) -> ExecResult {
         let sp = self.sp().wrapping_sub(size as u64) & self.arch().addr_mask();
-        self.mem.store(sp, size, v)?;
+        self.store(sp, size, v)?;
         self.cpu.regs[4] = sp;
         Ok(())
     }
@@ -139,7 +142,7 @@ impl Machine {
     #[inline(always)]
     pub(crate) fn pop(&mut self, size: u32) -> Result<u64, Exception> {
         let sp = self.sp();
-        let v = self.mem.load(sp, size)?;
+        let v = self.load(sp, size)?;
         self.set_sp(sp.wrapping_add(size as u64));
         Ok(v)
     }

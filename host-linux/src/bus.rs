@@ -1,11 +1,13 @@
 //! A PCI bus of software device models, in the rust-vmm style: devices sit behind the
-//! [`PciDevice`] trait and the bus routes guest port I/O by address range to whichever device's
-//! BAR claims it, never knowing device types. Attaching a device assigns its BARs (I/O ports from
+//! [`PciDevice`] trait and the bus routes guest port I/O and memory (MMIO) accesses by address
+//! range to whichever device's BAR claims it, never knowing device types. Attaching a device assigns its BARs (I/O ports from
 //! [`IO_START`] up, memory from [`MMIO_START`] up, each aligned to its size) and an interrupt line,
 //! and programs them into its configuration space the way firmware would.
 //!
-//! [`SharedPciBus`] is the handle a [`dbt::Machine`] takes as its [`dbt::PortIo`]; [`GuestDma`]
-//! lets devices reach guest memory (at guest-physical addresses).
+//! [`SharedPciBus`] is the handle a [`dbt::Machine`] takes as its [`dbt::PortIo`] and its
+//! [`dbt::Mmio`] (guest pages mapped as MMIO stand for bus addresses, which the bus decodes here;
+//! what no enabled memory BAR claims reads as all ones and ignores writes, like a real bus);
+//! [`GuestDma`] lets devices reach guest memory (at guest-physical addresses).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -75,12 +77,24 @@ struct IoRange {
     bar: usize,
 }
 
-/// The bus: devices, their resources, and the port decode table.
+/// A bus address range decoded by one memory BAR of one device.
+#[derive(Debug, Clone, Copy)]
+struct MmioRange {
+    start: u64,
+    end: u64,
+    slot: usize,
+    bar: usize,
+}
+
+/// The bus: devices, their resources, and the port and memory decode tables.
 pub struct PciBus {
     slots: Vec<Slot>,
     io: Vec<IoRange>,
+    mmio: Vec<MmioRange>,
     next_io: u32,
     next_mmio: u64,
+    /// Whether an access to an undecoded bus address was reported already.
+    warned_unclaimed: bool,
 }
 
 impl Default for PciBus {
@@ -107,8 +121,10 @@ impl PciBus {
         PciBus {
             slots: Vec::new(),
             io: Vec::new(),
+            mmio: Vec::new(),
             next_io: IO_START as u32,
             next_mmio: MMIO_START,
+            warned_unclaimed: false,
         }
     }
 
@@ -147,7 +163,7 @@ impl PciBus {
             dev,
             res: res.clone(),
         });
-        self.rebuild_io();
+        self.rebuild_decode();
         res
     }
 
@@ -179,7 +195,7 @@ impl PciBus {
     }
 
     /// Configuration write to the device in `slot`; reprogramming a BAR or the command register
-    /// updates the port decode.
+    /// updates the port and memory decode.
     pub fn config_write(&mut self, slot: usize, offset: u16, size: u8, value: u32) {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
@@ -188,18 +204,17 @@ impl PciBus {
         let end = offset + size as u16;
         let touches = |lo: u16, hi: u16| offset < hi && end > lo;
         if touches(0x04, 0x06) || touches(0x10, 0x28) {
-            self.rebuild_io();
+            self.rebuild_decode();
         }
     }
 
-    /// Recomputes the port decode table from each device's config space: I/O BARs of devices
-    /// with I/O decode enabled.
-    fn rebuild_io(&mut self) {
+    /// Recomputes the decode tables from each device's config space: I/O BARs of devices with
+    /// I/O decode enabled, memory BARs of devices with memory decode enabled.
+    fn rebuild_decode(&mut self) {
         self.io.clear();
+        self.mmio.clear();
         for (i, s) in self.slots.iter_mut().enumerate() {
-            if s.dev.config_read(0x04, 2) as u16 & CMD_IO == 0 {
-                continue;
-            }
+            let cmd = s.dev.config_read(0x04, 2) as u16;
             for a in s.res.bars.iter_mut() {
                 let v = s.dev.config_read(0x10 + 4 * a.bar.index as u16, 4);
                 let base = match a.bar.kind {
@@ -207,13 +222,27 @@ impl PciBus {
                     BarKind::Mmio => (v & !0xF) as u64,
                 };
                 a.base = base;
-                if a.bar.kind == BarKind::Io && base + a.bar.size <= 0x1_0000 && base != 0 {
-                    self.io.push(IoRange {
-                        start: base as u32,
-                        end: (base + a.bar.size) as u32,
-                        slot: i,
-                        bar: a.bar.index as usize,
-                    });
+                if base == 0 {
+                    continue;
+                }
+                match a.bar.kind {
+                    BarKind::Io if cmd & CMD_IO != 0 && base + a.bar.size <= 0x1_0000 => {
+                        self.io.push(IoRange {
+                            start: base as u32,
+                            end: (base + a.bar.size) as u32,
+                            slot: i,
+                            bar: a.bar.index as usize,
+                        });
+                    }
+                    BarKind::Mmio if cmd & CMD_MEMORY != 0 => {
+                        self.mmio.push(MmioRange {
+                            start: base,
+                            end: base + a.bar.size,
+                            slot: i,
+                            bar: a.bar.index as usize,
+                        });
+                    }
+                    _ => {}
                 }
             }
         }
@@ -244,6 +273,55 @@ impl PciBus {
         }
     }
 
+    fn decode_mmio(&self, addr: u64) -> Option<MmioRange> {
+        self.mmio
+            .iter()
+            .copied()
+            .find(|r| addr >= r.start && addr < r.end)
+    }
+
+    /// Reports the first access to a bus address no memory BAR claims.
+    fn unclaimed(&mut self, addr: u64, write: bool) {
+        let what = if write { "write to" } else { "read of" };
+        if !self.warned_unclaimed {
+            self.warned_unclaimed = true;
+            tracing::warn!(
+                "MMIO {what} bus address {addr:#x} that no device decodes: reads as all ones, \
+                 writes are ignored (further such accesses are logged at debug level)"
+            );
+        } else {
+            tracing::debug!("MMIO {what} undecoded bus address {addr:#x}");
+        }
+    }
+
+    /// Guest load from a memory-mapped bus address: routed to the memory BAR claiming it; an
+    /// address nothing claims reads all ones.
+    pub fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+        match self.decode_mmio(addr) {
+            Some(r) => {
+                let off = addr - r.start;
+                self.slots[r.slot].dev.bar_read(r.bar, off, size) & ones(size)
+            }
+            None => {
+                self.unclaimed(addr, false);
+                ones(size)
+            }
+        }
+    }
+
+    /// Guest store to a memory-mapped bus address: routed to the memory BAR claiming it; an
+    /// address nothing claims ignores it.
+    pub fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+        match self.decode_mmio(addr) {
+            Some(r) => {
+                let off = addr - r.start;
+                let v = value & ones(size);
+                self.slots[r.slot].dev.bar_write(r.bar, off, size, v);
+            }
+            None => self.unclaimed(addr, true),
+        }
+    }
+
     /// Interrupt lines currently asserted, ascending, each once.
     pub fn asserted_irqs(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self
@@ -266,8 +344,8 @@ impl PciBus {
     }
 }
 
-/// A shareable handle to a [`PciBus`]: one clone goes to the machine as its port I/O, the host
-/// keeps another to poll devices and read resources.
+/// A shareable handle to a [`PciBus`]: clones go to the machine as its port I/O and its MMIO
+/// backend, the host keeps another to poll devices and read resources.
 #[derive(Clone, Default)]
 pub struct SharedPciBus(pub Rc<RefCell<PciBus>>);
 
@@ -302,6 +380,16 @@ impl dbt::PortIo for SharedPciBus {
     }
 }
 
+impl dbt::Mmio for SharedPciBus {
+    fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+        self.0.borrow_mut().mmio_read(addr, size)
+    }
+
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+        self.0.borrow_mut().mmio_write(addr, size, value)
+    }
+}
+
 /// Bus-master access to guest memory: bus addresses are guest-physical addresses, translated
 /// with [`dbt::GuestMemory::phys_to_virt`] (the mapping MmGetPhysicalAddress reports). An address
 /// outside guest memory or unmapped is a [`DmaError`], never a host fault. Writes bypass page protection as a bus master would; they do not drop translated code
@@ -333,5 +421,94 @@ impl Dma for GuestDma<'_> {
         };
         let va = self.mem.phys_to_virt(addr).ok_or(fault)?;
         self.mem.write_bytes(va, data).map_err(|_| fault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{ConfigHeader, ConfigSpace};
+
+    /// One BAR access: BAR number, offset, size, the value written (`None` for a read).
+    type Access = (usize, u64, u8, Option<u64>);
+
+    /// A device with one 16-byte memory BAR (number 2) that logs its register accesses.
+    struct Regs {
+        config: ConfigSpace,
+        log: Rc<RefCell<Vec<Access>>>,
+    }
+
+    impl PciDevice for Regs {
+        fn config_read(&mut self, offset: u16, size: u8) -> u32 {
+            self.config.read(offset, size)
+        }
+        fn config_write(&mut self, offset: u16, size: u8, value: u32) {
+            self.config.write(offset, size, value)
+        }
+        fn bars(&self) -> Vec<Bar> {
+            self.config.bars()
+        }
+        fn bar_read(&mut self, bar: usize, offset: u64, size: u8) -> u64 {
+            self.log.borrow_mut().push((bar, offset, size, None));
+            0xDEAD_BEEF_0BAD_F00D
+        }
+        fn bar_write(&mut self, bar: usize, offset: u64, size: u8, value: u64) {
+            self.log.borrow_mut().push((bar, offset, size, Some(value)));
+        }
+        fn interrupt_pending(&self) -> bool {
+            false
+        }
+        fn poll(&mut self, _dma: &mut dyn Dma) {}
+    }
+
+    fn regs() -> (Box<Regs>, Rc<RefCell<Vec<Access>>>) {
+        let mut config = ConfigSpace::new(ConfigHeader {
+            vendor: 0x1234,
+            device: 0x5678,
+            class: 0,
+            revision: 0,
+            subsystem_vendor: 0,
+            subsystem: 0,
+            interrupt_pin: 0,
+        });
+        config.add_bar(Bar {
+            index: 2,
+            kind: BarKind::Mmio,
+            size: 16,
+        });
+        let log = Rc::default();
+        let dev = Regs {
+            config,
+            log: Rc::clone(&log),
+        };
+        (Box::new(dev), log)
+    }
+
+    #[test]
+    fn mmio_routes_by_memory_bar_and_floats_high_elsewhere() {
+        let mut bus = PciBus::new();
+        let (first, first_log) = regs();
+        let (second, second_log) = regs();
+        bus.attach(first);
+        let res = bus.attach(second);
+        let (base, len) = res.mmio_ranges().next().unwrap();
+        assert_eq!((base, len), (MMIO_START + 16, 16));
+        assert_eq!(bus.mmio_read(base + 4, 2), 0xF00D);
+        bus.mmio_write(base + 8, 4, 0x1_2345_6789);
+        assert!(!bus.warned_unclaimed);
+        assert_eq!(bus.mmio_read(base + 16 * 5, 4), 0xFFFF_FFFF);
+        assert!(bus.warned_unclaimed);
+        bus.mmio_write(MMIO_START - 8, 8, 1);
+        assert_eq!(bus.mmio_read(MMIO_START - 8, 8), u64::MAX);
+        // Only the second device saw the accesses in its BAR, with BAR-relative offsets.
+        assert!(first_log.borrow().is_empty());
+        assert_eq!(
+            *second_log.borrow(),
+            vec![(2, 4, 2, None), (2, 8, 4, Some(0x2345_6789))]
+        );
+        // Memory decode off: the BAR stops answering.
+        bus.config_write(1, 0x04, 2, 0);
+        assert_eq!(bus.mmio_read(base + 4, 1), 0xFF);
+        assert_eq!(second_log.borrow().len(), 2);
     }
 }

@@ -46,12 +46,20 @@ pub trait Dma {
 
 /// A PCI function modelled in software. Sizes are 1, 2 or 4 bytes (8 for 64-bit BAR accesses);
 /// offsets inside a BAR are relative to its start.
+///
+/// Register accesses arrive through [`bar_read`](Self::bar_read) / [`bar_write`](Self::bar_write)
+/// whatever the BAR decodes: the bus calls them for guest port I/O to an I/O BAR and for guest
+/// MMIO (loads and stores on pages mapped to the bus address) to a memory BAR, in program order,
+/// one call per guest access.
 pub trait PciDevice {
     fn config_read(&mut self, offset: u16, size: u8) -> u32;
     fn config_write(&mut self, offset: u16, size: u8, value: u32);
     /// The BARs the function implements.
     fn bars(&self) -> Vec<Bar>;
+    /// Reads `size` bytes at `offset` of BAR number `bar` (port I/O or MMIO); only the low `size`
+    /// bytes of the result are used.
     fn bar_read(&mut self, bar: usize, offset: u64, size: u8) -> u64;
+    /// Writes the low `size` bytes of `value` at `offset` of BAR number `bar` (port I/O or MMIO).
     fn bar_write(&mut self, bar: usize, offset: u64, size: u8, value: u64);
     /// Level of the INTx line.
     fn interrupt_pending(&self) -> bool;

@@ -226,11 +226,13 @@ impl DriverHost {
     }
 
     /// Plugs a software PCI device into the host's bus, makes the bus the machine's port I/O and
-    /// returns what the device was given (I/O ports, memory BARs, interrupt line) for the bus
-    /// driver layers to report as its resources.
+    /// MMIO backend (MmMapIoSpace mappings reach its memory BARs) and returns what the device was
+    /// given (I/O ports, memory BARs, interrupt line) for the bus driver layers to report as its
+    /// resources.
     pub fn attach_pci_device(&mut self, dev: Box<dyn PciDevice>) -> PciResources {
         let res = self.pci.attach(dev);
         self.k.m.set_port_io(Box::new(self.pci.clone()));
+        self.k.m.set_mmio(Box::new(self.pci.clone()));
         res
     }
 

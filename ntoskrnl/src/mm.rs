@@ -208,6 +208,75 @@ pub fn free_contiguous_memory(k: &mut Kernel, base: u64) -> KResult<()> {
     Ok(k.m.mem.free(base)?)
 }
 
+/// Maps `len` bytes of physical (bus) address space at `pa` into the guest's system space, the
+/// way MmMapIoSpace does; returns the guest address standing for `pa`, or 0 if it cannot be mapped
+/// (what MmMapIoSpace returns then).
+///
+/// Guest RAM (the window's guest-physical range, [`dbt::GuestMemory::phys_to_virt`]) is already
+/// mapped: its window address is returned. Anything else becomes a fresh MMIO mapping (see
+/// [`dbt::GuestMemory::alloc_mmio`]): guest accesses there go to the machine's MMIO backend (the
+/// PCI bus, which routes them to the device whose memory BAR claims the address; an address no
+/// device decodes reads as all ones). A range that is partly RAM cannot be mapped.
+pub fn map_io_space(k: &mut Kernel, pa: u64, len: u64) -> KResult<u64> {
+    let Some(last) = pa.checked_add(len.max(1) - 1) else {
+        tracing::warn!("MmMapIoSpace({pa:#x}, {len:#x}): range wraps around");
+        return Ok(0);
+    };
+    if len == 0 {
+        tracing::warn!("MmMapIoSpace({pa:#x}, 0): empty range");
+        return Ok(0);
+    }
+    let mem = &mut k.m.mem;
+    let ram_first = dbt::PHYS_BASE;
+    let ram_last = dbt::PHYS_BASE + (mem.size() - 1);
+    match (mem.phys_to_virt(pa), mem.phys_to_virt(last)) {
+        (Some(va), Some(_)) => return Ok(va),
+        _ if pa <= ram_last && last >= ram_first => {
+            tracing::warn!(
+                "MmMapIoSpace({pa:#x}, {len:#x}): range is partly guest RAM; not mapped"
+            );
+            return Ok(0);
+        }
+        _ => {}
+    }
+    match mem.alloc_mmio(len, pa) {
+        Ok(va) => Ok(va),
+        Err(e) => {
+            tracing::warn!("MmMapIoSpace({pa:#x}, {len:#x}): no guest address space left ({e})");
+            Ok(0)
+        }
+    }
+}
+
+/// Undoes [`map_io_space`] (MmUnmapIoSpace): unmaps an MMIO mapping; a mapping of guest RAM
+/// (which [`map_io_space`] did not create) stays. Anything else is reported and ignored.
+pub fn unmap_io_space(k: &mut Kernel, va: u64, len: u64) -> KResult<()> {
+    let mem = &mut k.m.mem;
+    if mem.mmio_address(va).is_some() {
+        if let Err(e) = mem.unmap_mmio(va, len.max(1)) {
+            tracing::warn!(
+                "MmUnmapIoSpace({va:#x}, {len:#x}): range is not all mapped I/O space ({e}); \
+                 nothing unmapped"
+            );
+        }
+    } else if mem.virt_to_phys(va).is_none() || !mem.is_mapped(va, len.max(1)) {
+        tracing::warn!(
+            "MmUnmapIoSpace({va:#x}, {len:#x}): not an address MmMapIoSpace returned; ignored"
+        );
+    }
+    Ok(())
+}
+
+/// MmMapIoSpace(PhysicalAddress, NumberOfBytes, CacheType): see [`map_io_space`].
+pub fn mm_map_io_space(
+    k: &mut Kernel,
+    pa: crate::export::Quad,
+    len: u64,
+    _cache: u32,
+) -> KResult<u64> {
+    map_io_space(k, pa.0, len)
+}
+
 /// MmGetSystemRoutineAddress(SystemRoutineName): an implemented ntoskrnl.exe or hal.dll export,
 /// or NULL (never a trap: drivers probe with it and fall back).
 pub fn get_system_routine_address(k: &mut Kernel, name: u64) -> KResult<u64> {
@@ -235,4 +304,109 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall MmAllocateContiguousMemory => allocate_contiguous_memory(number_of_bytes: u64, highest_acceptable_address: crate::export::Quad);
     stdcall MmFreeContiguousMemory => free_contiguous_memory(base_address: u64);
     stdcall MmGetSystemRoutineAddress => get_system_routine_address(system_routine_name: u64);
+    stdcall MmMapIoSpace => mm_map_io_space(physical_address: crate::export::Quad, number_of_bytes: u64, cache_type: u32);
+    stdcall MmUnmapIoSpace => unmap_io_space(base_address: u64, number_of_bytes: u64);
 ];
+
+#[cfg(test)]
+mod io_space_tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use dbt::iced_x86::code_asm::*;
+    use dbt::{Arch, Mmio, Prot};
+
+    use super::*;
+    use crate::MODULE;
+
+    /// One access: bus address, size, the value written (`None` for a read).
+    type Access = (u64, u8, Option<u64>);
+
+    /// Logs every access; reads return the bus address's low 32 bits.
+    #[derive(Clone, Default)]
+    struct Log(Rc<RefCell<Vec<Access>>>);
+
+    impl Mmio for Log {
+        fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+            self.0.borrow_mut().push((addr, size, None));
+            addr & 0xFFFF_FFFF
+        }
+
+        fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+            self.0.borrow_mut().push((addr, size, Some(value)));
+        }
+    }
+
+    const BUS: u64 = 0xFEBF_1010;
+
+    fn map_through_export(k: &mut Kernel, pa: u64, len: u64) -> u64 {
+        let export = k.find_export("ntoskrnl.exe", "MmMapIoSpace").unwrap();
+        let raw = match k.m.arch() {
+            Arch::X86 => vec![pa & 0xFFFF_FFFF, pa >> 32, len, 0],
+            Arch::X64 => vec![pa, len, 0],
+        };
+        (export.func)(k, &raw).unwrap()
+    }
+
+    fn io_space(arch: Arch) {
+        let mut k = Kernel::new(arch, &[&MODULE]).unwrap();
+        k.m.setup_stack(0x1_0000).unwrap();
+        let log = Log::default();
+        k.m.set_mmio(Box::new(log.clone()));
+
+        // Device memory: a fresh MMIO mapping with the bus address's page offset.
+        let va = map_through_export(&mut k, BUS, 0x20);
+        assert_ne!(va, 0);
+        assert_eq!(va & 0xFFF, BUS & 0xFFF);
+        assert_eq!(k.m.mem.mmio_address(va + 4), Some(BUS + 4));
+        assert!(is_address_valid(&mut k, va).unwrap());
+        // The guest reads and writes device registers through it.
+        let x86 = arch == Arch::X86;
+        let mut a = CodeAssembler::new(if x86 { 32 } else { 64 }).unwrap();
+        if x86 {
+            a.mov(ecx, va as u32).unwrap();
+            a.mov(dword_ptr(ecx + 8), 0x55AAu32).unwrap();
+            a.mov(eax, dword_ptr(ecx + 4)).unwrap();
+        } else {
+            a.mov(rcx, va).unwrap();
+            a.mov(dword_ptr(rcx + 8), 0x55AAu32).unwrap();
+            a.mov(eax, dword_ptr(rcx + 4)).unwrap();
+        }
+        a.ret().unwrap();
+        let code = k.m.mem.alloc(0x1000, Prot::READ | Prot::EXEC).unwrap();
+        let bytes = a.assemble(code).unwrap();
+        k.m.mem.write_bytes(code, &bytes).unwrap();
+        let ret = k.call_guest(code, &[]).unwrap();
+        assert_eq!(ret & 0xFFFF_FFFF, BUS + 4);
+        assert_eq!(
+            *log.0.borrow(),
+            vec![(BUS + 8, 4, Some(0x55AA)), (BUS + 4, 4, None)]
+        );
+        unmap_io_space(&mut k, va, 0x20).unwrap();
+        assert_eq!(k.m.mem.mmio_address(va), None);
+        assert!(k.m.read_mem(va, 4).is_err());
+
+        // Guest RAM is already mapped: its window address comes back, and unmapping keeps it.
+        let ram = k.m.mem.alloc(0x2000, Prot::READ | Prot::WRITE).unwrap();
+        let pa = k.m.mem.virt_to_phys(ram).unwrap();
+        assert_eq!(map_through_export(&mut k, pa + 0x10, 0x1000), ram + 0x10);
+        unmap_io_space(&mut k, ram + 0x10, 0x1000).unwrap();
+        assert_eq!(k.m.mem.read_u32(ram + 0x1000), Ok(0));
+        // A range that is partly RAM, an empty one and a wrapping one are refused.
+        assert_eq!(map_io_space(&mut k, dbt::PHYS_BASE - 8, 16).unwrap(), 0);
+        assert_eq!(map_io_space(&mut k, BUS, 0).unwrap(), 0);
+        assert_eq!(map_io_space(&mut k, u64::MAX - 4, 16).unwrap(), 0);
+        // Unmapping something that is not a mapping is ignored.
+        unmap_io_space(&mut k, 0x10, 0x10).unwrap();
+    }
+
+    #[test]
+    fn map_io_space_x86() {
+        io_space(Arch::X86);
+    }
+
+    #[test]
+    fn map_io_space_x64() {
+        io_space(Arch::X64);
+    }
+}
