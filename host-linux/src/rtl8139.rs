@@ -6,9 +6,35 @@
 use crate::device::{Bar, BarKind, ConfigHeader, ConfigSpace, Dma, PciDevice, CMD_INTX_DISABLE};
 use crate::packet::PacketPort;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The network cable of a device model, shared so the host can unplug and replug it while the
+/// device sits on the bus; the device notices at its next poll.
+#[derive(Debug, Clone)]
+pub struct Cable(Arc<AtomicBool>);
+
+impl Cable {
+    /// A cable, plugged in or not.
+    pub fn new(connected: bool) -> Cable {
+        Cable(Arc::new(AtomicBool::new(connected)))
+    }
+
+    /// Plugs the cable in (true) or pulls it (false).
+    pub fn plug(&self, connected: bool) {
+        self.0.store(connected, Ordering::SeqCst);
+    }
+
+    /// Whether the cable is plugged in.
+    pub fn connected(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 pub const VENDOR_REALTEK: u16 = 0x10EC;
 pub const DEVICE_RTL8139: u16 = 0x8139;
+/// Revision ID of the modelled chip (an RTL8139C).
+pub const REVISION: u8 = 0x10;
 
 // Register offsets.
 pub const IDR0: u16 = 0x00;
@@ -63,6 +89,8 @@ pub const TSD_OWN: u32 = 1 << 13;
 pub const TSD_TUN: u32 = 1 << 14;
 pub const TSD_TOK: u32 = 1 << 15;
 pub const TSD_TABT: u32 = 1 << 30;
+/// Carrier sense lost during the transmission (no link: the frame went nowhere).
+pub const TSD_CRS: u32 = 1 << 31;
 
 // RCR bits.
 pub const RCR_AAP: u32 = 1 << 0;
@@ -136,6 +164,8 @@ pub struct Stats {
     pub rx_overflow: u64,
     /// Frames the address filter rejected.
     pub rx_filtered: u64,
+    /// Frames that arrived while the receiver was disabled.
+    pub rx_disabled: u64,
     pub dma_errors: u64,
 }
 
@@ -145,6 +175,7 @@ pub struct Rtl8139 {
     regs: [u8; 256],
     mac: [u8; 6],
     link_up: bool,
+    cable: Cable,
     /// Descriptors the driver handed over, in the order it did.
     tx_pending: VecDeque<usize>,
     port: Box<dyn PacketPort + Send>,
@@ -157,7 +188,7 @@ impl Rtl8139 {
             vendor: VENDOR_REALTEK,
             device: DEVICE_RTL8139,
             class: 0x02_00_00,
-            revision: 0x10,
+            revision: REVISION,
             subsystem_vendor: VENDOR_REALTEK,
             subsystem: DEVICE_RTL8139,
             interrupt_pin: 1,
@@ -170,6 +201,7 @@ impl Rtl8139 {
             regs: [0; 256],
             mac,
             link_up: true,
+            cable: Cable::new(true),
             tx_pending: VecDeque::new(),
             port,
             stats: Stats::default(),
@@ -207,6 +239,18 @@ impl Rtl8139 {
 
     /// Plugs or unplugs the cable; a change raises the link-change interrupt.
     pub fn set_link(&mut self, up: bool) {
+        self.cable.plug(up);
+        self.follow_cable();
+    }
+
+    /// The device's cable, to plug and unplug from elsewhere.
+    pub fn cable(&self) -> Cable {
+        self.cable.clone()
+    }
+
+    /// Takes the link state from the cable; a change raises the link-change interrupt.
+    fn follow_cable(&mut self) {
+        let up = self.cable.connected();
         if up != self.link_up {
             self.link_up = up;
             self.raise(INT_LINKCHG);
@@ -382,7 +426,7 @@ impl Rtl8139 {
                     let n = ((o - 0x11) / 4) as usize;
                     let tsd = self.get32(TSD0 + 4 * n as u16);
                     if tsd & TSD_OWN == 0 {
-                        let tsd = tsd & !(TSD_TOK | TSD_TUN | TSD_TABT);
+                        let tsd = tsd & !(TSD_TOK | TSD_TUN | TSD_TABT | TSD_CRS);
                         self.set32(TSD0 + 4 * n as u16, tsd);
                         if !self.tx_pending.contains(&n) {
                             self.tx_pending.push_back(n);
@@ -410,9 +454,15 @@ impl Rtl8139 {
                 self.raise(INT_TER);
                 continue;
             }
+            let loopback = self.get32(TCR) & TCR_LOOPBACK == TCR_LOOPBACK;
+            if !loopback && !self.link_up {
+                self.set32(tsd_reg, tsd | TSD_OWN | TSD_TOK | TSD_CRS);
+                self.raise(INT_TOK);
+                continue;
+            }
             self.set32(tsd_reg, tsd | TSD_OWN | TSD_TOK);
             self.stats.tx_frames += 1;
-            if self.get32(TCR) & TCR_LOOPBACK == TCR_LOOPBACK {
+            if loopback {
                 self.receive(dma, &frame);
             } else {
                 self.port.send(&frame);
@@ -525,10 +575,18 @@ impl PciDevice for Rtl8139 {
     }
 
     fn poll(&mut self, dma: &mut dyn Dma) {
+        self.follow_cable();
         self.transmit(dma);
-        if self.regs[CR as usize] & CR_RE != 0 {
-            while let Some(frame) = self.port.recv() {
+        let receiving = self.regs[CR as usize] & CR_RE != 0;
+        while let Some(frame) = self.port.recv() {
+            if !self.link_up {
+                continue;
+            }
+            if receiving {
                 self.receive(dma, &frame);
+            } else {
+                // A disabled receiver lets frames on the wire go by.
+                self.stats.rx_disabled += 1;
             }
         }
     }

@@ -399,6 +399,52 @@ fn link_down_and_up() {
     assert_ne!(n.r16(BMSR) & (BMSR_LINK | BMSR_AN_COMPLETE), 0);
 }
 
+/// The cable is shared: pulling it elsewhere takes the link down at the next poll; without link
+/// transmissions complete with carrier lost and reach nothing, and arriving frames are not
+/// received.
+#[test]
+fn pulled_cable_takes_the_link_down_at_the_next_poll() {
+    let mut n = bring_up(RCR_APM | RCR_AB);
+    let cable = n.dev.cable();
+    cable.plug(false);
+    assert_eq!(n.r16(ISR), 0, "nothing before the device polls");
+    n.poll();
+    assert_eq!(n.r16(ISR), INT_LINKCHG);
+    assert_eq!(n.r8(MSR) & MSR_LINKB, MSR_LINKB);
+    n.w16(ISR, INT_LINKCHG);
+
+    let f = frame([0xFF; 6], 100, 7);
+    n.mem.write(TXBUF, &f).unwrap();
+    n.w32(TSAD0, TXBUF as u32);
+    n.w32(TSD0, f.len() as u32);
+    n.poll();
+    assert_eq!(n.r32(TSD0) & (TSD_TOK | TSD_CRS), TSD_TOK | TSD_CRS);
+    assert!(n.host.take_sent().is_none());
+    n.w16(ISR, INT_TOK);
+    n.host.inject(&frame(MAC, 80, 1));
+    n.poll();
+    assert_eq!(n.r16(ISR), 0, "no receive without link");
+    assert_eq!(n.dev.stats().rx_frames, 0);
+
+    cable.plug(true);
+    n.poll();
+    assert_eq!(n.r16(ISR), INT_LINKCHG);
+    assert_eq!(n.r8(MSR) & MSR_LINKB, 0);
+}
+
+/// Frames arriving while the receiver is disabled go by (counted), instead of waiting on the
+/// wire forever.
+#[test]
+fn disabled_receiver_lets_frames_go_by() {
+    let mut n = bring_up(RCR_APM);
+    n.w8(CR, CR_TE);
+    n.host.inject(&frame(MAC, 80, 1));
+    n.poll();
+    assert_eq!(n.host.pending_inject(), 0);
+    assert_eq!(n.dev.stats().rx_disabled, 1);
+    assert_eq!(n.dev.stats().rx_frames, 0);
+}
+
 #[test]
 fn loopback_mode_receives_own_frames() {
     let mut n = bring_up(RCR_APM);

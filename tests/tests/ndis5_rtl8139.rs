@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use dbt::Arch;
 use host_linux::net::{NetEvent, NetMiniport};
 use host_linux::packet::{PortHandle, QueuePort};
-use host_linux::rtl8139::Rtl8139;
+use host_linux::rtl8139::{Cable, Rtl8139};
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::{oid, NetAdapter};
 
@@ -17,8 +17,14 @@ const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const PEER: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 
 fn start(arch: Arch) -> (NetAdapter, PortHandle) {
+    let (nic, wire, _) = start_with_cable(arch);
+    (nic, wire)
+}
+
+fn start_with_cable(arch: Arch) -> (NetAdapter, PortHandle, Cable) {
     let (port, wire) = QueuePort::new();
     let dev = Box::new(Rtl8139::new(MAC, Box::new(port)));
+    let cable = dev.cable();
     let nic = NetAdapter::start(
         host(arch),
         &driver_path(arch, "rtl8139_ndis5"),
@@ -27,7 +33,7 @@ fn start(arch: Arch) -> (NetAdapter, PortHandle) {
         Vec::new(),
     )
     .unwrap_or_else(|e| panic!("{}: {e}", arch.name()));
-    (nic, wire)
+    (nic, wire, cable)
 }
 
 /// An Ethernet frame from `src` to `dst` with `len` payload bytes derived from `seed`.
@@ -157,6 +163,27 @@ fn unsupported_oid_and_short_buffers_are_clean_errors() {
         assert_eq!(r.bytes_read, 6);
         let r = nic.query(oid::P802_3_MULTICAST_LIST, 64).unwrap();
         assert_eq!(r.data, list);
+        assert!(nic.stop().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn cable_pull_and_replug_are_indicated_as_media_disconnect_and_connect() {
+    for arch in ARCHES {
+        let (mut nic, wire, cable) = start_with_cable(arch);
+        cable.plug(false);
+        let events = service(&mut nic);
+        assert_eq!(events, vec![NetEvent::Link(false)], "{}", arch.name());
+        assert!(!nic.info().unwrap().link_up);
+        // Sends without link complete (the frame goes nowhere) and nothing is received.
+        let mut queue = VecDeque::from([frame(PEER, MAC, 60, 1)]);
+        nic.send(&mut queue).unwrap();
+        service(&mut nic);
+        assert!(wire.take_sent().is_none());
+        cable.plug(true);
+        let events = service(&mut nic);
+        assert_eq!(events, vec![NetEvent::Link(true)], "{}", arch.name());
+        assert!(nic.info().unwrap().link_up);
         assert!(nic.stop().unwrap().is_empty());
     }
 }

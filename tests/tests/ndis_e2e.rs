@@ -2,7 +2,8 @@
 //! "ica-up" (the adapter as Linux sees it) -> the bridge -> MiniportSendPackets -> the RTL8139
 //! model -> its wire, the TAP "ica-wire" in namespace B; replies come back through DMA, the
 //! interrupt, the DPC and the receive indication. ARP, ICMP echo and a verified 10 MB TCP
-//! transfer, for the x86-32 and the x64 build of the driver. Needs root (network namespaces and
+//! transfer, then a cable pull and replug that must reach the interface's carrier, for the x86-32
+//! and the x64 build of the driver. Needs root (network namespaces and
 //! TAPs); skips with the reason otherwise.
 
 use std::net::SocketAddrV4;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use dbt::Arch;
 use host_linux::net::Bridge;
 use host_linux::rtl8139::Rtl8139;
-use ica_tests::netns::{self, tcp_transfer, E2e, E2eConfig, B_ADDR, TCP_PORT};
+use ica_tests::netns::{self, tcp_transfer, E2e, E2eConfig, B_ADDR, TCP_PORT, UP_TAP};
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::NetAdapter;
 
@@ -29,6 +30,7 @@ fn ping_and_tcp(arch: Arch, driver: &str) {
     .unwrap_or_else(|e| panic!("{name}: {e}"));
     let wake = vec![wire.as_raw_fd()];
     let dev = Box::new(Rtl8139::new(MAC, Box::new(wire)));
+    let cable = dev.cable();
     let mut nic = NetAdapter::start(host(arch), &driver_path(arch, driver), dev, None, wake)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let info = nic.info().unwrap();
@@ -74,6 +76,17 @@ fn ping_and_tcp(arch: Arch, driver: &str) {
         stats.frames_down,
         stats.frames_up
     );
+    // Pulling the cable reaches the Linux interface's carrier through the driver's
+    // NDIS_STATUS_MEDIA_DISCONNECT, and replugging brings it back.
+    for connected in [false, true] {
+        cable.plug(connected);
+        let seen = bridge
+            .run_until(Duration::from_secs(5), |_| {
+                a.carrier(UP_TAP).ok() == Some(connected)
+            })
+            .unwrap();
+        assert!(seen, "{name}: carrier did not become {connected}");
+    }
     let (mut nic, _up, _) = bridge.into_parts();
     let info = nic.info().unwrap();
     assert!(info.xmit_ok >= 7000, "{name}: {info:?}");
