@@ -1,9 +1,10 @@
-//! Linux side of the driver host: device backends (software models, VFIO), upper edges (TAP,
-//! audio sinks) and sandboxing. The walking skeleton needs none of it yet: drivers run against the
-//! host-side I/O API alone.
+//! Linux side of the driver host: PCI devices (sysfs facts, a bus of software device models and
+//! the models themselves), packet ports and the TAP upper edge, and the bridge that connects a
+//! guest network adapter to Linux.
 
 pub mod bus;
 pub mod device;
+pub mod models;
 pub mod net;
 pub mod packet;
 pub mod pci;

@@ -78,6 +78,9 @@ enum Command {
         /// Show every registry value written and every package file.
         #[arg(long, short)]
         verbose: bool,
+        /// Network adapters: the Linux interface to create (its wire is `<IFNAME>w`).
+        #[arg(long, default_value = "ica0")]
+        ifname: String,
     },
     /// The devices this host offers drivers, with their hardware and compatible IDs.
     Devices,
@@ -132,7 +135,8 @@ fn main() -> ExitCode {
             dry_run,
             keep_running,
             verbose,
-        } => cli::install(&root, &inf, arch, dry_run, keep_running, verbose)
+            ifname,
+        } => cli::install(&root, &inf, arch, dry_run, keep_running, verbose, &ifname)
             .map_err(|e| e.to_string()),
         Command::Devices => cli::devices(&root).map_err(|e| e.to_string()),
         Command::List => cli::list(&root).map_err(|e| e.to_string()),

@@ -108,7 +108,7 @@ fn pci_binding_uses_windows_rank() {
         r"PCI\VEN_8086&DEV_100E&SUBSYS_001E8086&REV_02\0000_00_03.0"
     );
     let why = start::cannot_start(&inst).unwrap();
-    assert!(why.contains("no backend for PCI devices yet"), "{why}");
+    assert!(why.contains("real PCI hardware needs VFIO"), "{why}");
     let store = root.open_registry().unwrap();
     let key = enum_key(&inst);
     assert_eq!(

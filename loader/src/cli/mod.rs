@@ -11,13 +11,15 @@ use loader::install::package::Stored;
 use loader::install::{self, start, InstallError, InstallOptions, Root};
 use loader::registry::reg_file::hkey_to_nt;
 
+mod nic;
+
 /// Subcommand names: an INF given first is `install INF` unless it names one of these.
 const SUBCOMMANDS: &[&str] = &[
     "run", "imports", "coverage", "install", "devices", "list", "remove", "reg", "help",
 ];
 
 /// Global options that take a value (skipped when looking for the first positional argument).
-const VALUE_OPTIONS: &[&str] = &["--root", "--log", "--arch"];
+const VALUE_OPTIONS: &[&str] = &["--root", "--log", "--arch", "--ifname"];
 
 /// `ica-load [opts] netcard.inf ...` -> `ica-load install [opts] netcard.inf ...`.
 pub fn rewrite_args(mut args: Vec<OsString>) -> Vec<OsString> {
@@ -80,6 +82,7 @@ pub fn install(
     dry_run: bool,
     keep_running: bool,
     verbose: bool,
+    ifname: &str,
 ) -> Result<(), InstallError> {
     let opts = InstallOptions {
         arch,
@@ -201,6 +204,15 @@ pub fn install(
                 record_start(&store, &p.package_name, &state)?;
                 return Ok(());
             }
+            if start::model_for_instance(inst).is_some() {
+                let r = nic::run(root, &store, p.arch, inst, ifname, keep_running);
+                let state = match &r {
+                    Ok(()) => "started, then unloaded cleanly".to_string(),
+                    Err(e) => format!("failed: {}", first_line(&e.to_string())),
+                };
+                record_start(&store, &p.package_name, &state)?;
+                return r;
+            }
             println!("Starting {inst}");
             start::start_device(root, &store, p.arch, inst, &mut say)
         }
@@ -280,6 +292,16 @@ pub fn devices(root: &Root) -> Result<(), InstallError> {
         );
     }
     println!("  (installing an INF whose models name a ROOT\\... hardware ID creates that device)");
+    println!("Software device models (an INF for their IDs installs onto them, and they start):");
+    for m in host_linux::models::catalog() {
+        let d = devices::pci_device(&m);
+        println!(
+            "  {}  {}",
+            d.instance_id.as_deref().unwrap_or("?"),
+            devices::pci_class_name(m.class)
+        );
+        println!("    hardware IDs:   {}", d.hardware_ids.join("  "));
+    }
     let pci = host_linux::pci::scan();
     if !Path::new(host_linux::pci::SYSFS_PCI_DEVICES).exists() {
         println!(
@@ -289,7 +311,7 @@ pub fn devices(root: &Root) -> Result<(), InstallError> {
         return Ok(());
     }
     println!(
-        "PCI devices ({} in {}; binding works, starting needs a backend that comes later):",
+        "PCI devices ({} in {}; binding works, starting real hardware needs VFIO, which comes later):",
         pci.len(),
         host_linux::pci::SYSFS_PCI_DEVICES
     );

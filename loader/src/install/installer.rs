@@ -29,7 +29,7 @@ pub struct InstallOptions {
     pub arch: Arch,
     /// Show what would be copied and written, write nothing.
     pub dry_run: bool,
-    /// The host's PCI functions (None: scan sysfs).
+    /// The host's PCI functions (None: scan sysfs, plus the software device models).
     pub pci: Option<Vec<PciDevice>>,
 }
 
@@ -269,7 +269,11 @@ fn choose_device(
     let store = root.existing_registry()?;
     let pci = match &opts.pci {
         Some(p) => p.clone(),
-        None => host_linux::pci::scan(),
+        None => {
+            let mut pci = host_linux::pci::scan();
+            pci.extend(host_linux::models::catalog());
+            pci
+        }
     };
     let mut offered = devices::host_devices(store.as_ref(), &pci)?;
     for m in &models {

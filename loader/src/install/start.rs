@@ -7,7 +7,8 @@ use ntoskrnl::pnp::{self, Driver};
 use ntoskrnl::status::{self, NtStatus};
 
 use crate::inf::Arch;
-use crate::registry::windows::{enum_key, service_key};
+use crate::net::NetAdapter;
+use crate::registry::windows::{driver_key, enum_key, service_key};
 use crate::registry::RegistryStore;
 use crate::DriverHost;
 
@@ -23,10 +24,21 @@ pub struct Running {
     pub instance: Option<String>,
 }
 
+/// The software device model behind a PCI instance ID (`rtl8139`), None for real hardware.
+pub fn model_for_instance(instance: &str) -> Option<String> {
+    host_linux::models::catalog()
+        .into_iter()
+        .find(|m| crate::install::devices::pci_instance_id(m).eq_ignore_ascii_case(instance))
+        .and_then(|m| host_linux::models::model_name(&m).map(str::to_string))
+}
+
 /// Why a device cannot be started yet (None: it can).
 pub fn cannot_start(instance: &str) -> Option<&'static str> {
     if instance.len() >= 4 && instance[..4].eq_ignore_ascii_case("PCI\\") {
-        Some("no backend for PCI devices yet (VFIO and device models come later)")
+        if model_for_instance(instance).is_some() {
+            return None;
+        }
+        Some("real PCI hardware needs VFIO, which comes later (the software device models start)")
     } else if !(instance.len() >= 5 && instance[..5].eq_ignore_ascii_case("ROOT\\")) {
         Some("only root-enumerated devices can be started")
     } else {
@@ -186,6 +198,60 @@ pub fn start_device(
     }
     say(format!("IRP_MN_START_DEVICE: {}", status::name(st)));
     Ok(run)
+}
+
+/// Factory MAC address of software NIC models (locally administered).
+pub const MODEL_MAC: [u8; 6] = [0x02, 0x1C, 0xA0, 0x00, 0x81, 0x39];
+
+/// Starts an installed network adapter on its software device model: the function driver
+/// (an NDIS miniport) is loaded, the model plugged into the host's PCI bus with its wire on
+/// `wire`, and the adapter initialized with the configuration in its driver key.
+pub fn start_nic(
+    root: &Root,
+    store: &RegistryStore,
+    arch: Arch,
+    instance: &str,
+    wire: Box<dyn host_linux::packet::PacketPort + Send>,
+    wake: Vec<std::os::fd::RawFd>,
+    say: &mut dyn FnMut(String),
+) -> Result<NetAdapter, InstallError> {
+    let model = model_for_instance(instance)
+        .ok_or_else(|| other(format!("{instance}: no software model for this device")))?;
+    let ekey = enum_key(instance);
+    let service = store
+        .value(&ekey, "Service")?
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            other(format!(
+                "{instance}: no function driver (Service) installed"
+            ))
+        })?;
+    let driver = store.value(&ekey, "Driver")?.and_then(|v| v.as_str());
+    let image_path = store
+        .value(&service_key(&service), "ImagePath")?
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| other(format!("service {service} has no ImagePath")))?;
+    let file = root.image_path_to_host(&image_path).ok_or_else(|| {
+        other(format!(
+            "service {service}: ImagePath {image_path} is not a path ICA can place"
+        ))
+    })?;
+    let device = host_linux::models::build(&model, MODEL_MAC, wire)
+        .ok_or_else(|| other(format!("no software model named {model}")))?;
+    let config_key = driver.map(|d| driver_key(&d));
+    let nic = NetAdapter::start(
+        new_host(store, arch)?,
+        &file,
+        device,
+        config_key.as_deref(),
+        wake,
+    )
+    .map_err(other)?;
+    say(format!(
+        "{service}: {} loaded on the {model} model, MiniportInitialize succeeded",
+        file.display()
+    ));
+    Ok(nic)
 }
 
 /// Starts legacy (non-PnP) services: DriverEntry of each.
