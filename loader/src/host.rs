@@ -188,9 +188,22 @@ impl DriverHost {
         pnp::remove_device(&mut self.k, pdo).map_err(|e| self.fail(e))
     }
 
-    /// Runs DriverUnload and frees the driver object.
+    /// Runs DriverUnload, frees the driver object and unmaps the driver's image (its translated
+    /// code is dropped, so a reload at the same address starts clean).
     pub fn unload_driver(&mut self, driver: &Driver) -> Result<(), HostError> {
-        pnp::unload_driver(&mut self.k, driver).map_err(|e| self.fail(e))
+        let field = driver.object + self.k.layout.driver_object_driver_start;
+        let start = self.k.read_ptr(field).map_err(|e| self.fail(e))?;
+        pnp::unload_driver(&mut self.k, driver).map_err(|e| self.fail(e))?;
+        if let Some(i) = self.k.images.iter().position(|im| im.base == start) {
+            let image = self.k.images.remove(i);
+            self.k.m.invalidate_code(image.base, image.size);
+            self.k
+                .m
+                .mem
+                .free(image.base)
+                .map_err(|e| self.fail(e.into()))?;
+        }
+        Ok(())
     }
 
     /// Opens a device by name (`\\.\Name`): the IRP_MJ_CREATE status on failure.
