@@ -289,6 +289,36 @@ pub fn get_system_routine_address(k: &mut Kernel, name: u64) -> KResult<u64> {
     Ok(0)
 }
 
+/// READ_REGISTER_UCHAR(Register): a device register read (MMIO, or RAM), as the guest's load.
+pub fn read_register_uchar(k: &mut Kernel, register: u64) -> KResult<u8> {
+    Ok(k.m.read_mem(register, 1)? as u8)
+}
+
+/// READ_REGISTER_USHORT(Register).
+pub fn read_register_ushort(k: &mut Kernel, register: u64) -> KResult<u16> {
+    Ok(k.m.read_mem(register, 2)? as u16)
+}
+
+/// READ_REGISTER_ULONG(Register).
+pub fn read_register_ulong(k: &mut Kernel, register: u64) -> KResult<u32> {
+    Ok(k.m.read_mem(register, 4)? as u32)
+}
+
+/// WRITE_REGISTER_UCHAR(Register, Value).
+pub fn write_register_uchar(k: &mut Kernel, register: u64, value: u8) -> KResult<()> {
+    Ok(k.m.write_mem(register, 1, u64::from(value))?)
+}
+
+/// WRITE_REGISTER_USHORT(Register, Value).
+pub fn write_register_ushort(k: &mut Kernel, register: u64, value: u16) -> KResult<()> {
+    Ok(k.m.write_mem(register, 2, u64::from(value))?)
+}
+
+/// WRITE_REGISTER_ULONG(Register, Value).
+pub fn write_register_ulong(k: &mut Kernel, register: u64, value: u32) -> KResult<()> {
+    Ok(k.m.write_mem(register, 4, u64::from(value))?)
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall MmSizeOfMdl => size_of_mdl(base: u64, length: u64);
     stdcall IoAllocateMdl => allocate_mdl(virtual_address: u64, length: u32, secondary_buffer: bool, charge_quota: bool, irp: u64);
@@ -306,6 +336,12 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall MmGetSystemRoutineAddress => get_system_routine_address(system_routine_name: u64);
     stdcall MmMapIoSpace => mm_map_io_space(physical_address: crate::export::Quad, number_of_bytes: u64, cache_type: u32);
     stdcall MmUnmapIoSpace => unmap_io_space(base_address: u64, number_of_bytes: u64);
+    stdcall READ_REGISTER_UCHAR => read_register_uchar(register: u64);
+    stdcall READ_REGISTER_USHORT => read_register_ushort(register: u64);
+    stdcall READ_REGISTER_ULONG => read_register_ulong(register: u64);
+    stdcall WRITE_REGISTER_UCHAR => write_register_uchar(register: u64, value: u8);
+    stdcall WRITE_REGISTER_USHORT => write_register_ushort(register: u64, value: u16);
+    stdcall WRITE_REGISTER_ULONG => write_register_ulong(register: u64, value: u32);
 ];
 
 #[cfg(test)]
@@ -381,6 +417,34 @@ mod io_space_tests {
         assert_eq!(
             *log.0.borrow(),
             vec![(BUS + 8, 4, Some(0x55AA)), (BUS + 4, 4, None)]
+        );
+        // READ_REGISTER_* / WRITE_REGISTER_* reach the device the same way.
+        log.0.borrow_mut().clear();
+        write_register_ushort(&mut k, va + 2, 0xBEEF).unwrap();
+        write_register_uchar(&mut k, va + 1, 0x7F).unwrap();
+        write_register_ulong(&mut k, va + 12, 0x1234_5678).unwrap();
+        assert_eq!(
+            read_register_ulong(&mut k, va + 16).unwrap() as u64,
+            BUS + 16
+        );
+        assert_eq!(
+            read_register_ushort(&mut k, va).unwrap() as u64,
+            BUS & 0xFFFF
+        );
+        assert_eq!(
+            read_register_uchar(&mut k, va + 1).unwrap() as u64,
+            (BUS + 1) & 0xFF
+        );
+        assert_eq!(
+            *log.0.borrow(),
+            vec![
+                (BUS + 2, 2, Some(0xBEEF)),
+                (BUS + 1, 1, Some(0x7F)),
+                (BUS + 12, 4, Some(0x1234_5678)),
+                (BUS + 16, 4, None),
+                (BUS, 2, None),
+                (BUS + 1, 1, None),
+            ]
         );
         unmap_io_space(&mut k, va, 0x20).unwrap();
         assert_eq!(k.m.mem.mmio_address(va), None);
