@@ -297,7 +297,7 @@ pub(crate) fn handler_for(i: &Instruction) -> Option<InstrHandler> {
         | M::Unpckhps
         | M::Unpcklpd
         | M::Unpckhpd => exec_sse::unpack,
-        M::Pshufd | M::Pshuflw | M::Pshufhw | M::Shufps => exec_sse::shuffle,
+        M::Pshufd | M::Pshuflw | M::Pshufhw | M::Shufps | M::Shufpd => exec_sse::shuffle,
         M::Psrldq | M::Pslldq => exec_sse::byte_shift,
         M::Pinsrw | M::Pextrw => exec_sse::word_insert_extract,
         M::Psrlw | M::Psrld | M::Psrlq | M::Psllw | M::Pslld | M::Psllq | M::Psraw | M::Psrad => {

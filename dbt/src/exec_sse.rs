@@ -264,7 +264,7 @@ fn lane(v: u128, bits: u32, k: u32) -> u128 {
     (v >> (k * bits)) & (size_mask(bits / 8) as u128)
 }
 
-/// pshufd / pshuflw / pshufhw / shufps.
+/// pshufd / pshuflw / pshufhw / shufps / shufpd.
 pub(crate) fn shuffle(m: &mut Machine, i: &Instruction) -> ExecResult {
     let src = src128(m, i, 1, true)?;
     let imm = i.immediate8() as u32;
@@ -281,6 +281,10 @@ pub(crate) fn shuffle(m: &mut Machine, i: &Instruction) -> ExecResult {
                 acc | lane(src, 16, 4 + sel(k)) << (16 * (k + 4))
             });
             (src & LOW64) | high
+        }
+        Mnemonic::Shufpd => {
+            let dst = xmm(m, r);
+            lane(dst, 64, imm & 1) | lane(src, 64, (imm >> 1) & 1) << 64
         }
         _ => {
             let dst = xmm(m, r);

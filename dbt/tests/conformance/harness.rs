@@ -8,8 +8,8 @@
 
 use dbt::Arch;
 use iced_x86::{
-    BlockEncoder, BlockEncoderOptions, Code, Decoder, DecoderOptions, FastFormatter, Instruction,
-    InstructionBlock, OpKind, Register, RflagsBits,
+    BlockEncoder, BlockEncoderOptions, Code, Decoder, DecoderOptions, FastFormatter, FlowControl,
+    Instruction, InstructionBlock, OpKind, Register, RflagsBits,
 };
 
 /// Offset of the code page from a world's base.
@@ -290,9 +290,13 @@ impl Case {
             .iter()
             .map(|v| !matches!(v, Val::Raw(_)))
             .collect();
+        // After a branch, an instruction may be skipped: it can leave flags undefined, it cannot
+        // be relied on to define them.
+        let mut may_be_skipped = false;
         for i in &self.instrs {
-            let u = eflags_of(i.rflags_undefined());
-            let defined = eflags_of(i.rflags_modified()) & !u;
+            let (defined, u) = flag_effect(i);
+            let defined = if may_be_skipped { 0 } else { defined };
+            may_be_skipped |= i.flow_control() != FlowControl::Next;
             undef = (undef & !defined) | u;
             let regs: Vec<usize> = (0..i.op_count())
                 .filter(|n| i.op_kind(*n) == OpKind::Register)
@@ -378,6 +382,31 @@ pub fn full_index(r: Register) -> Option<usize> {
 }
 
 /// Converts iced's RflagsBits to EFLAGS bits (status flags only).
+/// The status flags `i` certainly defines and those it may leave undefined, whatever its count:
+/// a shift or rotate by CL may shift by 0 and change nothing, and a rotate by an immediate other
+/// than 1 leaves OF undefined even where the rotation is a whole turn (an 8-bit rcl by 9 changes
+/// OF on AMD, not on Intel).
+pub fn flag_effect(i: &Instruction) -> (u64, u64) {
+    use iced_x86::Mnemonic as M;
+    let mut undefined = eflags_of(i.rflags_undefined());
+    let mut defined = eflags_of(i.rflags_modified()) & !undefined;
+    let mn = i.mnemonic();
+    let shift = matches!(
+        mn,
+        M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shld | M::Shrd
+    );
+    if shift {
+        let last = i.op_count() - 1;
+        if i.op_kind(last) == OpKind::Register {
+            defined = 0;
+        } else if matches!(mn, M::Rol | M::Ror | M::Rcl | M::Rcr) && i.immediate(last) & 0x1f > 1 {
+            defined &= !OF;
+            undefined |= OF;
+        }
+    }
+    (defined, undefined)
+}
+
 pub fn eflags_of(bits: u32) -> u64 {
     let mut f = 0;
     for (iced, ef) in [

@@ -776,6 +776,16 @@ pub fn adjust(case: &mut Case, instr: &mut Instruction, sels: &[Option<Sel>], rn
                 let c = rng.count();
                 set_reg(case, Register::CL, c);
             }
+            // A 16-bit double shift by more than 16 leaves its result undefined (Intel and AMD
+            // differ): keep the count within the operand.
+            if wide_double_shift(case, instr) {
+                match instr.op_kind(last) {
+                    OpKind::Register => {
+                        set_reg(case, Register::CL, reg_value(case, Register::CL) & 0xf)
+                    }
+                    _ => instr.set_immediate8(instr.immediate8() & 0xf),
+                }
+            }
         }
         M::Div | M::Idiv => {
             let size = instr.memory_size().size().max(match op(0) {
@@ -911,28 +921,48 @@ pub fn adjust(case: &mut Case, instr: &mut Instruction, sels: &[Option<Sel>], rn
     }
 }
 
-/// Flags that are defined for this particular case although the instruction form leaves them
-/// undefined in general (a shift by 1 defines OF; a masked count of 0 changes no flag).
+/// The masked count of shift or rotate `instr` in the case's initial state.
+fn masked_count(case: &Case, instr: &Instruction) -> u64 {
+    let last = instr.op_count() - 1;
+    let raw = match instr.op_kind(last) {
+        OpKind::Register => reg_value(case, Register::CL),
+        _ => instr.immediate(last),
+    };
+    raw & if operand_size(instr) == 8 { 0x3f } else { 0x1f }
+}
+
+/// Size in bytes of operand 0 (register or memory).
+fn operand_size(instr: &Instruction) -> usize {
+    match instr.op0_kind() {
+        OpKind::Register => instr.op0_register().size(),
+        _ => instr.memory_size().size(),
+    }
+}
+
+/// Whether `instr` is a 16-bit shld/shrd whose count exceeds the operand, so that its result is
+/// undefined.
+pub fn wide_double_shift(case: &Case, instr: &Instruction) -> bool {
+    matches!(instr.mnemonic(), Mnemonic::Shld | Mnemonic::Shrd)
+        && operand_size(instr) == 2
+        && masked_count(case, instr) > 16
+}
+
+/// Adjusts the undefined flags to this particular case's count: a masked count of 0 changes no
+/// flag, a shift by 1 defines OF, and a rotate by any other count leaves OF undefined even where
+/// the rotation is a whole turn (an 8-bit rcl by 9 changes OF on AMD, not on Intel).
 pub fn refine_undefined(case: &mut Case, instr: &Instruction) {
     use Mnemonic as M;
     let mn = instr.mnemonic();
     if !is_shift(mn) {
         return;
     }
-    let last = instr.op_count() - 1;
-    let raw = match instr.op_kind(last) {
-        OpKind::Register => reg_value(case, Register::CL),
-        _ => instr.immediate(last),
-    };
-    let size = match instr.op0_kind() {
-        OpKind::Register => instr.op0_register().size(),
-        _ => instr.memory_size().size(),
-    };
-    let c = raw & if size == 8 { 0x3f } else { 0x1f };
+    let c = masked_count(case, instr);
     if c == 0 {
         case.undefined = 0;
     } else if c == 1 && !matches!(mn, M::Shld | M::Shrd) {
         case.undefined &= !OF;
+    } else if c > 1 && matches!(mn, M::Rol | M::Ror | M::Rcl | M::Rcr) {
+        case.undefined |= OF;
     }
 }
 
@@ -1163,6 +1193,7 @@ fn catalogue() -> Vec<(Group, Vec<Mnemonic>)> {
                 M::Pshuflw,
                 M::Pshufhw,
                 M::Shufps,
+                M::Shufpd,
                 M::Psrldq,
                 M::Pslldq,
                 M::Pinsrw,
