@@ -8,6 +8,7 @@ use loader::DriverHost;
 use ntoskrnl::io::IrpEvent;
 
 pub mod netns;
+pub mod nic;
 
 /// Both architectures every driver test runs on.
 pub const ARCHES: [Arch; 2] = [Arch::X86, Arch::X64];

@@ -118,7 +118,7 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// An NDIS miniport adapter running on a PCI device model.
+/// An NDIS miniport adapter (NDIS 5 or NDIS 6) running on a PCI device model, or virtual.
 pub struct NetAdapter {
     /// The driver host (kernel, drivers, PCI bus).
     pub host: DriverHost,
@@ -136,22 +136,42 @@ impl NetAdapter {
     /// the service's Parameters key when nothing was installed); `wake` lists fds whose
     /// readability means the device model has input (e.g. its wire TAP).
     pub fn start(
-        mut host: DriverHost,
+        host: DriverHost,
         driver_path: &Path,
         device: Box<dyn PciDevice>,
         config_key: Option<&str>,
         wake: Vec<RawFd>,
     ) -> Result<NetAdapter, HostError> {
+        Self::start_with(host, driver_path, Some(device), config_key, wake)
+    }
+
+    /// Loads a virtual (hardware-less) miniport and initializes an adapter with no resources and
+    /// no bus, as a root-enumerated virtual NIC is started. `config_key` as for
+    /// [`start`](Self::start).
+    pub fn start_virtual(
+        host: DriverHost,
+        driver_path: &Path,
+        config_key: Option<&str>,
+    ) -> Result<NetAdapter, HostError> {
+        Self::start_with(host, driver_path, None, config_key, Vec::new())
+    }
+
+    fn start_with(
+        mut host: DriverHost,
+        driver_path: &Path,
+        device: Option<Box<dyn PciDevice>>,
+        config_key: Option<&str>,
+        wake: Vec<RawFd>,
+    ) -> Result<NetAdapter, HostError> {
         let driver = host.load_driver(driver_path)?;
-        let (wrapper, registered) = ndis::wrappers(&mut host.k)
-            .into_iter()
-            .find(|(_, w)| w.driver_object == driver.object && w.miniport.is_some())
-            .ok_or_else(|| HostError::DriverFailed {
-                driver: driver.service.clone(),
-                what: "DriverEntry (no NDIS miniport registered)",
-                status: ndis::NDIS_STATUS_FAILURE,
+        let registered =
+            ndis::registered_miniport(&mut host.k, driver.object).ok_or_else(|| {
+                HostError::DriverFailed {
+                    driver: driver.service.clone(),
+                    what: "DriverEntry (no NDIS miniport registered)",
+                    status: ndis::NDIS_STATUS_FAILURE,
+                }
             })?;
-        let res = host.attach_pci_device(device);
         let config_key = match config_key {
             Some(k) => k.to_string(),
             None => format!(
@@ -159,17 +179,28 @@ impl NetAdapter {
                 registered.registry_path.trim_end_matches('\\')
             ),
         };
-        let image = registered.image;
-        let setup = AdapterSetup {
-            name: format!("{} (PCI slot {})", driver.service, res.slot),
-            config_key,
-            resources: pci_resources(&res),
-            bus: Some(Box::new(SlotConfig {
-                bus: host.pci_bus().clone(),
-                slot: res.slot,
-            })),
+        let setup = match device {
+            Some(device) => {
+                let res = host.attach_pci_device(device);
+                AdapterSetup {
+                    name: format!("{} (PCI slot {})", driver.service, res.slot),
+                    config_key,
+                    resources: pci_resources(&res),
+                    bus: Some(Box::new(SlotConfig {
+                        bus: host.pci_bus().clone(),
+                        slot: res.slot,
+                    })),
+                }
+            }
+            None => AdapterSetup {
+                name: format!("{} (virtual)", driver.service),
+                config_key,
+                resources: Vec::new(),
+                bus: None,
+            },
         };
-        let adapter = match ndis::miniport::initialize(&mut host.k, wrapper, setup) {
+        let image = registered.image;
+        let adapter = match ndis::miniport::initialize(&mut host.k, registered.handle, setup) {
             Ok(Ok(a)) => a,
             Ok(Err(status)) => {
                 return Err(HostError::DriverFailed {
@@ -188,7 +219,10 @@ impl NetAdapter {
             wake,
         };
         // What a protocol binding does first: receive directed, multicast and broadcast frames.
-        let r = nic.set(oid::GEN_CURRENT_PACKET_FILTER, &PACKET_FILTER_DEFAULT.to_le_bytes())?;
+        let r = nic.set(
+            oid::GEN_CURRENT_PACKET_FILTER,
+            &PACKET_FILTER_DEFAULT.to_le_bytes(),
+        )?;
         if r.status != ndis::NDIS_STATUS_SUCCESS {
             tracing::warn!(target: "ica::net", "setting the packet filter failed: {:#x}", r.status);
         }
@@ -340,8 +374,9 @@ impl NetMiniport for NetAdapter {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        // CheckForHang runs every few seconds; the bridge's poll cap covers it.
-        None
+        // The next NDIS (kernel) timer; CheckForHang runs every few seconds and the bridge's poll
+        // cap covers it.
+        ndis::timer::next_deadline(&self.host.k)
     }
 
     fn wake_fds(&self) -> Vec<RawFd> {

@@ -12,16 +12,16 @@
 //! a REG_SZ / REG_EXPAND_SZ as NdisParameterString, or converted to a number (base 10 for
 //! NdisParameterInteger, 16 for NdisParameterHexInteger) when an integer type was asked; a
 //! REG_MULTI_SZ as NdisParameterMultiString; REG_BINARY as NdisParameterBinary. The reserved
-//! keywords `Environment` (NdisEnvironmentWindowsNt), `ProcessorType` and `NdisVersion` (5.1)
-//! are answered by NDIS itself. A missing value is NDIS_STATUS_FAILURE.
+//! keywords `Environment` (NdisEnvironmentWindowsNt), `ProcessorType` and `NdisVersion` (5.1, or
+//! 6.0 for an NDIS 6 driver) are answered by NDIS itself. A missing value is NDIS_STATUS_FAILURE.
 
 use ntoskrnl::export::Export;
 use ntoskrnl::registry::{self, reg_type, RegValue};
 use ntoskrnl::{dbt, ex, export_table, rtl, KResult, Kernel};
 
 use crate::{
-    alloc_handle, put_status, ConfigContext, NdisState, OpenConfiguration, NDIS_OWNER,
-    NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS,
+    alloc_handle, put_status, ConfigContext, NdisState, NdisStatus, OpenConfiguration, NDIS_OWNER,
+    NDIS_STATUS_FAILURE, NDIS_STATUS_INVALID_PARAMETER, NDIS_STATUS_SUCCESS,
 };
 
 /// NDIS_PARAMETER_TYPE values.
@@ -43,8 +43,6 @@ const ENVIRONMENT_WINDOWS_NT: u32 = 1;
 /// NdisProcessorX86 / NdisProcessorAmd64.
 const PROCESSOR_X86: u32 = 0;
 const PROCESSOR_AMD64: u32 = 4;
-/// NdisVersion as NDIS 5.1 reports it.
-const NDIS_VERSION_51: u32 = 0x0005_0001;
 
 /// Makes a WrapperConfigurationContext for a miniport of `wrapper`: it reads
 /// `<RegistryPath>\Parameters` (see the module documentation).
@@ -69,6 +67,19 @@ pub fn configuration_context_for_key(k: &mut Kernel, key: &str) -> KResult<u64> 
     Ok(ctx)
 }
 
+/// A configuration handle reading the registry key `key`.
+fn open_key(k: &mut Kernel, key: String) -> KResult<u64> {
+    let handle = alloc_handle(k, b"NDcf")?;
+    k.extension::<NdisState>().configs.insert(
+        handle,
+        OpenConfiguration {
+            key,
+            blocks: Vec::new(),
+        },
+    );
+    Ok(handle)
+}
+
 /// NdisOpenConfiguration(Status, ConfigurationHandle, WrapperConfigurationContext).
 pub fn open_configuration(
     k: &mut Kernel,
@@ -84,16 +95,38 @@ pub fn open_configuration(
     else {
         return put_status(k, status, NDIS_STATUS_FAILURE);
     };
-    let handle = alloc_handle(k, b"NDcf")?;
-    k.extension::<NdisState>().configs.insert(
-        handle,
-        OpenConfiguration {
-            key,
-            blocks: Vec::new(),
-        },
-    );
+    let handle = open_key(k, key)?;
     k.write_ptr(handle_out, handle)?;
     put_status(k, status, NDIS_STATUS_SUCCESS)
+}
+
+/// NDIS_OBJECT_TYPE_CONFIGURATION_OBJECT.
+const OBJECT_TYPE_CONFIGURATION_OBJECT: u8 = 0xA9;
+
+/// NdisOpenConfigurationEx(ConfigObject, ConfigurationHandle) (NDIS 6): NdisHandle is an adapter
+/// handle (the adapter's configuration key) or an NDIS 6 driver handle (the driver's
+/// `<RegistryPath>\Parameters`).
+pub fn open_configuration_ex(k: &mut Kernel, object: u64, handle_out: u64) -> KResult<NdisStatus> {
+    let l = crate::layout6(k);
+    let (kind, _, size) = crate::ndis6::object_header(k, object)?;
+    if kind != OBJECT_TYPE_CONFIGURATION_OBJECT || size < l.config_object_flags + 4 {
+        tracing::warn!(target: "ica::ndis", "NdisOpenConfigurationEx: bad object header (type {kind:#x}, size {size})");
+        return Ok(NDIS_STATUS_INVALID_PARAMETER);
+    }
+    let owner = k.read_ptr(object + l.config_object_ndis_handle)?;
+    let key = match crate::miniport::adapter_mut(k, owner) {
+        Some(a) => a.config_key.clone(),
+        None => match crate::ndis6::driver(k, owner) {
+            Some(d) => format!(r"{}\Parameters", d.registry_path.trim_end_matches('\\')),
+            None => {
+                tracing::warn!(target: "ica::ndis", "NdisOpenConfigurationEx with {owner:#x}, which is neither an adapter nor a driver handle");
+                return Ok(NDIS_STATUS_FAILURE);
+            }
+        },
+    };
+    let handle = open_key(k, key)?;
+    k.write_ptr(handle_out, handle)?;
+    Ok(NDIS_STATUS_SUCCESS)
 }
 
 /// NdisCloseConfiguration(ConfigurationHandle): frees the handle and everything read through it.
@@ -156,7 +189,7 @@ fn convert(value: &RegValue, requested: u32) -> Option<Parameter> {
     }
 }
 
-fn reserved_keyword(k: &Kernel, keyword: &str) -> Option<Parameter> {
+fn reserved_keyword(k: &mut Kernel, keyword: &str) -> Option<Parameter> {
     let v = if keyword.eq_ignore_ascii_case("Environment") {
         ENVIRONMENT_WINDOWS_NT
     } else if keyword.eq_ignore_ascii_case("ProcessorType") {
@@ -165,7 +198,7 @@ fn reserved_keyword(k: &Kernel, keyword: &str) -> Option<Parameter> {
             dbt::Arch::X64 => PROCESSOR_AMD64,
         }
     } else if keyword.eq_ignore_ascii_case("NdisVersion") {
-        NDIS_VERSION_51
+        crate::sync::version_for_caller(k)
     } else {
         return None;
     };
@@ -305,6 +338,7 @@ pub fn read_network_address(
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisOpenConfiguration => open_configuration(status: u64, configuration_handle: u64, wrapper_configuration_context: u64);
     stdcall NdisReadConfiguration => read_configuration(status: u64, parameter_value: u64, configuration_handle: u64, keyword: u64, parameter_type: u32);
+    stdcall NdisOpenConfigurationEx => open_configuration_ex(config_object: u64, configuration_handle: u64);
     stdcall NdisCloseConfiguration => close_configuration(configuration_handle: u64);
     stdcall NdisReadNetworkAddress => read_network_address(status: u64, network_address: u64, network_address_length: u64, configuration_handle: u64);
 ];

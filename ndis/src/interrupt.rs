@@ -1,31 +1,63 @@
-//! Miniport interrupts (NDIS 5): NdisMRegisterInterrupt / NdisMDeregisterInterrupt /
-//! NdisMSynchronizeWithInterrupt, and delivery of an asserted line to the ISR and then the
-//! interrupt DPC (MiniportHandleInterrupt), at the IRQLs Windows uses: the ISR at the device's
-//! IRQL, the handler at DISPATCH_LEVEL.
+//! Miniport interrupts: NDIS 5 (NdisMRegisterInterrupt / NdisMDeregisterInterrupt /
+//! NdisMSynchronizeWithInterrupt) and NDIS 6 line-based interrupts (NdisMRegisterInterruptEx /
+//! NdisMDeregisterInterruptEx / NdisMSynchronizeWithInterruptEx), and delivery of an asserted
+//! line to the ISR and then the interrupt DPC, at the IRQLs Windows uses: the ISR at the device's
+//! IRQL, the DPC at DISPATCH_LEVEL.
 //!
-//! A driver that asked for no ISR (RequestIsr FALSE) gets MiniportDisableInterrupt at device
-//! IRQL instead and MiniportEnableInterrupt after MiniportHandleInterrupt, as NDIS does.
+//! NDIS 5: a driver that asked for no ISR (RequestIsr FALSE) gets MiniportDisableInterrupt at
+//! device IRQL instead and MiniportEnableInterrupt after MiniportHandleInterrupt, as NDIS does.
+//! NDIS 6: MiniportInterrupt(Context, &QueueDefaultInterruptDpc, &TargetProcessors) at device
+//! IRQL, then MiniportInterruptDPC(Context, MiniportDpcContext NULL, NULL, NULL) at DISPATCH_LEVEL
+//! if the ISR queued the default DPC (or targeted processor 0, the only one). Message-signalled
+//! interrupts are not offered: NdisMRegisterInterruptEx always connects the line.
 
 use ntoskrnl::export::Export;
-use ntoskrnl::{export_table, ke, KResult, Kernel};
+use ntoskrnl::{ex, export_table, ke, KResult, Kernel};
 
-use crate::miniport::adapter_mut;
+use crate::miniport::{adapter_mut, at_dispatch};
 use crate::wrapper::Handler;
-use crate::{NdisState, NdisStatus, NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS};
+use crate::{
+    alloc_handle, NdisState, NdisStatus, NDIS_STATUS_FAILURE, NDIS_STATUS_INVALID_PARAMETER,
+    NDIS_STATUS_SUCCESS,
+};
 
 /// The IRQL device interrupts are delivered at (DIRQL; above DISPATCH_LEVEL, within cr8's range).
 pub const DEVICE_IRQL: u8 = 11;
 
-/// A registered interrupt: the NDIS_MINIPORT_INTERRUPT the driver passed (its identity) and how
-/// to deliver it.
+/// NDIS_OBJECT_TYPE_MINIPORT_INTERRUPT.
+const OBJECT_TYPE_MINIPORT_INTERRUPT: u8 = 0x84;
+/// NDIS_CONNECT_LINE_BASED (NDIS_INTERRUPT_TYPE).
+const CONNECT_LINE_BASED: u32 = 1;
+
+/// How a registered interrupt reaches its miniport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptKind {
+    /// NDIS 5: the handlers are the adapter's characteristics.
+    Ndis5 {
+        /// Whether the miniport's ISR runs on every interrupt (RequestIsr).
+        request_isr: bool,
+    },
+    /// NDIS 6: the handlers of NDIS_MINIPORT_INTERRUPT_CHARACTERISTICS.
+    Ndis6 {
+        /// MiniportInterruptContext.
+        context: u64,
+        /// InterruptHandler (MiniportInterrupt).
+        isr: u64,
+        /// InterruptDpcHandler (MiniportInterruptDPC).
+        dpc: u64,
+    },
+}
+
+/// A registered interrupt, keyed by its identity: the NDIS_MINIPORT_INTERRUPT the NDIS 5 driver
+/// passed, or the NdisInterruptHandle NDIS 6 handed out (an NDIS pool block).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interrupt {
-    /// The adapter (its NDIS_MINIPORT_BLOCK).
+    /// The adapter (its handle).
     pub adapter: u64,
     /// The interrupt line (vector) it is connected to.
     pub vector: u32,
-    /// Whether the miniport's ISR runs on every interrupt (RequestIsr).
-    pub request_isr: bool,
+    /// The miniport's side.
+    pub kind: InterruptKind,
 }
 
 /// NdisMRegisterInterrupt(Interrupt, MiniportAdapterHandle, InterruptVector, InterruptLevel,
@@ -59,7 +91,7 @@ pub fn register_interrupt(
         Interrupt {
             adapter: handle,
             vector,
-            request_isr,
+            kind: InterruptKind::Ndis5 { request_isr },
         },
     );
     Ok(NDIS_STATUS_SUCCESS)
@@ -67,12 +99,89 @@ pub fn register_interrupt(
 
 /// NdisMDeregisterInterrupt(Interrupt).
 pub fn deregister_interrupt(k: &mut Kernel, object: u64) -> KResult<()> {
-    if let Some(i) = k.extension::<NdisState>().interrupts.remove(&object) {
-        if let Some(a) = adapter_mut(k, i.adapter) {
-            a.interrupt = None;
-        }
+    forget(k, object)
+}
+
+/// Disconnects a registered interrupt (NDIS 5 or NDIS 6) and frees the handle NDIS allocated
+/// for it; an unknown one is ignored.
+pub(crate) fn forget(k: &mut Kernel, object: u64) -> KResult<()> {
+    let Some(i) = k.extension::<NdisState>().interrupts.remove(&object) else {
+        return Ok(());
+    };
+    if let Some(a) = adapter_mut(k, i.adapter) {
+        a.interrupt = None;
+    }
+    if let InterruptKind::Ndis6 { .. } = i.kind {
+        ex::free(k, object, None)?;
     }
     Ok(())
+}
+
+/// NdisMRegisterInterruptEx(MiniportAdapterHandle, MiniportInterruptContext,
+/// MiniportInterruptCharacteristics, NdisInterruptHandle): connects the adapter's interrupt line
+/// (its first interrupt resource) to InterruptHandler / InterruptDpcHandler and reports
+/// NDIS_CONNECT_LINE_BASED in InterruptType.
+pub fn register_interrupt_ex(
+    k: &mut Kernel,
+    handle: u64,
+    context: u64,
+    chars: u64,
+    handle_out: u64,
+) -> KResult<NdisStatus> {
+    let l = crate::layout6(k);
+    let kind = k.m.mem.read_u8(chars + l.object_header_type)?;
+    let size = u64::from(k.m.mem.read_u16(chars + l.object_header_size_field)?);
+    if kind != OBJECT_TYPE_MINIPORT_INTERRUPT
+        || size < l.interrupt_chars_message_info_table + k.ptr_size()
+    {
+        tracing::warn!(target: "ica::ndis", "NdisMRegisterInterruptEx: bad characteristics header (type {kind:#x}, size {size})");
+        return Ok(NDIS_STATUS_INVALID_PARAMETER);
+    }
+    let isr = k.read_ptr(chars + l.interrupt_chars_interrupt_handler)?;
+    let dpc = k.read_ptr(chars + l.interrupt_chars_interrupt_dpc_handler)?;
+    let Some(a) = adapter_mut(k, handle) else {
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    if isr == 0 || dpc == 0 {
+        tracing::warn!(target: "ica::ndis", "{}: NdisMRegisterInterruptEx without a line-based InterruptHandler and InterruptDpcHandler", a.name);
+        return Ok(NDIS_STATUS_INVALID_PARAMETER);
+    }
+    if a.interrupt.is_some() {
+        tracing::warn!(target: "ica::ndis", "{}: NdisMRegisterInterruptEx with an interrupt already registered", a.name);
+        return Ok(NDIS_STATUS_FAILURE);
+    }
+    let Some(vector) = a.resources.iter().find_map(|r| match *r {
+        crate::Resource::Interrupt { vector, .. } => Some(vector),
+        _ => None,
+    }) else {
+        tracing::warn!(target: "ica::ndis", "{}: NdisMRegisterInterruptEx, but the adapter has no interrupt resource", a.name);
+        return Ok(crate::resources::NDIS_STATUS_RESOURCE_CONFLICT);
+    };
+    k.m.mem
+        .write_u32(chars + l.interrupt_chars_interrupt_type, CONNECT_LINE_BASED)?;
+    k.write_ptr(chars + l.interrupt_chars_message_info_table, 0)?;
+    let object = alloc_handle(k, b"NDin")?;
+    k.extension::<NdisState>().interrupts.insert(
+        object,
+        Interrupt {
+            adapter: handle,
+            vector,
+            kind: InterruptKind::Ndis6 { context, isr, dpc },
+        },
+    );
+    if let Some(a) = adapter_mut(k, handle) {
+        a.interrupt = Some(object);
+    }
+    k.write_ptr(handle_out, object)?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// NdisMDeregisterInterruptEx(NdisInterruptHandle).
+pub fn deregister_interrupt_ex(k: &mut Kernel, object: u64) -> KResult<()> {
+    if !k.extension::<NdisState>().interrupts.contains_key(&object) {
+        tracing::warn!(target: "ica::ndis", "NdisMDeregisterInterruptEx of {object:#x}, which is not a registered interrupt");
+    }
+    forget(k, object)
 }
 
 /// Runs `f` at device IRQL, restoring the IRQL after it (also when it fails).
@@ -95,10 +204,23 @@ pub fn synchronize_with_interrupt(
     at_device_irql(k, |k| Ok(k.call_guest(function, &[context])? as u8 != 0))
 }
 
+/// NdisMSynchronizeWithInterruptEx(NdisInterruptHandle, MessageId, SynchronizeFunction,
+/// SynchronizeContext): as NdisMSynchronizeWithInterrupt (one line, so MessageId does not matter).
+pub fn synchronize_with_interrupt_ex(
+    k: &mut Kernel,
+    object: u64,
+    _message_id: u32,
+    function: u64,
+    context: u64,
+) -> KResult<bool> {
+    synchronize_with_interrupt(k, object, function, context)
+}
+
 /// Delivers an asserted interrupt line to every miniport interrupt connected to it: the ISR (or
-/// MiniportDisableInterrupt) at device IRQL, then MiniportHandleInterrupt at DISPATCH_LEVEL if
-/// the ISR asked for it (then MiniportEnableInterrupt where NDIS calls it). Returns whether any
-/// miniport recognized the interrupt.
+/// NDIS 5 MiniportDisableInterrupt) at device IRQL, then the DPC (MiniportHandleInterrupt /
+/// MiniportInterruptDPC) at DISPATCH_LEVEL if the ISR asked for it (then NDIS 5
+/// MiniportEnableInterrupt where NDIS calls it), then NDIS's own after-DPC work (returning lent
+/// packets / NBLs). Returns whether any miniport recognized the interrupt.
 pub fn deliver(k: &mut Kernel, line: u32) -> KResult<bool> {
     let connected: Vec<Interrupt> = k
         .extension::<NdisState>()
@@ -110,34 +232,54 @@ pub fn deliver(k: &mut Kernel, line: u32) -> KResult<bool> {
     let mut recognized = false;
     for i in connected {
         let Some((context, chars, flags)) =
-            adapter_mut(k, i.adapter).map(|a| (a.context, a.chars.clone(), a.isr_flags()))
+            adapter_mut(k, i.adapter).map(|a| (a.context, a.ndis5_chars(), a.isr_flags()))
         else {
             continue;
         };
-        let queue = if i.request_isr {
-            let isr = chars.handler(Handler::Isr);
-            k.m.mem.write_u16(flags, 0)?;
-            at_device_irql(k, |k| k.call_guest(isr, &[flags, flags + 1, context]))?;
-            recognized |= k.m.mem.read_u8(flags)? != 0;
-            k.m.mem.read_u8(flags + 1)? != 0
-        } else {
-            let disable = chars.handler(Handler::DisableInterrupt);
-            if disable != 0 {
-                at_device_irql(k, |k| k.call_guest(disable, &[context]))?;
-            }
-            recognized = true;
-            true
-        };
-        if queue {
-            let handle = chars.handler(Handler::HandleInterrupt);
-            let enable = chars.handler(Handler::EnableInterrupt);
-            crate::miniport::at_dispatch(k, |k| {
-                k.call_guest(handle, &[context])?;
-                if enable != 0 {
-                    k.call_guest(enable, &[context])?;
+        let queued = match (i.kind, chars) {
+            (InterruptKind::Ndis5 { request_isr }, Some(chars)) => {
+                let queue = if request_isr {
+                    let isr = chars.handler(Handler::Isr);
+                    k.m.mem.write_u16(flags, 0)?;
+                    at_device_irql(k, |k| k.call_guest(isr, &[flags, flags + 1, context]))?;
+                    recognized |= k.m.mem.read_u8(flags)? != 0;
+                    k.m.mem.read_u8(flags + 1)? != 0
+                } else {
+                    let disable = chars.handler(Handler::DisableInterrupt);
+                    if disable != 0 {
+                        at_device_irql(k, |k| k.call_guest(disable, &[context]))?;
+                    }
+                    recognized = true;
+                    true
+                };
+                if queue {
+                    let handle = chars.handler(Handler::HandleInterrupt);
+                    let enable = chars.handler(Handler::EnableInterrupt);
+                    at_dispatch(k, |k| {
+                        k.call_guest(handle, &[context])?;
+                        if enable != 0 {
+                            k.call_guest(enable, &[context])?;
+                        }
+                        Ok(())
+                    })?;
                 }
-                Ok(())
-            })?;
+                queue
+            }
+            (InterruptKind::Ndis6 { context, isr, dpc }, _) => {
+                k.m.mem.write_u8(flags, 0)?;
+                k.m.mem.write_u32(flags + 4, 0)?;
+                let claimed =
+                    at_device_irql(k, |k| k.call_guest(isr, &[context, flags, flags + 4]))?;
+                recognized |= claimed as u8 != 0;
+                let queue = k.m.mem.read_u8(flags)? != 0 || k.m.mem.read_u32(flags + 4)? & 1 != 0;
+                if queue {
+                    at_dispatch(k, |k| k.call_guest(dpc, &[context, 0, 0, 0]))?;
+                }
+                queue
+            }
+            (InterruptKind::Ndis5 { .. }, None) => false,
+        };
+        if queued {
             crate::miniport::after_dpc(k, i.adapter)?;
         }
     }
@@ -148,4 +290,7 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMRegisterInterrupt => register_interrupt(interrupt: u64, miniport_adapter_handle: u64, interrupt_vector: u32, interrupt_level: u32, request_isr: bool, shared_interrupt: bool, interrupt_mode: u32);
     stdcall NdisMDeregisterInterrupt => deregister_interrupt(interrupt: u64);
     stdcall NdisMSynchronizeWithInterrupt => synchronize_with_interrupt(interrupt: u64, synchronize_function: u64, synchronize_context: u64);
+    stdcall NdisMRegisterInterruptEx => register_interrupt_ex(miniport_adapter_handle: u64, miniport_interrupt_context: u64, miniport_interrupt_characteristics: u64, ndis_interrupt_handle: u64);
+    stdcall NdisMDeregisterInterruptEx => deregister_interrupt_ex(ndis_interrupt_handle: u64);
+    stdcall NdisMSynchronizeWithInterruptEx => synchronize_with_interrupt_ex(ndis_interrupt_handle: u64, message_id: u32, synchronize_function: u64, synchronize_context: u64);
 ];

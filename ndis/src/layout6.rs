@@ -475,6 +475,30 @@ pub struct Ndis6Layout {
     pub device_pnp_event_information_buffer_length: u64,
     /// `offsetof(NET_DEVICE_PNP_EVENT, NdisReserved)`
     pub device_pnp_event_ndis_reserved: u64,
+    /// `sizeof(NDIS_MINIPORT_TIMER)`
+    pub miniport_timer_size: u64,
+    /// `offsetof(NDIS_MINIPORT_TIMER, Timer)`
+    pub miniport_timer_timer: u64,
+    /// `offsetof(NDIS_MINIPORT_TIMER, Dpc)`
+    pub miniport_timer_dpc: u64,
+    /// `offsetof(NDIS_MINIPORT_TIMER, MiniportTimerFunction)`
+    pub miniport_timer_miniport_timer_function: u64,
+    /// `offsetof(NDIS_MINIPORT_TIMER, MiniportTimerContext)`
+    pub miniport_timer_miniport_timer_context: u64,
+    /// `offsetof(NDIS_MINIPORT_TIMER, Miniport)`
+    pub miniport_timer_miniport: u64,
+    /// `sizeof(NDIS_TIMER)`
+    pub timer_size: u64,
+    /// `offsetof(NDIS_TIMER, Timer)`
+    pub timer_timer: u64,
+    /// `offsetof(NDIS_TIMER, Dpc)`
+    pub timer_dpc: u64,
+    /// `sizeof(SCATTER_GATHER_LIST)`
+    pub sg_list_size: u64,
+    /// `offsetof(SCATTER_GATHER_LIST, Elements)`
+    pub sg_list_elements: u64,
+    /// `sizeof(SCATTER_GATHER_ELEMENT)`
+    pub sg_element_size: u64,
 }
 
 /// Layouts for x86-32 drivers.
@@ -714,6 +738,18 @@ pub const X86: Ndis6Layout = Ndis6Layout {
     device_pnp_event_information_buffer: 12,
     device_pnp_event_information_buffer_length: 16,
     device_pnp_event_ndis_reserved: 20,
+    miniport_timer_size: 88,
+    miniport_timer_timer: 0,
+    miniport_timer_dpc: 40,
+    miniport_timer_miniport_timer_function: 72,
+    miniport_timer_miniport_timer_context: 76,
+    miniport_timer_miniport: 80,
+    timer_size: 72,
+    timer_timer: 0,
+    timer_dpc: 40,
+    sg_list_size: 24,
+    sg_list_elements: 8,
+    sg_element_size: 16,
 };
 
 /// Layouts for x64 drivers.
@@ -953,4 +989,16 @@ pub const X64: Ndis6Layout = Ndis6Layout {
     device_pnp_event_information_buffer: 16,
     device_pnp_event_information_buffer_length: 24,
     device_pnp_event_ndis_reserved: 28,
+    miniport_timer_size: 160,
+    miniport_timer_timer: 0,
+    miniport_timer_dpc: 64,
+    miniport_timer_miniport_timer_function: 128,
+    miniport_timer_miniport_timer_context: 136,
+    miniport_timer_miniport: 144,
+    timer_size: 128,
+    timer_timer: 0,
+    timer_dpc: 64,
+    sg_list_size: 40,
+    sg_list_elements: 16,
+    sg_element_size: 24,
 };

@@ -1,5 +1,5 @@
-//! NDIS memory: NdisAllocateMemory[WithTag] / NdisFreeMemory on the executive pool, owned by the
-//! calling driver image (so leak reports name the miniport).
+//! NDIS memory: NdisAllocateMemory, NdisAllocateMemoryWithTag(Priority) / NdisFreeMemory on the
+//! executive pool, owned by the calling driver image (so leak reports name the miniport).
 
 use ntoskrnl::export::{Export, Quad};
 use ntoskrnl::{ex, export_table, KResult, Kernel};

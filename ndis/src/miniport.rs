@@ -1,6 +1,10 @@
-//! NDIS 5 adapters: the NDIS_MINIPORT_BLOCK a miniport gets as its adapter handle, the adapter
+//! Adapters: the host-facing API of NDIS 5 and NDIS 6 adapters alike ([`initialize`], [`send`],
+//! [`query`] / [`set`] / [`completed_request`], [`periodic`], [`reset`], [`pause`] / [`restart`],
+//! [`halt`], [`shutdown`], [`take_events`], [`stats`]), which dispatches on the adapter's kind, and
+//! the NDIS 5 side: the NDIS_MINIPORT_BLOCK a miniport gets as its adapter handle, the adapter
 //! lifecycle (MiniportInitialize, CheckForHang, Reset, Halt, Shutdown), the send path, receive and
-//! status indications, and OID requests.
+//! status indications, and OID requests. The NDIS 6 side lives in [`crate::ndis6`] (lifecycle,
+//! OID requests, status) and [`crate::nbl`] (NET_BUFFER_LIST data path).
 //!
 //! The NDIS 5 indication macros (NdisMSendComplete, NdisMIndicateReceivePacket,
 //! NdisMEthIndicateReceive, NdisMIndicateStatus, NdisMQueryInformationComplete ...) call through
@@ -10,8 +14,9 @@
 //! The host drives an adapter with [`initialize`], [`send`], [`interrupt::deliver`](crate::interrupt::deliver),
 //! [`query`] / [`set`], [`periodic`] and [`halt`], and collects what the miniport indicated with
 //! [`take_events`]. Received packets are copied out at once; packets the miniport lent with
-//! NDIS_STATUS_SUCCESS are returned through MiniportReturnPacket after the indicating DPC, the way
-//! a protocol that retained them would.
+//! NDIS_STATUS_SUCCESS (NDIS 6: NBLs indicated without NDIS_RECEIVE_FLAGS_RESOURCES) are returned
+//! through MiniportReturnPacket (MiniportReturnNetBufferLists) after the indicating DPC, the way a
+//! protocol that retained them would.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -19,12 +24,13 @@ use std::time::{Duration, Instant};
 use ntoskrnl::export::Export;
 use ntoskrnl::{ex, export_table, ke, KResult, Kernel, KernelError};
 
+use crate::ndis6::Ndis6;
 use crate::packet::{self, new_buffer, new_packet};
 use crate::resources::{BusConfig, Resource};
 use crate::wrapper::{Handler, MiniportCharacteristics};
 use crate::{
-    NdisState, NdisStatus, NDIS_OWNER, NDIS_STATUS_FAILURE, NDIS_STATUS_RESOURCES,
-    NDIS_STATUS_SUCCESS,
+    MiniportDriverHandle, NdisState, NdisStatus, NDIS_OWNER, NDIS_STATUS_FAILURE,
+    NDIS_STATUS_RESOURCES, NDIS_STATUS_SUCCESS,
 };
 
 /// NDIS_STATUS_PENDING.
@@ -47,26 +53,30 @@ pub const NDIS_ATTRIBUTE_BUS_MASTER: u32 = 0x0000_0008;
 /// NDIS_ATTRIBUTE_DESERIALIZE.
 pub const NDIS_ATTRIBUTE_DESERIALIZE: u32 = 0x0000_0020;
 
+/// NdisShutdownPowerOff (NDIS_SHUTDOWN_ACTION).
+const NDIS_SHUTDOWN_POWER_OFF: u64 = 0;
 /// NdisMedium802_3.
 const NDIS_MEDIUM_802_3: u32 = 0;
 /// CheckForHang period when the miniport does not set one (seconds).
 const DEFAULT_CHECK_FOR_HANG_SECONDS: u32 = 2;
 /// Bytes of each NDIS-owned send buffer: the largest frame NDIS hands a miniport.
 pub const SEND_BUFFER_BYTES: u32 = 2048;
-/// Packets handed to MiniportSendPackets per call.
-const SEND_BATCH: usize = 16;
-/// NDIS-owned send packets an adapter may have outstanding.
-const MAX_OUTSTANDING_SENDS: usize = 256;
+/// Packets (NBLs) handed to MiniportSendPackets (MiniportSendNetBufferLists) per call.
+pub(crate) const SEND_BATCH: usize = 16;
+/// NDIS-owned send packets (NBLs) an adapter may have outstanding.
+pub(crate) const MAX_OUTSTANDING_SENDS: usize = 256;
 /// Ethernet header bytes (NDIS_SET_PACKET_HEADER_SIZE of sends).
 const ETH_HEADER: u32 = 14;
-/// Bytes of an adapter's scratch page (out-parameters, packet arrays, the medium array).
+/// Bytes of an adapter's scratch page (out-parameters, packet arrays, the medium array, NDIS 6
+/// pause and restart parameters).
 const SCRATCH_BYTES: u64 = 0x1000;
 /// Scratch offsets.
 const SCRATCH_OUT0: u64 = 0;
 const SCRATCH_OUT1: u64 = 8;
 const SCRATCH_MEDIUM: u64 = 16;
 const SCRATCH_ISR_FLAGS: u64 = 24;
-const SCRATCH_PACKETS: u64 = 64;
+/// NDIS 5: the packet array of MiniportSendPackets. NDIS 6: pause / restart parameters.
+pub(crate) const SCRATCH_PACKETS: u64 = 64;
 
 /// Shared memory handed out by NdisMAllocateSharedMemory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +113,28 @@ pub struct RequestResult {
 
 /// A request in progress (the miniport returned NDIS_STATUS_PENDING).
 #[derive(Debug, Clone, Copy)]
-struct PendingRequest {
-    query: bool,
-    buffer: u64,
-    len: u32,
+pub(crate) struct PendingRequest {
+    /// Query (true) or set.
+    pub(crate) query: bool,
+    /// The InformationBuffer.
+    pub(crate) buffer: u64,
+    /// Its length.
+    pub(crate) len: u32,
+    /// NDIS 6: the NDIS_OID_REQUEST (which holds the buffer); NDIS 5: 0.
+    pub(crate) request: u64,
+}
+
+/// Where an NDIS 6 adapter is in its run-state machine (NDIS 5 adapters are always Running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Sends and receives flow.
+    Running,
+    /// MiniportPause returned NDIS_STATUS_PENDING; NdisMPauseComplete ends it.
+    Pausing,
+    /// After MiniportInitializeEx and a completed pause: no data path.
+    Paused,
+    /// MiniportRestart returned NDIS_STATUS_PENDING; NdisMRestartComplete ends it.
+    Restarting,
 }
 
 /// Counters of an adapter's data path.
@@ -120,12 +148,24 @@ pub struct AdapterStats {
     pub sends_failed: u64,
     /// Sends the miniport refused for lack of resources (requeued, not lost).
     pub sends_requeued: u64,
+    /// The failure status of the last send that failed (NDIS_STATUS_*), if one did.
+    pub last_send_failure: Option<NdisStatus>,
     /// Frames indicated as received.
     pub receives: u64,
+    /// Receive indications (one may carry several packets / NBLs).
+    pub indications: u64,
     /// Packets returned to the miniport through MiniportReturnPacket.
     pub returns: u64,
     /// Interrupts delivered to the ISR.
     pub interrupts: u64,
+}
+
+impl AdapterStats {
+    /// Counts a send the miniport completed with `status` (not NDIS_STATUS_SUCCESS).
+    pub(crate) fn count_send_failure(&mut self, status: NdisStatus) {
+        self.sends_failed += 1;
+        self.last_send_failure = Some(status);
+    }
 }
 
 /// An NDIS-owned send packet: descriptor, its one buffer and the buffer's memory.
@@ -136,19 +176,38 @@ struct SendSlot {
     data: u64,
 }
 
-/// The host record of an adapter (keyed by its NDIS_MINIPORT_BLOCK address, the adapter handle).
+/// The NDIS 5 part of an adapter.
+pub(crate) struct Ndis5 {
+    /// The registered characteristics.
+    pub(crate) chars: MiniportCharacteristics,
+    config_context: u64,
+    free_sends: Vec<SendSlot>,
+    outstanding: HashMap<u64, SendSlot>,
+    /// Packets lent by the miniport, to return after the indicating DPC.
+    to_return: Vec<u64>,
+    /// Frames whose data is still being transferred (MiniportTransferData pending): packet ->
+    /// (slot, header + lookahead bytes).
+    transfers: HashMap<u64, (SendSlot, Vec<u8>)>,
+}
+
+/// What kind of miniport an adapter belongs to, with that kind's state.
+pub(crate) enum Kind {
+    /// NDIS 5.x (NDIS_MINIPORT_BLOCK, NDIS_PACKETs).
+    Ndis5(Box<Ndis5>),
+    /// NDIS 6.0 (NET_BUFFER_LISTs, pause/restart).
+    Ndis6(Box<Ndis6>),
+}
+
+/// The host record of an adapter (keyed by its adapter handle: the NDIS_MINIPORT_BLOCK of an
+/// NDIS 5 adapter, an opaque NDIS block for an NDIS 6 one).
 pub struct Adapter {
     /// Name for reports (the device instance or service).
     pub name: String,
-    /// The wrapper the miniport registered with.
-    pub wrapper: u64,
-    /// The NDIS_MINIPORT_BLOCK (MiniportAdapterHandle).
+    /// The adapter handle (MiniportAdapterHandle).
     pub block: u64,
-    /// MiniportAdapterContext (from NdisMSetAttributes[Ex]).
+    /// MiniportAdapterContext (NdisMSetAttributesEx; NDIS 6: the registration attributes).
     pub context: u64,
-    /// The registered characteristics.
-    pub chars: MiniportCharacteristics,
-    /// NDIS_ATTRIBUTE_* flags.
+    /// NDIS_ATTRIBUTE_* flags (NDIS 6: NDIS_MINIPORT_ATTRIBUTES_*).
     pub attribute_flags: u32,
     /// NDIS_INTERFACE_TYPE.
     pub interface_type: u32,
@@ -158,6 +217,8 @@ pub struct Adapter {
     pub resources: Vec<Resource>,
     /// PCI configuration access, if the adapter sits on a bus.
     pub bus: Option<Box<dyn BusConfig>>,
+    /// The registry key the adapter's configuration is read from (absolute path).
+    pub config_key: String,
     /// Registered I/O port ranges (first port, count).
     pub port_ranges: Vec<(u32, u32)>,
     /// Shared memory by virtual address.
@@ -166,37 +227,103 @@ pub struct Adapter {
     pub map_registers: u32,
     /// NdisMInitializeScatterGatherDma was called.
     pub scatter_gather: bool,
+    /// The NdisMiniportDmaHandle of NdisMRegisterScatterGatherDma (NDIS 6), while registered.
+    pub sg_dma: Option<u64>,
     /// The registered NDIS_MINIPORT_INTERRUPT, if any.
     pub interrupt: Option<u64>,
     /// (handler, context) of NdisMRegisterAdapterShutdownHandler.
     pub shutdown_handler: Option<(u64, u64)>,
     /// Counters.
     pub stats: AdapterStats,
-    scratch: u64,
-    config_context: u64,
-    free_sends: Vec<SendSlot>,
-    outstanding: HashMap<u64, SendSlot>,
-    /// Packets lent by the miniport, to return after the indicating DPC.
-    to_return: Vec<u64>,
-    /// Frames whose data is still being transferred (MiniportTransferData pending): packet ->
-    /// (slot, header + lookahead bytes).
-    transfers: HashMap<u64, (SendSlot, Vec<u8>)>,
-    events: VecDeque<AdapterEvent>,
-    pending_request: Option<PendingRequest>,
-    completed_request: Option<RequestResult>,
-    reset_in_progress: bool,
+    pub(crate) kind: Kind,
+    pub(crate) scratch: u64,
+    pub(crate) events: VecDeque<AdapterEvent>,
+    pub(crate) pending_request: Option<PendingRequest>,
+    pub(crate) completed_request: Option<RequestResult>,
+    pub(crate) reset_in_progress: bool,
     next_check_for_hang: Instant,
+    /// Driver bugs found while the adapter ran (reported by [`halt`]).
+    pub(crate) findings: Vec<String>,
 }
 
 impl Adapter {
-    /// Whether the miniport is deserialized (completes every send itself).
+    /// Whether the miniport is deserialized (completes every send itself; every NDIS 6 miniport
+    /// is).
     pub fn deserialized(&self) -> bool {
-        self.attribute_flags & NDIS_ATTRIBUTE_DESERIALIZE != 0
+        self.is_ndis6() || self.attribute_flags & NDIS_ATTRIBUTE_DESERIALIZE != 0
     }
 
-    /// Two BOOLEANs for the ISR's InterruptRecognized and QueueMiniportHandleInterrupt.
+    /// Scratch space for the ISR's out-parameters: NDIS 5 InterruptRecognized and
+    /// QueueMiniportHandleInterrupt (two BOOLEANs); NDIS 6 QueueDefaultInterruptDpc (a BOOLEAN) and
+    /// TargetProcessors (a ULONG at +4).
     pub(crate) fn isr_flags(&self) -> u64 {
         self.scratch + SCRATCH_ISR_FLAGS
+    }
+
+    /// Whether this is an NDIS 6 adapter.
+    pub fn is_ndis6(&self) -> bool {
+        matches!(self.kind, Kind::Ndis6(_))
+    }
+
+    /// The NDIS 5 characteristics, if this is an NDIS 5 adapter.
+    pub(crate) fn ndis5_chars(&self) -> Option<MiniportCharacteristics> {
+        match &self.kind {
+            Kind::Ndis5(v) => Some(v.chars.clone()),
+            Kind::Ndis6(_) => None,
+        }
+    }
+
+    /// The NDIS 6 state, if this is an NDIS 6 adapter.
+    pub(crate) fn ndis6(&mut self) -> Option<&mut Ndis6> {
+        match &mut self.kind {
+            Kind::Ndis6(v) => Some(v),
+            Kind::Ndis5(_) => None,
+        }
+    }
+
+    /// Where the adapter is in the NDIS 6 run-state machine (always Running for NDIS 5).
+    pub fn run_state(&self) -> RunState {
+        match &self.kind {
+            Kind::Ndis6(v) => v.state,
+            Kind::Ndis5(_) => RunState::Running,
+        }
+    }
+
+    /// A new adapter record for `block` with nothing registered yet.
+    pub(crate) fn new(block: u64, scratch: u64, setup: AdapterSetup, kind: Kind) -> Adapter {
+        Adapter {
+            name: setup.name,
+            block,
+            context: 0,
+            attribute_flags: 0,
+            interface_type: 0,
+            check_for_hang_seconds: DEFAULT_CHECK_FOR_HANG_SECONDS,
+            resources: setup.resources,
+            bus: setup.bus,
+            config_key: setup.config_key,
+            port_ranges: Vec::new(),
+            shared_memory: BTreeMap::new(),
+            map_registers: 0,
+            scatter_gather: false,
+            sg_dma: None,
+            interrupt: None,
+            shutdown_handler: None,
+            stats: AdapterStats::default(),
+            kind,
+            scratch,
+            events: VecDeque::new(),
+            pending_request: None,
+            completed_request: None,
+            reset_in_progress: false,
+            next_check_for_hang: Instant::now(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// Starts the CheckForHang clock (after a successful initialization).
+    pub(crate) fn arm_check_for_hang(&mut self) {
+        self.next_check_for_hang =
+            Instant::now() + Duration::from_secs(u64::from(self.check_for_hang_seconds));
     }
 }
 
@@ -205,10 +332,24 @@ pub fn adapter_mut(k: &mut Kernel, handle: u64) -> Option<&mut Adapter> {
     k.extension::<NdisState>().adapters.get_mut(&handle)
 }
 
-fn adapter(k: &mut Kernel, handle: u64) -> KResult<&mut Adapter> {
+/// The adapter behind `handle`, or bug check 0x7C (BUGCODE_NDIS_DRIVER) naming the bad handle.
+pub(crate) fn adapter(k: &mut Kernel, handle: u64) -> KResult<&mut Adapter> {
     adapter_mut(k, handle).ok_or_else(|| {
         KernelError::bug_check(0x7C, format!("{handle:#x} is not an NDIS adapter handle"))
     })
+}
+
+/// The NDIS 5 part of the adapter behind `handle` (an NDIS 5 call on an NDIS 6 adapter is a
+/// driver bug).
+fn ndis5(k: &mut Kernel, handle: u64) -> KResult<&mut Ndis5> {
+    let a = adapter(k, handle)?;
+    match &mut a.kind {
+        Kind::Ndis5(v) => Ok(v),
+        Kind::Ndis6(_) => Err(KernelError::bug_check(
+            0x7C,
+            format!("{}: an NDIS 5 call on an NDIS 6 adapter", a.name),
+        )),
+    }
 }
 
 /// Runs `f` at DISPATCH_LEVEL (the IRQL NDIS calls a serialized miniport's send, request,
@@ -225,11 +366,12 @@ pub fn at_dispatch<T>(k: &mut Kernel, f: impl FnOnce(&mut Kernel) -> KResult<T>)
 pub struct AdapterSetup {
     /// Name for reports (device instance).
     pub name: String,
-    /// Registry key NdisOpenConfiguration reads for this adapter (absolute path).
+    /// Registry key NdisOpenConfiguration / NdisOpenConfigurationEx reads for this adapter (absolute
+    /// path).
     pub config_key: String,
-    /// Resources the bus assigned.
+    /// Resources the bus assigned (empty for a virtual adapter).
     pub resources: Vec<Resource>,
-    /// PCI configuration access.
+    /// PCI configuration access (none for a virtual adapter).
     pub bus: Option<Box<dyn BusConfig>>,
 }
 
@@ -285,10 +427,32 @@ fn handler_export(name: &str) -> &'static Export {
         .expect("every block handler is declared in EXPORTS or BLOCK_ONLY")
 }
 
-/// Creates the adapter of a registered NDIS 5 miniport and runs MiniportInitialize (medium:
-/// 802.3). `Ok(Err(status))` when the miniport (or NDIS) failed the initialization; everything
-/// NDIS allocated is released then.
+/// An adapter's scratch page (NDIS-owned).
+pub(crate) fn alloc_scratch(k: &mut Kernel) -> KResult<u64> {
+    ex::allocate(
+        k,
+        SCRATCH_BYTES,
+        u32::from_le_bytes(*b"NDsc"),
+        NDIS_OWNER.into(),
+    )
+}
+
+/// Creates an adapter of a registered miniport and initializes it: MiniportInitialize (medium
+/// 802.3) for NDIS 5; MiniportInitializeEx then MiniportRestart for NDIS 6, so that either kind
+/// is ready for traffic when this returns. `Ok(Err(status))` when the miniport (or NDIS) failed
+/// the initialization; everything NDIS allocated is released then.
 pub fn initialize(
+    k: &mut Kernel,
+    driver: MiniportDriverHandle,
+    setup: AdapterSetup,
+) -> KResult<Result<u64, NdisStatus>> {
+    match driver {
+        MiniportDriverHandle::Ndis5(wrapper) => initialize5(k, wrapper, setup),
+        MiniportDriverHandle::Ndis6(handle) => crate::ndis6::initialize(k, handle, setup),
+    }
+}
+
+fn initialize5(
     k: &mut Kernel,
     wrapper: u64,
     setup: AdapterSetup,
@@ -312,12 +476,7 @@ pub fn initialize(
     k.write_ptr(block + l.miniport_block_eth_db, block)?;
     k.m.mem
         .write_u32(block + l.miniport_block_media_type, NDIS_MEDIUM_802_3)?;
-    let scratch = ex::allocate(
-        k,
-        SCRATCH_BYTES,
-        u32::from_le_bytes(*b"NDsc"),
-        NDIS_OWNER.into(),
-    )?;
+    let scratch = alloc_scratch(k)?;
     let config_context = crate::config::configuration_context_for_key(k, &setup.config_key)?;
     if let Some(c) = k
         .extension::<NdisState>()
@@ -326,36 +485,15 @@ pub fn initialize(
     {
         c.adapter = Some(block);
     }
-    let record = Adapter {
-        name: setup.name,
-        wrapper,
-        block,
-        context: 0,
+    let kind = Kind::Ndis5(Box::new(Ndis5 {
         chars: chars.clone(),
-        attribute_flags: 0,
-        interface_type: 0,
-        check_for_hang_seconds: DEFAULT_CHECK_FOR_HANG_SECONDS,
-        resources: setup.resources,
-        bus: setup.bus,
-        port_ranges: Vec::new(),
-        shared_memory: BTreeMap::new(),
-        map_registers: 0,
-        scatter_gather: false,
-        interrupt: None,
-        shutdown_handler: None,
-        stats: AdapterStats::default(),
-        scratch,
         config_context,
         free_sends: Vec::new(),
         outstanding: HashMap::new(),
         to_return: Vec::new(),
         transfers: HashMap::new(),
-        events: VecDeque::new(),
-        pending_request: None,
-        completed_request: None,
-        reset_in_progress: false,
-        next_check_for_hang: Instant::now(),
-    };
+    }));
+    let record = Adapter::new(block, scratch, setup, kind);
     k.extension::<NdisState>().adapters.insert(block, record);
 
     k.m.mem
@@ -383,22 +521,29 @@ pub fn initialize(
     if selected != 0 {
         tracing::warn!(target: "ica::ndis", "MiniportInitialize selected medium index {selected} of a 1-entry array");
     }
-    let a = adapter(k, block)?;
-    a.next_check_for_hang =
-        Instant::now() + Duration::from_secs(u64::from(a.check_for_hang_seconds));
+    adapter(k, block)?.arm_check_for_hang();
     Ok(Ok(block))
 }
 
 /// Frees what NDIS allocated for an adapter and what the miniport left behind; returns a line
-/// per leftover (each one a miniport bug: it should have released it in Halt or on failure).
-fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
-    let Some(a) = k.extension::<NdisState>().adapters.remove(&block) else {
+/// per leftover and per driver bug recorded while the adapter ran (each a miniport bug: it should
+/// have released the thing in Halt or on failure).
+pub(crate) fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
+    let Some(mut a) = k.extension::<NdisState>().adapters.remove(&block) else {
         return Ok(Vec::new());
     };
-    let mut leftovers = Vec::new();
+    let mut leftovers = std::mem::take(&mut a.findings);
+    if let Some(req) = a.pending_request {
+        leftovers.push(format!("{}: an OID request never completed", a.name));
+        if req.request != 0 {
+            crate::ndis6::drop_request(k, req)?;
+        } else {
+            ex::free(k, req.buffer, None)?;
+        }
+    }
     if let Some(i) = a.interrupt {
         leftovers.push(format!("{}: interrupt {i:#x} still registered", a.name));
-        k.extension::<NdisState>().interrupts.remove(&i);
+        crate::interrupt::forget(k, i)?;
     }
     for (first, count) in &a.port_ranges {
         leftovers.push(format!(
@@ -416,22 +561,36 @@ fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
     if a.map_registers != 0 {
         leftovers.push(format!("{}: map registers not freed", a.name));
     }
-    let slots = a
-        .free_sends
-        .iter()
-        .chain(a.outstanding.values())
-        .chain(a.transfers.values().map(|(s, _)| s))
-        .copied()
-        .collect::<Vec<_>>();
-    for s in slots {
-        free_slot(k, s)?;
+    if let Some(d) = a.sg_dma {
+        leftovers.push(format!(
+            "{}: scatter/gather DMA {d:#x} still registered",
+            a.name
+        ));
+        ex::free(k, d, None)?;
     }
-    if k.extension::<NdisState>()
-        .config_contexts
-        .remove(&a.config_context)
-        .is_some()
-    {
-        ex::free(k, a.config_context, None)?;
+    leftovers.extend(crate::timer::release_owned_by(k, block, &a.name)?);
+    leftovers.extend(crate::nbl::release_pools_of(k, block, &a.name)?);
+    match a.kind {
+        Kind::Ndis5(v) => {
+            let slots = v
+                .free_sends
+                .iter()
+                .chain(v.outstanding.values())
+                .chain(v.transfers.values().map(|(s, _)| s))
+                .copied()
+                .collect::<Vec<_>>();
+            for s in slots {
+                free_slot(k, s)?;
+            }
+            if k.extension::<NdisState>()
+                .config_contexts
+                .remove(&v.config_context)
+                .is_some()
+            {
+                ex::free(k, v.config_context, None)?;
+            }
+        }
+        Kind::Ndis6(v) => crate::nbl::free_send_slots(k, &v.sends)?,
     }
     ex::free(k, a.scratch, None)?;
     ex::free(k, block, None)?;
@@ -446,10 +605,11 @@ fn free_slot(k: &mut Kernel, s: SendSlot) -> KResult<()> {
 
 /// A send slot for `frame` (a free one, or a new one while under the outstanding limit).
 fn take_slot(k: &mut Kernel, block: u64, frame: &[u8]) -> KResult<Option<SendSlot>> {
-    let a = adapter(k, block)?;
-    let slot = match a.free_sends.pop() {
+    let v = ndis5(k, block)?;
+    let room = v.outstanding.len() + v.transfers.len() < MAX_OUTSTANDING_SENDS;
+    let slot = match v.free_sends.pop() {
         Some(s) => s,
-        None if a.outstanding.len() + a.transfers.len() < MAX_OUTSTANDING_SENDS => {
+        None if room => {
             let data = ex::allocate(
                 k,
                 u64::from(SEND_BUFFER_BYTES),
@@ -474,12 +634,16 @@ fn take_slot(k: &mut Kernel, block: u64, frame: &[u8]) -> KResult<Option<SendSlo
     Ok(Some(slot))
 }
 
-/// Hands frames from the front of `frames` to the miniport (MiniportSendPackets, or MiniportSend
-/// for an NDIS 3 style miniport) at DISPATCH_LEVEL. Frames the miniport refuses for lack of
-/// resources go back to the front of the queue, in order, to be retried later; a frame larger
-/// than [`SEND_BUFFER_BYTES`] is dropped and counted as a failed send.
+/// Hands frames from the front of `frames` to the miniport: NDIS 5 MiniportSendPackets (or
+/// MiniportSend for an NDIS 3 style miniport), NDIS 6 MiniportSendNetBufferLists (see the
+/// [`nbl`](crate::nbl) module), at DISPATCH_LEVEL. Frames the miniport refuses for lack of resources go
+/// back to the front of the queue, in order, to be retried later; a frame larger than
+/// [`SEND_BUFFER_BYTES`] is dropped and counted as a failed send.
 pub fn send(k: &mut Kernel, block: u64, frames: &mut VecDeque<Vec<u8>>) -> KResult<()> {
-    let chars = adapter(k, block)?.chars.clone();
+    if adapter(k, block)?.ndis6().is_some() {
+        return crate::nbl::send(k, block, frames);
+    }
+    let chars = ndis5(k, block)?.chars.clone();
     let send_packets = chars.handler(Handler::SendPackets);
     let send_one = chars.handler(Handler::Send);
     while !frames.is_empty() {
@@ -508,8 +672,9 @@ pub fn send(k: &mut Kernel, block: u64, frames: &mut VecDeque<Vec<u8>>) -> KResu
         let context = a.context;
         let scratch = a.scratch;
         a.stats.sends += batch.len() as u64;
+        let v = ndis5(k, block)?;
         for (slot, _) in &batch {
-            a.outstanding.insert(slot.packet, *slot);
+            v.outstanding.insert(slot.packet, *slot);
         }
         let statuses: Vec<NdisStatus> = if send_packets != 0 {
             for (i, (slot, _)) in batch.iter().enumerate() {
@@ -544,11 +709,12 @@ pub fn send(k: &mut Kernel, block: u64, frames: &mut VecDeque<Vec<u8>>) -> KResu
             if deserialized || status == NDIS_STATUS_PENDING {
                 continue;
             }
-            let a = adapter(k, block)?;
-            if a.outstanding.remove(&slot.packet).is_none() {
+            let v = ndis5(k, block)?;
+            if v.outstanding.remove(&slot.packet).is_none() {
                 continue;
             }
-            a.free_sends.push(slot);
+            v.free_sends.push(slot);
+            let a = adapter(k, block)?;
             if status == NDIS_STATUS_RESOURCES {
                 a.stats.sends_requeued += 1;
                 a.stats.sends -= 1;
@@ -556,7 +722,7 @@ pub fn send(k: &mut Kernel, block: u64, frames: &mut VecDeque<Vec<u8>>) -> KResu
             } else if status == NDIS_STATUS_SUCCESS {
                 a.stats.sends_ok += 1;
             } else {
-                a.stats.sends_failed += 1;
+                a.stats.count_send_failure(status);
             }
         }
         if !refused.is_empty() {
@@ -566,20 +732,24 @@ pub fn send(k: &mut Kernel, block: u64, frames: &mut VecDeque<Vec<u8>>) -> KResu
             break;
         }
     }
-    return_packets(k, block)
+    return_received(k, block)
 }
 
-/// Returns the packets the miniport lent in indications (MiniportReturnPacket at
-/// DISPATCH_LEVEL).
-pub fn return_packets(k: &mut Kernel, block: u64) -> KResult<()> {
-    let a = adapter(k, block)?;
-    if a.to_return.is_empty() {
+/// Returns what the miniport lent in receive indications: NDIS 5 packets through
+/// MiniportReturnPacket, NDIS 6 NBLs through MiniportReturnNetBufferLists, at DISPATCH_LEVEL.
+pub fn return_received(k: &mut Kernel, block: u64) -> KResult<()> {
+    if adapter(k, block)?.ndis6().is_some() {
+        return crate::nbl::return_nbls(k, block);
+    }
+    let v = ndis5(k, block)?;
+    if v.to_return.is_empty() {
         return Ok(());
     }
-    let packets = std::mem::take(&mut a.to_return);
+    let packets = std::mem::take(&mut v.to_return);
+    let handler = v.chars.handler(Handler::ReturnPacket);
+    let a = adapter(k, block)?;
     let context = a.context;
     a.stats.returns += packets.len() as u64;
-    let handler = a.chars.handler(Handler::ReturnPacket);
     at_dispatch(k, |k| {
         for p in packets {
             k.call_guest(handler, &[context, p])?;
@@ -588,10 +758,25 @@ pub fn return_packets(k: &mut Kernel, block: u64) -> KResult<()> {
     })
 }
 
-/// What NDIS does after a miniport's interrupt DPC: return lent packets.
+/// [`return_received`] for every adapter (after a DPC that is not an adapter's own, such as a
+/// timer's).
+pub fn return_all(k: &mut Kernel) -> KResult<()> {
+    let blocks: Vec<u64> = k
+        .extension::<NdisState>()
+        .adapters
+        .keys()
+        .copied()
+        .collect();
+    for block in blocks {
+        return_received(k, block)?;
+    }
+    Ok(())
+}
+
+/// What NDIS does after a miniport's interrupt DPC: return lent packets / NBLs.
 pub fn after_dpc(k: &mut Kernel, block: u64) -> KResult<()> {
     adapter(k, block)?.stats.interrupts += 1;
-    return_packets(k, block)
+    return_received(k, block)
 }
 
 /// Everything the miniport indicated since the last call.
@@ -606,8 +791,15 @@ pub fn stats(k: &mut Kernel, block: u64) -> Option<AdapterStats> {
     adapter_mut(k, block).map(|a| a.stats)
 }
 
-/// Issues an OID request (MiniportQueryInformation with a `len`-byte buffer, or
-/// MiniportSetInformation with `data`) at DISPATCH_LEVEL. `None` if the miniport pended it: the
+/// Where the adapter is in the NDIS 6 run-state machine (NDIS 5 adapters are always Running);
+/// `None` for an unknown handle.
+pub fn run_state(k: &mut Kernel, block: u64) -> Option<RunState> {
+    adapter_mut(k, block).map(|a| a.run_state())
+}
+
+/// Issues an OID request: NDIS 5 MiniportQueryInformation with a `len`-byte buffer or
+/// MiniportSetInformation with `data`, at DISPATCH_LEVEL; NDIS 6 an NDIS_OID_REQUEST to
+/// MiniportOidRequest (see [`crate::ndis6::request`]). `None` if the miniport pended it: the
 /// result arrives through its completion and [`completed_request`] hands it out.
 fn request(
     k: &mut Kernel,
@@ -624,9 +816,12 @@ fn request(
             format!("{}: an OID request is already pending", a.name),
         ));
     }
+    if a.ndis6().is_some() {
+        return crate::ndis6::request(k, block, query, oid, len, data);
+    }
     let context = a.context;
     let scratch = a.scratch;
-    let handler = a.chars.handler(if query {
+    let handler = ndis5(k, block)?.chars.handler(if query {
         Handler::QueryInformation
     } else {
         Handler::SetInformation
@@ -653,11 +848,17 @@ fn request(
             ],
         )
     })? as NdisStatus;
+    let req = PendingRequest {
+        query,
+        buffer,
+        len,
+        request: 0,
+    };
     if status == NDIS_STATUS_PENDING {
-        adapter(k, block)?.pending_request = Some(PendingRequest { query, buffer, len });
+        adapter(k, block)?.pending_request = Some(req);
         return Ok(None);
     }
-    finish_request(k, block, PendingRequest { query, buffer, len }, status).map(Some)
+    finish_request(k, block, req, status).map(Some)
 }
 
 fn finish_request(
@@ -698,66 +899,123 @@ pub fn completed_request(k: &mut Kernel, block: u64) -> Option<RequestResult> {
     adapter_mut(k, block).and_then(|a| a.completed_request.take())
 }
 
-/// Runs MiniportCheckForHang when its period has elapsed, and MiniportReset if it reports a
-/// hang; returns when it is next due.
+/// The host loop's periodic work for an adapter: runs the kernel's deferred work (due timers,
+/// NDIS timers included, with their DPCs; queued DPCs and work items), MiniportCheckForHang / MiniportCheckForHangEx
+/// when its period has elapsed (and the reset handler if it reports a hang), and returns lent
+/// packets / NBLs. Returns when CheckForHang is next due ([`crate::timer::next_deadline`] says
+/// when the next timer is).
 pub fn periodic(k: &mut Kernel, block: u64) -> KResult<Instant> {
+    ke::run_deferred(k)?;
     let a = adapter(k, block)?;
     let now = Instant::now();
-    if now < a.next_check_for_hang {
-        return Ok(a.next_check_for_hang);
-    }
-    a.next_check_for_hang = now + Duration::from_secs(u64::from(a.check_for_hang_seconds));
-    let due = a.next_check_for_hang;
-    let (context, check) = (a.context, a.chars.handler(Handler::CheckForHang));
-    if check != 0 && !a.reset_in_progress {
-        let hung = at_dispatch(k, |k| k.call_guest(check, &[context]))? as u8 != 0;
-        if hung {
-            tracing::warn!(target: "ica::ndis", "{}: MiniportCheckForHang reported a hang; resetting", adapter(k, block)?.name);
+    if now >= a.next_check_for_hang {
+        a.next_check_for_hang = now + Duration::from_secs(u64::from(a.check_for_hang_seconds));
+        if !a.reset_in_progress && check_for_hang(k, block)? {
+            tracing::warn!(target: "ica::ndis", "{}: the miniport's CheckForHang reported a hang; resetting", adapter(k, block)?.name);
             reset(k, block)?;
         }
     }
-    return_packets(k, block)?;
-    Ok(due)
+    return_received(k, block)?;
+    Ok(adapter(k, block)?.next_check_for_hang)
 }
 
-/// Resets the adapter (MiniportReset); returns the status, NDIS_STATUS_PENDING until
-/// NdisMResetComplete if the miniport pends it.
+/// Runs the miniport's CheckForHang handler, if it has one (NDIS 5 at DISPATCH_LEVEL, NDIS 6
+/// CheckForHangEx at PASSIVE_LEVEL); whether it reported a hang.
+fn check_for_hang(k: &mut Kernel, block: u64) -> KResult<bool> {
+    let a = adapter(k, block)?;
+    let context = a.context;
+    let (handler, dispatch) = match &a.kind {
+        Kind::Ndis5(v) => (v.chars.handler(Handler::CheckForHang), true),
+        Kind::Ndis6(v) => (v.chars.check_for_hang, false),
+    };
+    if handler == 0 {
+        return Ok(false);
+    }
+    let hung = if dispatch {
+        at_dispatch(k, |k| k.call_guest(handler, &[context]))?
+    } else {
+        k.call_guest(handler, &[context])?
+    };
+    Ok(hung as u8 != 0)
+}
+
+/// Resets the adapter (MiniportReset / MiniportResetEx); returns the status,
+/// NDIS_STATUS_PENDING until NdisMResetComplete if the miniport pends it.
 pub fn reset(k: &mut Kernel, block: u64) -> KResult<NdisStatus> {
     let a = adapter(k, block)?;
-    let (context, handler, scratch) = (a.context, a.chars.handler(Handler::Reset), a.scratch);
+    let (context, scratch) = (a.context, a.scratch);
+    let (handler, dispatch) = match &a.kind {
+        Kind::Ndis5(v) => (v.chars.handler(Handler::Reset), true),
+        Kind::Ndis6(v) => (v.chars.reset, false),
+    };
     if handler == 0 {
         return Ok(NDIS_STATUS_NOT_SUPPORTED);
     }
     a.reset_in_progress = true;
-    let status = at_dispatch(k, |k| {
-        k.call_guest(handler, &[scratch + SCRATCH_OUT0, context])
-    })? as NdisStatus;
+    k.m.mem.write_u8(scratch + SCRATCH_OUT0, 0)?;
+    let status = if dispatch {
+        at_dispatch(k, |k| {
+            k.call_guest(handler, &[scratch + SCRATCH_OUT0, context])
+        })?
+    } else {
+        k.call_guest(handler, &[context, scratch + SCRATCH_OUT0])?
+    } as NdisStatus;
     if status != NDIS_STATUS_PENDING {
         adapter(k, block)?.reset_in_progress = false;
     }
     Ok(status)
 }
 
-/// Halts the adapter (MiniportHalt at PASSIVE_LEVEL) and frees it; returns what the miniport
-/// failed to release (each a driver bug, already freed by NDIS).
-pub fn halt(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
-    let a = adapter(k, block)?;
-    let (context, handler) = (a.context, a.chars.handler(Handler::Halt));
-    k.call_guest(handler, &[context])?;
-    return_packets(k, block)?;
-    release(k, block)
+/// Pauses an NDIS 6 adapter (MiniportPause, after returning the NBLs the host still holds);
+/// NDIS_STATUS_PENDING while the miniport has not called NdisMPauseComplete (see [`run_state`]).
+/// NDIS_STATUS_NOT_SUPPORTED for an NDIS 5 adapter, which has no paused state.
+pub fn pause(k: &mut Kernel, block: u64) -> KResult<NdisStatus> {
+    if adapter(k, block)?.ndis6().is_none() {
+        return Ok(NDIS_STATUS_NOT_SUPPORTED);
+    }
+    crate::ndis6::pause(k, block)
 }
 
-/// Runs the shutdown handler (NdisMRegisterAdapterShutdownHandler or the 5.1 characteristics'
-/// AdapterShutdownHandler), as at system shutdown.
+/// Restarts a paused NDIS 6 adapter (MiniportRestart); NDIS_STATUS_PENDING while the miniport has
+/// not called NdisMRestartComplete. NDIS_STATUS_NOT_SUPPORTED for an NDIS 5 adapter.
+pub fn restart(k: &mut Kernel, block: u64) -> KResult<NdisStatus> {
+    if adapter(k, block)?.ndis6().is_none() {
+        return Ok(NDIS_STATUS_NOT_SUPPORTED);
+    }
+    crate::ndis6::restart(k, block)
+}
+
+/// Halts the adapter (NDIS 5 MiniportHalt; NDIS 6 MiniportPause if it is not paused, then
+/// MiniportHaltEx; at PASSIVE_LEVEL) and frees it; returns what the miniport failed to release
+/// and the driver bugs found while it ran (each already cleaned up by NDIS).
+pub fn halt(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
+    let a = adapter(k, block)?;
+    let context = a.context;
+    let mut findings = Vec::new();
+    match &a.kind {
+        Kind::Ndis5(v) => {
+            let handler = v.chars.handler(Handler::Halt);
+            k.call_guest(handler, &[context])?;
+            return_received(k, block)?;
+        }
+        Kind::Ndis6(_) => findings.extend(crate::ndis6::halt(k, block)?),
+    }
+    findings.extend(release(k, block)?);
+    Ok(findings)
+}
+
+/// Runs the shutdown handler (NDIS 5: NdisMRegisterAdapterShutdownHandler's or the 5.1
+/// characteristics' AdapterShutdownHandler; NDIS 6: MiniportShutdownEx with NdisShutdownPowerOff),
+/// as at system shutdown.
 pub fn shutdown(k: &mut Kernel, block: u64) -> KResult<()> {
     let a = adapter(k, block)?;
-    let (handler, context) = match a.shutdown_handler {
-        Some(h) => h,
-        None => (a.chars.handler(Handler::AdapterShutdown), a.context),
+    let (handler, args) = match (&a.kind, a.shutdown_handler) {
+        (Kind::Ndis6(v), _) => (v.chars.shutdown, vec![a.context, NDIS_SHUTDOWN_POWER_OFF]),
+        (Kind::Ndis5(_), Some((handler, context))) => (handler, vec![context]),
+        (Kind::Ndis5(v), None) => (v.chars.handler(Handler::AdapterShutdown), vec![a.context]),
     };
     if handler != 0 {
-        k.call_guest(handler, &[context])?;
+        k.call_guest(handler, &args)?;
     }
     Ok(())
 }
@@ -767,21 +1025,22 @@ pub fn shutdown(k: &mut Kernel, block: u64) -> KResult<()> {
 
 /// NdisMSendComplete(MiniportAdapterHandle, Packet, Status).
 pub fn send_complete(k: &mut Kernel, block: u64, packet: u64, status: NdisStatus) -> KResult<()> {
-    let a = adapter(k, block)?;
-    let Some(slot) = a.outstanding.remove(&packet) else {
+    let v = ndis5(k, block)?;
+    let Some(slot) = v.outstanding.remove(&packet) else {
         return Err(KernelError::bug_check(
             0x7C,
             format!(
                 "{}: NdisMSendComplete of packet {packet:#x}, which is not a send in progress (completed twice?)",
-                a.name
+                adapter(k, block)?.name
             ),
         ));
     };
-    a.free_sends.push(slot);
+    v.free_sends.push(slot);
+    let a = adapter(k, block)?;
     if status == NDIS_STATUS_SUCCESS {
         a.stats.sends_ok += 1;
     } else {
-        a.stats.sends_failed += 1;
+        a.stats.count_send_failure(status);
     }
     Ok(())
 }
@@ -791,7 +1050,7 @@ pub fn send_resources_available(_k: &mut Kernel, _block: u64) -> KResult<()> {
     Ok(())
 }
 
-/// NdisMResetComplete(MiniportAdapterHandle, Status, AddressingReset).
+/// NdisMResetComplete(MiniportAdapterHandle, Status, AddressingReset) (NDIS 5 and NDIS 6).
 pub fn reset_complete(
     k: &mut Kernel,
     block: u64,
@@ -815,7 +1074,8 @@ pub fn indicate_receive_packet(
     packets: u64,
     count: u32,
 ) -> KResult<()> {
-    let has_return = adapter(k, block)?.chars.handler(Handler::ReturnPacket) != 0;
+    let has_return = ndis5(k, block)?.chars.handler(Handler::ReturnPacket) != 0;
+    adapter(k, block)?.stats.indications += 1;
     for i in 0..u64::from(count) {
         let p = k.read_ptr(packets + i * k.ptr_size())?;
         let status = packet::packet_status(k, p)?;
@@ -824,12 +1084,12 @@ pub fn indicate_receive_packet(
         if keep {
             packet::set_packet_status(k, p, NDIS_STATUS_PENDING)?;
         }
+        if keep {
+            ndis5(k, block)?.to_return.push(p);
+        }
         let a = adapter(k, block)?;
         a.stats.receives += 1;
         a.events.push_back(AdapterEvent::Receive(frame));
-        if keep {
-            a.to_return.push(p);
-        }
     }
     Ok(())
 }
@@ -849,6 +1109,7 @@ pub fn eth_indicate_receive(
     packet_size: u32,
 ) -> KResult<()> {
     let block = filter;
+    adapter(k, block)?.stats.indications += 1;
     let mut frame = k.m.mem.read_vec(header, header_size as usize)?;
     frame.extend(k.m.mem.read_vec(lookahead, lookahead_size as usize)?);
     if lookahead_size >= packet_size {
@@ -858,9 +1119,9 @@ pub fn eth_indicate_receive(
         return Ok(());
     }
     let rest = packet_size - lookahead_size;
+    let transfer = ndis5(k, block)?.chars.handler(Handler::TransferData);
     let a = adapter(k, block)?;
-    let (context, transfer, scratch) =
-        (a.context, a.chars.handler(Handler::TransferData), a.scratch);
+    let (context, scratch) = (a.context, a.scratch);
     if transfer == 0 || rest > SEND_BUFFER_BYTES {
         tracing::warn!(target: "ica::ndis", "{}: partial receive indication the host cannot complete", a.name);
         return Ok(());
@@ -880,7 +1141,7 @@ pub fn eth_indicate_receive(
         ],
     )? as NdisStatus;
     if status == NDIS_STATUS_PENDING {
-        adapter(k, block)?
+        ndis5(k, block)?
             .transfers
             .insert(slot.packet, (slot, frame));
         return Ok(());
@@ -903,8 +1164,8 @@ fn finish_transfer(
                 .read_vec(slot.data, transferred.min(SEND_BUFFER_BYTES) as usize)?,
         );
     }
+    ndis5(k, block)?.free_sends.push(slot);
     let a = adapter(k, block)?;
-    a.free_sends.push(slot);
     if status == NDIS_STATUS_SUCCESS {
         a.stats.receives += 1;
         a.events.push_back(AdapterEvent::Receive(frame));
@@ -920,7 +1181,7 @@ pub fn transfer_data_complete(
     status: NdisStatus,
     transferred: u32,
 ) -> KResult<()> {
-    let Some((slot, frame)) = adapter(k, block)?.transfers.remove(&packet) else {
+    let Some((slot, frame)) = ndis5(k, block)?.transfers.remove(&packet) else {
         return Err(KernelError::bug_check(
             0x7C,
             format!(
@@ -959,6 +1220,7 @@ pub fn indicate_status_complete(_k: &mut Kernel, _block: u64) -> KResult<()> {
 }
 
 fn request_complete(k: &mut Kernel, block: u64, status: NdisStatus, query: bool) -> KResult<()> {
+    ndis5(k, block)?;
     let a = adapter(k, block)?;
     let Some(req) = a.pending_request.filter(|r| r.query == query) else {
         return Err(KernelError::bug_check(

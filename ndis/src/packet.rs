@@ -24,7 +24,7 @@ const POOL_TAG: u32 = u32::from_le_bytes(*b"NDpl");
 /// MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL: MappedSystemVa is valid.
 const MDL_SYSTEM_VA_FLAGS: u16 = 0x0001 | 0x0004;
 
-/// A packet pool (NdisAllocatePacketPool[Ex]).
+/// A packet pool (NdisAllocatePacketPool, NdisAllocatePacketPoolEx).
 #[derive(Debug, Clone, Default)]
 pub struct PacketPool {
     /// Descriptors the pool hands out before NdisAllocatePacket fails.
@@ -360,8 +360,8 @@ pub fn buffer_to_span_pages(k: &mut Kernel, buffer: u64) -> KResult<u32> {
     })
 }
 
-/// NdisGetFirstBufferFromPacket[Safe](Packet, FirstBuffer, FirstBufferVA, FirstBufferLength,
-/// TotalBufferLength[, Priority]).
+/// NdisGetFirstBufferFromPacket(Packet, FirstBuffer, FirstBufferVA, FirstBufferLength,
+/// TotalBufferLength); NdisGetFirstBufferFromPacketSafe adds a Priority.
 pub fn get_first_buffer_from_packet(
     k: &mut Kernel,
     packet: u64,

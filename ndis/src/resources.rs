@@ -1,6 +1,7 @@
-//! Adapter resources: what the bus gave the device (NdisMQueryAdapterResources), I/O port ranges,
-//! shared memory and map registers for bus-master DMA, PCI configuration space, the adapter
-//! attributes (NdisMSetAttributes[Ex]) and the shutdown handler.
+//! Adapter resources: what the bus gave the device (NdisMQueryAdapterResources; NDIS 6: the
+//! AllocatedResources of MiniportInitializeEx), I/O port ranges, shared memory, map registers and
+//! scatter/gather DMA registration for bus-master DMA, PCI configuration space, the NDIS 5 adapter
+//! attributes (NdisMSetAttributes / NdisMSetAttributesEx) and the shutdown handler.
 //!
 //! Port I/O is direct (the port offset a driver gets is the port number; the translator routes
 //! in/out to the device). Shared memory is ordinary guest memory, page aligned, whose bus address
@@ -243,7 +244,16 @@ pub fn allocate_shared_memory(
     pa_out: u64,
 ) -> KResult<()> {
     let owner = k.caller_image();
-    if adapter_mut(k, handle).is_none() || length == 0 {
+    let usable = match adapter_mut(k, handle) {
+        // NDIS 6 hands out shared memory only after NdisMRegisterScatterGatherDma.
+        Some(a) if a.is_ndis6() && a.sg_dma.is_none() => {
+            tracing::warn!(target: "ica::ndis", "{}: NdisMAllocateSharedMemory before NdisMRegisterScatterGatherDma", a.name);
+            false
+        }
+        Some(_) => length != 0,
+        None => false,
+    };
+    if !usable {
         k.write_ptr(va_out, 0)?;
         return Ok(k.m.mem.write_u64(pa_out, 0)?);
     }
@@ -331,6 +341,69 @@ pub fn initialize_scatter_gather_dma(
             Ok(NDIS_STATUS_SUCCESS)
         }
         None => Ok(NDIS_STATUS_FAILURE),
+    }
+}
+
+/// NDIS_OBJECT_TYPE_SG_DMA_DESCRIPTION.
+const OBJECT_TYPE_SG_DMA_DESCRIPTION: u8 = 0x83;
+/// Guest page size.
+const PAGE: u32 = 0x1000;
+
+/// NdisMRegisterScatterGatherDma(MiniportAdapterHandle, DmaDescription, NdisMiniportDmaHandle)
+/// (NDIS 6): records the registration and reports in ScatterGatherListSize the size of a
+/// SCATTER_GATHER_LIST for a MaximumPhysicalMapping-byte buffer. Every guest page is bus
+/// addressable, so there is nothing else to set up.
+pub fn register_scatter_gather_dma(
+    k: &mut Kernel,
+    handle: u64,
+    description: u64,
+    dma_out: u64,
+) -> KResult<NdisStatus> {
+    let l = crate::layout6(k);
+    let (kind, _, size) = crate::ndis6::object_header(k, description)?;
+    if kind != OBJECT_TYPE_SG_DMA_DESCRIPTION || size < l.sg_dma_scatter_gather_list_size + 4 {
+        tracing::warn!(target: "ica::ndis", "NdisMRegisterScatterGatherDma: bad description header (type {kind:#x}, size {size})");
+        return Ok(crate::NDIS_STATUS_INVALID_PARAMETER);
+    }
+    let max =
+        k.m.mem
+            .read_u32(description + l.sg_dma_maximum_physical_mapping)?;
+    match adapter_mut(k, handle) {
+        Some(a) if a.sg_dma.is_none() => {}
+        Some(a) => {
+            tracing::warn!(target: "ica::ndis", "{}: NdisMRegisterScatterGatherDma twice", a.name);
+            return Ok(NDIS_STATUS_FAILURE);
+        }
+        None => return Ok(NDIS_STATUS_FAILURE),
+    }
+    let elements = u64::from(max.div_ceil(PAGE) + 1);
+    let list = l.sg_list_elements + elements * l.sg_element_size;
+    k.m.mem
+        .write_u32(description + l.sg_dma_scatter_gather_list_size, list as u32)?;
+    let dma = crate::alloc_handle(k, b"NDdm")?;
+    if let Some(a) = adapter_mut(k, handle) {
+        a.sg_dma = Some(dma);
+    }
+    k.write_ptr(dma_out, dma)?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// NdisMDeregisterScatterGatherDma(NdisMiniportDmaHandle).
+pub fn deregister_scatter_gather_dma(k: &mut Kernel, dma: u64) -> KResult<()> {
+    let owner = k
+        .extension::<NdisState>()
+        .adapters
+        .values_mut()
+        .find(|a| a.sg_dma == Some(dma));
+    match owner {
+        Some(a) => {
+            a.sg_dma = None;
+            ex::free(k, dma, None)
+        }
+        None => {
+            tracing::warn!(target: "ica::ndis", "NdisMDeregisterScatterGatherDma of {dma:#x}, which is not registered");
+            Ok(())
+        }
     }
 }
 
@@ -460,6 +533,8 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMAllocateMapRegisters => allocate_map_registers(miniport_adapter_handle: u64, dma_channel: u32, dma_size: u8, base_map_registers_needed: u32, maximum_physical_mapping: u32);
     stdcall NdisMFreeMapRegisters => free_map_registers(miniport_adapter_handle: u64);
     stdcall NdisMInitializeScatterGatherDma => initialize_scatter_gather_dma(miniport_adapter_handle: u64, dma64_bit_addresses: bool, maximum_physical_mapping: u32);
+    stdcall NdisMRegisterScatterGatherDma => register_scatter_gather_dma(miniport_adapter_handle: u64, dma_description: u64, ndis_miniport_dma_handle: u64);
+    stdcall NdisMDeregisterScatterGatherDma => deregister_scatter_gather_dma(ndis_miniport_dma_handle: u64);
     stdcall NdisMGetDmaAlignment => get_dma_alignment(miniport_adapter_handle: u64);
     stdcall NdisGetSharedDataAlignment => get_shared_data_alignment();
     stdcall NdisReadPciSlotInformation => read_pci_slot_information(ndis_adapter_handle: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);

@@ -248,9 +248,25 @@ pub fn get_system_up_time(k: &mut Kernel, out: u64) -> KResult<()> {
     Ok(k.m.mem.write_u32(out, ms as u32)?)
 }
 
-/// NdisGetVersion(): the NDIS version this host implements (5.1 for NDIS 5 miniports).
-pub fn get_version(_k: &mut Kernel) -> KResult<u32> {
-    Ok(0x0005_0001)
+/// NDIS 5.1 and 6.0 as NdisGetVersion encodes them (major in the high word).
+const NDIS_VERSION_51: u32 = 0x0005_0001;
+const NDIS_VERSION_60: u32 = 0x0006_0000;
+
+/// The NDIS version the calling driver sees: 6.0 for a driver that registered an NDIS 6 miniport,
+/// 5.1 for everyone else.
+pub fn version_for_caller(k: &mut Kernel) -> u32 {
+    let image = k.caller_image();
+    if crate::ndis6::is_ndis6_image(k, &image) {
+        NDIS_VERSION_60
+    } else {
+        NDIS_VERSION_51
+    }
+}
+
+/// NdisGetVersion(): the NDIS version this host implements for the caller (see
+/// [`version_for_caller`]).
+pub fn get_version(k: &mut Kernel) -> KResult<u32> {
+    Ok(version_for_caller(k))
 }
 
 /// NdisSystemProcessorCount(): the guest has one processor.

@@ -1,5 +1,5 @@
-//! The NDIS wrapper: NdisInitializeWrapper / NdisTerminateWrapper and miniport registration
-//! (NdisMRegisterMiniport). The wrapper handle a driver gets is a small pool block; the host keeps
+//! The NDIS wrapper: NdisInitializeWrapper / NdisTerminateWrapper, NDIS 5 miniport registration
+//! (NdisMRegisterMiniport), and NDIS's DriverUnload for miniport drivers (NDIS 5 and NDIS 6). The wrapper handle a driver gets is a small pool block; the host keeps
 //! the record (driver object, registry path, registered characteristics) keyed by its address.
 
 use ntoskrnl::export::Export;
@@ -242,7 +242,7 @@ pub fn register_miniport(
 }
 
 /// Points the miniport's DRIVER_OBJECT->DriverUnload at NDIS's unload routine, as registering a
-/// miniport does on Windows (a miniport never sets DriverUnload itself).
+/// miniport (NDIS 5 or NDIS 6) does on Windows (a miniport never sets DriverUnload itself).
 pub(crate) fn set_driver_unload(k: &mut Kernel, driver_object: u64) -> KResult<()> {
     if driver_object == 0 {
         return Ok(());
@@ -253,8 +253,10 @@ pub(crate) fn set_driver_unload(k: &mut Kernel, driver_object: u64) -> KResult<(
 }
 
 /// NDIS's DriverUnload for miniport drivers: runs the MiniportUnload registered with
-/// NdisMRegisterUnloadHandler, then releases the driver's wrapper records.
+/// NdisMRegisterUnloadHandler, then releases the driver's wrapper records; for an NDIS 6 driver,
+/// runs its MiniportDriverUnload (which deregisters it).
 pub fn unload_miniport_driver(k: &mut Kernel, driver_object: u64) -> KResult<()> {
+    crate::ndis6::unload_drivers(k, driver_object)?;
     let wrappers: Vec<(u64, Wrapper)> = crate::wrappers(k)
         .into_iter()
         .filter(|(_, w)| w.driver_object == driver_object)

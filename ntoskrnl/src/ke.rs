@@ -660,8 +660,14 @@ pub(crate) fn check_free(k: &mut Kernel, addr: u64, len: u64) -> KResult<()> {
     workitem::check_free(k, addr, end)
 }
 
+/// KeFlushQueuedDpcs(): returns once every queued DPC has run (callers are at PASSIVE_LEVEL).
+pub fn flush_queued_dpcs(k: &mut Kernel) -> KResult<()> {
+    run_dpcs(k).map(drop)
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall KeGetCurrentIrql => get_current_irql();
+    stdcall KeFlushQueuedDpcs => flush_queued_dpcs();
     stdcall KeRaiseIrqlToDpcLevel => raise_irql_to_dpc_level();
     stdcall KeInitializeSpinLock => initialize_spin_lock(spin_lock: u64);
     stdcall KeAcquireSpinLockRaiseToDpc => acquire_spin_lock(spin_lock: u64);

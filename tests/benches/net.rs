@@ -41,8 +41,8 @@ use dbt::Arch;
 use host_linux::net::{Bridge, BridgeConfig, NetError, NetEvent, NetMiniport};
 use host_linux::packet::LoopbackPort;
 use host_linux::rtl8139::Rtl8139;
-use loader::net::NetAdapter;
 use ica_tests::netns::{skip_reason, Netns, TapConfig};
+use loader::net::NetAdapter;
 
 /// Frame sizes measured (whole frames without FCS; the 64-byte one is 68 on the wire).
 const FRAME_SIZES: [usize; 2] = [64, 1500];
@@ -357,8 +357,14 @@ fn miniport_rows() -> Vec<(&'static str, MakeMiniport)> {
             "bridge+echo",
             Box::new(|| Ok(Box::new(EchoMiniport::default()) as Box<dyn NetMiniport>)),
         ),
-        ("ndis5 rtl8139 x86", ndis_loopback(Arch::X86, "rtl8139_ndis5")),
-        ("ndis5 rtl8139 x64", ndis_loopback(Arch::X64, "rtl8139_ndis5")),
+        (
+            "ndis5 rtl8139 x86",
+            ndis_loopback(Arch::X86, "rtl8139_ndis5"),
+        ),
+        (
+            "ndis5 rtl8139 x64",
+            ndis_loopback(Arch::X64, "rtl8139_ndis5"),
+        ),
     ]
 }
 

@@ -2,66 +2,30 @@
 //! path, on x86-32 and x64: MiniportInitialize with bus resources, port I/O, shared memory and an
 //! interrupt; sends through MiniportSendPackets and NdisMSendComplete; receives through the ISR,
 //! MiniportHandleInterrupt, NdisMIndicateReceivePacket and MiniportReturnPacket; OID queries and
-//! sets; Halt and unload with nothing leaked.
+//! sets; link changes; Halt and unload with nothing leaked, 100 times over; a failing
+//! MiniportInitialize.
 
 use std::collections::VecDeque;
 
 use dbt::Arch;
+use host_linux::bus::PciResources;
+use host_linux::device::{Bar, BarKind, ConfigHeader, ConfigSpace, Dma, PciDevice};
 use host_linux::net::{NetEvent, NetMiniport};
 use host_linux::packet::{PortHandle, QueuePort};
-use host_linux::rtl8139::{Cable, Rtl8139};
+use host_linux::rtl8139::Rtl8139;
+use ica_tests::nic::{
+    assert_sent, frame, load_and_initialize, one_frame_each_way_then_unload, pool_by_tag, received,
+    send_all, service, start_rtl8139, MAC, PEER,
+};
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::{oid, NetAdapter};
 
-const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-const PEER: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
-
 fn start(arch: Arch) -> (NetAdapter, PortHandle) {
-    let (nic, wire, _) = start_with_cable(arch);
+    let (nic, wire, _) = start_rtl8139(arch, DRIVER);
     (nic, wire)
 }
 
-fn start_with_cable(arch: Arch) -> (NetAdapter, PortHandle, Cable) {
-    let (port, wire) = QueuePort::new();
-    let dev = Box::new(Rtl8139::new(MAC, Box::new(port)));
-    let cable = dev.cable();
-    let nic = NetAdapter::start(
-        host(arch),
-        &driver_path(arch, "rtl8139_ndis5"),
-        dev,
-        None,
-        Vec::new(),
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", arch.name()));
-    (nic, wire, cable)
-}
-
-/// An Ethernet frame from `src` to `dst` with `len` payload bytes derived from `seed`.
-fn frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x88, 0xB5]); // local experimental ethertype
-    f.extend((0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed));
-    f
-}
-
-fn service(nic: &mut NetAdapter) -> Vec<NetEvent> {
-    let mut events = Vec::new();
-    for _ in 0..8 {
-        nic.service(&mut events).expect("service");
-    }
-    events
-}
-
-fn received(events: &[NetEvent]) -> Vec<Vec<u8>> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            NetEvent::Receive(f) => Some(f.clone()),
-            _ => None,
-        })
-        .collect()
-}
+const DRIVER: &str = "rtl8139_ndis5";
 
 #[test]
 fn initialize_reports_mac_link_and_mtu_through_oids() {
@@ -83,27 +47,11 @@ fn initialize_reports_mac_link_and_mtu_through_oids() {
 fn frames_go_out_through_the_driver_and_the_device() {
     for arch in ARCHES {
         let (mut nic, wire) = start(arch);
-        let mut queue: VecDeque<Vec<u8>> = (0..10)
+        let sent: Vec<Vec<u8>> = (0..10)
             .map(|i| frame(PEER, MAC, 40 + 137 * i, i as u8))
             .collect();
-        let sent: Vec<Vec<u8>> = queue.iter().cloned().collect();
-        let mut out = Vec::new();
-        for _ in 0..100 {
-            nic.send(&mut queue).expect("send");
-            service(&mut nic);
-            while let Some(f) = wire.take_sent() {
-                out.push(f);
-            }
-            if queue.is_empty() && out.len() == sent.len() {
-                break;
-            }
-        }
-        assert_eq!(out.len(), sent.len(), "{}", arch.name());
-        for (o, s) in out.iter().zip(&sent) {
-            // The miniport pads short frames to the 60-byte minimum.
-            assert_eq!(&o[..s.len()], &s[..], "{}", arch.name());
-            assert!(o.len() == s.len() || (s.len() < 60 && o.len() == 60));
-        }
+        let out = send_all(&mut nic, &wire, &sent);
+        assert_sent(arch, &out, &sent);
         let stats = nic.stats();
         assert_eq!(stats.sends_ok, 10, "{}: {stats:?}", arch.name());
         assert_eq!(stats.sends_failed, 0);
@@ -170,7 +118,7 @@ fn unsupported_oid_and_short_buffers_are_clean_errors() {
 #[test]
 fn cable_pull_and_replug_are_indicated_as_media_disconnect_and_connect() {
     for arch in ARCHES {
-        let (mut nic, wire, cable) = start_with_cable(arch);
+        let (mut nic, wire, cable) = start_rtl8139(arch, DRIVER);
         cable.plug(false);
         let events = service(&mut nic);
         assert_eq!(events, vec![NetEvent::Link(false)], "{}", arch.name());
@@ -184,6 +132,91 @@ fn cable_pull_and_replug_are_indicated_as_media_disconnect_and_connect() {
         let events = service(&mut nic);
         assert_eq!(events, vec![NetEvent::Link(true)], "{}", arch.name());
         assert!(nic.info().unwrap().link_up);
+        assert!(nic.stop().unwrap().is_empty());
+    }
+}
+
+/// One load / initialize / one frame each way / halt / unload cycle on a device already on the
+/// bus.
+fn reload_cycle(h: &mut loader::DriverHost, arch: Arch, res: &PciResources, wire: &PortHandle) {
+    let (driver, a) = load_and_initialize(h, arch, DRIVER, res, None);
+    let a = a.expect("MiniportInitialize");
+    one_frame_each_way_then_unload(h, &driver, a, wire);
+}
+
+#[test]
+fn unloading_and_reloading_100_times_leaks_nothing() {
+    for arch in ARCHES {
+        let mut h = host(arch);
+        let (port, wire) = QueuePort::new();
+        let res = h.attach_pci_device(Box::new(Rtl8139::new(MAC, Box::new(port))));
+        reload_cycle(&mut h, arch, &res, &wire);
+        let baseline = pool_by_tag(&h.k);
+        let mapped = h.k.images.len();
+        for _ in 0..100 {
+            reload_cycle(&mut h, arch, &res, &wire);
+        }
+        assert_eq!(pool_by_tag(&h.k), baseline, "{}", arch.name());
+        assert_eq!(h.k.images.len(), mapped, "{}: images unmapped", arch.name());
+        assert_eq!(h.k.pool.bytes_owned_by("rtl8139_ndis5.sys"), 0);
+    }
+}
+
+/// A PCI function with a 16-port I/O BAR: too small for the RTL8139 miniport, which fails
+/// MiniportInitialize with NDIS_STATUS_RESOURCE_CONFLICT.
+struct TinyDevice(ConfigSpace);
+
+impl PciDevice for TinyDevice {
+    fn config_read(&mut self, offset: u16, size: u8) -> u32 {
+        self.0.read(offset, size)
+    }
+    fn config_write(&mut self, offset: u16, size: u8, value: u32) {
+        self.0.write(offset, size, value)
+    }
+    fn bars(&self) -> Vec<Bar> {
+        self.0.bars()
+    }
+    fn bar_read(&mut self, _bar: usize, _offset: u64, _size: u8) -> u64 {
+        0
+    }
+    fn bar_write(&mut self, _bar: usize, _offset: u64, _size: u8, _value: u64) {}
+    fn interrupt_pending(&self) -> bool {
+        false
+    }
+    fn poll(&mut self, _dma: &mut dyn Dma) {}
+}
+
+#[test]
+fn failing_initialize_is_a_clean_error_and_nothing_is_left_behind() {
+    for arch in ARCHES {
+        let mut config = ConfigSpace::new(ConfigHeader {
+            vendor: 0x10EC,
+            device: 0x8139,
+            class: 0x02_00_00,
+            revision: 0,
+            subsystem_vendor: 0,
+            subsystem: 0,
+            interrupt_pin: 1,
+        });
+        config.add_bar(Bar {
+            index: 0,
+            kind: BarKind::Io,
+            size: 16,
+        });
+        let err = match NetAdapter::start(
+            host(arch),
+            &driver_path(arch, "rtl8139_ndis5"),
+            Box::new(TinyDevice(config)),
+            None,
+            Vec::new(),
+        ) {
+            Ok(_) => panic!("{}: initialize must fail", arch.name()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("MiniportInitialize failed"), "{err}");
+        assert!(err.contains("C001001E"), "names the status: {err}");
+        // The process is fine: a real adapter starts right after.
+        let (nic, _wire) = start(arch);
         assert!(nic.stop().unwrap().is_empty());
     }
 }

@@ -1,0 +1,153 @@
+//! Helpers of the NIC driver tests: test frames, an adapter on the RTL8139 model with an
+//! in-process wire, servicing and collecting what the miniport indicated, and pool accounting.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use dbt::Arch;
+use host_linux::bus::PciResources;
+use host_linux::net::{NetEvent, NetMiniport};
+use host_linux::packet::{PortHandle, QueuePort};
+use host_linux::rtl8139::{Cable, Rtl8139};
+use loader::net::NetAdapter;
+use loader::DriverHost;
+use ntoskrnl::pnp::Driver;
+
+use crate::{driver_path, host};
+
+/// Factory address of the RTL8139 model in these tests.
+pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// Another station on the wire.
+pub const PEER: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+
+/// An Ethernet frame from `src` to `dst` with `len` payload bytes derived from `seed`.
+pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xB5]); // local experimental ethertype
+    f.extend((0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed));
+    f
+}
+
+/// The miniport `driver` started on an RTL8139 model whose wire is an in-process port; returns
+/// the adapter, the wire's host end and the model's cable.
+pub fn start_rtl8139(arch: Arch, driver: &str) -> (NetAdapter, PortHandle, Cable) {
+    let (port, wire) = QueuePort::new();
+    let dev = Box::new(Rtl8139::new(MAC, Box::new(port)));
+    let cable = dev.cable();
+    let nic = NetAdapter::start(
+        host(arch),
+        &driver_path(arch, driver),
+        dev,
+        None,
+        Vec::new(),
+    )
+    .unwrap_or_else(|e| panic!("{driver} {}: {e}", arch.name()));
+    (nic, wire, cable)
+}
+
+/// Services the adapter a few rounds; returns what it indicated.
+pub fn service(nic: &mut NetAdapter) -> Vec<NetEvent> {
+    let mut events = Vec::new();
+    for _ in 0..8 {
+        nic.service(&mut events).expect("service");
+    }
+    events
+}
+
+/// The received frames among `events`.
+pub fn received(events: &[NetEvent]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            NetEvent::Receive(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sends `frames` and collects what reaches the wire.
+pub fn send_all(nic: &mut NetAdapter, wire: &PortHandle, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut queue: VecDeque<Vec<u8>> = frames.iter().cloned().collect();
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        nic.send(&mut queue).expect("send");
+        service(nic);
+        while let Some(f) = wire.take_sent() {
+            out.push(f);
+        }
+        if queue.is_empty() && out.len() >= frames.len() {
+            break;
+        }
+    }
+    out
+}
+
+/// `out` (what reached the wire) is `sent`, short frames padded to the 60-byte minimum.
+pub fn assert_sent(arch: Arch, out: &[Vec<u8>], sent: &[Vec<u8>]) {
+    assert_eq!(out.len(), sent.len(), "{}", arch.name());
+    for (o, s) in out.iter().zip(sent) {
+        assert_eq!(&o[..s.len()], &s[..], "{}", arch.name());
+        assert!(o.len() == s.len() || (s.len() < 60 && o.len() == 60));
+    }
+}
+
+/// Live pool blocks and bytes per tag.
+pub fn pool_by_tag(k: &ntoskrnl::Kernel) -> BTreeMap<String, (u64, u64)> {
+    let mut m = BTreeMap::new();
+    for (_, b) in k.pool.blocks() {
+        let e = m.entry(ntoskrnl::ex::tag_text(b.tag)).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += b.size;
+    }
+    m
+}
+
+/// Loads `driver` into `h` and initializes an adapter on the device with resources `res`
+/// (configuration from the service's Parameters key); `Err` carries the failing status.
+pub fn load_and_initialize(
+    h: &mut DriverHost,
+    arch: Arch,
+    driver: &str,
+    res: &PciResources,
+    bus: Option<Box<dyn ndis::BusConfig>>,
+) -> (Driver, Result<u64, ndis::NdisStatus>) {
+    let d = h.load_driver(&driver_path(arch, driver)).unwrap();
+    let m = ndis::registered_miniport(&mut h.k, d.object).expect("miniport registered");
+    let setup = ndis::AdapterSetup {
+        name: format!("{driver} (reload)"),
+        config_key: format!(r"{}\Parameters", m.registry_path),
+        resources: loader::net::pci_resources(res),
+        bus,
+    };
+    let a = ndis::miniport::initialize(&mut h.k, m.handle, setup).unwrap();
+    (d, a)
+}
+
+/// One frame out and one in through adapter `a`, delivering interrupts by hand; then halt (with
+/// nothing left behind) and unload.
+pub fn one_frame_each_way_then_unload(
+    h: &mut DriverHost,
+    driver: &Driver,
+    a: u64,
+    wire: &PortHandle,
+) {
+    let mut queue = VecDeque::from([frame(PEER, MAC, 100, 3)]);
+    ndis::miniport::send(&mut h.k, a, &mut queue).unwrap();
+    wire.inject(&frame(MAC, PEER, 100, 4));
+    for _ in 0..4 {
+        for line in h.poll_pci() {
+            ndis::interrupt::deliver(&mut h.k, line).unwrap();
+        }
+    }
+    assert!(wire.take_sent().is_some());
+    let events = ndis::miniport::take_events(&mut h.k, a);
+    assert!(
+        matches!(events.as_slice(), [ndis::AdapterEvent::Receive(_)]),
+        "{events:?}"
+    );
+    assert_eq!(
+        ndis::miniport::halt(&mut h.k, a).unwrap(),
+        Vec::<String>::new()
+    );
+    h.unload_driver(driver).unwrap();
+}
