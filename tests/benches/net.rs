@@ -365,6 +365,14 @@ fn miniport_rows() -> Vec<(&'static str, MakeMiniport)> {
             "ndis5 rtl8139 x64",
             ndis_loopback(Arch::X64, "rtl8139_ndis5"),
         ),
+        (
+            "ndis6 rtl8139 x86",
+            ndis_loopback(Arch::X86, "rtl8139_ndis6"),
+        ),
+        (
+            "ndis6 rtl8139 x64",
+            ndis_loopback(Arch::X64, "rtl8139_ndis6"),
+        ),
     ]
 }
 

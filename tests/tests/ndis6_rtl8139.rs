@@ -266,17 +266,19 @@ impl ndis::BusConfig for IdsOnly {
 }
 
 #[test]
-fn unloading_and_reloading_20_times_leaks_nothing() {
+fn unloading_and_reloading_100_times_leaks_nothing() {
     for arch in ARCHES {
         let mut h = host(arch);
         let (port, wire) = QueuePort::new();
         let res = h.attach_pci_device(Box::new(Rtl8139::new(MAC, Box::new(port))));
         reload_cycle(&mut h, arch, &res, &wire);
         let baseline = pool_by_tag(&h.k);
-        for _ in 0..20 {
+        let mapped = h.k.images.len();
+        for _ in 0..100 {
             reload_cycle(&mut h, arch, &res, &wire);
         }
         assert_eq!(pool_by_tag(&h.k), baseline, "{}", arch.name());
+        assert_eq!(h.k.images.len(), mapped, "{}: images unmapped", arch.name());
         assert_eq!(h.k.pool.bytes_owned_by("rtl8139_ndis6.sys"), 0);
     }
 }

@@ -1,5 +1,6 @@
 //! End to end through a real NDIS miniport binary: Linux in namespace A talks through the TAP
-//! "ica-up" (the adapter as Linux sees it) -> the bridge -> MiniportSendPackets -> the RTL8139
+//! "ica-up" (the adapter as Linux sees it) -> the bridge -> MiniportSendPackets (NDIS 5.1) or
+//! MiniportSendNetBufferLists (NDIS 6) -> the RTL8139
 //! model -> its wire, the TAP "ica-wire" in namespace B; replies come back through DMA, the
 //! interrupt, the DPC and the receive indication. ARP, ICMP echo and a verified 10 MB TCP
 //! transfer, then a cable pull and replug that must reach the interface's carrier, for the x86-32
@@ -77,7 +78,7 @@ fn ping_and_tcp(arch: Arch, driver: &str) {
         stats.frames_up
     );
     // Pulling the cable reaches the Linux interface's carrier through the driver's
-    // NDIS_STATUS_MEDIA_DISCONNECT, and replugging brings it back.
+    // NDIS_STATUS_MEDIA_DISCONNECT (NDIS 6: NDIS_STATUS_LINK_STATE), and replugging brings it back.
     for connected in [false, true] {
         cable.plug(connected);
         let seen = bridge
@@ -104,5 +105,16 @@ fn arp_icmp_and_10mb_tcp_through_the_ndis5_miniport() {
     }
     for arch in ARCHES {
         ping_and_tcp(arch, "rtl8139_ndis5");
+    }
+}
+
+#[test]
+fn arp_icmp_and_10mb_tcp_through_the_ndis6_miniport() {
+    if let Some(why) = netns::skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    for arch in ARCHES {
+        ping_and_tcp(arch, "rtl8139_ndis6");
     }
 }
