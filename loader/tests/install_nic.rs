@@ -1,16 +1,18 @@
-//! `ica-load rtl8139_ndis5.inf` through the real binary: the INF binds to the RTL8139 software
-//! model, the NDIS miniport is initialized on it, the CLI shows what the OIDs report (address,
-//! link, MTU, counters), and with `--keep-running` a Linux interface carries the adapter's
-//! address and link until SIGINT.
+//! `ica-load rtl8139_ndis5.inf` (and `rtl8139_ndis6.inf`) through the real binary: the INF binds
+//! to the RTL8139 software model, the NDIS miniport is initialized on it, the CLI shows what the
+//! OIDs report (address, link, MTU, counters), and with `--keep-running` a Linux interface carries
+//! the adapter's address and link until SIGINT. `ica-load netvirt_ndis6.inf` starts a virtual
+//! (root-enumerated) miniport whose interface loops frames back.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn inf() -> String {
+fn inf(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/drivers/rtl8139_ndis5.inf")
+        .join("../tests/drivers")
+        .join(name)
         .display()
         .to_string()
 }
@@ -40,25 +42,53 @@ fn ifname(tag: &str) -> String {
 
 #[test]
 fn installing_the_inf_starts_the_miniport_on_the_software_model() {
+    for (file, adapter) in [
+        ("rtl8139_ndis5.inf", "ICA RTL8139 NDIS 5.1 test miniport"),
+        ("rtl8139_ndis6.inf", "ICA RTL8139 NDIS 6.0 test miniport"),
+    ] {
+        for arch in ["x86", "x64"] {
+            let root = tempfile::tempdir().unwrap();
+            let name = ifname("i");
+            let out = ica(
+                root.path(),
+                &[&inf(file), "--arch", arch, "--ifname", &name],
+            );
+            assert!(out.contains("ica-model_rtl8139"), "{file} {arch}: {out}");
+            assert!(
+                out.contains("loaded on the rtl8139 model, MiniportInitialize succeeded"),
+                "{file} {arch}: {out}"
+            );
+            assert!(out.contains(&format!("adapter   {adapter}")), "{out}");
+            assert!(
+                out.contains("address   02:1c:a0:00:81:39 (permanent 02:1c:a0:00:81:39)"),
+                "{out}"
+            );
+            assert!(out.contains("link      up, 100 Mbit/s, MTU 1500"), "{out}");
+            assert!(out.contains("nothing leaked"), "{out}");
+        }
+    }
+}
+
+#[test]
+fn a_virtual_miniport_starts_on_its_root_device() {
     for arch in ["x86", "x64"] {
         let root = tempfile::tempdir().unwrap();
-        let name = ifname("i");
-        let out = ica(root.path(), &[&inf(), "--arch", arch, "--ifname", &name]);
-        assert!(out.contains("ica-model_rtl8139"), "{arch}: {out}");
+        let name = ifname("v");
+        let out = ica(
+            root.path(),
+            &[&inf("netvirt_ndis6.inf"), "--arch", arch, "--ifname", &name],
+        );
+        assert!(out.contains("ROOT\\ICA_NETVIRT\\0000"), "{arch}: {out}");
         assert!(
-            out.contains("MiniportInitialize succeeded"),
+            out.contains("loaded as a virtual adapter, MiniportInitialize succeeded"),
             "{arch}: {out}"
         );
         assert!(
-            out.contains("adapter   ICA RTL8139 NDIS 5.1 test miniport"),
-            "{out}"
+            out.contains("address   02:49:43:41:00:01 (permanent 02:49:43:41:00:01)"),
+            "{arch}: {out}"
         );
-        assert!(
-            out.contains("address   02:1c:a0:00:81:39 (permanent 02:1c:a0:00:81:39)"),
-            "{out}"
-        );
-        assert!(out.contains("link      up, 100 Mbit/s, MTU 1500"), "{out}");
-        assert!(out.contains("nothing leaked"), "{out}");
+        assert!(out.contains("MTU 1500"), "{arch}: {out}");
+        assert!(out.contains("nothing leaked"), "{arch}: {out}");
     }
 }
 
@@ -68,36 +98,85 @@ fn sysfs(ifname: &str, attr: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Whether TAP interfaces can be created here (root and /dev/net/tun).
+fn can_create_taps() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    (unsafe { libc::geteuid() }) == 0 && Path::new("/dev/net/tun").exists()
+}
+
+/// `ica-load --root ROOT ARGS` running in the background, its output read up to "Running".
+struct KeptRunning {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// The lines printed up to and including "Running; ...".
+    started: Vec<String>,
+}
+
+impl KeptRunning {
+    fn spawn(root: &Path, args: &[&str]) -> KeptRunning {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ica-load"))
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .arg("--keep-running")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut started = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            started.push(line.clone());
+            if line.starts_with("Running") {
+                break;
+            }
+        }
+        KeptRunning {
+            child,
+            lines,
+            started,
+        }
+    }
+
+    /// Sends SIGINT, waits for a successful exit and returns the rest of the output.
+    fn interrupt(mut self) -> Vec<String> {
+        // SAFETY: sends SIGINT to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "ica-load did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest: Vec<String> = self.lines.map_while(Result::ok).collect();
+        assert!(status.success(), "{rest:?}");
+        assert!(rest.iter().any(|l| l.contains("bridged")), "{rest:?}");
+        assert!(
+            rest.iter().any(|l| l.contains("nothing leaked")),
+            "{rest:?}"
+        );
+        rest
+    }
+}
+
 #[test]
 fn keep_running_brings_up_a_linux_interface_until_sigint() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/net/tun").exists() {
+    if !can_create_taps() {
         eprintln!("skipping: creating TAP interfaces needs root and /dev/net/tun");
         return;
     }
     let root = tempfile::tempdir().unwrap();
     let name = ifname("k");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ica-load"))
-        .arg("--root")
-        .arg(root.path())
-        .args([&inf(), "--keep-running", "--ifname", &name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.starts_with("Running") {
-            break;
-        }
-    }
+    let run = KeptRunning::spawn(root.path(), &[&inf("rtl8139_ndis5.inf"), "--ifname", &name]);
     assert!(
-        seen.iter()
+        run.started
+            .iter()
             .any(|l| l.contains(&format!("interface {name} is up"))),
-        "{seen:?}"
+        "{:?}",
+        run.started
     );
     assert_eq!(
         sysfs(&name, "address").as_deref(),
@@ -106,23 +185,151 @@ fn keep_running_brings_up_a_linux_interface_until_sigint() {
     assert_eq!(sysfs(&name, "mtu").as_deref(), Some("1500"));
     assert_eq!(sysfs(&name, "carrier").as_deref(), Some("1"));
     assert!(sysfs(&format!("{name}w"), "address").is_some(), "wire TAP");
+    run.interrupt();
+    assert!(sysfs(&name, "address").is_none(), "the interface goes away");
+}
 
-    // SAFETY: sends SIGINT to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+/// A local experimental EtherType for the test's frames.
+const ETHERTYPE: u16 = 0x88B5;
+
+/// A packet socket on interface `ifname` for [`ETHERTYPE`] frames.
+struct PacketSocket {
+    fd: i32,
+    addr: libc::sockaddr_ll,
+}
+
+impl PacketSocket {
+    fn open(ifname: &str) -> PacketSocket {
+        let cname = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: plain socket calls; the address and timeout outlive the calls that read them.
+        unsafe {
+            let index = libc::if_nametoindex(cname.as_ptr());
+            assert!(index != 0, "no interface {ifname}");
+            let proto = ETHERTYPE.to_be();
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
+            assert!(fd >= 0, "packet socket");
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = proto;
+            addr.sll_ifindex = index as i32;
+            addr.sll_halen = 6;
+            let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            assert_eq!(
+                libc::bind(fd, (&addr as *const libc::sockaddr_ll).cast(), len),
+                0
+            );
+            let timeout = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 200_000,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            PacketSocket { fd, addr }
         }
-        assert!(Instant::now() < deadline, "ica-load did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(status.success(), "{rest:?}");
-    assert!(rest.iter().any(|l| l.contains("bridged")), "{rest:?}");
+    }
+
+    /// Sends `frame` out of the interface.
+    fn send(&self, frame: &[u8]) {
+        // SAFETY: the frame and address outlive the call.
+        let n = unsafe {
+            libc::sendto(
+                self.fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&self.addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(n, frame.len() as isize, "sendto");
+    }
+
+    /// The next frame the interface received (not one it sent), if one arrives within 200 ms.
+    fn receive(&self) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            // SAFETY: buf and from are valid for the lengths passed.
+            let (n, from) = unsafe {
+                let mut from: libc::sockaddr_ll = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                let n = libc::recvfrom(
+                    self.fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                );
+                (n, from)
+            };
+            if n < 0 {
+                return None;
+            }
+            if from.sll_pkttype != libc::PACKET_OUTGOING {
+                return Some(buf[..n as usize].to_vec());
+            }
+        }
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: closes the socket this value owns.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+#[test]
+fn a_virtual_miniport_loops_frames_back_to_its_linux_interface() {
+    if !can_create_taps() {
+        eprintln!("skipping: creating TAP interfaces needs root and /dev/net/tun");
+        return;
+    }
+    const FRAMES: u8 = 20;
+    let root = tempfile::tempdir().unwrap();
+    let name = ifname("l");
+    let run = KeptRunning::spawn(root.path(), &[&inf("netvirt_ndis6.inf"), "--ifname", &name]);
     assert!(
-        rest.iter().any(|l| l.contains("nothing leaked")),
+        run.started
+            .iter()
+            .any(|l| l.contains(&format!("interface {name} is up (the adapter)"))),
+        "{:?}",
+        run.started
+    );
+    assert_eq!(
+        sysfs(&name, "address").as_deref(),
+        Some("02:49:43:41:00:01")
+    );
+    // Every frame Linux sends goes through MiniportSendNetBufferLists and comes back up, intact,
+    // through the driver's receive indication.
+    let socket = PacketSocket::open(&name);
+    let frames: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|n| {
+            let mut f = vec![0xFFu8; 6];
+            f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42]);
+            f.extend_from_slice(&ETHERTYPE.to_be_bytes());
+            f.extend((0..100u8).map(|i| i ^ n));
+            f
+        })
+        .collect();
+    let mut back = Vec::new();
+    for f in &frames {
+        socket.send(f);
+        back.extend(socket.receive());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while back.len() < frames.len() && Instant::now() < deadline {
+        back.extend(socket.receive());
+    }
+    assert_eq!(back, frames, "frames looped back through the driver");
+    let rest = run.interrupt();
+    assert!(
+        rest.iter().any(|l| l.contains("counters  sent")),
         "{rest:?}"
     );
-    assert!(sysfs(&name, "address").is_none(), "the interface goes away");
 }

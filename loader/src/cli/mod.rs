@@ -61,17 +61,25 @@ fn arch_label(a: Arch) -> &'static str {
 }
 
 /// Blocks until SIGINT or SIGTERM.
-fn wait_for_ctrl_c() {
-    // SAFETY: plain libc signal-mask calls on locally owned sigset_t values.
+/// Blocks SIGINT and SIGTERM for every thread created from now on (and this one), so that they
+/// wait for [`wait_for_stop_signal`] instead of killing the process, and returns their set.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-mask calls on a locally owned sigset_t.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let mut sig = 0;
-        libc::sigwait(&set, &mut sig);
+        set
     }
+}
+
+/// Waits until one of the signals in `set` (blocked by [`block_stop_signals`]) arrives.
+fn wait_for_stop_signal(set: libc::sigset_t) {
+    let mut sig = 0;
+    // SAFETY: waits on a valid signal set.
+    unsafe { libc::sigwait(&set, &mut sig) };
 }
 
 /// `ica-load install INF`.
@@ -204,7 +212,9 @@ pub fn install(
                 record_start(&store, &p.package_name, &state)?;
                 return Ok(());
             }
-            if start::model_for_instance(inst).is_some() {
+            // A Net-class device is an NDIS miniport: on its model, or virtual if root-enumerated.
+            let virtual_nic = p.plan.net.is_some() && start::is_root_device(inst);
+            if start::model_for_instance(inst).is_some() || virtual_nic {
                 let r = nic::run(root, &store, p.arch, inst, ifname, keep_running);
                 let state = match &r {
                     Ok(()) => "started, then unloaded cleanly".to_string(),
@@ -246,8 +256,9 @@ pub fn install(
     }
     println!("Started.");
     if keep_running {
+        let signals = block_stop_signals();
         println!("Running; press Ctrl-C to unload.");
-        wait_for_ctrl_c();
+        wait_for_stop_signal(signals);
     }
     println!("Unloading");
     match start::stop(running, &mut |l| println!("  {l}")) {

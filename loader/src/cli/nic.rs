@@ -1,16 +1,17 @@
-//! `ica-load` for network adapters: start the installed miniport on its device, show what its OIDs
-//! report, and connect it to Linux: a TAP interface (the adapter as Linux sees it) plus a second
-//! TAP as the device model's wire (the network the card is plugged into), bridged until Ctrl-C.
-//! Without the privilege to create TAPs the adapter runs against an in-process wire and no
-//! interface is created.
+//! `ica-load` for network adapters: start the installed miniport on its device (or none, for a
+//! virtual miniport), show what its OIDs report, and connect it to Linux: a TAP interface (the
+//! adapter as Linux sees it) plus, for a device model, a second TAP as the model's wire (the
+//! network the card is plugged into), bridged until Ctrl-C. Without the privilege to create TAPs
+//! a model runs against an in-process wire and no interface is created.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use host_linux::net::{setup_tap, Bridge, UpperSetup};
-use host_linux::packet::{PacketPort, QueuePort};
+use host_linux::packet::QueuePort;
 use host_linux::tap::TapPort;
-use loader::install::{start, InstallError, Root};
+use loader::install::start::{self, NicBackend};
+use loader::install::{InstallError, Root};
 use loader::net::{format_mac, NicInfo};
 use loader::registry::RegistryStore;
 
@@ -40,19 +41,9 @@ pub fn print_info(info: &NicInfo) {
 
 /// Sets `stop` on SIGINT or SIGTERM (which are blocked for every thread from now on).
 fn stop_on_signal(stop: Arc<AtomicBool>) {
-    // SAFETY: plain libc signal-mask calls on locally owned sigset_t values.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    let signals = super::block_stop_signals();
     std::thread::spawn(move || {
-        let mut sig = 0;
-        // SAFETY: waits on the signal set built above.
-        unsafe { libc::sigwait(&set, &mut sig) };
+        super::wait_for_stop_signal(signals);
         stop.store(true, Ordering::SeqCst);
     });
 }
@@ -69,20 +60,35 @@ pub fn run(
 ) -> Result<(), InstallError> {
     let mut say = |line: String| println!("  {line}");
     let wire_name = format!("{ifname}w");
-    let taps =
-        TapPort::open(Some(ifname)).and_then(|up| Ok((up, TapPort::open(Some(&wire_name))?)));
-    let (upper, wire, wake): (Option<TapPort>, Box<dyn PacketPort + Send>, _) = match taps {
-        Ok((up, wire)) => {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&wire);
-            (Some(up), Box::new(wire), vec![fd])
+    let on_model = start::model_for_instance(instance).is_some();
+    let upper = match TapPort::open(Some(ifname)) {
+        Ok(up) => Some(up),
+        Err(e) if on_model => {
+            println!("  no TAP interface ({e}); the adapter runs on an in-process wire");
+            None
         }
         Err(e) => {
-            println!("  no TAP interface ({e}); the adapter runs on an in-process wire");
-            (None, Box::new(QueuePort::new().0), Vec::new())
+            println!("  no TAP interface ({e}); the adapter runs without a Linux interface");
+            None
         }
     };
+    let backend = match (on_model, &upper) {
+        (false, _) => NicBackend::Virtual,
+        (true, Some(_)) => {
+            let wire = TapPort::open(Some(&wire_name)).map_err(other)?;
+            let wake = vec![std::os::fd::AsRawFd::as_raw_fd(&wire)];
+            NicBackend::Model {
+                wire: Box::new(wire),
+                wake,
+            }
+        }
+        (true, None) => NicBackend::Model {
+            wire: Box::new(QueuePort::new().0),
+            wake: Vec::new(),
+        },
+    };
     println!("Starting {instance}");
-    let mut nic = start::start_nic(root, store, arch, instance, wire, wake, &mut say)?;
+    let mut nic = start::start_nic(root, store, arch, instance, backend, &mut say)?;
     let info = nic.info().map_err(other)?;
     print_info(&info);
     if let Some(upper) = upper {
@@ -95,11 +101,15 @@ pub fn run(
             },
         )
         .map_err(other)?;
-        println!("  interface {ifname} is up (the adapter); {wire_name} is its wire");
+        if on_model {
+            println!("  interface {ifname} is up (the adapter); {wire_name} is its wire");
+        } else {
+            println!("  interface {ifname} is up (the adapter)");
+        }
         if keep_running {
-            println!("Running; press Ctrl-C to stop.");
             let stop = Arc::new(AtomicBool::new(false));
             stop_on_signal(stop.clone());
+            println!("Running; press Ctrl-C to stop.");
             let mut bridge = Bridge::new(nic, upper);
             let result = bridge.run(&stop);
             let stats = bridge.stats();

@@ -39,7 +39,7 @@ pub fn cannot_start(instance: &str) -> Option<&'static str> {
             return None;
         }
         Some("real PCI hardware needs VFIO, which comes later (the software device models start)")
-    } else if !(instance.len() >= 5 && instance[..5].eq_ignore_ascii_case("ROOT\\")) {
+    } else if !is_root_device(instance) {
         Some("only root-enumerated devices can be started")
     } else {
         None
@@ -203,20 +203,29 @@ pub fn start_device(
 /// Factory MAC address of software NIC models (locally administered).
 pub const MODEL_MAC: [u8; 6] = [0x02, 0x1C, 0xA0, 0x00, 0x81, 0x39];
 
-/// Starts an installed network adapter on its software device model: the function driver
-/// (an NDIS miniport) is loaded, the model plugged into the host's PCI bus with its wire on
-/// `wire`, and the adapter initialized with the configuration in its driver key.
+/// What an installed network adapter runs on.
+pub enum NicBackend {
+    /// Its software device model, plugged into the host's PCI bus with its wire on `wire`; `wake`
+    /// lists fds whose readability means the wire has input.
+    Model {
+        wire: Box<dyn host_linux::packet::PacketPort + Send>,
+        wake: Vec<std::os::fd::RawFd>,
+    },
+    /// No hardware: a virtual (root-enumerated) miniport.
+    Virtual,
+}
+
+/// Starts an installed network adapter the way NDIS does: the function driver (an NDIS miniport)
+/// is loaded, the device (if any) plugged into the host's PCI bus, and the adapter initialized
+/// with the configuration in its driver key.
 pub fn start_nic(
     root: &Root,
     store: &RegistryStore,
     arch: Arch,
     instance: &str,
-    wire: Box<dyn host_linux::packet::PacketPort + Send>,
-    wake: Vec<std::os::fd::RawFd>,
+    backend: NicBackend,
     say: &mut dyn FnMut(String),
 ) -> Result<NetAdapter, InstallError> {
-    let model = model_for_instance(instance)
-        .ok_or_else(|| other(format!("{instance}: no software model for this device")))?;
     let ekey = enum_key(instance);
     let service = store
         .value(&ekey, "Service")?
@@ -236,22 +245,34 @@ pub fn start_nic(
             "service {service}: ImagePath {image_path} is not a path ICA can place"
         ))
     })?;
-    let device = host_linux::models::build(&model, MODEL_MAC, wire)
-        .ok_or_else(|| other(format!("no software model named {model}")))?;
     let config_key = driver.map(|d| driver_key(&d));
-    let nic = NetAdapter::start(
-        new_host(store, arch)?,
-        &file,
-        device,
-        config_key.as_deref(),
-        wake,
-    )
-    .map_err(other)?;
+    let host = new_host(store, arch)?;
+    let (nic, on) = match backend {
+        NicBackend::Model { wire, wake } => {
+            let model = model_for_instance(instance)
+                .ok_or_else(|| other(format!("{instance}: no software model for this device")))?;
+            let device = host_linux::models::build(&model, MODEL_MAC, wire)
+                .ok_or_else(|| other(format!("no software model named {model}")))?;
+            let nic = NetAdapter::start(host, &file, device, config_key.as_deref(), wake)
+                .map_err(other)?;
+            (nic, format!("on the {model} model"))
+        }
+        NicBackend::Virtual => {
+            let nic =
+                NetAdapter::start_virtual(host, &file, config_key.as_deref()).map_err(other)?;
+            (nic, "as a virtual adapter".to_string())
+        }
+    };
     say(format!(
-        "{service}: {} loaded on the {model} model, MiniportInitialize succeeded",
+        "{service}: {} loaded {on}, MiniportInitialize succeeded",
         file.display()
     ));
     Ok(nic)
+}
+
+/// Whether `instance` is a root-enumerated device (`ROOT\...`).
+pub fn is_root_device(instance: &str) -> bool {
+    instance.len() >= 5 && instance[..5].eq_ignore_ascii_case("ROOT\\")
 }
 
 /// Starts legacy (non-PnP) services: DriverEntry of each.
