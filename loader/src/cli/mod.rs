@@ -204,7 +204,10 @@ pub fn install(
                 record_start(&store, &p.package_name, &state)?;
                 return Ok(());
             }
-            if start::model_for_instance(inst).is_some() {
+            // A software model or a vfio-pci function (a network controller): its NDIS miniport.
+            let on_pci = start::model_for_instance(inst).is_some()
+                || start::vfio_function_for_instance(inst).is_some();
+            if on_pci {
                 let r = nic::run(root, &store, p.arch, inst, ifname, keep_running);
                 let state = match &r {
                     Ok(()) => "started, then unloaded cleanly".to_string(),
@@ -311,7 +314,7 @@ pub fn devices(root: &Root) -> Result<(), InstallError> {
         return Ok(());
     }
     println!(
-        "PCI devices ({} in {}; binding works, starting real hardware needs VFIO, which comes later):",
+        "PCI devices ({} in {}; a network controller bound to vfio-pci starts through VFIO):",
         pci.len(),
         host_linux::pci::SYSFS_PCI_DEVICES
     );
@@ -321,8 +324,13 @@ pub fn devices(root: &Root) -> Result<(), InstallError> {
             .iter()
             .find(|i| i.instance_id == d.instance_id)
             .and_then(|i| i.service.clone());
+        let vfio = if p.driver.as_deref() == Some(host_linux::vfio::VFIO_DRIVER) {
+            " [vfio-pci]"
+        } else {
+            ""
+        };
         println!(
-            "  {}{}",
+            "  {}{vfio}{}",
             d.description,
             bound
                 .map(|s| format!(" [installed: {s}]"))

@@ -1,16 +1,18 @@
-//! `ica-load` for network adapters: start the installed miniport on its device, show what its OIDs
-//! report, and connect it to Linux: a TAP interface (the adapter as Linux sees it) plus a second
-//! TAP as the device model's wire (the network the card is plugged into), bridged until Ctrl-C.
-//! Without the privilege to create TAPs the adapter runs against an in-process wire and no
-//! interface is created.
+//! `ica-load` for network adapters: start the installed miniport on its device (a software model,
+//! or a real card through VFIO), show what its OIDs report, and connect it to Linux: a TAP
+//! interface (the adapter as Linux sees it) plus, for a model, a second TAP as the model's wire
+//! (the network the card is plugged into; a real card has its own port), bridged until Ctrl-C.
+//! Without the privilege to create TAPs a model runs against an in-process wire and no interface
+//! is created.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use host_linux::net::{setup_tap, Bridge, UpperSetup};
-use host_linux::packet::{PacketPort, QueuePort};
+use host_linux::packet::QueuePort;
 use host_linux::tap::TapPort;
-use loader::install::{start, InstallError, Root};
+use loader::install::start::{self, NicBackend};
+use loader::install::{InstallError, Root};
 use loader::net::{format_mac, NicInfo};
 use loader::registry::RegistryStore;
 
@@ -69,20 +71,39 @@ pub fn run(
 ) -> Result<(), InstallError> {
     let mut say = |line: String| println!("  {line}");
     let wire_name = format!("{ifname}w");
-    let taps =
-        TapPort::open(Some(ifname)).and_then(|up| Ok((up, TapPort::open(Some(&wire_name))?)));
-    let (upper, wire, wake): (Option<TapPort>, Box<dyn PacketPort + Send>, _) = match taps {
-        Ok((up, wire)) => {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&wire);
-            (Some(up), Box::new(wire), vec![fd])
+    let vfio = start::vfio_function_for_instance(instance);
+    let upper = match TapPort::open(Some(ifname)) {
+        Ok(up) => Some(up),
+        Err(e) if vfio.is_none() => {
+            println!("  no TAP interface ({e}); the adapter runs on an in-process wire");
+            None
         }
         Err(e) => {
-            println!("  no TAP interface ({e}); the adapter runs on an in-process wire");
-            (None, Box::new(QueuePort::new().0), Vec::new())
+            println!("  no TAP interface ({e}); the adapter runs without a Linux interface");
+            None
         }
     };
+    let wire_note = match &vfio {
+        Some(address) => format!("the card at {address} is on its own wire"),
+        None => format!("{wire_name} is its wire"),
+    };
+    let backend = match (vfio, &upper) {
+        (Some(address), _) => NicBackend::Vfio { address },
+        (None, Some(_)) => {
+            let wire = TapPort::open(Some(&wire_name)).map_err(other)?;
+            let wake = vec![std::os::fd::AsRawFd::as_raw_fd(&wire)];
+            NicBackend::Model {
+                wire: Box::new(wire),
+                wake,
+            }
+        }
+        (None, None) => NicBackend::Model {
+            wire: Box::new(QueuePort::new().0),
+            wake: Vec::new(),
+        },
+    };
     println!("Starting {instance}");
-    let mut nic = start::start_nic(root, store, arch, instance, wire, wake, &mut say)?;
+    let mut nic = start::start_nic(root, store, arch, instance, backend, &mut say)?;
     let info = nic.info().map_err(other)?;
     print_info(&info);
     if let Some(upper) = upper {
@@ -95,7 +116,7 @@ pub fn run(
             },
         )
         .map_err(other)?;
-        println!("  interface {ifname} is up (the adapter); {wire_name} is its wire");
+        println!("  interface {ifname} is up (the adapter); {wire_note}");
         if keep_running {
             println!("Running; press Ctrl-C to stop.");
             let stop = Arc::new(AtomicBool::new(false));
