@@ -131,7 +131,9 @@ impl VirtualConfig {
             let run = [4u8, 2, 1]
                 .into_iter()
                 .find(|&n| {
-                    o % n as usize == 0 && i + n <= size && (i..i + n).all(|j| virt & (1 << j) == 0)
+                    o.is_multiple_of(n as usize)
+                        && i + n <= size
+                        && (i..i + n).all(|j| virt & (1 << j) == 0)
                 })
                 .unwrap_or(1);
             let v = (value >> (8 * i)) & (u32::MAX >> (32 - 8 * run as u32));

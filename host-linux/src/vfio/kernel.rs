@@ -449,7 +449,7 @@ impl KernelVfio {
     /// The mmap'ed pointer for `len` bytes at `offset` of region `index`, if mapped and aligned.
     fn mapped(&self, index: u32, offset: u64, len: usize) -> Option<*mut u8> {
         let region = self.regions.get(index as usize)?;
-        if offset % len as u64 != 0 {
+        if !offset.is_multiple_of(len as u64) {
             return None;
         }
         region

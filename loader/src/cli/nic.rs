@@ -118,9 +118,10 @@ pub fn run(
         .map_err(other)?;
         println!("  interface {ifname} is up (the adapter); {wire_note}");
         if keep_running {
-            println!("Running; press Ctrl-C to stop.");
+            // Signals are blocked before anyone is told to send one.
             let stop = Arc::new(AtomicBool::new(false));
             stop_on_signal(stop.clone());
+            println!("Running; press Ctrl-C to stop.");
             let mut bridge = Bridge::new(nic, upper);
             let result = bridge.run(&stop);
             let stats = bridge.stats();
