@@ -1,7 +1,7 @@
 //! Real PCI hardware through Linux VFIO: [`VfioPciDevice`] is a [`PciDevice`] like the software
 //! models, so the bus, the dispatcher and NDIS drive a card bound to `vfio-pci` the way they drive
 //! a model. Configuration space goes through VFIO's config region with the BARs, the expansion
-//! ROM BAR and the interrupt line virtualized ([`config`]); BAR registers are read and written
+//! ROM BAR and the interrupt line virtualized (`config.rs`); BAR registers are read and written
 //! through the BAR regions (mmap where VFIO allows it, pread/pwrite otherwise); INTx arrives on an
 //! eventfd, is masked by the kernel when it fires and unmasked at the end of the guest's interrupt
 //! handling ([`PciDevice::end_of_interrupt`]); the device reaches guest memory by DMA through an
@@ -13,7 +13,7 @@
 //! ([`EmulatedVfio`]), which is how this path is tested on machines without an IOMMU or a spare
 //! card. Tests on real hardware come later.
 
-pub mod config;
+mod config;
 mod emulated;
 mod kernel;
 pub mod uapi;
@@ -245,7 +245,10 @@ impl VfioPciDevice {
             tracing::debug!("{e}");
         } else {
             self.warned_io = true;
-            tracing::warn!("{e} (reads as all ones; further failures are logged at debug level)");
+            tracing::warn!(
+                "{e} (a failed read gives all ones, a failed write is dropped; further failures \
+                 are logged at debug level)"
+            );
         }
     }
 

@@ -39,8 +39,6 @@ pub const VFIO_GROUP_FLAGS_VIABLE: u32 = 1 << 0;
 pub const VFIO_DEVICE_FLAGS_RESET: u32 = 1 << 0;
 pub const VFIO_DEVICE_FLAGS_PCI: u32 = 1 << 1;
 
-pub const VFIO_REGION_INFO_FLAG_READ: u32 = 1 << 0;
-pub const VFIO_REGION_INFO_FLAG_WRITE: u32 = 1 << 1;
 pub const VFIO_REGION_INFO_FLAG_MMAP: u32 = 1 << 2;
 pub const VFIO_REGION_INFO_FLAG_CAPS: u32 = 1 << 3;
 pub const VFIO_REGION_INFO_CAP_SPARSE_MMAP: u16 = 1;
@@ -219,14 +217,6 @@ mod tests {
             ("VFIO_GROUP_FLAGS_VIABLE", VFIO_GROUP_FLAGS_VIABLE as u64),
             ("VFIO_DEVICE_FLAGS_RESET", VFIO_DEVICE_FLAGS_RESET as u64),
             ("VFIO_DEVICE_FLAGS_PCI", VFIO_DEVICE_FLAGS_PCI as u64),
-            (
-                "VFIO_REGION_INFO_FLAG_READ",
-                VFIO_REGION_INFO_FLAG_READ as u64,
-            ),
-            (
-                "VFIO_REGION_INFO_FLAG_WRITE",
-                VFIO_REGION_INFO_FLAG_WRITE as u64,
-            ),
             (
                 "VFIO_REGION_INFO_FLAG_MMAP",
                 VFIO_REGION_INFO_FLAG_MMAP as u64,
