@@ -52,7 +52,7 @@ pub use cpu::{Arch, Cpu, Reg};
 pub use dispatch::is_supported;
 pub use fault::{FaultKind, GuestFault};
 pub use machine::{Exit, Machine, PortIo, Stats};
-pub use memory::{GuestMemory, MemFault, Prot, PAGE_SIZE, PHYS_BASE};
+pub use memory::{DmaWindow, GuestMemory, MemFault, Prot, PAGE_SIZE, PHYS_BASE};
 pub use mmio::Mmio;
 
 /// Re-export of the decoder crate, so users of [`is_supported`] name the same `Instruction` type.

@@ -98,6 +98,34 @@ impl fmt::Display for MemFault {
 
 impl std::error::Error for MemFault {}
 
+/// The guest window as bus-master DMA reaches it (from [`GuestMemory::dma_window`]): `size` bytes
+/// of host memory at `host`, seen by devices at guest-physical address `phys`. Only a
+/// `GuestMemory` makes one, so `host` is always the start of a live guest window of `size` bytes
+/// (valid while that `GuestMemory` lives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaWindow {
+    host: usize,
+    phys: u64,
+    size: u64,
+}
+
+impl DmaWindow {
+    /// Host (process virtual) address of the window's first byte.
+    pub fn host_addr(&self) -> usize {
+        self.host
+    }
+
+    /// Guest-physical (bus) address of the window's first byte: [`PHYS_BASE`].
+    pub fn phys(&self) -> u64 {
+        self.phys
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// Guest address space: one contiguous host reservation standing for the guest window
 /// `[base, base + size)`, with a 4 KiB page permission table.
 pub struct GuestMemory {
@@ -114,6 +142,9 @@ pub struct GuestMemory {
     alloc_hint: usize,
     /// Set by a guest store to a page holding translated code; cleared by [`take_code_writes`](Self::take_code_writes).
     pub(crate) code_written: bool,
+    /// Whether the window was handed to a DMA engine ([`dma_window`](Self::dma_window)): its host
+    /// pages must stay in place, so [`unmap`](Self::unmap) zeroes pages instead of discarding them.
+    dma_pinned: bool,
     /// Ranges written by such stores since the last [`take_code_writes`](Self::take_code_writes).
     code_writes: Vec<(u64, u64)>,
 }
@@ -183,6 +214,7 @@ impl GuestMemory {
             alloc_hint: (ALLOC_FLOOR / PAGE_SIZE) as usize,
             code_written: false,
             code_writes: Vec::new(),
+            dma_pinned: false,
         }
     }
 
@@ -278,15 +310,32 @@ impl GuestMemory {
             *p &= CODE;
         }
         self.sync(first, last);
+        let start = first * PAGE_SIZE as usize;
+        let len = (last - first) * PAGE_SIZE as usize;
         // SAFETY: the range lies inside our own reservation (clamped above).
         unsafe {
-            libc::madvise(
-                self.host.add(first * PAGE_SIZE as usize).cast(),
-                (last - first) * PAGE_SIZE as usize,
-                libc::MADV_DONTNEED,
-            );
+            if self.dma_pinned {
+                // A device may hold these pages through an IOMMU mapping: keep them, zeroed.
+                std::ptr::write_bytes(self.host.add(start), 0, len);
+            } else {
+                libc::madvise(self.host.add(start).cast(), len, libc::MADV_DONTNEED);
+            }
         }
         self.alloc_hint = self.alloc_hint.min(first);
+    }
+
+    /// Hands the window to a DMA engine (VFIO_IOMMU_MAP_DMA maps `host` at IO virtual address
+    /// `phys`): the window as a device doing bus-master DMA sees it, at its guest-physical
+    /// addresses. From now on the window's host pages stay where they are for the life of this
+    /// `GuestMemory`: [`unmap`](Self::unmap) zeroes them instead of handing them back to the kernel
+    /// (a discarded page would be replaced by a new one while the IOMMU still points at the old).
+    pub fn dma_window(&mut self) -> DmaWindow {
+        self.dma_pinned = true;
+        DmaWindow {
+            host: self.host as usize,
+            phys: PHYS_BASE,
+            size: self.size,
+        }
     }
 
     /// Changes the protection of mapped pages in `[addr, addr + len)`; fails if a page is unmapped
@@ -897,6 +946,26 @@ mod tests {
         m.unmap(0x8000_1000, 0x2000);
         m.map(0x8000_1000, 0x2000, Prot::READ).unwrap();
         assert_eq!(m.read_u64(0x8000_1ffc), Ok(0));
+    }
+
+    #[test]
+    fn dma_window_is_the_physical_window_and_unmap_zeroes_in_place() {
+        let mut m = GuestMemory::new(0x8000_0000, 1 << 30);
+        let w = m.dma_window();
+        assert_eq!((w.phys(), w.size()), (PHYS_BASE, 1 << 30));
+        assert_eq!(m.phys_to_virt(w.phys()), Some(m.base()));
+        m.map(0x8000_1000, 0x2000, Prot::READ | Prot::WRITE)
+            .unwrap();
+        m.write_u64(0x8000_1ff8, 0x1122_3344_5566_7788).unwrap();
+        // What a device writes at guest-physical address p lands at host_addr + (p - phys).
+        let host = (w.host_addr() + 0x1ff8) as *const u64;
+        // SAFETY: inside the live, mapped window.
+        assert_eq!(unsafe { host.read() }, 0x1122_3344_5566_7788);
+        m.unmap(0x8000_1000, 0x2000);
+        // SAFETY: the reservation stays mapped in the host; pinned pages are zeroed in place.
+        assert_eq!(unsafe { host.read() }, 0);
+        m.map(0x8000_1000, 0x2000, Prot::READ).unwrap();
+        assert_eq!(m.read_u64(0x8000_1ff8), Ok(0));
     }
 
     #[test]

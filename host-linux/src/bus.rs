@@ -1,8 +1,9 @@
-//! A PCI bus of software device models, in the rust-vmm style: devices sit behind the
-//! [`PciDevice`] trait and the bus routes guest port I/O and memory (MMIO) accesses by address
-//! range to whichever device's BAR claims it, never knowing device types. Attaching a device assigns its BARs (I/O ports from
-//! [`IO_START`] up, memory from [`MMIO_START`] up, each aligned to its size) and an interrupt line,
-//! and programs them into its configuration space the way firmware would.
+//! A PCI bus of software device models and VFIO-backed functions, in the rust-vmm style: devices
+//! sit behind the [`PciDevice`] trait and the bus routes guest port I/O and memory (MMIO) accesses
+//! by address range to whichever device's BAR claims it, never knowing device types. Attaching a
+//! device assigns its BARs (I/O ports from [`IO_START`] up, memory from [`MMIO_START`] up, each
+//! aligned to its size) and an interrupt line, and programs them into its configuration space the
+//! way firmware would (a VFIO function keeps these guest-side addresses in its virtual BARs).
 //!
 //! [`SharedPciBus`] is the handle a [`dbt::Machine`] takes as its [`dbt::PortIo`] and its
 //! [`dbt::Mmio`] (guest pages mapped as MMIO stand for bus addresses, which the bus decodes here;
@@ -342,6 +343,19 @@ impl PciBus {
         }
         self.asserted_irqs()
     }
+
+    /// The guest handled an interrupt on `line`: every device on it is told
+    /// ([`PciDevice::end_of_interrupt`]; VFIO devices unmask their INTx).
+    pub fn end_of_interrupt(&mut self, line: u32) {
+        for s in self.slots.iter_mut().filter(|s| s.res.irq == line) {
+            s.dev.end_of_interrupt();
+        }
+    }
+
+    /// The wake descriptors of the devices ([`PciDevice::wake_fd`]).
+    pub fn wake_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.slots.iter().filter_map(|s| s.dev.wake_fd()).collect()
+    }
 }
 
 /// A shareable handle to a [`PciBus`]: clones go to the machine as its port I/O and its MMIO
@@ -362,6 +376,11 @@ impl SharedPciBus {
     /// See [`PciBus::poll`].
     pub fn poll(&self, dma: &mut dyn Dma) -> Vec<u32> {
         self.0.borrow_mut().poll(dma)
+    }
+
+    /// See [`PciBus::end_of_interrupt`].
+    pub fn end_of_interrupt(&self, line: u32) {
+        self.0.borrow_mut().end_of_interrupt(line)
     }
 
     /// Runs `f` on the bus.

@@ -1,6 +1,7 @@
-//! The PCI device abstraction the dispatcher talks to: one trait for every device model (config
-//! space, BAR registers, an interrupt line, DMA through the [`Dma`] trait), in the rust-vmm style
-//! where the bus routes by address range and never knows device types. Also a standard type-0
+//! The PCI device abstraction the dispatcher talks to: one trait for every PCI function, a
+//! software model or real hardware through VFIO (config space, BAR registers, an interrupt line,
+//! DMA through the [`Dma`] trait), in the rust-vmm style where the bus routes by address range
+//! and never knows device types. Also a standard type-0
 //! configuration space helper that models reuse, and a flat memory implementing [`Dma`].
 
 /// What a base address register decodes.
@@ -44,7 +45,8 @@ pub trait Dma {
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaError>;
 }
 
-/// A PCI function modelled in software. Sizes are 1, 2 or 4 bytes (8 for 64-bit BAR accesses);
+/// A PCI function: modelled in software, or real hardware behind VFIO
+/// ([`crate::vfio::VfioPciDevice`]). Sizes are 1, 2 or 4 bytes (8 for 64-bit BAR accesses);
 /// offsets inside a BAR are relative to its start.
 ///
 /// Register accesses arrive through [`bar_read`](Self::bar_read) / [`bar_write`](Self::bar_write)
@@ -67,6 +69,15 @@ pub trait PciDevice {
     /// receive pending ones. Called by the dispatcher after register writes and when the backend
     /// has data.
     fn poll(&mut self, dma: &mut dyn Dma);
+    /// The guest finished handling an interrupt on this device's line (its ISR and the DPC it
+    /// queued ran): a device whose line is masked when it fires (VFIO INTx) unmasks it here. A
+    /// model's line is its register state, so by default nothing happens.
+    fn end_of_interrupt(&mut self) {}
+    /// A descriptor that becomes readable when the device wants service without the host having
+    /// touched it (a hardware interrupt), for the host's poll loop; None by default.
+    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// Identity of a type-0 function.

@@ -1,6 +1,6 @@
 //! Linux side of the driver host: PCI devices (sysfs facts, a bus of software device models and
-//! the models themselves), packet ports and the TAP upper edge, and the bridge that connects a
-//! guest network adapter to Linux.
+//! the models themselves, real functions through VFIO), packet ports and the TAP upper edge, and
+//! the bridge that connects a guest network adapter to Linux.
 
 pub mod bus;
 pub mod device;
@@ -10,3 +10,4 @@ pub mod packet;
 pub mod pci;
 pub mod rtl8139;
 pub mod tap;
+pub mod vfio;

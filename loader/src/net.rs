@@ -1,7 +1,8 @@
-//! Network adapters: an NDIS miniport running in a driver host, bound to a PCI device model, as
-//! the Linux side's [`NetMiniport`]. Starting one is what NDIS does on Windows after the miniport's
-//! DriverEntry registered: the bus's resources become the adapter's, MiniportInitialize runs, and
-//! from then on the host loop hands it frames, delivers its interrupts and collects indications.
+//! Network adapters: an NDIS miniport running in a driver host, bound to a PCI device (a software
+//! model or a real function through VFIO), as the Linux side's [`NetMiniport`]. Starting one is
+//! what NDIS does on Windows after the miniport's DriverEntry registered: the bus's resources
+//! become the adapter's, MiniportInitialize runs, and from then on the host loop hands it frames,
+//! delivers its interrupts (and tells the device when each was handled) and collects indications.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -134,7 +135,8 @@ impl NetAdapter {
     /// Loads a miniport, plugs `device` into the host's PCI bus and initializes the adapter on it.
     /// `config_key` is the registry key NdisOpenConfiguration reads (the adapter's driver key, or
     /// the service's Parameters key when nothing was installed); `wake` lists fds whose
-    /// readability means the device model has input (e.g. its wire TAP).
+    /// readability means the device model has input (e.g. its wire TAP); the device's own wake fd
+    /// (a VFIO interrupt eventfd) is added to them.
     pub fn start(
         host: DriverHost,
         driver_path: &Path,
@@ -322,6 +324,9 @@ impl NetAdapter {
             for line in lines {
                 claimed |= ndis::interrupt::deliver(&mut self.host.k, line)
                     .map_err(|e| self.host.fail(e))?;
+                // ISR and DPC ran: a VFIO device unmasks its line (it fires again if still
+                // asserted).
+                self.host.pci_bus().end_of_interrupt(line);
             }
             if !claimed {
                 tracing::warn!(target: "ica::net", "interrupt asserted but no ISR claimed it");
@@ -380,6 +385,8 @@ impl NetMiniport for NetAdapter {
     }
 
     fn wake_fds(&self) -> Vec<RawFd> {
-        self.wake.clone()
+        let mut fds = self.wake.clone();
+        fds.extend(self.host.pci_bus().with(|b| b.wake_fds()));
+        fds
     }
 }

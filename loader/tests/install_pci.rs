@@ -1,6 +1,7 @@
 //! Binding an INF to a PCI function (a fixed, fake one): Windows ranking over the function's
 //! hardware and compatible IDs picks the model, the install records the binding under
-//! `Enum\PCI\...`, and the device is reported as not startable yet.
+//! `Enum\PCI\...`, and the device starts only when it is a network controller bound to vfio-pci
+//! (otherwise the reason says how to bind it).
 
 use std::path::Path;
 
@@ -107,8 +108,42 @@ fn pci_binding_uses_windows_rank() {
         inst,
         r"PCI\VEN_8086&DEV_100E&SUBSYS_001E8086&REV_02\0000_00_03.0"
     );
-    let why = start::cannot_start(&inst).unwrap();
-    assert!(why.contains("real PCI hardware needs VFIO"), "{why}");
+    // It starts only as a network controller bound to vfio-pci; otherwise it says why.
+    let why = start::cannot_start_on(&inst, &[]).unwrap();
+    assert!(why.contains("not present on this machine"), "{why}");
+    let e1000 = PciDevice {
+        driver: Some("e1000".into()),
+        ..nic(0x100E)
+    };
+    let why = start::cannot_start_on(&inst, std::slice::from_ref(&e1000)).unwrap();
+    assert!(
+        why.contains("0000:00:03.0 is not bound to vfio-pci (driver: e1000); bind it with: "),
+        "{why}"
+    );
+    assert!(
+        why.contains("echo 0000:00:03.0 > /sys/bus/pci/devices/0000:00:03.0/driver/unbind"),
+        "{why}"
+    );
+    let unbound = nic(0x100E);
+    let why = start::cannot_start_on(&inst, &[unbound]).unwrap();
+    assert!(
+        why.contains("(no driver)") && !why.contains("unbind"),
+        "{why}"
+    );
+    let vfio = PciDevice {
+        driver: Some("vfio-pci".into()),
+        ..e1000
+    };
+    assert_eq!(
+        start::cannot_start_on(&inst, std::slice::from_ref(&vfio)),
+        None
+    );
+    let storage = PciDevice {
+        class: 0x010802,
+        ..vfio
+    };
+    let why = start::cannot_start_on(&inst, &[storage]).unwrap();
+    assert!(why.contains("only network controllers"), "{why}");
     let store = root.open_registry().unwrap();
     let key = enum_key(&inst);
     assert_eq!(

@@ -212,9 +212,12 @@ pub fn install(
                 record_start(&store, &p.package_name, &state)?;
                 return Ok(());
             }
-            // A Net-class device is an NDIS miniport: on its model, or virtual if root-enumerated.
+            // A Net-class device is an NDIS miniport: on its software model or its vfio-pci
+            // function, or virtual if root-enumerated.
+            let on_pci = start::model_for_instance(inst).is_some()
+                || start::vfio_function_for_instance(inst).is_some();
             let virtual_nic = p.plan.net.is_some() && start::is_root_device(inst);
-            if start::model_for_instance(inst).is_some() || virtual_nic {
+            if on_pci || virtual_nic {
                 let r = nic::run(root, &store, p.arch, inst, ifname, keep_running);
                 let state = match &r {
                     Ok(()) => "started, then unloaded cleanly".to_string(),
@@ -322,7 +325,7 @@ pub fn devices(root: &Root) -> Result<(), InstallError> {
         return Ok(());
     }
     println!(
-        "PCI devices ({} in {}; binding works, starting real hardware needs VFIO, which comes later):",
+        "PCI devices ({} in {}; a network controller bound to vfio-pci starts through VFIO):",
         pci.len(),
         host_linux::pci::SYSFS_PCI_DEVICES
     );
@@ -332,8 +335,13 @@ pub fn devices(root: &Root) -> Result<(), InstallError> {
             .iter()
             .find(|i| i.instance_id == d.instance_id)
             .and_then(|i| i.service.clone());
+        let vfio = if p.driver.as_deref() == Some(host_linux::vfio::VFIO_DRIVER) {
+            " [vfio-pci]"
+        } else {
+            ""
+        };
         println!(
-            "  {}{}",
+            "  {}{vfio}{}",
             d.description,
             bound
                 .map(|s| format!(" [installed: {s}]"))

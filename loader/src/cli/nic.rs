@@ -1,8 +1,9 @@
-//! `ica-load` for network adapters: start the installed miniport on its device (or none, for a
-//! virtual miniport), show what its OIDs report, and connect it to Linux: a TAP interface (the
-//! adapter as Linux sees it) plus, for a device model, a second TAP as the model's wire (the
-//! network the card is plugged into), bridged until Ctrl-C. Without the privilege to create TAPs
-//! a model runs against an in-process wire and no interface is created.
+//! `ica-load` for network adapters: start the installed miniport on its device (a software model,
+//! a real card through VFIO, or none for a virtual miniport), show what its OIDs report, and
+//! connect it to Linux: a TAP interface (the adapter as Linux sees it) plus, for a model, a second
+//! TAP as the model's wire (the network the card is plugged into; a real card has its own port),
+//! bridged until Ctrl-C. Without the privilege to create TAPs a model runs against an in-process
+//! wire and no interface is created.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub fn run(
     let mut say = |line: String| println!("  {line}");
     let wire_name = format!("{ifname}w");
     let on_model = start::model_for_instance(instance).is_some();
+    let vfio = start::vfio_function_for_instance(instance);
     let upper = match TapPort::open(Some(ifname)) {
         Ok(up) => Some(up),
         Err(e) if on_model => {
@@ -72,9 +74,15 @@ pub fn run(
             None
         }
     };
-    let backend = match (on_model, &upper) {
-        (false, _) => NicBackend::Virtual,
-        (true, Some(_)) => {
+    let wire_note = match &vfio {
+        Some(address) => format!("; the card at {address} is on its own wire"),
+        None if on_model => format!("; {wire_name} is its wire"),
+        None => String::new(),
+    };
+    let backend = match (vfio, on_model, &upper) {
+        (Some(address), _, _) => NicBackend::Vfio { address },
+        (None, false, _) => NicBackend::Virtual,
+        (None, true, Some(_)) => {
             let wire = TapPort::open(Some(&wire_name)).map_err(other)?;
             let wake = vec![std::os::fd::AsRawFd::as_raw_fd(&wire)];
             NicBackend::Model {
@@ -82,7 +90,7 @@ pub fn run(
                 wake,
             }
         }
-        (true, None) => NicBackend::Model {
+        (None, true, None) => NicBackend::Model {
             wire: Box::new(QueuePort::new().0),
             wake: Vec::new(),
         },
@@ -101,12 +109,9 @@ pub fn run(
             },
         )
         .map_err(other)?;
-        if on_model {
-            println!("  interface {ifname} is up (the adapter); {wire_name} is its wire");
-        } else {
-            println!("  interface {ifname} is up (the adapter)");
-        }
+        println!("  interface {ifname} is up (the adapter){wire_note}");
         if keep_running {
+            // Signals are blocked before anyone is told to send one.
             let stop = Arc::new(AtomicBool::new(false));
             stop_on_signal(stop.clone());
             println!("Running; press Ctrl-C to stop.");

@@ -3,6 +3,9 @@
 //! stack is its LowerFilters, Service and UpperFilters from its `Enum` key; then everything is
 //! torn down again (remove the stack, DriverUnload) before the process exits.
 
+use host_linux::device::PciDevice as PciFunction;
+use host_linux::pci::PciDevice;
+use host_linux::vfio::{bind_instructions, VfioPciDevice, VFIO_DRIVER};
 use ntoskrnl::pnp::{self, Driver};
 use ntoskrnl::status::{self, NtStatus};
 
@@ -32,18 +35,79 @@ pub fn model_for_instance(instance: &str) -> Option<String> {
         .and_then(|m| host_linux::models::model_name(&m).map(str::to_string))
 }
 
-/// Why a device cannot be started yet (None: it can).
-pub fn cannot_start(instance: &str) -> Option<&'static str> {
+/// The host's PCI function behind a PCI instance ID, among `pci` (normally the sysfs scan).
+pub fn pci_function_for_instance<'a>(
+    instance: &str,
+    pci: &'a [PciDevice],
+) -> Option<&'a PciDevice> {
+    pci.iter()
+        .find(|d| crate::install::devices::pci_instance_id(d).eq_ignore_ascii_case(instance))
+}
+
+/// Why a device cannot be started yet (None: it can), with the host's PCI functions from sysfs.
+pub fn cannot_start(instance: &str) -> Option<String> {
+    cannot_start_on(instance, &host_linux::pci::scan())
+}
+
+/// [`cannot_start`] with the host's PCI functions `pci`: a software model starts; real PCI
+/// hardware starts through VFIO when the function is bound to vfio-pci and is a network
+/// controller (its NDIS miniport runs on it).
+pub fn cannot_start_on(instance: &str, pci: &[PciDevice]) -> Option<String> {
     if instance.len() >= 4 && instance[..4].eq_ignore_ascii_case("PCI\\") {
         if model_for_instance(instance).is_some() {
             return None;
         }
-        Some("real PCI hardware needs VFIO, which comes later (the software device models start)")
+        let Some(d) = pci_function_for_instance(instance, pci) else {
+            return Some("this PCI function is not present on this machine".into());
+        };
+        if d.driver.as_deref() != Some(VFIO_DRIVER) {
+            return Some(format!(
+                "real PCI hardware is driven through VFIO, and {} is not bound to vfio-pci ({}); \
+                 bind it with: {}",
+                d.address,
+                d.driver
+                    .as_deref()
+                    .map_or("no driver".to_string(), |l| format!("driver: {l}")),
+                bind_instructions(&d.address, d.driver.as_deref())
+            ));
+        }
+        if d.base_class() != 0x02 {
+            return Some(
+                "only network controllers (NDIS miniports) start on real PCI hardware so far"
+                    .into(),
+            );
+        }
+        None
     } else if !is_root_device(instance) {
-        Some("only root-enumerated devices can be started")
+        Some("only root-enumerated devices can be started".into())
     } else {
         None
     }
+}
+
+/// What an installed network adapter runs on.
+pub enum NicBackend {
+    /// Its software device model, plugged into the host's PCI bus with its wire on `wire`; `wake`
+    /// lists fds whose readability means the wire has input.
+    Model {
+        wire: Box<dyn host_linux::packet::PacketPort + Send>,
+        wake: Vec<std::os::fd::RawFd>,
+    },
+    /// The real PCI function at `address` (bound to vfio-pci), through VFIO.
+    Vfio { address: String },
+    /// No hardware: a virtual (root-enumerated) miniport.
+    Virtual,
+}
+
+/// The real PCI function (bound to vfio-pci) an installed network adapter runs on, by address;
+/// None for a software model or a function that cannot start ([`cannot_start`] says why).
+pub fn vfio_function_for_instance(instance: &str) -> Option<String> {
+    if model_for_instance(instance).is_some() {
+        return None;
+    }
+    let pci = host_linux::pci::scan();
+    let d = pci_function_for_instance(instance, &pci)?;
+    (cannot_start_on(instance, &pci).is_none()).then(|| d.address.clone())
 }
 
 fn dbt_arch(a: Arch) -> dbt::Arch {
@@ -203,21 +267,10 @@ pub fn start_device(
 /// Factory MAC address of software NIC models (locally administered).
 pub const MODEL_MAC: [u8; 6] = [0x02, 0x1C, 0xA0, 0x00, 0x81, 0x39];
 
-/// What an installed network adapter runs on.
-pub enum NicBackend {
-    /// Its software device model, plugged into the host's PCI bus with its wire on `wire`; `wake`
-    /// lists fds whose readability means the wire has input.
-    Model {
-        wire: Box<dyn host_linux::packet::PacketPort + Send>,
-        wake: Vec<std::os::fd::RawFd>,
-    },
-    /// No hardware: a virtual (root-enumerated) miniport.
-    Virtual,
-}
-
 /// Starts an installed network adapter the way NDIS does: the function driver (an NDIS miniport)
-/// is loaded, the device (if any) plugged into the host's PCI bus, and the adapter initialized
-/// with the configuration in its driver key.
+/// is loaded, the device (if any) plugged into the host's PCI bus (a real function gets the guest
+/// memory mapped for its DMA first), and the adapter initialized with the configuration in its
+/// driver key.
 pub fn start_nic(
     root: &Root,
     store: &RegistryStore,
@@ -246,23 +299,33 @@ pub fn start_nic(
         ))
     })?;
     let config_key = driver.map(|d| driver_key(&d));
-    let host = new_host(store, arch)?;
-    let (nic, on) = match backend {
+    let mut host = new_host(store, arch)?;
+    let (device, wake, on): (Option<Box<dyn PciFunction>>, _, _) = match backend {
         NicBackend::Model { wire, wake } => {
             let model = model_for_instance(instance)
                 .ok_or_else(|| other(format!("{instance}: no software model for this device")))?;
             let device = host_linux::models::build(&model, MODEL_MAC, wire)
                 .ok_or_else(|| other(format!("no software model named {model}")))?;
-            let nic = NetAdapter::start(host, &file, device, config_key.as_deref(), wake)
+            (Some(device), wake, format!("on the {model} model"))
+        }
+        NicBackend::Vfio { address } => {
+            let mut device = VfioPciDevice::open(&address).map_err(other)?;
+            device
+                .map_guest_memory(&host.k.m.mem.dma_window())
                 .map_err(other)?;
-            (nic, format!("on the {model} model"))
+            (
+                Some(Box::new(device) as Box<dyn PciFunction>),
+                Vec::new(),
+                format!("on {address} through VFIO"),
+            )
         }
-        NicBackend::Virtual => {
-            let nic =
-                NetAdapter::start_virtual(host, &file, config_key.as_deref()).map_err(other)?;
-            (nic, "as a virtual adapter".to_string())
-        }
+        NicBackend::Virtual => (None, Vec::new(), "as a virtual adapter".to_string()),
     };
+    let nic = match device {
+        Some(device) => NetAdapter::start(host, &file, device, config_key.as_deref(), wake),
+        None => NetAdapter::start_virtual(host, &file, config_key.as_deref()),
+    }
+    .map_err(other)?;
     say(format!(
         "{service}: {} loaded {on}, MiniportInitialize succeeded",
         file.display()
