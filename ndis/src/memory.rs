@@ -1,5 +1,8 @@
 //! NDIS memory: NdisAllocateMemory, NdisAllocateMemoryWithTag(Priority) / NdisFreeMemory on the
-//! executive pool, owned by the calling driver image (so leak reports name the miniport).
+//! executive pool, owned by the calling driver image (so leak reports name the miniport), and
+//! NdisInitializeNPagedLookasideList / NdisDeleteNPagedLookasideList, which are ntoskrnl's
+//! lookaside lists (see [`ntoskrnl::lookaside`]; allocating and freeing are header inlines, and
+//! NDIS 5 headers make these two macros for the ntoskrnl exports).
 
 use ntoskrnl::export::{Export, Quad};
 use ntoskrnl::{ex, export_table, KResult, Kernel};
@@ -72,4 +75,6 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisFreeMemory => free_memory(virtual_address: u64, length: u32, memory_flags: u32);
     stdcall NdisAllocateMemoryWithTagPriority => allocate_memory_with_tag_priority(ndis_handle: u64, length: u32, tag: u32, priority: u32);
     stdcall NdisFreeMemoryWithTagPriority => free_memory_with_tag_priority(ndis_handle: u64, virtual_address: u64, tag: u32);
+    stdcall NdisInitializeNPagedLookasideList => ntoskrnl::lookaside::initialize_npaged_lookaside_list(lookaside: u64, allocate: u64, free: u64, flags: u32, size: u64, tag: u32, depth: u16);
+    stdcall NdisDeleteNPagedLookasideList => ntoskrnl::lookaside::delete_npaged_lookaside_list(lookaside: u64);
 ];
