@@ -113,7 +113,7 @@ pub fn report(
         let done = if w.through_block {
             let m = through_block(w);
             if let Some(m) = m {
-                via_block.push(format!("{} ({}, {})", m.name, m.field, w.priority));
+                via_block.push(format!("{} -> {} ({})", m.name, m.field, w.priority));
             }
             m.is_some()
         } else {
@@ -138,9 +138,11 @@ pub fn report(
     if !via_block.is_empty() {
         let _ = writeln!(
             out,
-            "implemented through NDIS_MINIPORT_BLOCK fields (NDIS 5 macros, no import): {}",
-            via_block.join(", ")
+            "implemented through NDIS_MINIPORT_BLOCK fields (NDIS 5 macros, no import):"
         );
+        for line in via_block {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     out
 }
@@ -194,10 +196,10 @@ mod tests {
         assert!(text.contains("missing: PacketIndicateHandler"), "{text}");
         assert!(
             text.contains(
-                "implemented through NDIS_MINIPORT_BLOCK fields (NDIS 5 macros, no import): \
-                 NdisMEthIndicateReceive (EthRxIndicateHandler, P1), \
-                 NdisMIndicateReceivePacket (PacketIndicateHandler, P1), \
-                 NdisMSendComplete (SendCompleteHandler, P1)"
+                "implemented through NDIS_MINIPORT_BLOCK fields (NDIS 5 macros, no import):\n  \
+                 NdisMEthIndicateReceive -> EthRxIndicateHandler (P1)\n  \
+                 NdisMIndicateReceivePacket -> PacketIndicateHandler (P1)\n  \
+                 NdisMSendComplete -> SendCompleteHandler (P1)\n"
             ),
             "{text}"
         );
