@@ -467,7 +467,7 @@ pub fn map_io_space(
     };
     let (lo, hi) = (pa.0, pa.0.saturating_add(u64::from(length)));
     let inside = a.resources.iter().any(|r| {
-        matches!(*r, Resource::Memory { start, length } if lo >= start && hi <= start + u64::from(length))
+        matches!(*r, Resource::Memory { start, length: size } if lo >= start && hi <= start + u64::from(size))
     });
     if !inside || length == 0 {
         tracing::warn!(target: "ica::ndis", "{}: NdisMMapIoSpace {lo:#x}+{length:#x} is outside the adapter's memory resources", a.name);

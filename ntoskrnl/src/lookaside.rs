@@ -145,6 +145,21 @@ pub(crate) fn check_free(k: &mut Kernel, addr: u64, end: u64) -> KResult<()> {
     Ok(())
 }
 
+/// Bug-checks (0xCE, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS) if the image of
+/// `driver` at `[start, start + size)`, about to be unloaded, holds a live lookaside list: Windows
+/// would go on walking it in the system's list of lookaside lists.
+pub(crate) fn check_unload(k: &mut Kernel, driver: &str, start: u64, size: u64) -> KResult<()> {
+    let end = start.saturating_add(size);
+    let live = k.extension::<Lookasides>().lists.range(start..end).next();
+    if let Some((&list, _)) = live {
+        return Err(KernelError::bug_check(
+            0xCE,
+            format!("driver {driver} unloaded without deleting its lookaside list {list:#x}"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall ExInitializeNPagedLookasideList => initialize_npaged_lookaside_list(lookaside: u64, allocate: u64, free: u64, flags: u32, size: u64, tag: u32, depth: u16);
     stdcall ExDeleteNPagedLookasideList => delete_npaged_lookaside_list(lookaside: u64);
@@ -207,6 +222,18 @@ mod tests {
         // Deleting again is ignored; the memory can go now.
         delete_npaged_lookaside_list(&mut k, list).unwrap();
         ex::free(&mut k, list, None).unwrap();
+
+        // A list in a driver image (a global) must be deleted before the image goes.
+        let image =
+            k.m.mem
+                .alloc(0x2000, dbt::Prot::READ | dbt::Prot::WRITE)
+                .unwrap();
+        initialize_npaged_lookaside_list(&mut k, image + 0x840, 0, 0, 0, 16, TAG, 0).unwrap();
+        let err = check_unload(&mut k, "test.sys", image, 0x2000).unwrap_err();
+        assert!(err.to_string().contains("0xCE"), "{err}");
+        check_unload(&mut k, "other.sys", image + 0x1000, 0x1000).unwrap();
+        delete_npaged_lookaside_list(&mut k, image + 0x840).unwrap();
+        check_unload(&mut k, "test.sys", image, 0x2000).unwrap();
     }
 
     #[test]
