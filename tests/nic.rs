@@ -1,10 +1,13 @@
 //! Helpers of the NIC driver tests: test frames, an adapter on the RTL8139 model with an
-//! in-process wire, servicing and collecting what the miniport indicated, and pool accounting.
+//! in-process wire (optionally watched by a [`Probed`] wrapper), servicing and collecting what the
+//! miniport indicated, and pool accounting.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use dbt::Arch;
 use host_linux::bus::PciResources;
+use host_linux::device::{Bar, Dma, DmaError, PciDevice};
 use host_linux::net::{NetEvent, NetMiniport};
 use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::{Cable, Rtl8139};
@@ -43,6 +46,114 @@ pub fn start_rtl8139(arch: Arch, driver: &str) -> (NetAdapter, PortHandle, Cable
     )
     .unwrap_or_else(|e| panic!("{driver} {}: {e}", arch.name()));
     (nic, wire, cable)
+}
+
+/// What a [`Probed`] device saw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProbeLog {
+    /// Register accesses (reads and writes) per BAR number.
+    pub bar_accesses: BTreeMap<usize, u64>,
+    /// Bus addresses and lengths the device read by DMA, in order.
+    pub dma_reads: Vec<(u64, usize)>,
+}
+
+/// A PCI device that records, for the test, which BARs the driver touches and where the device
+/// reads memory by DMA; otherwise it is the device it wraps.
+pub struct Probed<D> {
+    inner: D,
+    log: Arc<Mutex<ProbeLog>>,
+}
+
+impl<D: PciDevice> Probed<D> {
+    /// Wraps `inner`; the log is shared with the caller.
+    pub fn new(inner: D) -> (Probed<D>, Arc<Mutex<ProbeLog>>) {
+        let log = Arc::new(Mutex::new(ProbeLog::default()));
+        let probed = Probed {
+            inner,
+            log: log.clone(),
+        };
+        (probed, log)
+    }
+
+    fn count(&self, bar: usize) {
+        *self
+            .log
+            .lock()
+            .unwrap()
+            .bar_accesses
+            .entry(bar)
+            .or_default() += 1;
+    }
+}
+
+/// The device's DMA, with its reads recorded.
+struct RecordingDma<'a> {
+    inner: &'a mut dyn Dma,
+    log: &'a Mutex<ProbeLog>,
+}
+
+impl Dma for RecordingDma<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        self.log.lock().unwrap().dma_reads.push((addr, buf.len()));
+        self.inner.read(addr, buf)
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaError> {
+        self.inner.write(addr, data)
+    }
+}
+
+impl<D: PciDevice> PciDevice for Probed<D> {
+    fn config_read(&mut self, offset: u16, size: u8) -> u32 {
+        self.inner.config_read(offset, size)
+    }
+    fn config_write(&mut self, offset: u16, size: u8, value: u32) {
+        self.inner.config_write(offset, size, value)
+    }
+    fn bars(&self) -> Vec<Bar> {
+        self.inner.bars()
+    }
+    fn bar_read(&mut self, bar: usize, offset: u64, size: u8) -> u64 {
+        self.count(bar);
+        self.inner.bar_read(bar, offset, size)
+    }
+    fn bar_write(&mut self, bar: usize, offset: u64, size: u8, value: u64) {
+        self.count(bar);
+        self.inner.bar_write(bar, offset, size, value)
+    }
+    fn interrupt_pending(&self) -> bool {
+        self.inner.interrupt_pending()
+    }
+    fn poll(&mut self, dma: &mut dyn Dma) {
+        let log = self.log.clone();
+        let mut dma = RecordingDma {
+            inner: dma,
+            log: &log,
+        };
+        self.inner.poll(&mut dma)
+    }
+}
+
+/// The miniport `driver` started in `h` on a [`Probed`] RTL8139 model with an in-process wire,
+/// its configuration read from `config_key` (the service's Parameters key if `None`); returns the
+/// adapter, the wire's host end and the probe's log.
+pub fn start_probed_rtl8139(
+    h: DriverHost,
+    arch: Arch,
+    driver: &str,
+    config_key: Option<&str>,
+) -> (NetAdapter, PortHandle, Arc<Mutex<ProbeLog>>) {
+    let (port, wire) = QueuePort::new();
+    let (dev, log) = Probed::new(Rtl8139::new(MAC, Box::new(port)));
+    let nic = NetAdapter::start(
+        h,
+        &driver_path(arch, driver),
+        Box::new(dev),
+        config_key,
+        Vec::new(),
+    )
+    .unwrap_or_else(|e| panic!("{driver} {}: {e}", arch.name()));
+    (nic, wire, log)
 }
 
 /// Services the adapter a few rounds; returns what it indicated.

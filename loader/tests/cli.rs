@@ -153,3 +153,38 @@ fn the_bundled_default_runs_without_arguments() {
         "{stdout}"
     );
 }
+
+#[test]
+fn coverage_counts_ndis5_macros_through_the_miniport_block() {
+    let reference = scratch(
+        "interfaces.tsv",
+        b"module\tfunction\tcategory\tpriority\txp_export\n\
+          ndis.sys\tNdisMEthIndicateReceive\tndis\tP1\tmacro->block\n\
+          ndis.sys\tNdisMIndicateStatus\tndis\tP1\tmacro->block(also exported)\n\
+          ndis.sys\tNdisMFddiIndicateReceive\tndis\tP1\tmacro->block\n\
+          ndis.sys\tNdisMMapIoSpace\tndis\tP0\tyes\n\
+          ntoskrnl.exe\tExInitializeNPagedLookasideList\tmemory\tP0\tyes\n",
+    );
+    let (ok, stdout, stderr) = ica_load(&[
+        "coverage",
+        "--reference",
+        reference.to_str().unwrap(),
+        "--missing",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ndis.sys      P1: 2/3"), "{stdout}");
+    assert!(
+        stdout.contains("missing: NdisMFddiIndicateReceive"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ndis.sys      P0: 1/1"), "{stdout}");
+    assert!(stdout.contains("ntoskrnl.exe  P0: 1/1"), "{stdout}");
+    assert!(
+        stdout.contains("  NdisMEthIndicateReceive -> EthRxIndicateHandler (P1)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  NdisMIndicateStatus -> StatusHandler (P1)"),
+        "{stdout}"
+    );
+}

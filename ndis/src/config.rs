@@ -1,5 +1,7 @@
 //! The NDIS configuration API: NdisOpenConfiguration / NdisReadConfiguration /
-//! NdisCloseConfiguration and NdisReadNetworkAddress, reading the registry backend.
+//! NdisCloseConfiguration, NdisReadNetworkAddress and the subkeys of an open key
+//! (NdisOpenConfigurationKeyByName / ByIndex, whose handles NdisCloseConfiguration closes too),
+//! reading the registry backend.
 //!
 //! Which key: NDIS reads a miniport's per-adapter values from the adapter's driver key
 //! (`Control\Class\{4D36E972-...}\NNNN`). Until adapters are bound, a WrapperConfigurationContext
@@ -127,6 +129,79 @@ pub fn open_configuration_ex(k: &mut Kernel, object: u64, handle_out: u64) -> KR
     let handle = open_key(k, key)?;
     k.write_ptr(handle_out, handle)?;
     Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// The registry key an open configuration handle reads.
+fn handle_key(k: &mut Kernel, handle: u64) -> Option<String> {
+    k.extension::<NdisState>()
+        .configs
+        .get(&handle)
+        .map(|c| c.key.clone())
+}
+
+/// NdisOpenConfigurationKeyByName(Status, ConfigurationHandle, SubKeyName, SubKeyHandle): a
+/// configuration handle for the subkey `SubKeyName` (a relative path, `A\B` allowed) of the key
+/// `ConfigurationHandle` reads. NDIS_STATUS_FAILURE if the handle is not open or the subkey does
+/// not exist.
+pub fn open_configuration_key_by_name(
+    k: &mut Kernel,
+    status: u64,
+    handle: u64,
+    name: u64,
+    subkey_out: u64,
+) -> KResult<()> {
+    let name = rtl::read_unicode_string(k, name)?;
+    let Some(parent) = handle_key(k, handle) else {
+        tracing::warn!(target: "ica::ndis", "NdisOpenConfigurationKeyByName({name}) with {handle:#x}, which is not an open configuration handle");
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    };
+    let valid = !name.is_empty() && name.split('\\').all(|c| !c.is_empty());
+    let key = registry::join_path(&parent, &name);
+    if !valid || registry::backend(k).key_info(&key).is_err() {
+        tracing::debug!(target: "ica::ndis", "NdisOpenConfigurationKeyByName({name}): no such subkey of {parent}");
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    }
+    let sub = open_key(k, key)?;
+    k.write_ptr(subkey_out, sub)?;
+    put_status(k, status, NDIS_STATUS_SUCCESS)
+}
+
+/// NdisOpenConfigurationKeyByIndex(Status, ConfigurationHandle, Index, KeyName, KeyHandle): a
+/// configuration handle for the `Index`th subkey of the key `ConfigurationHandle` reads, and its
+/// name in `*KeyName` (the string's buffer belongs to the new handle). NDIS_STATUS_FAILURE past
+/// the last subkey or for a handle that is not open.
+pub fn open_configuration_key_by_index(
+    k: &mut Kernel,
+    status: u64,
+    handle: u64,
+    index: u32,
+    name_out: u64,
+    subkey_out: u64,
+) -> KResult<()> {
+    let Some(parent) = handle_key(k, handle) else {
+        tracing::warn!(target: "ica::ndis", "NdisOpenConfigurationKeyByIndex({index}) with {handle:#x}, which is not an open configuration handle");
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    };
+    let Ok(Some(info)) = registry::backend(k).enum_key(&parent, index) else {
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    };
+    let sub = open_key(k, registry::join_path(&parent, &info.name))?;
+    let units: Vec<u16> = info.name.encode_utf16().collect();
+    let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+    let buffer = ex::allocate(
+        k,
+        bytes.len() as u64 + 2,
+        u32::from_le_bytes(*b"NDkn"),
+        NDIS_OWNER.to_string(),
+    )?;
+    if let Some(c) = k.extension::<NdisState>().configs.get_mut(&sub) {
+        c.blocks.push(buffer);
+    }
+    k.m.mem.write_bytes(buffer, &bytes)?;
+    let len = bytes.len().min(0xFFFC) as u16;
+    rtl::write_unicode_string_struct(k, name_out, buffer, len, len + 2)?;
+    k.write_ptr(subkey_out, sub)?;
+    put_status(k, status, NDIS_STATUS_SUCCESS)
 }
 
 /// NdisCloseConfiguration(ConfigurationHandle): frees the handle and everything read through it.
@@ -340,12 +415,95 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisReadConfiguration => read_configuration(status: u64, parameter_value: u64, configuration_handle: u64, keyword: u64, parameter_type: u32);
     stdcall NdisOpenConfigurationEx => open_configuration_ex(config_object: u64, configuration_handle: u64);
     stdcall NdisCloseConfiguration => close_configuration(configuration_handle: u64);
+    stdcall NdisOpenConfigurationKeyByName => open_configuration_key_by_name(status: u64, configuration_handle: u64, sub_key_name: u64, sub_key_handle: u64);
+    stdcall NdisOpenConfigurationKeyByIndex => open_configuration_key_by_index(status: u64, configuration_handle: u64, index: u32, key_name: u64, key_handle: u64);
     stdcall NdisReadNetworkAddress => read_network_address(status: u64, network_address: u64, network_address_length: u64, configuration_handle: u64);
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{block, kernel, ARCHES};
+
+    const KEY: &str = r"\Registry\Machine\System\CurrentControlSet\Control\Class\Test\0000";
+
+    fn string(k: &mut Kernel, text: &str) -> u64 {
+        rtl::alloc_unicode_string(k, text, 0x7473_6554).unwrap()
+    }
+
+    #[test]
+    fn subkeys_open_by_name_and_by_index_and_close_with_their_storage() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let b = registry::backend(&mut k);
+            for sub in [r"Ndi\params\IoMode", r"Ndi\params\*SpeedDuplex"] {
+                b.create_key_path(&format!(r"{KEY}\{sub}")).unwrap();
+            }
+            b.set_value(
+                &format!(r"{KEY}\Ndi\params\IoMode"),
+                "default",
+                &RegValue::sz("1"),
+            )
+            .unwrap();
+            let ctx = configuration_context_for_key(&mut k, KEY).unwrap();
+            let out = block(&mut k, 64);
+            let (status, handle, name) = (out, out + 8, out + 16);
+            open_configuration(&mut k, status, handle, ctx).unwrap();
+            let cfg = k.read_ptr(handle).unwrap();
+            let open = |k: &mut Kernel, parent: u64, text: &str| {
+                let s = string(k, text);
+                open_configuration_key_by_name(k, status, parent, s, handle).unwrap();
+                let st = k.m.mem.read_u32(status).unwrap();
+                (st == NDIS_STATUS_SUCCESS).then(|| k.read_ptr(handle).unwrap())
+            };
+            let ndi = open(&mut k, cfg, "ndi").expect("names are case-insensitive");
+            let params = open(&mut k, ndi, "params").expect("params");
+            assert!(
+                open(&mut k, cfg, r"Ndi\params\IoMode").is_some(),
+                "a relative path"
+            );
+            for bad in ["nothing", "", r"Ndi\\params", r"\Ndi"] {
+                assert!(open(&mut k, cfg, bad).is_none(), "{arch:?}: {bad:?}");
+            }
+            assert!(
+                open(&mut k, 0x4321, "Ndi").is_none(),
+                "not a configuration handle"
+            );
+
+            let mut names = Vec::new();
+            for index in 0.. {
+                open_configuration_key_by_index(&mut k, status, params, index, name, handle)
+                    .unwrap();
+                if k.m.mem.read_u32(status).unwrap() != NDIS_STATUS_SUCCESS {
+                    break;
+                }
+                names.push(rtl::read_unicode_string(&k, name).unwrap());
+                let sub = k.read_ptr(handle).unwrap();
+                let kw = string(&mut k, "default");
+                read_configuration(&mut k, status, out + 24, sub, kw, parameter_type::INTEGER)
+                    .unwrap();
+                let found = k.m.mem.read_u32(status).unwrap() == NDIS_STATUS_SUCCESS;
+                assert_eq!(found, names.last().unwrap() == "IoMode");
+                close_configuration(&mut k, sub).unwrap();
+            }
+            names.sort();
+            assert_eq!(names, ["*SpeedDuplex", "IoMode"], "{arch:?}");
+            for h in [params, ndi, cfg] {
+                close_configuration(&mut k, h).unwrap();
+            }
+            assert!(
+                k.extension::<NdisState>().configs.len() == 1,
+                "the path-opened handle"
+            );
+            for tag in [b"NDkn", b"NDcp"] {
+                let usage = k.pool.tag_usage(u32::from_le_bytes(*tag));
+                assert!(
+                    usage.allocations > 0 && usage.blocks == 0,
+                    "{tag:?}: {usage:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn network_address_parsing() {

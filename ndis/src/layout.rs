@@ -177,6 +177,12 @@ pub struct NdisLayout {
     pub partial_resource_descriptor_memory_start: u64,
     /// `offsetof(CM_PARTIAL_RESOURCE_DESCRIPTOR, u.Memory.Length)`
     pub partial_resource_descriptor_memory_length: u64,
+    /// `sizeof(NDIS_PHYSICAL_ADDRESS_UNIT)`
+    pub physical_address_unit_size: u64,
+    /// `offsetof(NDIS_PHYSICAL_ADDRESS_UNIT, PhysicalAddress)`
+    pub physical_address_unit_physical_address: u64,
+    /// `offsetof(NDIS_PHYSICAL_ADDRESS_UNIT, Length)`
+    pub physical_address_unit_length: u64,
 }
 
 /// Layouts for x86-32 drivers.
@@ -267,6 +273,9 @@ pub const X86: NdisLayout = NdisLayout {
     partial_resource_descriptor_interrupt_affinity: 12,
     partial_resource_descriptor_memory_start: 4,
     partial_resource_descriptor_memory_length: 12,
+    physical_address_unit_size: 16,
+    physical_address_unit_physical_address: 0,
+    physical_address_unit_length: 8,
 };
 
 /// Layouts for x64 drivers.
@@ -357,4 +366,7 @@ pub const X64: NdisLayout = NdisLayout {
     partial_resource_descriptor_interrupt_affinity: 12,
     partial_resource_descriptor_memory_start: 4,
     partial_resource_descriptor_memory_length: 12,
+    physical_address_unit_size: 16,
+    physical_address_unit_physical_address: 0,
+    physical_address_unit_length: 8,
 };

@@ -8,8 +8,9 @@
 //!
 //! The NDIS 5 indication macros (NdisMSendComplete, NdisMIndicateReceivePacket,
 //! NdisMEthIndicateReceive, NdisMIndicateStatus, NdisMQueryInformationComplete ...) call through
-//! function-pointer fields of the block; [`initialize`] points those fields at host functions, the
-//! same functions ndis.sys exports under the macros' names.
+//! function-pointer fields of the block; [`initialize`] points those fields at host functions (the
+//! same functions ndis.sys exports under the macros' names, where it exports them), as the
+//! [`BLOCK_MACROS`] table says.
 //!
 //! The host drives an adapter with [`initialize`], [`send`], [`interrupt::deliver`](crate::interrupt::deliver),
 //! [`query`] / [`set`], [`periodic`] and [`halt`], and collects what the miniport indicated with
@@ -225,6 +226,13 @@ pub struct Adapter {
     pub shared_memory: BTreeMap<u64, SharedMemory>,
     /// Map registers allocated (0: none).
     pub map_registers: u32,
+    /// The MaximumPhysicalMapping of the map registers: most bytes one buffer mapping may span.
+    pub max_physical_mapping: u32,
+    /// Map registers in use (NdisMStartBufferPhysicalMapping without its
+    /// NdisMCompleteBufferPhysicalMapping yet): register index -> the NDIS_BUFFER mapped.
+    pub physical_mappings: BTreeMap<u32, u64>,
+    /// Device memory mapped with NdisMMapIoSpace: virtual address -> (bus address, length).
+    pub io_mappings: BTreeMap<u64, (u64, u32)>,
     /// NdisMInitializeScatterGatherDma was called.
     pub scatter_gather: bool,
     /// The NdisMiniportDmaHandle of NdisMRegisterScatterGatherDma (NDIS 6), while registered.
@@ -304,6 +312,9 @@ impl Adapter {
             port_ranges: Vec::new(),
             shared_memory: BTreeMap::new(),
             map_registers: 0,
+            max_physical_mapping: 0,
+            physical_mappings: BTreeMap::new(),
+            io_mappings: BTreeMap::new(),
             scatter_gather: false,
             sg_dma: None,
             interrupt: None,
@@ -375,56 +386,114 @@ pub struct AdapterSetup {
     pub bus: Option<Box<dyn BusConfig>>,
 }
 
-/// Names of the block's handler fields -> the host function each points at.
-fn block_handlers(l: &crate::NdisLayout) -> [(u64, &'static str); 11] {
-    [
-        (
-            l.miniport_block_packet_indicate_handler,
-            "PacketIndicateHandler",
-        ),
-        (l.miniport_block_send_complete_handler, "NdisMSendComplete"),
-        (
-            l.miniport_block_send_resources_handler,
-            "NdisMSendResourcesAvailable",
-        ),
-        (
-            l.miniport_block_reset_complete_handler,
-            "NdisMResetComplete",
-        ),
-        (
-            l.miniport_block_eth_rx_indicate_handler,
-            "EthRxIndicateHandler",
-        ),
-        (
-            l.miniport_block_eth_rx_complete_handler,
-            "EthRxCompleteHandler",
-        ),
-        (l.miniport_block_status_handler, "NdisMIndicateStatus"),
-        (
-            l.miniport_block_status_complete_handler,
-            "NdisMIndicateStatusComplete",
-        ),
-        (
-            l.miniport_block_td_complete_handler,
-            "NdisMTransferDataComplete",
-        ),
-        (
-            l.miniport_block_query_complete_handler,
-            "NdisMQueryInformationComplete",
-        ),
-        (
-            l.miniport_block_set_complete_handler,
-            "NdisMSetInformationComplete",
-        ),
-    ]
+/// An NDIS 5 macro that calls through a function-pointer field of the NDIS_MINIPORT_BLOCK (the
+/// driver imports nothing for it), the field, and the host function [`initialize`] installs in
+/// that field. [`BLOCK_MACROS`] is the one table both the block setup and the API-coverage report
+/// read, so what the report calls implemented is what the block holds.
+#[derive(Debug)]
+pub struct BlockMacro {
+    /// The macro, as drivers write it.
+    pub name: &'static str,
+    /// The NDIS_MINIPORT_BLOCK field it calls through.
+    pub field: &'static str,
+    /// The field's offset in the block.
+    offset: fn(&crate::NdisLayout) -> u64,
+    /// Name of the host function installed in the field (an ndis.sys export, or a handler with no
+    /// export of its own).
+    handler: &'static str,
 }
 
-fn handler_export(name: &str) -> &'static Export {
-    EXPORTS
+impl BlockMacro {
+    /// The field's offset in the block for the layout `l`.
+    pub fn offset(&self, l: &crate::NdisLayout) -> u64 {
+        (self.offset)(l)
+    }
+
+    /// The host function the field holds; `None` if the table names a handler the crate lacks.
+    pub fn handler(&self) -> Option<&'static Export> {
+        EXPORTS
+            .iter()
+            .chain(BLOCK_ONLY.iter())
+            .find(|e| e.name == self.handler)
+    }
+}
+
+/// The NDIS 5 macros that call through the block (mingw-w64 `ndis.h`), with what [`initialize`]
+/// installs in their fields.
+pub static BLOCK_MACROS: &[BlockMacro] = &[
+    BlockMacro {
+        name: "NdisMIndicateReceivePacket",
+        field: "PacketIndicateHandler",
+        offset: |l| l.miniport_block_packet_indicate_handler,
+        handler: "PacketIndicateHandler",
+    },
+    BlockMacro {
+        name: "NdisMSendComplete",
+        field: "SendCompleteHandler",
+        offset: |l| l.miniport_block_send_complete_handler,
+        handler: "NdisMSendComplete",
+    },
+    BlockMacro {
+        name: "NdisMSendResourcesAvailable",
+        field: "SendResourcesHandler",
+        offset: |l| l.miniport_block_send_resources_handler,
+        handler: "NdisMSendResourcesAvailable",
+    },
+    BlockMacro {
+        name: "NdisMResetComplete",
+        field: "ResetCompleteHandler",
+        offset: |l| l.miniport_block_reset_complete_handler,
+        handler: "NdisMResetComplete",
+    },
+    BlockMacro {
+        name: "NdisMEthIndicateReceive",
+        field: "EthRxIndicateHandler",
+        offset: |l| l.miniport_block_eth_rx_indicate_handler,
+        handler: "EthRxIndicateHandler",
+    },
+    BlockMacro {
+        name: "NdisMEthIndicateReceiveComplete",
+        field: "EthRxCompleteHandler",
+        offset: |l| l.miniport_block_eth_rx_complete_handler,
+        handler: "EthRxCompleteHandler",
+    },
+    BlockMacro {
+        name: "NdisMIndicateStatus",
+        field: "StatusHandler",
+        offset: |l| l.miniport_block_status_handler,
+        handler: "NdisMIndicateStatus",
+    },
+    BlockMacro {
+        name: "NdisMIndicateStatusComplete",
+        field: "StatusCompleteHandler",
+        offset: |l| l.miniport_block_status_complete_handler,
+        handler: "NdisMIndicateStatusComplete",
+    },
+    BlockMacro {
+        name: "NdisMTransferDataComplete",
+        field: "TDCompleteHandler",
+        offset: |l| l.miniport_block_td_complete_handler,
+        handler: "NdisMTransferDataComplete",
+    },
+    BlockMacro {
+        name: "NdisMQueryInformationComplete",
+        field: "QueryCompleteHandler",
+        offset: |l| l.miniport_block_query_complete_handler,
+        handler: "NdisMQueryInformationComplete",
+    },
+    BlockMacro {
+        name: "NdisMSetInformationComplete",
+        field: "SetCompleteHandler",
+        offset: |l| l.miniport_block_set_complete_handler,
+        handler: "NdisMSetInformationComplete",
+    },
+];
+
+/// The block macro `name` whose handler the crate implements, if any.
+pub fn block_macro(name: &str) -> Option<&'static BlockMacro> {
+    BLOCK_MACROS
         .iter()
-        .chain(BLOCK_ONLY.iter())
-        .find(|e| e.name == name)
-        .expect("every block handler is declared in EXPORTS or BLOCK_ONLY")
+        .find(|m| m.name == name && m.handler().is_some())
 }
 
 /// An adapter's scratch page (NDIS-owned).
@@ -468,9 +537,12 @@ fn initialize5(
         u32::from_le_bytes(*b"NDmb"),
         NDIS_OWNER.into(),
     )?;
-    for (field, name) in block_handlers(l) {
-        let f = k.host_function(handler_export(name));
-        k.write_ptr(block + field, f)?;
+    for m in BLOCK_MACROS {
+        let handler = m.handler().ok_or_else(|| {
+            KernelError::Unsupported(format!("ndis.sys has no {} for {}", m.handler, m.field))
+        })?;
+        let f = k.host_function(handler);
+        k.write_ptr(block + m.offset(l), f)?;
     }
     // The miniport passes EthDB back to EthRxIndicateHandler: it names the adapter.
     k.write_ptr(block + l.miniport_block_eth_db, block)?;
@@ -560,6 +632,19 @@ pub(crate) fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
     }
     if a.map_registers != 0 {
         leftovers.push(format!("{}: map registers not freed", a.name));
+    }
+    for (register, buffer) in &a.physical_mappings {
+        leftovers.push(format!(
+            "{}: map register {register} still maps buffer {buffer:#x} (no NdisMCompleteBufferPhysicalMapping)",
+            a.name
+        ));
+    }
+    for (va, (pa, length)) in &a.io_mappings {
+        leftovers.push(format!(
+            "{}: device memory {pa:#x}+{length:#x} still mapped at {va:#x}",
+            a.name
+        ));
+        ntoskrnl::mm::unmap_io_space(k, *va, u64::from(*length))?;
     }
     if let Some(d) = a.sg_dma {
         leftovers.push(format!(
@@ -1269,3 +1354,95 @@ static BLOCK_ONLY: &[Export] = export_table![
     stdcall EthRxIndicateHandler => eth_indicate_receive(filter: u64, mac_receive_context: u64, address: u64, header_buffer: u64, header_buffer_size: u32, lookahead_buffer: u64, lookahead_buffer_size: u32, packet_size: u32);
     stdcall EthRxCompleteHandler => eth_indicate_receive_complete(filter: u64);
 ];
+
+/// An NDIS 5 adapter record with the given resources and no handlers, for the crate's unit tests
+/// of the calls a miniport makes on its adapter handle.
+#[cfg(test)]
+pub(crate) fn test_adapter(k: &mut Kernel, resources: Vec<Resource>) -> u64 {
+    let l = crate::layout(k);
+    let block = crate::test_support::block(k, l.miniport_block_size);
+    let scratch = alloc_scratch(k).expect("scratch");
+    let kind = Kind::Ndis5(Box::new(Ndis5 {
+        chars: MiniportCharacteristics {
+            major: 5,
+            minor: 1,
+            handlers: [0; crate::wrapper::HANDLER_COUNT],
+        },
+        config_context: 0,
+        free_sends: Vec::new(),
+        outstanding: HashMap::new(),
+        to_return: Vec::new(),
+        transfers: HashMap::new(),
+    }));
+    let setup = AdapterSetup {
+        name: "test adapter".into(),
+        config_key: String::new(),
+        resources,
+        bus: None,
+    };
+    let record = Adapter::new(block, scratch, setup, kind);
+    k.extension::<NdisState>().adapters.insert(block, record);
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{kernel, ARCHES};
+
+    #[test]
+    fn the_block_holds_the_handler_every_block_macro_names() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let l = crate::layout(&k);
+            // MiniportInitialize returns NDIS_STATUS_SUCCESS at once.
+            let code =
+                k.m.mem
+                    .alloc(0x1000, dbt::Prot::READ | dbt::Prot::EXEC)
+                    .unwrap();
+            let ret: &[u8] = match arch {
+                dbt::Arch::X86 => &[0x31, 0xC0, 0xC2, 0x18, 0x00],
+                dbt::Arch::X64 => &[0x31, 0xC0, 0xC3],
+            };
+            k.m.mem.write_bytes(code, ret).unwrap();
+            let mut handlers = [0; crate::wrapper::HANDLER_COUNT];
+            handlers[Handler::Initialize as usize] = code;
+            let wrapper = crate::alloc_handle(&mut k, b"Test").unwrap();
+            let w = crate::Wrapper {
+                miniport: Some(MiniportCharacteristics {
+                    major: 5,
+                    minor: 1,
+                    handlers,
+                }),
+                ..Default::default()
+            };
+            k.extension::<NdisState>().wrappers.insert(wrapper, w);
+            let setup = AdapterSetup {
+                name: "blocks".into(),
+                config_key: r"\Registry\Machine\System\Test".into(),
+                resources: Vec::new(),
+                bus: None,
+            };
+            let block = initialize(&mut k, MiniportDriverHandle::Ndis5(wrapper), setup)
+                .unwrap()
+                .unwrap();
+            for m in BLOCK_MACROS {
+                let handler = m.handler().unwrap_or_else(|| panic!("{}", m.name));
+                let installed = k.read_ptr(block + m.offset(l)).unwrap();
+                assert_eq!(installed, k.host_function(handler), "{arch:?} {}", m.name);
+                assert_eq!(block_macro(m.name).map(|b| b.field), Some(m.field));
+            }
+            assert!(block_macro("NdisMTrIndicateReceive").is_none());
+            // A macro's call through its field reaches the host: NdisMIndicateStatus.
+            let status = BLOCK_MACROS
+                .iter()
+                .find(|m| m.name == "NdisMIndicateStatus")
+                .unwrap();
+            let field = k.read_ptr(block + status.offset(l)).unwrap();
+            k.call_guest(field, &[block, u64::from(NDIS_STATUS_MEDIA_CONNECT), 0, 0])
+                .unwrap();
+            assert_eq!(take_events(&mut k, block), vec![AdapterEvent::Link(true)]);
+            assert!(release(&mut k, block).unwrap().is_empty());
+        }
+    }
+}

@@ -4,8 +4,10 @@
 //! attributes (NdisMSetAttributes / NdisMSetAttributesEx) and the shutdown handler.
 //!
 //! Port I/O is direct (the port offset a driver gets is the port number; the translator routes
-//! in/out to the device). Shared memory is ordinary guest memory, page aligned, whose bus address
-//! is its guest-physical address.
+//! in/out to the device). A memory BAR is mapped with NdisMMapIoSpace as MmMapIoSpace maps it:
+//! guest accesses there reach the device (MMIO). Shared memory is ordinary guest memory, page
+//! aligned, whose bus address is its guest-physical address; so is the address a map register
+//! gives an NDIS_BUFFER (NdisMStartBufferPhysicalMapping).
 
 use ntoskrnl::export::{Export, Quad};
 use ntoskrnl::{ex, export_table, KResult, Kernel};
@@ -301,18 +303,20 @@ pub fn free_shared_memory(
 }
 
 /// NdisMAllocateMapRegisters(MiniportAdapterHandle, DmaChannel, DmaSize, BaseMapRegistersNeeded,
-/// MaximumPhysicalMapping): every guest page is bus addressable, so map registers are bookkeeping.
+/// MaximumPhysicalMapping): every guest page is bus addressable, so map registers are bookkeeping:
+/// how many there are and how many bytes one may map.
 pub fn allocate_map_registers(
     k: &mut Kernel,
     handle: u64,
     _channel: u32,
     _dma_size: u8,
     count: u32,
-    _max_mapping: u32,
+    max_mapping: u32,
 ) -> KResult<NdisStatus> {
     match adapter_mut(k, handle) {
         Some(a) => {
             a.map_registers = count.max(1);
+            a.max_physical_mapping = max_mapping;
             Ok(NDIS_STATUS_SUCCESS)
         }
         None => Ok(NDIS_STATUS_FAILURE),
@@ -323,8 +327,178 @@ pub fn allocate_map_registers(
 pub fn free_map_registers(k: &mut Kernel, handle: u64) -> KResult<()> {
     if let Some(a) = adapter_mut(k, handle) {
         a.map_registers = 0;
+        a.max_physical_mapping = 0;
     }
     Ok(())
+}
+
+/// The physically contiguous runs of guest memory `[va, va + len)`, as (bus address, length),
+/// split where consecutive pages are not physically adjacent; `None` if some page is not guest
+/// RAM (unmapped, or mapped device memory).
+fn physical_runs(k: &Kernel, va: u64, len: u32) -> Option<Vec<(u64, u32)>> {
+    let mut runs: Vec<(u64, u32)> = Vec::new();
+    let (mut at, end) = (va, va + u64::from(len));
+    while at < end {
+        let chunk = (u64::from(PAGE) - (at & u64::from(PAGE - 1))).min(end - at);
+        let pa = k.m.mem.virt_to_phys(at)?;
+        if !k.m.mem.is_mapped(at, chunk) || k.m.mem.mmio_address(at).is_some() {
+            return None;
+        }
+        match runs.last_mut() {
+            Some((start, n)) if *start + u64::from(*n) == pa => *n += chunk as u32,
+            _ => runs.push((pa, chunk as u32)),
+        }
+        at += chunk;
+    }
+    Some(runs)
+}
+
+/// NdisMStartBufferPhysicalMapping(MiniportAdapterHandle, Buffer, PhysicalMapRegister,
+/// WriteToDevice, PhysicalAddressArray, ArraySize): fills the caller's NDIS_PHYSICAL_ADDRESS_UNIT
+/// array with the bus addresses of the buffer's memory, one element per physically contiguous
+/// run, and marks the map register in use until NdisMCompleteBufferPhysicalMapping. Guest memory
+/// is cache coherent with the device, so WriteToDevice needs no flush. A register the adapter
+/// did not allocate, a buffer larger than MaximumPhysicalMapping or not in guest RAM maps
+/// nothing (`*ArraySize` = 0) and is recorded as a driver bug.
+pub fn start_buffer_physical_mapping(
+    k: &mut Kernel,
+    handle: u64,
+    buffer: u64,
+    register: u32,
+    _write_to_device: bool,
+    array: u64,
+    size_out: u64,
+) -> KResult<()> {
+    let (va, len) = crate::packet::buffer_extent(k, buffer)?;
+    let runs = physical_runs(k, va, len);
+    let Some(a) = adapter_mut(k, handle) else {
+        tracing::warn!(target: "ica::ndis", "NdisMStartBufferPhysicalMapping with {handle:#x}, which is not an adapter handle");
+        return Ok(k.m.mem.write_u32(size_out, 0)?);
+    };
+    let problem = if register >= a.map_registers {
+        Some(format!(
+            "map register {register} of the {} allocated",
+            a.map_registers
+        ))
+    } else if len > a.max_physical_mapping {
+        Some(format!(
+            "{len} bytes, more than the MaximumPhysicalMapping of {}",
+            a.max_physical_mapping
+        ))
+    } else if runs.is_none() {
+        Some(format!(
+            "{len} bytes at {va:#x}, which is not all guest RAM"
+        ))
+    } else {
+        None
+    };
+    let runs = match (problem, runs) {
+        (None, Some(runs)) => runs,
+        (problem, _) => {
+            let what = problem.unwrap_or_default();
+            a.findings.push(format!(
+                "{}: NdisMStartBufferPhysicalMapping of buffer {buffer:#x}: {what}; nothing mapped",
+                a.name
+            ));
+            return Ok(k.m.mem.write_u32(size_out, 0)?);
+        }
+    };
+    if let Some(old) = a.physical_mappings.insert(register, buffer) {
+        a.findings.push(format!(
+            "{}: map register {register} mapped buffer {buffer:#x} while still mapping {old:#x}",
+            a.name
+        ));
+    }
+    let l = crate::layout(k);
+    for (i, (pa, n)) in runs.iter().enumerate() {
+        let e = array + i as u64 * l.physical_address_unit_size;
+        k.m.mem
+            .write_u64(e + l.physical_address_unit_physical_address, *pa)?;
+        k.m.mem.write_u32(e + l.physical_address_unit_length, *n)?;
+    }
+    Ok(k.m.mem.write_u32(size_out, runs.len() as u32)?)
+}
+
+/// NdisMCompleteBufferPhysicalMapping(MiniportAdapterHandle, Buffer, PhysicalMapRegister): the map
+/// register is free again. Completing a register that does not map `Buffer` is recorded as a
+/// driver bug.
+pub fn complete_buffer_physical_mapping(
+    k: &mut Kernel,
+    handle: u64,
+    buffer: u64,
+    register: u32,
+) -> KResult<()> {
+    let Some(a) = adapter_mut(k, handle) else {
+        tracing::warn!(target: "ica::ndis", "NdisMCompleteBufferPhysicalMapping with {handle:#x}, which is not an adapter handle");
+        return Ok(());
+    };
+    match a.physical_mappings.get(&register) {
+        Some(&b) if b == buffer => {
+            a.physical_mappings.remove(&register);
+        }
+        other => {
+            let what = match other {
+                Some(b) => format!("it maps buffer {b:#x}"),
+                None => "it maps nothing".to_string(),
+            };
+            a.findings.push(format!(
+                "{}: NdisMCompleteBufferPhysicalMapping of buffer {buffer:#x} on map register {register}, but {what}",
+                a.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// NdisMMapIoSpace(VirtualAddress, MiniportAdapterHandle, PhysicalAddress, Length): maps device
+/// memory that lies in one of the adapter's memory resources (MmMapIoSpace); guest accesses there
+/// reach the device. NDIS_STATUS_RESOURCE_CONFLICT for a range outside them,
+/// NDIS_STATUS_RESOURCES if no guest address space is left.
+pub fn map_io_space(
+    k: &mut Kernel,
+    va_out: u64,
+    handle: u64,
+    pa: Quad,
+    length: u32,
+) -> KResult<NdisStatus> {
+    k.write_ptr(va_out, 0)?;
+    let Some(a) = adapter_mut(k, handle) else {
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    let (lo, hi) = (pa.0, pa.0.saturating_add(u64::from(length)));
+    let inside = a.resources.iter().any(|r| {
+        matches!(*r, Resource::Memory { start, length: size } if lo >= start && hi <= start + u64::from(size))
+    });
+    if !inside || length == 0 {
+        tracing::warn!(target: "ica::ndis", "{}: NdisMMapIoSpace {lo:#x}+{length:#x} is outside the adapter's memory resources", a.name);
+        return Ok(NDIS_STATUS_RESOURCE_CONFLICT);
+    }
+    let va = ntoskrnl::mm::map_io_space(k, pa.0, u64::from(length))?;
+    if va == 0 {
+        return Ok(crate::NDIS_STATUS_RESOURCES);
+    }
+    if let Some(a) = adapter_mut(k, handle) {
+        a.io_mappings.insert(va, (pa.0, length));
+    }
+    k.write_ptr(va_out, va)?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// NdisMUnmapIoSpace(MiniportAdapterHandle, VirtualAddress, Length): undoes NdisMMapIoSpace. An
+/// address the adapter did not map is reported and ignored.
+pub fn unmap_io_space(k: &mut Kernel, handle: u64, va: u64, length: u32) -> KResult<()> {
+    let Some(a) = adapter_mut(k, handle) else {
+        tracing::warn!(target: "ica::ndis", "NdisMUnmapIoSpace with {handle:#x}, which is not an adapter handle");
+        return Ok(());
+    };
+    let Some((pa, mapped)) = a.io_mappings.remove(&va) else {
+        tracing::warn!(target: "ica::ndis", "{}: NdisMUnmapIoSpace({va:#x}), which NdisMMapIoSpace did not return; ignored", a.name);
+        return Ok(());
+    };
+    if mapped != length {
+        tracing::warn!(target: "ica::ndis", "{}: NdisMUnmapIoSpace({va:#x}, {length:#x}) of {pa:#x}+{mapped:#x}: length differs; unmapping all of it", a.name);
+    }
+    ntoskrnl::mm::unmap_io_space(k, va, u64::from(mapped))
 }
 
 /// NdisMInitializeScatterGatherDma(MiniportAdapterHandle, Dma64BitAddresses,
@@ -532,6 +706,10 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMFreeSharedMemory => free_shared_memory(miniport_adapter_handle: u64, length: u32, cached: bool, virtual_address: u64, physical_address: Quad);
     stdcall NdisMAllocateMapRegisters => allocate_map_registers(miniport_adapter_handle: u64, dma_channel: u32, dma_size: u8, base_map_registers_needed: u32, maximum_physical_mapping: u32);
     stdcall NdisMFreeMapRegisters => free_map_registers(miniport_adapter_handle: u64);
+    stdcall NdisMStartBufferPhysicalMapping => start_buffer_physical_mapping(miniport_adapter_handle: u64, buffer: u64, physical_map_register: u32, write_to_device: bool, physical_address_array: u64, array_size: u64);
+    stdcall NdisMCompleteBufferPhysicalMapping => complete_buffer_physical_mapping(miniport_adapter_handle: u64, buffer: u64, physical_map_register: u32);
+    stdcall NdisMMapIoSpace => map_io_space(virtual_address: u64, miniport_adapter_handle: u64, physical_address: Quad, length: u32);
+    stdcall NdisMUnmapIoSpace => unmap_io_space(miniport_adapter_handle: u64, virtual_address: u64, length: u32);
     stdcall NdisMInitializeScatterGatherDma => initialize_scatter_gather_dma(miniport_adapter_handle: u64, dma64_bit_addresses: bool, maximum_physical_mapping: u32);
     stdcall NdisMRegisterScatterGatherDma => register_scatter_gather_dma(miniport_adapter_handle: u64, dma_description: u64, ndis_miniport_dma_handle: u64);
     stdcall NdisMDeregisterScatterGatherDma => deregister_scatter_gather_dma(ndis_miniport_dma_handle: u64);
@@ -544,3 +722,119 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMRegisterAdapterShutdownHandler => register_adapter_shutdown_handler(miniport_handle: u64, shutdown_context: u64, shutdown_handler: u64);
     stdcall NdisMDeregisterAdapterShutdownHandler => deregister_adapter_shutdown_handler(miniport_handle: u64);
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::miniport::test_adapter;
+    use crate::packet::new_buffer;
+    use crate::test_support::{block, kernel, ARCHES};
+
+    const BAR: u64 = 0xFEBF_1000;
+
+    #[test]
+    fn device_memory_maps_inside_the_adapters_memory_resources_only() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let a = test_adapter(
+                &mut k,
+                vec![Resource::Memory {
+                    start: BAR,
+                    length: 0x100,
+                }],
+            );
+            let out = block(&mut k, 8);
+            assert_eq!(
+                map_io_space(&mut k, out, a, Quad(BAR), 0x100).unwrap(),
+                NDIS_STATUS_SUCCESS
+            );
+            let va = k.read_ptr(out).unwrap();
+            assert_eq!(
+                k.m.mem.mmio_address(va + 0x37),
+                Some(BAR + 0x37),
+                "{arch:?}"
+            );
+            // Outside the BAR, empty, or on something that is not an adapter: nothing mapped.
+            for (pa, len) in [(BAR + 0x80, 0x100), (BAR - 0x10, 0x20), (BAR, 0)] {
+                let s = map_io_space(&mut k, out, a, Quad(pa), len).unwrap();
+                assert_eq!(s, NDIS_STATUS_RESOURCE_CONFLICT, "{pa:#x}+{len:#x}");
+                assert_eq!(k.read_ptr(out).unwrap(), 0);
+            }
+            let s = map_io_space(&mut k, out, 0x1234, Quad(BAR), 0x100).unwrap();
+            assert_eq!(s, NDIS_STATUS_FAILURE);
+            // Unmapping what was not mapped is ignored; the real mapping goes away.
+            unmap_io_space(&mut k, a, va + 4, 0x100).unwrap();
+            assert!(k.m.mem.mmio_address(va).is_some());
+            unmap_io_space(&mut k, a, va, 0x100).unwrap();
+            assert_eq!(k.m.mem.mmio_address(va), None);
+            // A mapping left at halt is reported and undone.
+            map_io_space(&mut k, out, a, Quad(BAR), 0x100).unwrap();
+            let va = k.read_ptr(out).unwrap();
+            let left = crate::miniport::release(&mut k, a).unwrap();
+            assert_eq!(left.len(), 1, "{left:?}");
+            assert!(left[0].contains("still mapped"), "{left:?}");
+            assert_eq!(k.m.mem.mmio_address(va), None);
+        }
+    }
+
+    #[test]
+    fn map_registers_give_bus_addresses_of_a_buffer_and_check_their_use() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let l = crate::layout(&k);
+            let a = test_adapter(&mut k, Vec::new());
+            assert_eq!(
+                allocate_map_registers(&mut k, a, 0, 2, 2, 0x2000).unwrap(),
+                NDIS_STATUS_SUCCESS
+            );
+            let array = block(&mut k, 4 * l.physical_address_unit_size);
+            let count = block(&mut k, 4);
+            // A buffer across a page boundary: guest RAM is physically contiguous, so one run.
+            let data = block(&mut k, 0x2000);
+            let buf = new_buffer(&mut k, data + 0xF00, 0x200).unwrap();
+            start_buffer_physical_mapping(&mut k, a, buf, 1, true, array, count).unwrap();
+            assert_eq!(k.m.mem.read_u32(count).unwrap(), 1, "{arch:?}");
+            let pa =
+                k.m.mem
+                    .read_u64(array + l.physical_address_unit_physical_address)
+                    .unwrap();
+            assert_eq!(Some(pa), k.m.mem.virt_to_phys(data + 0xF00));
+            assert_eq!(
+                k.m.mem
+                    .read_u32(array + l.physical_address_unit_length)
+                    .unwrap(),
+                0x200
+            );
+            complete_buffer_physical_mapping(&mut k, a, buf, 1).unwrap();
+
+            // Driver bugs map nothing and are recorded: a register not allocated, a buffer
+            // larger than MaximumPhysicalMapping, device memory, completing the wrong register.
+            let big = new_buffer(&mut k, data, 0x2000 + 1).unwrap();
+            let mmio = ntoskrnl::mm::map_io_space(&mut k, BAR, 0x100).unwrap();
+            let dev = new_buffer(&mut k, mmio, 0x40).unwrap();
+            for (b, register) in [(buf, 2), (big, 0), (dev, 0)] {
+                k.m.mem.write_u32(count, 7).unwrap();
+                start_buffer_physical_mapping(&mut k, a, b, register, true, array, count).unwrap();
+                assert_eq!(k.m.mem.read_u32(count).unwrap(), 0);
+            }
+            start_buffer_physical_mapping(&mut k, a, buf, 0, true, array, count).unwrap();
+            complete_buffer_physical_mapping(&mut k, a, buf, 1).unwrap();
+            // Still mapped at halt, and the map registers never freed.
+            free_map_registers(&mut k, a).unwrap();
+            let left = crate::miniport::release(&mut k, a).unwrap();
+            let text = left.join("\n");
+            assert_eq!(left.len(), 5, "{text}");
+            assert!(text.contains("map register 2 of the 2 allocated"), "{text}");
+            assert!(
+                text.contains("more than the MaximumPhysicalMapping"),
+                "{text}"
+            );
+            assert!(text.contains("not all guest RAM"), "{text}");
+            assert!(
+                text.contains("on map register 1, but it maps nothing"),
+                "{text}"
+            );
+            assert!(text.contains("map register 0 still maps"), "{text}");
+        }
+    }
+}

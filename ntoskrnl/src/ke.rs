@@ -641,7 +641,8 @@ pub fn run_dpcs(k: &mut Kernel) -> KResult<bool> {
 
 /// Checks that a block of guest memory about to be freed holds no kernel object still in use: an
 /// armed timer or a queued DPC is bug check 0xC7 (TIMER_OR_DPC_INVALID), a queued work item 0xE4
-/// (WORKER_INVALID), as Driver Verifier reports them. IO_WORKITEMs in the block are forgotten.
+/// (WORKER_INVALID), a live lookaside list 0xC4, as Driver Verifier reports them. IO_WORKITEMs in
+/// the block are forgotten.
 pub(crate) fn check_free(k: &mut Kernel, addr: u64, len: u64) -> KResult<()> {
     let end = addr.saturating_add(len.max(1));
     let inside = |a: u64| a >= addr && a < end;
@@ -657,7 +658,8 @@ pub(crate) fn check_free(k: &mut Kernel, addr: u64, len: u64) -> KResult<()> {
             format!("memory at {addr:#x} freed while it holds the queued DPC {d:#x}"),
         ));
     }
-    workitem::check_free(k, addr, end)
+    workitem::check_free(k, addr, end)?;
+    crate::lookaside::check_free(k, addr, end)
 }
 
 /// KeFlushQueuedDpcs(): returns once every queued DPC has run (callers are at PASSIVE_LEVEL).

@@ -365,6 +365,40 @@ pub struct Layout {
     pub rtl_query_registry_table_default_data: u64,
     /// `offsetof(RTL_QUERY_REGISTRY_TABLE, DefaultLength)`
     pub rtl_query_registry_table_default_length: u64,
+    /// `sizeof(NPAGED_LOOKASIDE_LIST)`
+    pub npaged_lookaside_list_size: u64,
+    /// `sizeof(GENERAL_LOOKASIDE)`
+    pub general_lookaside_size: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, ListHead)`
+    pub general_lookaside_list_head: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, Depth)`
+    pub general_lookaside_depth: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, MaximumDepth)`
+    pub general_lookaside_maximum_depth: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, TotalAllocates)`
+    pub general_lookaside_total_allocates: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, AllocateMisses)`
+    pub general_lookaside_allocate_misses: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, TotalFrees)`
+    pub general_lookaside_total_frees: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, FreeMisses)`
+    pub general_lookaside_free_misses: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, Type)`
+    pub general_lookaside_type: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, Tag)`
+    pub general_lookaside_tag: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, Size)`
+    pub general_lookaside_size_field: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, Allocate)`
+    pub general_lookaside_allocate: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, Free)`
+    pub general_lookaside_free: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, ListEntry)`
+    pub general_lookaside_list_entry: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, LastTotalAllocates)`
+    pub general_lookaside_last_total_allocates: u64,
+    /// `offsetof(GENERAL_LOOKASIDE, LastAllocateMisses)`
+    pub general_lookaside_last_allocate_misses: u64,
 }
 
 /// Layouts for x86-32 drivers.
@@ -549,6 +583,23 @@ pub const X86: Layout = Layout {
     rtl_query_registry_table_default_type: 16,
     rtl_query_registry_table_default_data: 20,
     rtl_query_registry_table_default_length: 24,
+    npaged_lookaside_list_size: 80,
+    general_lookaside_size: 72,
+    general_lookaside_list_head: 0,
+    general_lookaside_depth: 8,
+    general_lookaside_maximum_depth: 10,
+    general_lookaside_total_allocates: 12,
+    general_lookaside_allocate_misses: 16,
+    general_lookaside_total_frees: 20,
+    general_lookaside_free_misses: 24,
+    general_lookaside_type: 28,
+    general_lookaside_tag: 32,
+    general_lookaside_size_field: 36,
+    general_lookaside_allocate: 40,
+    general_lookaside_free: 44,
+    general_lookaside_list_entry: 48,
+    general_lookaside_last_total_allocates: 56,
+    general_lookaside_last_allocate_misses: 60,
 };
 
 /// Layouts for x64 drivers.
@@ -733,4 +784,21 @@ pub const X64: Layout = Layout {
     rtl_query_registry_table_default_type: 32,
     rtl_query_registry_table_default_data: 40,
     rtl_query_registry_table_default_length: 48,
+    npaged_lookaside_list_size: 128,
+    general_lookaside_size: 128,
+    general_lookaside_list_head: 0,
+    general_lookaside_depth: 16,
+    general_lookaside_maximum_depth: 18,
+    general_lookaside_total_allocates: 20,
+    general_lookaside_allocate_misses: 24,
+    general_lookaside_total_frees: 28,
+    general_lookaside_free_misses: 32,
+    general_lookaside_type: 36,
+    general_lookaside_tag: 40,
+    general_lookaside_size_field: 44,
+    general_lookaside_allocate: 48,
+    general_lookaside_free: 56,
+    general_lookaside_list_entry: 64,
+    general_lookaside_last_total_allocates: 80,
+    general_lookaside_last_allocate_misses: 84,
 };

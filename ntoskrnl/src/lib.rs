@@ -1,10 +1,10 @@
 //! ntoskrnl.exe: the kernel personality every driver links against, and the kernel context
 //! ([`Kernel`]) all module crates (hal, ndis, portcls, ks) build on.
 //!
-//! Subsystems live in their own files (`ex` pool, `ke` sync and clocks, `timer` kernel timers,
-//! `workitem` work items, `io` I/O manager, `pnp`, `mm` MDLs, `ps` threads/processes, `rtl` strings,
-//! `crt` C runtime, `dbg` debug output); each declares its exports next to its code, and [`MODULE`]
-//! gathers them.
+//! Subsystems live in their own files (`ex` pool, `lookaside` lookaside lists, `ke` sync and
+//! clocks, `timer` kernel timers, `workitem` work items, `io` I/O manager, `pnp`, `mm` MDLs, `ps`
+//! threads/processes, `rtl` strings, `crt` C runtime, `dbg` debug output); each declares its
+//! exports next to its code, and [`MODULE`] gathers them.
 
 pub use dbt;
 
@@ -19,6 +19,7 @@ pub mod io;
 pub mod ke;
 mod kernel;
 pub mod layout;
+pub mod lookaside;
 pub mod mm;
 pub mod pnp;
 pub mod ps;

@@ -84,8 +84,8 @@ pub fn initialize_driver(
     Ok((driver, status))
 }
 
-/// Runs DriverUnload (if the driver has one) and frees the driver object. Devices the driver left
-/// behind are an error naming them.
+/// Runs DriverUnload (if the driver has one) and frees the driver object. Devices or lookaside
+/// lists the driver left behind are an error naming them.
 pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     let l = k.layout;
     let unload = k.read_ptr(driver.object + l.driver_object_driver_unload)?;
@@ -106,6 +106,11 @@ pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
             ),
         ));
     }
+    let start = k.read_ptr(driver.object + l.driver_object_driver_start)?;
+    let size =
+        k.m.mem
+            .read_u32(driver.object + l.driver_object_driver_size)?;
+    crate::lookaside::check_unload(k, &driver.service, start, u64::from(size))?;
     release_driver_object(k, driver)
 }
 

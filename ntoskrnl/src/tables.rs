@@ -1,12 +1,15 @@
 //! The ntoskrnl.exe module: every subsystem's export table.
 
-use crate::{crt, dbg, ex, interlocked, io, ke, mm, ps, registry, rtl, timer, workitem, Module};
+use crate::{
+    crt, dbg, ex, interlocked, io, ke, lookaside, mm, ps, registry, rtl, timer, workitem, Module,
+};
 
 /// ntoskrnl.exe as drivers import it.
 pub static MODULE: Module = Module {
     name: "ntoskrnl.exe",
     tables: &[
         ex::EXPORTS,
+        lookaside::EXPORTS,
         ke::EXPORTS,
         timer::EXPORTS,
         workitem::EXPORTS,

@@ -10,7 +10,8 @@
  *   IOCTL_ICA_FILL         METHOD_OUT_DIRECT fill the MDL buffer with (UCHAR)(seed + i*7)
  *   IOCTL_ICA_MULTIPLY     METHOD_NEITHER    ULONGLONG a*b
  *   IOCTL_ICA_SELFTEST     METHOD_BUFFERED   in-driver checks of kernel services
- *                                            (incl. timers, DPCs and work items)
+ *                                            (incl. timers, DPCs, work items and
+ *                                            lookaside lists)
  */
 
 #ifdef _X86_
@@ -328,6 +329,88 @@ static void IcaTestInterlocked(PICA_SELFTEST_RESULT r)
     CHECK(_InterlockedExchange(&v, 2) == 1 && v == 2, "_InterlockedExchange");
 }
 
+#define ICA_LOOKASIDE_TAG 0x6B4C6349UL /* 'IcLk' */
+#define ICA_LOOKASIDE_SIZE 40
+
+/* A driver's own Allocate/Free routines for a lookaside list: counted. */
+static LONG IcaLookasideAllocs, IcaLookasideFrees;
+
+static PVOID NTAPI IcaLookasideAllocate(POOL_TYPE PoolType, SIZE_T Size, ULONG Tag)
+{
+    IcaLookasideAllocs++;
+    return ExAllocatePoolWithTag(PoolType, Size, Tag);
+}
+
+static VOID NTAPI IcaLookasideFree(PVOID Buffer)
+{
+    IcaLookasideFrees++;
+    ExFreePoolWithTag(Buffer, ICA_LOOKASIDE_TAG);
+}
+
+/*
+ * Nonpaged lookaside lists: allocation and free are the header's inline code
+ * (InterlockedPop/PushEntrySList, ExQueryDepthSList and the list's Allocate
+ * and Free routines), so the list head must be what Windows makes of it.
+ */
+static void IcaTestLookaside(PICA_SELFTEST_RESULT r)
+{
+    NPAGED_LOOKASIDE_LIST list;
+    PVOID p[6], q;
+    ULONG i, cached;
+    BOOLEAN ok = TRUE;
+
+    ExInitializeNPagedLookasideList(&list, NULL, NULL, 0, ICA_LOOKASIDE_SIZE, ICA_LOOKASIDE_TAG, 0);
+    CHECK(list.L.Tag == ICA_LOOKASIDE_TAG && list.L.Size == ICA_LOOKASIDE_SIZE &&
+              list.L.Type == NonPagedPool,
+          "ExInitializeNPagedLookasideList Tag/Size/Type");
+    CHECK(list.L.Allocate != NULL && list.L.Free != NULL, "lookaside default Allocate/Free");
+    CHECK(list.L.Depth >= 1 && list.L.MaximumDepth >= list.L.Depth &&
+              ExQueryDepthSList(&list.L.ListHead) == 0,
+          "lookaside depth, empty list");
+    CHECK(list.L.TotalAllocates == 0 && list.L.AllocateMisses == 0 && list.L.TotalFrees == 0 &&
+              list.L.FreeMisses == 0,
+          "lookaside counters start at zero");
+    for (i = 0; i < 6; i++) {
+        p[i] = ExAllocateFromNPagedLookasideList(&list);
+        ok = ok && p[i] != NULL && ((ULONG_PTR)p[i] & (MEMORY_ALLOCATION_ALIGNMENT - 1)) == 0;
+        if (p[i])
+            RtlFillMemory(p[i], ICA_LOOKASIDE_SIZE, (UCHAR)(0x30 + i));
+    }
+    CHECK(ok && p[0] != p[1], "ExAllocateFromNPagedLookasideList (misses allocate)");
+    CHECK(list.L.TotalAllocates == 6 && list.L.AllocateMisses == 6, "lookaside miss counters");
+    for (i = 0; ok && i < 6; i++)
+        ExFreeToNPagedLookasideList(&list, p[i]);
+    cached = ExQueryDepthSList(&list.L.ListHead);
+    CHECK(list.L.TotalFrees == 6 && cached == (list.L.Depth < 6 ? list.L.Depth : 6) &&
+              list.L.FreeMisses == 6 - cached,
+          "ExFreeToNPagedLookasideList caches up to Depth");
+    q = ExAllocateFromNPagedLookasideList(&list);
+    CHECK(cached != 0 && q == p[cached - 1] && list.L.TotalAllocates == 7 &&
+              list.L.AllocateMisses == 6,
+          "lookaside hit returns the last freed entry");
+    if (q)
+        ExFreeToNPagedLookasideList(&list, q);
+    ExDeleteNPagedLookasideList(&list);
+
+    /* The driver's own routines: misses and overflow go to them, delete frees the cache. */
+    IcaLookasideAllocs = IcaLookasideFrees = 0;
+    ExInitializeNPagedLookasideList(&list, IcaLookasideAllocate, IcaLookasideFree, 0,
+                                    ICA_LOOKASIDE_SIZE, ICA_LOOKASIDE_TAG, 0);
+    CHECK(list.L.Allocate == IcaLookasideAllocate && list.L.Free == IcaLookasideFree,
+          "lookaside with the driver's Allocate/Free");
+    p[0] = ExAllocateFromNPagedLookasideList(&list);
+    p[1] = ExAllocateFromNPagedLookasideList(&list);
+    CHECK(p[0] && p[1] && IcaLookasideAllocs == 2, "lookaside miss calls the driver's Allocate");
+    if (p[0] && p[1]) {
+        ExFreeToNPagedLookasideList(&list, p[0]);
+        ExFreeToNPagedLookasideList(&list, p[1]);
+    }
+    cached = ExQueryDepthSList(&list.L.ListHead);
+    CHECK(cached == 2 && IcaLookasideFrees == 0, "lookaside caches without calling Free");
+    ExDeleteNPagedLookasideList(&list);
+    CHECK(IcaLookasideFrees == 2, "ExDeleteNPagedLookasideList frees the cached entries");
+}
+
 static void IcaTestProcess(PICA_SELFTEST_RESULT r)
 {
     CHECK(IoGetCurrentProcess() != NULL, "IoGetCurrentProcess");
@@ -636,6 +719,7 @@ static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
     IcaTestEvents(r);
     IcaTestTime(r);
     IcaTestInterlocked(r);
+    IcaTestLookaside(r);
     IcaTestProcess(r);
     IcaTestDriverIrps(r, self);
     IcaTestTimers(r);

@@ -12,6 +12,9 @@
  * 3. ndis.h's prototype of NdisMWanIndicateReceiveComplete lacks a comma
  *    between its parameters (a syntax error); a function-like macro swallows
  *    that declaration (no WAN miniport uses it here).
+ * 4. ndis.h does not declare the NDIS 5 map-register calls
+ *    NdisMStartBufferPhysicalMapping / NdisMCompleteBufferPhysicalMapping
+ *    (libndis.a has them: stdcall, 24 and 12 bytes of arguments on x86).
  */
 #ifndef ICA_NDIS51_FIX_H
 #define ICA_NDIS51_FIX_H
@@ -66,5 +69,15 @@ typedef int NDIS_STATUS, *PNDIS_STATUS; /* ndis.h repeats it (same type: C11) */
 
 #include <ndis.h>
 #undef NdisMWanIndicateReceiveComplete
+
+/* 4 */
+NDISAPI VOID NTAPI NdisMStartBufferPhysicalMapping(NDIS_HANDLE MiniportAdapterHandle,
+                                                   PNDIS_BUFFER Buffer, ULONG PhysicalMapRegister,
+                                                   BOOLEAN WriteToDevice,
+                                                   PNDIS_PHYSICAL_ADDRESS_UNIT PhysicalAddressArray,
+                                                   PUINT ArraySize);
+NDISAPI VOID NTAPI NdisMCompleteBufferPhysicalMapping(NDIS_HANDLE MiniportAdapterHandle,
+                                                      PNDIS_BUFFER Buffer,
+                                                      ULONG PhysicalMapRegister);
 
 #endif

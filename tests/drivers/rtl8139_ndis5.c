@@ -3,17 +3,36 @@
  * RTL8139(C) Fast Ethernet controller, written from the datasheet for ICA's
  * tests (host-linux/src/rtl8139.rs is the device model it runs against).
  *
- * I/O-port register access (BAR0), a 32K+16 receive ring with WRAP=1 (frames
- * past the end are written linearly into the 1536-byte tail), four 2K
- * transmit buffers in shared memory.  Sends are copied into a transmit
- * buffer and completed with NdisMSendComplete when the chip reports TOK/TER
+ * Register access through I/O ports (BAR0, the default) or memory-mapped
+ * (BAR1 mapped with NdisMMapIoSpace) as the `IoMode` parameter says (0 / 1;
+ * when the adapter's key lacks it, the default of its Ndi\params\IoMode
+ * subkey, found by walking Ndi\params with NdisOpenConfigurationKeyByName /
+ * ByIndex).  A 32K+16 receive ring with WRAP=1 (frames past the end are
+ * written linearly into the 1536-byte tail), four 2K transmit buffers in
+ * shared memory.  A send whose packet is one 4-byte-aligned, physically
+ * contiguous buffer of at least the minimum frame goes out from where it is
+ * (zero copy: NdisMStartBufferPhysicalMapping on the descriptor's map
+ * register gives the address programmed into TSAD); any other is copied into
+ * the descriptor's transmit buffer.  Per-send bookkeeping comes from a
+ * nonpaged lookaside list.  Sends complete with NdisMSendComplete (after
+ * NdisMCompleteBufferPhysicalMapping) when the chip reports TOK/TER
  * (NDIS_STATUS_RESOURCES when all four descriptors are busy).  Receives are
  * copied out of the ring into one of RX_PACKETS preallocated packets and
  * indicated with NdisMIndicateReceivePacket; ReturnPacket puts them back.
+ * The private OID_ICA_RTL_DIAG reports the I/O mode and the send and
+ * lookaside counters.
  */
 #include "ndis51_fix.h"
 
-#define RTL_TAG 0x39384352u /* 'RC89' in a pool dump */
+#define RTL_TAG 0x39384352u    /* 'RC89' in a pool dump */
+#define RTL_TX_TAG 0x78544352u /* 'RCTx': per-send contexts (lookaside list) */
+
+/* Vendor-specific (0xFF......) query: an RTL_DIAG. */
+#define OID_ICA_RTL_DIAG 0xFF813901u
+
+/* IoMode values. */
+#define RTL_IO_PORT 0
+#define RTL_IO_MEMORY 1
 
 /* Registers. */
 #define R_IDR0 0x00
@@ -77,6 +96,8 @@
 #define RX_PACKETS 16
 #define RX_BUF_LEN 1536u
 
+#define REG_SPAN 0x80 /* registers the driver uses, in either BAR */
+
 #define ETH_HEADER 14
 #define ETH_MAX_FRAME 1514
 #define ETH_MIN_FRAME 60
@@ -86,12 +107,33 @@
     (NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_MULTICAST | NDIS_PACKET_TYPE_ALL_MULTICAST | \
      NDIS_PACKET_TYPE_BROADCAST | NDIS_PACKET_TYPE_PROMISCUOUS)
 
+/* What the host learns through OID_ICA_RTL_DIAG. */
+typedef struct _RTL_DIAG {
+    ULONG IoMode;         /* RTL_IO_PORT or RTL_IO_MEMORY */
+    ULONG NdiParams;      /* subkeys of Ndi\params seen */
+    ULONG ZeroCopySends;  /* sent from the packet's own buffer */
+    ULONG CopiedSends;    /* copied into a transmit buffer */
+    ULONG TxContextAllocs;  /* lookaside TotalAllocates */
+    ULONG TxContextMisses;  /* lookaside AllocateMisses */
+    ULONG TxContextFrees;   /* lookaside TotalFrees */
+} RTL_DIAG;
+
+/* One send in flight (from the lookaside list). */
+typedef struct _RTL_TX_CONTEXT {
+    PNDIS_PACKET Packet;
+    PNDIS_BUFFER Mapped; /* zero copy: the buffer the descriptor's map register maps */
+} RTL_TX_CONTEXT, *PRTL_TX_CONTEXT;
+
 typedef struct _RTL_ADAPTER {
     NDIS_HANDLE Handle;
-    ULONG_PTR IoBase;
+    ULONG IoMode;
+    ULONG_PTR IoBase;      /* port I/O */
+    PUCHAR Mmio;           /* memory-mapped registers */
     UINT PortStart, PortLength;
+    NDIS_PHYSICAL_ADDRESS MemStart;
+    UINT MemLength;
     UINT IrqLevel, IrqVector;
-    BOOLEAN PortsRegistered, InterruptRegistered, MapRegsAllocated;
+    BOOLEAN PortsRegistered, InterruptRegistered, MapRegsAllocated, LookasideReady;
     NDIS_MINIPORT_INTERRUPT Interrupt;
 
     PUCHAR RxRing;
@@ -99,8 +141,9 @@ typedef struct _RTL_ADAPTER {
     ULONG RxOffset;
     PUCHAR TxBufs;
     NDIS_PHYSICAL_ADDRESS TxBufsPa;
-    PNDIS_PACKET TxPacket[TX_DESCS];
+    PRTL_TX_CONTEXT Tx[TX_DESCS];
     ULONG TxCur, TxDirty, TxBusy;
+    NPAGED_LOOKASIDE_LIST TxLookaside;
 
     NDIS_HANDLE PacketPool, BufferPool;
     PUCHAR RxBufs;
@@ -109,13 +152,15 @@ typedef struct _RTL_ADAPTER {
     ULONG RxFree[RX_PACKETS];
     ULONG RxFreeCount;
 
-    UCHAR PermanentAddress[6], CurrentAddress[6];
+    UCHAR PermanentAddress[6], CurrentAddress[6], ConfigAddress[6];
+    BOOLEAN HaveConfigAddress;
     UCHAR McList[MAX_MCAST][6];
     ULONG McCount;
     ULONG PacketFilter, Lookahead, SpeedDuplex;
     BOOLEAN LinkUp;
 
     ULONG XmitOk, XmitError, RcvOk, RcvError, RcvNoBuffer;
+    ULONG NdiParams, ZeroCopySends, CopiedSends;
 } RTL_ADAPTER, *PRTL_ADAPTER;
 
 static NDIS_HANDLE RtlWrapper;
@@ -131,33 +176,60 @@ static const NDIS_OID RtlSupportedOids[] = {
     OID_GEN_XMIT_OK, OID_GEN_RCV_OK, OID_GEN_XMIT_ERROR, OID_GEN_RCV_ERROR,
     OID_GEN_RCV_NO_BUFFER, OID_802_3_PERMANENT_ADDRESS, OID_802_3_CURRENT_ADDRESS,
     OID_802_3_MULTICAST_LIST, OID_802_3_MAXIMUM_LIST_SIZE, OID_802_3_RCV_ERROR_ALIGNMENT,
-    OID_802_3_XMIT_ONE_COLLISION, OID_802_3_XMIT_MORE_COLLISIONS,
+    OID_802_3_XMIT_ONE_COLLISION, OID_802_3_XMIT_MORE_COLLISIONS, OID_ICA_RTL_DIAG,
 };
 
 static const char RtlDescription[] = "ICA RTL8139 NDIS 5.1 test miniport";
 
-/* Register access through the mapped I/O port range. */
+/* Register access: the memory-mapped registers once mapped, else the I/O port range. */
 static UCHAR Rd8(PRTL_ADAPTER a, ULONG r)
 {
     UCHAR v;
-    NdisRawReadPortUchar(a->IoBase + r, &v);
+    if (a->Mmio)
+        NdisReadRegisterUchar((volatile UCHAR *)(a->Mmio + r), &v);
+    else
+        NdisRawReadPortUchar(a->IoBase + r, &v);
     return v;
 }
 static USHORT Rd16(PRTL_ADAPTER a, ULONG r)
 {
     USHORT v;
-    NdisRawReadPortUshort(a->IoBase + r, &v);
+    if (a->Mmio)
+        NdisReadRegisterUshort((volatile USHORT *)(a->Mmio + r), &v);
+    else
+        NdisRawReadPortUshort(a->IoBase + r, &v);
     return v;
 }
 static ULONG Rd32(PRTL_ADAPTER a, ULONG r)
 {
     ULONG v;
-    NdisRawReadPortUlong(a->IoBase + r, &v);
+    if (a->Mmio)
+        NdisReadRegisterUlong((volatile ULONG *)(a->Mmio + r), &v);
+    else
+        NdisRawReadPortUlong(a->IoBase + r, &v);
     return v;
 }
-static void Wr8(PRTL_ADAPTER a, ULONG r, UCHAR v) { NdisRawWritePortUchar(a->IoBase + r, v); }
-static void Wr16(PRTL_ADAPTER a, ULONG r, USHORT v) { NdisRawWritePortUshort(a->IoBase + r, v); }
-static void Wr32(PRTL_ADAPTER a, ULONG r, ULONG v) { NdisRawWritePortUlong(a->IoBase + r, v); }
+static void Wr8(PRTL_ADAPTER a, ULONG r, UCHAR v)
+{
+    if (a->Mmio)
+        NdisWriteRegisterUchar((PUCHAR)(a->Mmio + r), v);
+    else
+        NdisRawWritePortUchar(a->IoBase + r, v);
+}
+static void Wr16(PRTL_ADAPTER a, ULONG r, USHORT v)
+{
+    if (a->Mmio)
+        NdisWriteRegisterUshort((PUSHORT)(a->Mmio + r), v);
+    else
+        NdisRawWritePortUshort(a->IoBase + r, v);
+}
+static void Wr32(PRTL_ADAPTER a, ULONG r, ULONG v)
+{
+    if (a->Mmio)
+        NdisWriteRegisterUlong((PULONG)(a->Mmio + r), v);
+    else
+        NdisRawWritePortUlong(a->IoBase + r, v);
+}
 
 /* Top six bits of the big-endian Ethernet CRC: the MAR bit of a multicast address. */
 static ULONG McBucket(const UCHAR *addr)
@@ -229,8 +301,7 @@ static BOOLEAN RtlHwInit(PRTL_ADAPTER a)
     Wr32(a, R_RBSTART, NdisGetPhysicalAddressLow(a->RxRingPa));
     a->RxOffset = 0;
     Wr16(a, R_CAPR, (USHORT)(0 - 16));
-    for (i = 0; i < TX_DESCS; i++)
-        Wr32(a, R_TSAD0 + 4 * i, NdisGetPhysicalAddressLow(a->TxBufsPa) + i * TX_BUF_LEN);
+    /* TSADn is set per send (the transmit buffer, or the packet's own for zero copy). */
     a->TxCur = a->TxDirty = a->TxBusy = 0;
     Wr32(a, R_TCR, TCR_IFG_STD | TCR_MXDMA_2048);
     RtlApplyFilter(a);
@@ -245,6 +316,8 @@ static void RtlFreeAll(PRTL_ADAPTER a)
 {
     int i;
 
+    if (a->LookasideReady)
+        NdisDeleteNPagedLookasideList(&a->TxLookaside);
     if (a->InterruptRegistered)
         NdisMDeregisterInterrupt(&a->Interrupt);
     for (i = 0; i < RX_PACKETS; i++) {
@@ -267,7 +340,48 @@ static void RtlFreeAll(PRTL_ADAPTER a)
         NdisMFreeMapRegisters(a->Handle);
     if (a->PortsRegistered)
         NdisMDeregisterIoPortRange(a->Handle, a->PortStart, a->PortLength, (PVOID)a->IoBase);
+    if (a->Mmio)
+        NdisMUnmapIoSpace(a->Handle, a->Mmio, a->MemLength);
     NdisFreeMemory(a, sizeof(*a), 0);
+}
+
+/*
+ * The parameters the INF advertises under Ndi\params, one subkey each: count
+ * them and, when the adapter's key has no IoMode value, take the IoMode
+ * subkey's `default`.
+ */
+static void RtlReadParamDefaults(PRTL_ADAPTER a, NDIS_HANDLE cfg, BOOLEAN wantIoMode)
+{
+    NDIS_STATUS status;
+    NDIS_HANDLE ndi, params, sub;
+    NDIS_STRING kw, name, iomode;
+    PNDIS_CONFIGURATION_PARAMETER param;
+    ULONG i;
+
+    NdisInitUnicodeString(&kw, L"Ndi");
+    NdisOpenConfigurationKeyByName(&status, cfg, &kw, &ndi);
+    if (status != NDIS_STATUS_SUCCESS)
+        return;
+    NdisInitUnicodeString(&kw, L"params");
+    NdisOpenConfigurationKeyByName(&status, ndi, &kw, &params);
+    if (status == NDIS_STATUS_SUCCESS) {
+        NdisInitUnicodeString(&iomode, L"IoMode");
+        for (i = 0; i < 64; i++) {
+            NdisOpenConfigurationKeyByIndex(&status, params, i, &name, &sub);
+            if (status != NDIS_STATUS_SUCCESS)
+                break;
+            a->NdiParams++;
+            if (wantIoMode && NdisEqualUnicodeString(&name, &iomode, TRUE)) {
+                NdisInitUnicodeString(&kw, L"default");
+                NdisReadConfiguration(&status, &param, sub, &kw, NdisParameterInteger);
+                if (status == NDIS_STATUS_SUCCESS)
+                    a->IoMode = param->ParameterData.IntegerData;
+            }
+            NdisCloseConfiguration(sub);
+        }
+        NdisCloseConfiguration(params);
+    }
+    NdisCloseConfiguration(ndi);
 }
 
 static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
@@ -278,7 +392,9 @@ static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContex
     PNDIS_CONFIGURATION_PARAMETER param;
     PVOID addr;
     UINT len;
+    BOOLEAN haveIoMode;
 
+    a->IoMode = RTL_IO_PORT;
     NdisOpenConfiguration(&status, &cfg, WrapperConfigurationContext);
     if (status != NDIS_STATUS_SUCCESS)
         return;
@@ -286,11 +402,21 @@ static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContex
     NdisReadConfiguration(&status, &param, cfg, &kw, NdisParameterInteger);
     if (status == NDIS_STATUS_SUCCESS)
         a->SpeedDuplex = param->ParameterData.IntegerData;
+    NdisInitUnicodeString(&kw, L"IoMode");
+    NdisReadConfiguration(&status, &param, cfg, &kw, NdisParameterInteger);
+    haveIoMode = status == NDIS_STATUS_SUCCESS;
+    if (haveIoMode)
+        a->IoMode = param->ParameterData.IntegerData;
+    RtlReadParamDefaults(a, cfg, !haveIoMode);
+    if (a->IoMode != RTL_IO_MEMORY)
+        a->IoMode = RTL_IO_PORT;
     NdisReadNetworkAddress(&status, &addr, &len, cfg);
     if (status == NDIS_STATUS_SUCCESS && len == 6 && !(((PUCHAR)addr)[0] & 1)) {
         PUCHAR p = addr;
-        if (p[0] | p[1] | p[2] | p[3] | p[4] | p[5])
-            NdisMoveMemory(a->CurrentAddress, p, 6);
+        if (p[0] | p[1] | p[2] | p[3] | p[4] | p[5]) {
+            NdisMoveMemory(a->ConfigAddress, p, 6);
+            a->HaveConfigAddress = TRUE;
+        }
     }
     NdisCloseConfiguration(cfg);
 }
@@ -303,7 +429,7 @@ static NDIS_STATUS RtlQueryResources(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigur
     } res;
     UINT size = sizeof(res);
     NDIS_STATUS status;
-    BOOLEAN port = FALSE, irq = FALSE;
+    BOOLEAN port = FALSE, mem = FALSE, irq = FALSE;
 
     NdisMQueryAdapterResources(&status, WrapperConfigurationContext, &res.list, &size);
     if (status != NDIS_STATUS_SUCCESS)
@@ -314,13 +440,20 @@ static NDIS_STATUS RtlQueryResources(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigur
             a->PortStart = d->u.Port.Start.LowPart;
             a->PortLength = d->u.Port.Length;
             port = TRUE;
+        } else if (d->Type == CmResourceTypeMemory && !mem) {
+            a->MemStart = d->u.Memory.Start;
+            a->MemLength = d->u.Memory.Length;
+            mem = TRUE;
         } else if (d->Type == CmResourceTypeInterrupt && !irq) {
             a->IrqLevel = d->u.Interrupt.Level;
             a->IrqVector = d->u.Interrupt.Vector;
             irq = TRUE;
         }
     }
-    if (!port || !irq || a->PortLength < 0x80)
+    if (!irq)
+        return NDIS_STATUS_RESOURCE_CONFLICT;
+    if (a->IoMode == RTL_IO_MEMORY ? !mem || a->MemLength < REG_SPAN
+                                   : !port || a->PortLength < REG_SPAN)
         return NDIS_STATUS_RESOURCE_CONFLICT;
     return NDIS_STATUS_SUCCESS;
 }
@@ -351,6 +484,7 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
     a->Lookahead = ETH_MAX_FRAME - ETH_HEADER;
     a->PacketFilter = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_BROADCAST;
 
+    RtlReadConfig(a, WrapperConfigurationContext);
     status = RtlQueryResources(a, WrapperConfigurationContext);
     if (status != NDIS_STATUS_SUCCESS)
         goto fail;
@@ -358,22 +492,35 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
     NdisMSetAttributesEx(MiniportAdapterHandle, a, 0, NDIS_ATTRIBUTE_BUS_MASTER,
                          NdisInterfacePci);
 
-    status = NdisMRegisterIoPortRange(&io, MiniportAdapterHandle, a->PortStart, a->PortLength);
-    if (status != NDIS_STATUS_SUCCESS)
-        goto fail;
-    a->IoBase = (ULONG_PTR)io;
-    a->PortsRegistered = TRUE;
+    if (a->IoMode == RTL_IO_MEMORY) {
+        status = NdisMMapIoSpace(&io, MiniportAdapterHandle, a->MemStart, a->MemLength);
+        if (status != NDIS_STATUS_SUCCESS)
+            goto fail;
+        a->Mmio = io;
+    } else {
+        status = NdisMRegisterIoPortRange(&io, MiniportAdapterHandle, a->PortStart,
+                                          a->PortLength);
+        if (status != NDIS_STATUS_SUCCESS)
+            goto fail;
+        a->IoBase = (ULONG_PTR)io;
+        a->PortsRegistered = TRUE;
+    }
 
-    /* The factory address, before the configuration may override it. */
+    /* The factory address, unless the configuration overrides it. */
     for (i = 0; i < 6; i++)
         a->PermanentAddress[i] = Rd8(a, R_IDR0 + i);
-    NdisMoveMemory(a->CurrentAddress, a->PermanentAddress, 6);
-    RtlReadConfig(a, WrapperConfigurationContext);
+    NdisMoveMemory(a->CurrentAddress,
+                   a->HaveConfigAddress ? a->ConfigAddress : a->PermanentAddress, 6);
 
-    status = NdisMAllocateMapRegisters(MiniportAdapterHandle, 0, NDIS_DMA_32BITS, 1, TX_BUF_LEN);
+    /* One map register per transmit descriptor (zero-copy sends). */
+    status = NdisMAllocateMapRegisters(MiniportAdapterHandle, 0, NDIS_DMA_32BITS, TX_DESCS,
+                                       TX_BUF_LEN);
     if (status != NDIS_STATUS_SUCCESS)
         goto fail;
     a->MapRegsAllocated = TRUE;
+    NdisInitializeNPagedLookasideList(&a->TxLookaside, NULL, NULL, 0, sizeof(RTL_TX_CONTEXT),
+                                      RTL_TX_TAG, 0);
+    a->LookasideReady = TRUE;
 
     status = NDIS_STATUS_RESOURCES;
     NdisMAllocateSharedMemory(MiniportAdapterHandle, RX_ALLOC_LEN, FALSE, (PVOID *)&a->RxRing,
@@ -421,8 +568,9 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
         goto fail;
     }
     a->InterruptRegistered = TRUE;
-    DbgPrint("rtl8139_ndis5: up, io %x irq %u mac %02x:%02x:%02x:%02x:%02x:%02x link %u\n",
-             a->PortStart, a->IrqVector, a->CurrentAddress[0], a->CurrentAddress[1],
+    DbgPrint("rtl8139_ndis5: up, %s %x irq %u mac %02x:%02x:%02x:%02x:%02x:%02x link %u\n",
+             a->Mmio ? "mmio" : "io",
+             a->Mmio ? NdisGetPhysicalAddressLow(a->MemStart) : a->PortStart, a->IrqVector, a->CurrentAddress[0], a->CurrentAddress[1],
              a->CurrentAddress[2], a->CurrentAddress[3], a->CurrentAddress[4],
              a->CurrentAddress[5], a->LinkUp);
     return NDIS_STATUS_SUCCESS;
@@ -430,6 +578,26 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
 fail:
     RtlFreeAll(a);
     return status;
+}
+
+/* A send is over: release its map register, complete the packet, recycle the context. */
+static void RtlFinishSend(PRTL_ADAPTER a, ULONG n, NDIS_STATUS status)
+{
+    PRTL_TX_CONTEXT ctx = a->Tx[n];
+
+    a->Tx[n] = NULL;
+    if (ctx->Mapped)
+        NdisMCompleteBufferPhysicalMapping(a->Handle, ctx->Mapped, n);
+    NdisMSendComplete(a->Handle, ctx->Packet, status);
+    NdisFreeToNPagedLookasideList(&a->TxLookaside, ctx);
+}
+
+/* Complete every send the chip still holds with `status`. */
+static void RtlAbortSends(PRTL_ADAPTER a, NDIS_STATUS status)
+{
+    for (ULONG i = 0; i < TX_DESCS; i++)
+        if (a->Tx[i])
+            RtlFinishSend(a, i, status);
 }
 
 static VOID NTAPI RtlHalt(NDIS_HANDLE Context)
@@ -440,11 +608,7 @@ static VOID NTAPI RtlHalt(NDIS_HANDLE Context)
     Wr8(a, R_CR, 0);
     Wr16(a, R_ISR, 0xFFFF);
     /* Serialized: NDIS completed every send's queue; ours never outlive Halt. */
-    for (ULONG i = 0; i < TX_DESCS; i++)
-        if (a->TxPacket[i]) {
-            NdisMSendComplete(a->Handle, a->TxPacket[i], NDIS_STATUS_FAILURE);
-            a->TxPacket[i] = NULL;
-        }
+    RtlAbortSends(a, NDIS_STATUS_FAILURE);
     RtlFreeAll(a);
 }
 
@@ -467,36 +631,53 @@ static NDIS_STATUS NTAPI RtlReset(PBOOLEAN AddressingReset, NDIS_HANDLE Context)
     PRTL_ADAPTER a = Context;
 
     Wr16(a, R_IMR, 0);
-    for (ULONG i = 0; i < TX_DESCS; i++)
-        if (a->TxPacket[i]) {
-            NdisMSendComplete(a->Handle, a->TxPacket[i], NDIS_STATUS_REQUEST_ABORTED);
-            a->TxPacket[i] = NULL;
-        }
+    RtlAbortSends(a, NDIS_STATUS_REQUEST_ABORTED);
     *AddressingReset = FALSE; /* filter and multicast list are reprogrammed here */
     return RtlHwInit(a) ? NDIS_STATUS_SUCCESS : NDIS_STATUS_HARD_ERRORS;
 }
 
-/* Copy one packet into the next free transmit buffer and hand it to the chip. */
-static NDIS_STATUS RtlSendOne(PRTL_ADAPTER a, PNDIS_PACKET Packet)
+/*
+ * Zero copy: a packet that is one buffer of at least the minimum frame (the
+ * chip does not pad), 4-byte aligned (TSAD must be) and physically contiguous
+ * below 4 GiB is DMA'd from where it is, through descriptor n's map register.
+ * TRUE with its bus address in *pa; FALSE (nothing left mapped) otherwise.
+ */
+static BOOLEAN RtlMapForDevice(PRTL_ADAPTER a, ULONG n, PNDIS_BUFFER buf, UINT count,
+                               UINT total, PULONG pa)
 {
-    PNDIS_BUFFER buf;
-    UINT total, copied = 0;
-    PUCHAR dst;
-    ULONG n;
+    NDIS_PHYSICAL_ADDRESS_UNIT units[2]; /* a frame spans at most two pages */
+    UINT nunits = 0;
+    PVOID va;
+    UINT len;
 
-    if (a->TxBusy == TX_DESCS)
-        return NDIS_STATUS_RESOURCES;
-    NdisQueryPacket(Packet, NULL, NULL, &buf, &total);
-    if (total < ETH_HEADER || total > ETH_MAX_FRAME)
-        return NDIS_STATUS_INVALID_PACKET;
-    n = a->TxCur;
-    dst = a->TxBufs + n * TX_BUF_LEN;
+    if (count != 1 || total < ETH_MIN_FRAME)
+        return FALSE;
+    NdisQueryBufferSafe(buf, &va, &len, NormalPagePriority);
+    if (!va || len < total || ((ULONG_PTR)va & 3))
+        return FALSE;
+    NdisMStartBufferPhysicalMapping(a->Handle, buf, n, TRUE, units, &nunits);
+    if (nunits == 1 && units[0].PhysicalAddress.HighPart == 0 && units[0].Length >= total &&
+        !(units[0].PhysicalAddress.LowPart & 3)) {
+        *pa = units[0].PhysicalAddress.LowPart;
+        return TRUE;
+    }
+    if (nunits)
+        NdisMCompleteBufferPhysicalMapping(a->Handle, buf, n);
+    return FALSE;
+}
+
+/* Copy a packet into descriptor n's transmit buffer; the length to send, 0 on failure. */
+static UINT RtlCopyForDevice(PRTL_ADAPTER a, ULONG n, PNDIS_BUFFER buf, UINT total)
+{
+    PUCHAR dst = a->TxBufs + n * TX_BUF_LEN;
+    UINT copied = 0;
+
     while (buf) {
         PVOID va;
         UINT len;
         NdisQueryBufferSafe(buf, &va, &len, NormalPagePriority);
         if (!va)
-            return NDIS_STATUS_RESOURCES;
+            return 0;
         if (len > total - copied)
             len = total - copied;
         NdisMoveMemory(dst + copied, va, len);
@@ -507,11 +688,47 @@ static NDIS_STATUS RtlSendOne(PRTL_ADAPTER a, PNDIS_PACKET Packet)
         NdisZeroMemory(dst + copied, ETH_MIN_FRAME - copied);
         copied = ETH_MIN_FRAME;
     }
-    a->TxPacket[n] = Packet;
+    return copied;
+}
+
+/* Hand one packet to the next free descriptor, zero copy if it can be. */
+static NDIS_STATUS RtlSendOne(PRTL_ADAPTER a, PNDIS_PACKET Packet)
+{
+    PNDIS_BUFFER buf;
+    UINT total, count, length;
+    PRTL_TX_CONTEXT ctx;
+    ULONG n, pa;
+
+    if (a->TxBusy == TX_DESCS)
+        return NDIS_STATUS_RESOURCES;
+    NdisQueryPacket(Packet, NULL, &count, &buf, &total);
+    if (total < ETH_HEADER || total > ETH_MAX_FRAME)
+        return NDIS_STATUS_INVALID_PACKET;
+    ctx = NdisAllocateFromNPagedLookasideList(&a->TxLookaside);
+    if (!ctx)
+        return NDIS_STATUS_RESOURCES;
+    n = a->TxCur;
+    ctx->Packet = Packet;
+    ctx->Mapped = NULL;
+    if (RtlMapForDevice(a, n, buf, count, total, &pa)) {
+        ctx->Mapped = buf;
+        length = total;
+        a->ZeroCopySends++;
+    } else {
+        length = RtlCopyForDevice(a, n, buf, total);
+        if (!length) {
+            NdisFreeToNPagedLookasideList(&a->TxLookaside, ctx);
+            return NDIS_STATUS_RESOURCES;
+        }
+        pa = NdisGetPhysicalAddressLow(a->TxBufsPa) + n * TX_BUF_LEN;
+        a->CopiedSends++;
+    }
+    a->Tx[n] = ctx;
     a->TxCur = (n + 1) % TX_DESCS;
     a->TxBusy++;
+    Wr32(a, R_TSAD0 + 4 * n, pa);
     /* Writing the size with OWN clear starts the transmission. */
-    Wr32(a, R_TSD0 + 4 * n, TSD_ERTXTH | copied);
+    Wr32(a, R_TSD0 + 4 * n, TSD_ERTXTH | length);
     return NDIS_STATUS_PENDING;
 }
 
@@ -535,7 +752,6 @@ static void RtlTxDone(PRTL_ADAPTER a)
     while (a->TxBusy) {
         ULONG n = a->TxDirty;
         ULONG tsd = Rd32(a, R_TSD0 + 4 * n);
-        PNDIS_PACKET p;
         NDIS_STATUS s;
 
         if (!(tsd & TSD_OWN) || !(tsd & (TSD_TOK | TSD_TABT)))
@@ -547,12 +763,10 @@ static void RtlTxDone(PRTL_ADAPTER a)
             a->XmitError++;
             s = NDIS_STATUS_FAILURE;
         }
-        p = a->TxPacket[n];
-        a->TxPacket[n] = NULL;
         a->TxDirty = (n + 1) % TX_DESCS;
         a->TxBusy--;
-        if (p)
-            NdisMSendComplete(a->Handle, p, s);
+        if (a->Tx[n])
+            RtlFinishSend(a, n, s);
     }
 }
 
@@ -664,6 +878,7 @@ static NDIS_STATUS NTAPI RtlQueryInformation(NDIS_HANDLE Context, NDIS_OID Oid, 
     USHORT us;
     NDIS_HARDWARE_STATUS hw = NdisHardwareStatusReady;
     NDIS_MEDIUM medium = NdisMedium802_3;
+    RTL_DIAG diag;
     const void *src = &ul;
     ULONG len = sizeof(ul);
 
@@ -766,6 +981,17 @@ static NDIS_STATUS NTAPI RtlQueryInformation(NDIS_HANDLE Context, NDIS_OID Oid, 
     case OID_802_3_XMIT_ONE_COLLISION:
     case OID_802_3_XMIT_MORE_COLLISIONS:
         ul = 0;
+        break;
+    case OID_ICA_RTL_DIAG:
+        diag.IoMode = a->IoMode;
+        diag.NdiParams = a->NdiParams;
+        diag.ZeroCopySends = a->ZeroCopySends;
+        diag.CopiedSends = a->CopiedSends;
+        diag.TxContextAllocs = a->TxLookaside.L.TotalAllocates;
+        diag.TxContextMisses = a->TxLookaside.L.AllocateMisses;
+        diag.TxContextFrees = a->TxLookaside.L.TotalFrees;
+        src = &diag;
+        len = sizeof(diag);
         break;
     default:
         *BytesWritten = 0;

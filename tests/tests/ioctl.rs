@@ -80,6 +80,17 @@ fn run(arch: dbt::Arch) -> String {
     );
     assert_eq!(h.k.ke.work.queued(), 0, "no work item left queued");
     assert_eq!(h.k.ke.work.ran(), 5, "every queued work item ran once");
+    // The lookaside checks allocated through the lists and deleted them: nothing cached is left.
+    let lookaside = h.k.pool.tag_usage(u32::from_le_bytes(*b"IcLk"));
+    assert!(
+        lookaside.allocations >= 8 && lookaside.blocks == 0,
+        "lookaside entries freed: {lookaside:?}"
+    );
+    assert!(h
+        .k
+        .extension::<ntoskrnl::lookaside::Lookasides>()
+        .lists
+        .is_empty());
     let io_workitems = h.k.pool.tag_usage(workitem::IO_WORKITEM_TAG);
     assert_eq!(
         (io_workitems.allocations, io_workitems.blocks),

@@ -1,9 +1,12 @@
 //! rtl8139_ndis5.sys (NDIS 5.1, serialized) drives the RTL8139 model through the whole NDIS 5
-//! path, on x86-32 and x64: MiniportInitialize with bus resources, port I/O, shared memory and an
-//! interrupt; sends through MiniportSendPackets and NdisMSendComplete; receives through the ISR,
-//! MiniportHandleInterrupt, NdisMIndicateReceivePacket and MiniportReturnPacket; OID queries and
-//! sets; link changes; Halt and unload with nothing leaked, 100 times over; a failing
-//! MiniportInitialize.
+//! path, on x86-32 and x64: MiniportInitialize with bus resources, port I/O or memory-mapped
+//! registers (NdisMMapIoSpace, chosen by the `IoMode` parameter or its Ndi\params default found
+//! through NdisOpenConfigurationKeyByName / ByIndex), shared memory, map registers and an
+//! interrupt; sends through MiniportSendPackets, zero copy through NdisMStartBufferPhysicalMapping
+//! or copied, with per-send contexts from a lookaside list, and NdisMSendComplete; receives
+//! through the ISR, MiniportHandleInterrupt, NdisMIndicateReceivePacket and MiniportReturnPacket;
+//! OID queries and sets; link changes; Halt and unload with nothing leaked, 100 times over; a
+//! failing MiniportInitialize.
 
 use std::collections::VecDeque;
 
@@ -15,10 +18,11 @@ use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::Rtl8139;
 use ica_tests::nic::{
     assert_sent, frame, load_and_initialize, one_frame_each_way_then_unload, pool_by_tag, received,
-    send_all, service, start_rtl8139, MAC, PEER,
+    send_all, service, start_probed_rtl8139, start_rtl8139, MAC, PEER,
 };
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::{oid, NetAdapter};
+use ntoskrnl::registry::{self, RegValue};
 
 fn start(arch: Arch) -> (NetAdapter, PortHandle) {
     let (nic, wire, _) = start_rtl8139(arch, DRIVER);
@@ -136,6 +140,233 @@ fn cable_pull_and_replug_are_indicated_as_media_disconnect_and_connect() {
     }
 }
 
+/// The driver's private OID_ICA_RTL_DIAG.
+const OID_ICA_RTL_DIAG: u32 = 0xFF81_3901;
+/// Its pool tag of per-send contexts ('RCTx').
+const TX_CONTEXT_TAG: &str = "RCTx";
+
+/// What OID_ICA_RTL_DIAG reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Diag {
+    io_mode: u32,
+    ndi_params: u32,
+    zero_copy_sends: u32,
+    copied_sends: u32,
+    context_allocs: u32,
+    context_misses: u32,
+    context_frees: u32,
+}
+
+fn diag(nic: &mut NetAdapter) -> Diag {
+    let r = nic.query(OID_ICA_RTL_DIAG, 64).unwrap();
+    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
+    assert_eq!(r.data.len(), 28);
+    let f = |i: usize| u32::from_le_bytes(r.data[4 * i..4 * i + 4].try_into().unwrap());
+    Diag {
+        io_mode: f(0),
+        ndi_params: f(1),
+        zero_copy_sends: f(2),
+        copied_sends: f(3),
+        context_allocs: f(4),
+        context_misses: f(5),
+        context_frees: f(6),
+    }
+}
+
+/// An adapter key (as the installer makes one) holding `values`, and `Ndi\params\<name>` subkeys
+/// with a `default` for each of `defaults`.
+fn adapter_key(
+    h: &mut loader::DriverHost,
+    values: &[(&str, &str)],
+    defaults: &[(&str, &str)],
+) -> String {
+    let key = r"\Registry\Machine\System\CurrentControlSet\Control\Class\{4D36E972-E325-11CE-BFC1-08002BE10318}\0001";
+    let b = registry::backend(&mut h.k);
+    b.create_key_path(key).unwrap();
+    for (name, value) in values {
+        b.set_value(key, name, &RegValue::sz(value)).unwrap();
+    }
+    for (name, value) in defaults {
+        let sub = format!(r"{key}\Ndi\params\{name}");
+        b.create_key_path(&sub).unwrap();
+        b.set_value(&sub, "default", &RegValue::sz(value)).unwrap();
+    }
+    key.to_string()
+}
+
+/// How the register access mode is configured.
+#[derive(Debug, Clone, Copy)]
+enum IoConfig {
+    /// Nothing configured: port I/O.
+    Default,
+    /// `IoMode` = "1" in the adapter's key.
+    MemoryValue,
+    /// No `IoMode` value; `Ndi\params\IoMode` default "1" (and another parameter).
+    MemoryByNdiDefault,
+    /// `IoMode` = "0" in the key wins over an Ndi\params default of "1".
+    PortValueOverNdiDefault,
+}
+
+impl IoConfig {
+    const ALL: [IoConfig; 4] = [
+        IoConfig::Default,
+        IoConfig::MemoryValue,
+        IoConfig::MemoryByNdiDefault,
+        IoConfig::PortValueOverNdiDefault,
+    ];
+
+    /// The driver's expected IoMode and count of Ndi\params subkeys.
+    fn expected(self) -> (u32, u32) {
+        match self {
+            IoConfig::Default => (0, 0),
+            IoConfig::MemoryValue => (1, 0),
+            IoConfig::MemoryByNdiDefault => (1, 2),
+            IoConfig::PortValueOverNdiDefault => (0, 2),
+        }
+    }
+
+    /// Starts the probed adapter configured this way.
+    fn start(
+        self,
+        arch: Arch,
+    ) -> (
+        NetAdapter,
+        PortHandle,
+        std::sync::Arc<std::sync::Mutex<ica_tests::nic::ProbeLog>>,
+    ) {
+        let mut h = host(arch);
+        let ndi = [("IoMode", "1"), ("*SpeedDuplex", "0")];
+        let key = match self {
+            IoConfig::Default => None,
+            IoConfig::MemoryValue => Some(adapter_key(&mut h, &[("IoMode", "1")], &[])),
+            IoConfig::MemoryByNdiDefault => Some(adapter_key(&mut h, &[], &ndi)),
+            IoConfig::PortValueOverNdiDefault => {
+                Some(adapter_key(&mut h, &[("IoMode", "0")], &ndi))
+            }
+        };
+        start_probed_rtl8139(h, arch, DRIVER, key.as_deref())
+    }
+}
+
+#[test]
+fn port_and_memory_mapped_registers_both_move_frames_intact_both_ways() {
+    for arch in ARCHES {
+        for config in IoConfig::ALL {
+            let what = format!("{} {config:?}", arch.name());
+            let (mut nic, wire, probe) = config.start(arch);
+            let (mode, params) = config.expected();
+            let d = diag(&mut nic);
+            assert_eq!((d.io_mode, d.ndi_params), (mode, params), "{what}");
+            let a = ndis::miniport::adapter_mut(&mut nic.host.k, nic.adapter).unwrap();
+            let bar1 = a.resources.iter().find_map(|r| match *r {
+                ndis::Resource::Memory { start, length } => Some((start, length)),
+                _ => None,
+            });
+            if mode == 1 {
+                assert!(a.port_ranges.is_empty(), "{what}");
+                let mapped: Vec<(u64, u32)> = a.io_mappings.values().copied().collect();
+                assert_eq!(mapped, vec![bar1.unwrap()], "{what}: BAR1 mapped");
+            } else {
+                assert_eq!(a.port_ranges.len(), 1, "{what}");
+                assert!(a.io_mappings.is_empty(), "{what}");
+            }
+
+            let sent: Vec<Vec<u8>> = (0..10)
+                .map(|i| frame(PEER, MAC, 20 + 149 * i, i as u8))
+                .collect();
+            let out = send_all(&mut nic, &wire, &sent);
+            assert_sent(arch, &out, &sent);
+            let frames: Vec<Vec<u8>> = (0..20)
+                .map(|i| frame(MAC, PEER, 46 + 70 * i, 0x60 + i as u8))
+                .collect();
+            let mut got = Vec::new();
+            for chunk in frames.chunks(4) {
+                for f in chunk {
+                    wire.inject(f);
+                }
+                got.extend(received(&service(&mut nic)));
+            }
+            assert_eq!(got, frames, "{what}");
+
+            // Every register access went to the BAR of the configured mode.
+            let log = probe.lock().unwrap().clone();
+            let (used, unused) = if mode == 1 { (1, 0) } else { (0, 1) };
+            assert!(
+                log.bar_accesses.get(&used).copied().unwrap_or(0) > 100,
+                "{what}: {log:?}"
+            );
+            assert_eq!(log.bar_accesses.get(&unused), None, "{what}: {log:?}");
+            let findings = nic.stop().unwrap();
+            assert!(findings.is_empty(), "{what}: {findings:?}");
+        }
+    }
+}
+
+#[test]
+fn large_single_buffer_sends_go_out_zero_copy_short_ones_copied() {
+    for arch in ARCHES {
+        for config in [IoConfig::Default, IoConfig::MemoryValue] {
+            let what = format!("{} {config:?}", arch.name());
+            let (mut nic, wire, probe) = config.start(arch);
+            // Frames under the 60-byte minimum are copied (the chip does not pad); the others
+            // are one 16-byte-aligned NDIS buffer each: zero copy.
+            let lengths = [0, 40, 45, 46, 47, 100, 500, 1000, 1500, 5, 46, 300];
+            let sent: Vec<Vec<u8>> = lengths
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| frame(PEER, MAC, n, 0xA0 + i as u8))
+                .collect();
+            let short = sent.iter().filter(|f| f.len() < 60).count() as u32;
+            let long = sent.len() as u32 - short;
+            let out = send_all(&mut nic, &wire, &sent);
+            assert_sent(arch, &out, &sent);
+            let d = diag(&mut nic);
+            assert_eq!(
+                (d.zero_copy_sends, d.copied_sends),
+                (long, short),
+                "{what}: {d:?}"
+            );
+
+            // The device read zero-copy frames from the packets' own buffers, copied ones from
+            // the driver's transmit buffers (its shared memory).
+            let a = ndis::miniport::adapter_mut(&mut nic.host.k, nic.adapter).unwrap();
+            let shared: Vec<(u64, u64)> = a
+                .shared_memory
+                .values()
+                .map(|m| (m.pa, m.pa + u64::from(m.length)))
+                .collect();
+            let reads = probe.lock().unwrap().dma_reads.clone();
+            assert_eq!(reads.len(), sent.len(), "{what}: {reads:x?}");
+            let from_shared = reads
+                .iter()
+                .filter(|(pa, _)| shared.iter().any(|(lo, hi)| pa >= lo && pa < hi))
+                .count() as u32;
+            assert_eq!(from_shared, short, "{what}: {reads:x?}");
+            assert!(
+                a.physical_mappings.is_empty(),
+                "{what}: map registers released at completion"
+            );
+
+            // Every send took a context from the lookaside list and gave it back; misses are
+            // bounded by the four descriptors in flight, the rest came from the list.
+            assert_eq!(d.context_allocs, sent.len() as u32, "{what}: {d:?}");
+            assert_eq!(d.context_frees, sent.len() as u32, "{what}: {d:?}");
+            assert!((1..=4).contains(&d.context_misses), "{what}: {d:?}");
+            let cached = pool_by_tag(&nic.host.k)
+                .get(TX_CONTEXT_TAG)
+                .map(|&(blocks, _)| blocks)
+                .unwrap_or(0);
+            assert!(
+                (1..=4).contains(&cached),
+                "{what}: {cached} cached contexts"
+            );
+            // Halt deletes the list: its cached contexts are freed (stop reports leaks).
+            let findings = nic.stop().unwrap();
+            assert!(findings.is_empty(), "{what}: {findings:?}");
+        }
+    }
+}
+
 /// One load / initialize / one frame each way / halt / unload cycle on a device already on the
 /// bus.
 fn reload_cycle(h: &mut loader::DriverHost, arch: Arch, res: &PciResources, wire: &PortHandle) {
@@ -150,10 +381,25 @@ fn unloading_and_reloading_100_times_leaks_nothing() {
         let mut h = host(arch);
         let (port, wire) = QueuePort::new();
         let res = h.attach_pci_device(Box::new(Rtl8139::new(MAC, Box::new(port))));
-        reload_cycle(&mut h, arch, &res, &wire);
+        // Port I/O and memory-mapped registers in turn (IoMode in the Parameters key).
+        let params = format!(r"{}\Parameters", registry::service_path(DRIVER));
+        registry::backend(&mut h.k)
+            .create_key_path(&params)
+            .unwrap();
+        let set_mode = |h: &mut loader::DriverHost, mode: usize| {
+            let v = RegValue::sz(&mode.to_string());
+            registry::backend(&mut h.k)
+                .set_value(&params, "IoMode", &v)
+                .unwrap();
+        };
+        for mode in [0, 1] {
+            set_mode(&mut h, mode);
+            reload_cycle(&mut h, arch, &res, &wire);
+        }
         let baseline = pool_by_tag(&h.k);
         let mapped = h.k.images.len();
-        for _ in 0..100 {
+        for i in 0..100 {
+            set_mode(&mut h, i % 2);
             reload_cycle(&mut h, arch, &res, &wire);
         }
         assert_eq!(pool_by_tag(&h.k), baseline, "{}", arch.name());
