@@ -1286,4 +1286,185 @@ mod tests {
             assert_eq!(k.pool.tag_usage(u32::from_le_bytes(*b"Pool")).blocks, 0);
         }
     }
+
+    /// An NBL of `pool` with one NB over two MDLs (16 and 64 bytes of `0..80`), its data
+    /// starting `data_offset` bytes into the chain for `length` bytes; returns the NBL and the
+    /// chain's bytes.
+    fn two_mdl_nbl(k: &mut Kernel, pool: u64, data_offset: u32, length: u64) -> (u64, Vec<u8>) {
+        let bytes: Vec<u8> = (0..80).collect();
+        let a = block(k, 16);
+        let b = block(k, 64);
+        k.m.mem.write_bytes(a, &bytes[..16]).unwrap();
+        k.m.mem.write_bytes(b, &bytes[16..]).unwrap();
+        let m1 = new_buffer(k, a, 16).unwrap();
+        let m2 = new_buffer(k, b, 64).unwrap();
+        k.write_ptr(m1 + k.layout.mdl_next, m2).unwrap();
+        let nbl =
+            allocate_net_buffer_and_net_buffer_list(k, pool, 0, 0, m1, data_offset, length).unwrap();
+        (nbl, bytes)
+    }
+
+    /// The frames `nbl` describes (one per NB).
+    fn frames(k: &Kernel, nbl: u64) -> Vec<Vec<u8>> {
+        read_received(k, nbl, 1).unwrap().unwrap().remove(0).1
+    }
+
+    #[test]
+    fn clones_describe_the_original_data_and_are_checked() {
+        let mdl_tag = u32::from_le_bytes(*b"Mdl ");
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let l = crate::layout6(&k);
+            let params = pool_params(&mut k, true, 0);
+            let pool = allocate_net_buffer_list_pool(&mut k, 0xADA, params).unwrap();
+            let bare = pool_params(&mut k, false, 0);
+            let clones = allocate_net_buffer_list_pool(&mut k, 0xADA, bare).unwrap();
+            // Data from 10 bytes into the second MDL (CurrentMdlOffset 10) to 4 bytes before the end.
+            let (original, bytes) = two_mdl_nbl(&mut k, pool, 26, 50);
+            let want = vec![bytes[26..76].to_vec()];
+            assert_eq!(frames(&k, original), want);
+            let mdls_before = k.pool.tag_usage(mdl_tag).blocks;
+
+            // New MDLs over the original buffers: the clone's data starts at its first MDL.
+            let clone = allocate_clone_net_buffer_list(&mut k, original, clones, 0, 0).unwrap();
+            assert_ne!(clone, 0);
+            assert_eq!(frames(&k, clone), want, "{}", arch.name());
+            let nb = k.read_ptr(clone + l.nbl_first_net_buffer).unwrap();
+            let original_nb = k.read_ptr(original + l.nbl_first_net_buffer).unwrap();
+            assert_ne!(nb, original_nb);
+            assert_eq!(k.m.mem.read_u32(nb + l.nb_data_offset).unwrap(), 0);
+            assert_eq!(k.m.mem.read_u32(nb + l.nb_current_mdl_offset).unwrap(), 0);
+            let first = k.read_ptr(nb + l.nb_mdl_chain).unwrap();
+            assert_eq!(buffer_extent(&k, first).unwrap().1, 50, "one MDL: the data lies in one");
+            assert_eq!(k.pool.tag_usage(mdl_tag).blocks, mdls_before + 1);
+            assert_eq!(k.read_ptr(clone + l.nbl_ndis_pool_handle).unwrap(), clones);
+            // The caller maintains the family: NDIS leaves them alone.
+            assert_eq!(k.read_ptr(clone + l.nbl_parent_net_buffer_list).unwrap(), 0);
+            assert_eq!(k.m.mem.read_u32(original + l.nbl_child_ref_count).unwrap(), 0);
+            assert_eq!(k.read_ptr(clone + l.nbl_context).unwrap(), 0, "no context");
+
+            // The original MDLs: the clone's chain starts at the original's CurrentMdl.
+            let shared = allocate_clone_net_buffer_list(
+                &mut k,
+                original,
+                0,
+                0,
+                CLONE_FLAGS_USE_ORIGINAL_MDLS,
+            )
+            .unwrap();
+            assert_eq!(frames(&k, shared), want);
+            let nb = k.read_ptr(shared + l.nbl_first_net_buffer).unwrap();
+            let current = k.read_ptr(original_nb + l.nb_current_mdl).unwrap();
+            assert_eq!(k.read_ptr(nb + l.nb_mdl_chain).unwrap(), current);
+            assert_eq!(k.m.mem.read_u32(nb + l.nb_data_offset).unwrap(), 10);
+            assert_eq!(k.pool.tag_usage(mdl_tag).blocks, mdls_before + 1, "no new MDL");
+            // Without a pool handle it comes from NDIS's own pool of the caller.
+            let internal = k.read_ptr(shared + l.nbl_ndis_pool_handle).unwrap();
+            assert!(k.extension::<NdisState>().nbl_pools[&internal].internal);
+
+            // The original cannot go while clones describe its data; a clone is not freed as an NBL.
+            let err = free_net_buffer_list(&mut k, original).unwrap_err();
+            assert!(err.to_string().contains("2 clones"), "{err}");
+            let err = free_net_buffer_list(&mut k, clone).unwrap_err();
+            assert!(err.to_string().contains("NdisFreeCloneNetBufferList"), "{err}");
+            free_clone_net_buffer_list(&mut k, clone, 0).unwrap();
+            assert_eq!(k.pool.tag_usage(mdl_tag).blocks, mdls_before, "its MDL went with it");
+            let err = free_clone_net_buffer_list(&mut k, clone, 0).unwrap_err();
+            assert!(matches!(err, KernelError::BugCheck { code: 0x7C, .. }), "{err}");
+            free_clone_net_buffer_list(&mut k, shared, CLONE_FLAGS_USE_ORIGINAL_MDLS).unwrap();
+            assert!(
+                !k.extension::<NdisState>().nbl_pools.contains_key(&internal),
+                "NDIS's own pool goes with its last clone"
+            );
+            free_net_buffer_list(&mut k, original).unwrap();
+
+            // An original whose data runs past its MDLs cannot be cloned; NULL and bad flags fail.
+            let (long, _) = two_mdl_nbl(&mut k, pool, 0, 81);
+            assert_eq!(allocate_clone_net_buffer_list(&mut k, long, clones, 0, 0).unwrap(), 0);
+            assert_eq!(allocate_clone_net_buffer_list(&mut k, 0, clones, 0, 0).unwrap(), 0);
+            assert_eq!(allocate_clone_net_buffer_list(&mut k, long, clones, 0, 0x80).unwrap(), 0);
+            assert_eq!(allocate_clone_net_buffer_list(&mut k, long, 0xBAD, 0, 0).unwrap(), 0);
+            // A bad NBL pointer is a NULL clone, not a fault.
+            assert_eq!(allocate_clone_net_buffer_list(&mut k, 0x10, clones, 0, 0).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn net_buffer_copies_follow_both_mdl_chains() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let l = crate::layout6(&k);
+            let params = pool_params(&mut k, true, 0);
+            let pool = allocate_net_buffer_list_pool(&mut k, 0xADA, params).unwrap();
+            let (src, bytes) = two_mdl_nbl(&mut k, pool, 4, 70);
+            let src_nb = k.read_ptr(src + l.nbl_first_net_buffer).unwrap();
+            // The destination: 48 bytes of space over two MDLs, 8 bytes of back-fill first.
+            let d1 = block(&mut k, 20);
+            let d2 = block(&mut k, 28);
+            let m1 = new_buffer(&mut k, d1, 20).unwrap();
+            let m2 = new_buffer(&mut k, d2, 28).unwrap();
+            k.write_ptr(m1 + k.layout.mdl_next, m2).unwrap();
+            let dst = allocate_net_buffer_and_net_buffer_list(&mut k, pool, 0, 0, m1, 8, 0).unwrap();
+            let dst_nb = k.read_ptr(dst + l.nbl_first_net_buffer).unwrap();
+            let out = block(&mut k, 4);
+            let copy = |k: &mut Kernel, dst_off: u32, n: u32, src_off: u32| -> (NdisStatus, u32) {
+                let s = copy_from_net_buffer_to_net_buffer(k, dst_nb, dst_off, n, src_nb, src_off, out)
+                    .unwrap();
+                (s, k.m.mem.read_u32(out).unwrap())
+            };
+            // 10 bytes from 3 into the source data, to 2 into the destination data.
+            assert_eq!(copy(&mut k, 2, 10, 3), (NDIS_STATUS_SUCCESS, 10));
+            let mut space = k.m.mem.read_vec(d1, 20).unwrap();
+            space.extend(k.m.mem.read_vec(d2, 28).unwrap());
+            assert_eq!(space[10..20], bytes[7..17], "{}", arch.name());
+            // The destination has 40 bytes from its data start: the copy stops there; the NB
+            // is not changed.
+            assert_eq!(copy(&mut k, 0, 60, 0), (NDIS_STATUS_SUCCESS, 40));
+            let mut space = k.m.mem.read_vec(d1, 20).unwrap();
+            space.extend(k.m.mem.read_vec(d2, 28).unwrap());
+            assert_eq!(space[8..48], bytes[4..44]);
+            assert_eq!(k.m.mem.read_u32(dst_nb + l.nb_data_length).unwrap(), 0);
+            // The source has 70 bytes of data: from 65, 5 are left.
+            assert_eq!(copy(&mut k, 0, 20, 65), (NDIS_STATUS_SUCCESS, 5));
+            assert_eq!(copy(&mut k, 0, 20, 90), (NDIS_STATUS_SUCCESS, 0));
+            // Bad input is a clean status.
+            let bad = crate::NDIS_STATUS_INVALID_PARAMETER;
+            assert_eq!(
+                copy_from_net_buffer_to_net_buffer(&mut k, 0, 0, 4, src_nb, 0, out).unwrap(),
+                bad
+            );
+            assert_eq!(
+                copy_from_net_buffer_to_net_buffer(&mut k, dst_nb, 0, 4, 0x10, 0, out).unwrap(),
+                bad
+            );
+        }
+    }
+
+    #[test]
+    fn receive_info_copies_only_the_receive_entries() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let l = crate::layout6(&k);
+            let src = block(&mut k, l.nbl_size);
+            let dst = block(&mut k, l.nbl_size);
+            let slot = |k: &Kernel, nbl: u64, i: u64| nbl + l.nbl_net_buffer_list_info + i * k.ptr_size();
+            for i in 0..11 {
+                let at = slot(&k, src, i);
+                k.write_ptr(at, 0x100 + i).unwrap();
+            }
+            copy_receive_net_buffer_list_info(&mut k, dst, src).unwrap();
+            let got: Vec<u64> = (0..11).map(|i| k.read_ptr(slot(&k, dst, i)).unwrap()).collect();
+            // Classification handle (3), cancel ID (5) and the WFP entry (10) stay.
+            assert_eq!(
+                got,
+                [0x100, 0x101, 0x102, 0, 0x104, 0, 0x106, 0x107, 0x108, 0x109, 0],
+                "{}",
+                arch.name()
+            );
+            assert_eq!(slot(&k, dst, 5), dst + l.nbl_cancel_id);
+            // NULL or bad pointers copy nothing and do not fault.
+            copy_receive_net_buffer_list_info(&mut k, 0, src).unwrap();
+            copy_receive_net_buffer_list_info(&mut k, 0x10, src).unwrap();
+        }
+    }
 }

@@ -775,3 +775,85 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMRegisterAdapterShutdownHandler => register_adapter_shutdown_handler(miniport_handle: u64, shutdown_context: u64, shutdown_handler: u64);
     stdcall NdisMDeregisterAdapterShutdownHandler => deregister_adapter_shutdown_handler(miniport_handle: u64);
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::new_buffer;
+    use crate::test_support::{block, kernel, ARCHES};
+
+    /// A NET_BUFFER over `mdl` with CurrentMdl `current` at `offset` for `length` bytes.
+    fn nb(k: &mut Kernel, mdl: u64, current: u64, offset: u32, length: u32) -> u64 {
+        let l = crate::layout6(k);
+        let nb = block(k, l.nb_size);
+        k.write_ptr(nb + l.nb_mdl_chain, mdl).unwrap();
+        k.write_ptr(nb + l.nb_current_mdl, current).unwrap();
+        k.m.mem.write_u32(nb + l.nb_current_mdl_offset, offset).unwrap();
+        k.m.mem.write_u32(nb + l.nb_data_length, length).unwrap();
+        nb
+    }
+
+    #[test]
+    fn sg_lists_cover_the_nb_from_its_current_mdl_one_run_per_mdl() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let pages = block(&mut k, 0x3000);
+            assert_eq!(pages % u64::from(PAGE), 0);
+            let pa = |k: &Kernel, va: u64| k.m.mem.virt_to_phys(va).unwrap();
+            // Three MDLs: the first is skipped (before CurrentMdl), the second crosses a page
+            // boundary (physically contiguous: one run), the third is a buffer of its own.
+            let m0 = new_buffer(&mut k, pages, 0x40).unwrap();
+            let m1 = new_buffer(&mut k, pages + 0xF00, 0x300).unwrap();
+            let m2 = new_buffer(&mut k, pages + 0x2008, 0x100).unwrap();
+            k.write_ptr(m0 + k.layout.mdl_next, m1).unwrap();
+            k.write_ptr(m1 + k.layout.mdl_next, m2).unwrap();
+            // Data from 0x10 into m1, 0x80 bytes into m2: the list maps 0x380 bytes from m1's
+            // start (CurrentMdlOffset precedes the data).
+            let n = nb(&mut k, m0, m1, 0x10, 0x370);
+            let got = sg_elements(&k, n, 0x1000).unwrap().unwrap();
+            assert_eq!(
+                got,
+                [
+                    SgElement {
+                        address: pa(&k, pages + 0xF00),
+                        length: 0x300
+                    },
+                    SgElement {
+                        address: pa(&k, pages + 0x2008),
+                        length: 0x80
+                    },
+                ],
+                "{}",
+                arch.name()
+            );
+            // MaximumPhysicalMapping bounds the bytes mapped.
+            assert_eq!(
+                sg_elements(&k, n, 0x37F).unwrap(),
+                Err(NDIS_STATUS_RESOURCES)
+            );
+            // DataLength past the MDLs.
+            let long = nb(&mut k, m0, m1, 0x10, 0x3F1);
+            assert_eq!(
+                sg_elements(&k, long, 0x1000).unwrap(),
+                Err(NDIS_STATUS_INVALID_PARAMETER)
+            );
+            // Memory the bus cannot reach.
+            let outside = (0x1000..0x1000_0000u64)
+                .step_by(0x1000)
+                .find(|&va| k.m.mem.virt_to_phys(va).is_none())
+                .unwrap();
+            let far = new_buffer(&mut k, outside, 0x20).unwrap();
+            let n = nb(&mut k, far, far, 0, 0x20);
+            assert_eq!(
+                sg_elements(&k, n, 0x1000).unwrap(),
+                Err(NDIS_STATUS_RESOURCES)
+            );
+            // Without a registration or an NB: a clean status, no call.
+            assert_eq!(
+                allocate_net_buffer_sg_list(&mut k, 0xD3A, n, 0, 0, 0, 0).unwrap(),
+                NDIS_STATUS_INVALID_PARAMETER
+            );
+            free_net_buffer_sg_list(&mut k, 0xD3A, 0x1234, n).unwrap();
+        }
+    }
+}

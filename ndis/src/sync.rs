@@ -362,3 +362,36 @@ pub fn get_rss_processor_information(
     };
     crate::nbl::no_fault(CALL, NDIS_STATUS_INVALID_PARAMETER, fill(k))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{kernel, ARCHES};
+
+    #[test]
+    fn one_processor_in_group_zero() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            assert_eq!(group_active_processor_count(&mut k, 0).unwrap(), 1);
+            assert_eq!(group_active_processor_count(&mut k, ALL_PROCESSOR_GROUPS).unwrap(), 1);
+            assert_eq!(group_active_processor_count(&mut k, 1).unwrap(), 0);
+            // PROCESSOR_NUMBER by value: Group in the low 16 bits, Number in the next byte.
+            assert_eq!(processor_number_to_index(&mut k, 0).unwrap(), 0);
+            assert_eq!(
+                processor_number_to_index(&mut k, 0x0001_0000).unwrap(),
+                INVALID_PROCESSOR_INDEX
+            );
+            assert_eq!(
+                processor_number_to_index(&mut k, 0x0000_0001).unwrap(),
+                INVALID_PROCESSOR_INDEX
+            );
+            // Reserved (the top byte) does not matter.
+            assert_eq!(processor_number_to_index(&mut k, 0xAB00_0000).unwrap(), 0);
+            // Not an adapter: a clean status.
+            assert_eq!(
+                get_rss_processor_information(&mut k, 0xADA, 0, 0x100).unwrap(),
+                NDIS_STATUS_INVALID_PARAMETER
+            );
+        }
+    }
+}

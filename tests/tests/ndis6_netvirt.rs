@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use dbt::Arch;
 use host_linux::net::{NetEvent, NetMiniport};
-use ica_tests::nic::{frame, received};
+use ica_tests::nic::{frame, received, NblBuilder};
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::NetAdapter;
 use ndis::nbl;
 use ntoskrnl::registry::{self, RegValue};
-use ntoskrnl::{ex, mm, Kernel, KernelError};
+use ntoskrnl::KernelError;
 
 /// The MAC the driver uses without a NetworkAddress.
 const DEFAULT_MAC: [u8; 6] = [0x02, 0x49, 0x43, 0x41, 0x00, 0x01];
@@ -227,57 +227,12 @@ fn an_oversized_frame_fails_with_invalid_length_and_the_host_keeps_running() {
     }
 }
 
-/// Builds NET_BUFFER_LISTs in guest memory for the validation tests.
-struct Builder {
-    blocks: Vec<u64>,
-}
-
-impl Builder {
-    fn block(&mut self, k: &mut Kernel, size: u64) -> u64 {
-        let b = ex::allocate(k, size, u32::from_le_bytes(*b"Test"), "test".into()).unwrap();
-        self.blocks.push(b);
-        b
-    }
-
-    /// An MDL over `data` (copied into guest memory).
-    fn mdl(&mut self, k: &mut Kernel, data: &[u8]) -> u64 {
-        let va = self.block(k, data.len() as u64);
-        k.m.mem.write_bytes(va, data).unwrap();
-        let mdl = mm::create_mdl_for_buffer(k, va, data.len() as u64).unwrap();
-        self.blocks.push(mdl);
-        mdl
-    }
-
-    /// An NBL with one NET_BUFFER of `length` bytes at the start of `mdl`'s chain.
-    fn nbl(&mut self, k: &mut Kernel, mdl: u64, length: u32) -> u64 {
-        let l = ndis::layout6(k);
-        let nbl = self.block(k, l.nbl_size);
-        let nb = self.block(k, l.nb_size);
-        k.write_ptr(nbl + l.nbl_first_net_buffer, nb).unwrap();
-        k.write_ptr(nb + l.nb_mdl_chain, mdl).unwrap();
-        k.write_ptr(nb + l.nb_current_mdl, mdl).unwrap();
-        k.m.mem.write_u32(nb + l.nb_data_length, length).unwrap();
-        nbl
-    }
-
-    fn link(&self, k: &mut Kernel, from: u64, to: u64) {
-        let l = ndis::layout6(k);
-        k.write_ptr(from + l.nbl_next, to).unwrap();
-    }
-
-    fn free(self, k: &mut Kernel) {
-        for b in self.blocks.into_iter().rev() {
-            ex::free(k, b, None).unwrap();
-        }
-    }
-}
-
 #[test]
 fn malformed_nbl_chains_from_the_driver_are_clean_errors() {
     for arch in ARCHES {
         let mut nic = start(arch);
         let k = &mut nic.host.k;
-        let mut b = Builder { blocks: Vec::new() };
+        let mut b = NblBuilder::default();
         let payload: Vec<u8> = (0..64u8).collect();
         let m1 = b.mdl(k, &payload);
         let m2 = b.mdl(k, &payload[..32]);
