@@ -307,7 +307,13 @@ pub fn deliver(k: &mut Kernel, line: u32) -> KResult<bool> {
 /// NDIS's DPC routine of every NDIS 6 interrupt (DeferredContext: the NdisInterruptHandle;
 /// SystemArgument1: the MiniportDpcContext): MiniportInterruptDPC at DISPATCH_LEVEL, then NDIS's
 /// after-DPC work.
-fn interrupt_dpc(k: &mut Kernel, _dpc: u64, object: u64, dpc_context: u64, _arg2: u64) -> KResult<()> {
+fn interrupt_dpc(
+    k: &mut Kernel,
+    _dpc: u64,
+    object: u64,
+    dpc_context: u64,
+    _arg2: u64,
+) -> KResult<()> {
     let Some(i) = k.extension::<NdisState>().interrupts.get(&object).copied() else {
         tracing::warn!(target: "ica::ndis", "interrupt DPC {object:#x} ran for an interrupt NDIS no longer knows");
         return Ok(());
@@ -321,10 +327,19 @@ fn interrupt_dpc(k: &mut Kernel, _dpc: u64, object: u64, dpc_context: u64, _arg2
 
 /// Queues the interrupt's DPC for processor 0 (the only one) if `targets` names it; returns the
 /// processors it was queued for (0 when it already was, or for an unknown handle).
-fn queue_interrupt_dpc(k: &mut Kernel, call: &str, object: u64, targets: u64, dpc_context: u64) -> KResult<u64> {
+fn queue_interrupt_dpc(
+    k: &mut Kernel,
+    call: &str,
+    object: u64,
+    targets: u64,
+    dpc_context: u64,
+) -> KResult<u64> {
     let known = matches!(
         k.extension::<NdisState>().interrupts.get(&object),
-        Some(Interrupt { kind: InterruptKind::Ndis6 { .. }, .. })
+        Some(Interrupt {
+            kind: InterruptKind::Ndis6 { .. },
+            ..
+        })
     );
     if !known {
         tracing::warn!(target: "ica::ndis", "{call} with {object:#x}, which is not an NdisInterruptHandle");

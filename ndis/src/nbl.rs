@@ -636,7 +636,12 @@ pub fn copy_from_net_buffer_to_net_buffer(
         k.m.mem.write_u32(copied_out, 0)?;
         let s = nb_data(k, src)?;
         let want = u64::from(bytes.min(s.length.saturating_sub(src_offset)));
-        let from = match mdl_spans(k, s.current_mdl, u64::from(s.offset) + u64::from(src_offset), want)? {
+        let from = match mdl_spans(
+            k,
+            s.current_mdl,
+            u64::from(s.offset) + u64::from(src_offset),
+            want,
+        )? {
             Ok(spans) => spans,
             Err(e) => {
                 tracing::warn!(target: "ica::ndis", "{CALL}: source {src:#x}: {e}");
@@ -644,7 +649,12 @@ pub fn copy_from_net_buffer_to_net_buffer(
             }
         };
         let d = nb_data(k, dest)?;
-        let to = match mdl_spans(k, d.current_mdl, u64::from(d.offset) + u64::from(dest_offset), span_bytes(&from))? {
+        let to = match mdl_spans(
+            k,
+            d.current_mdl,
+            u64::from(d.offset) + u64::from(dest_offset),
+            span_bytes(&from),
+        )? {
             Ok(spans) => spans,
             Err(e) => {
                 tracing::warn!(target: "ica::ndis", "{CALL}: destination {dest:#x}: {e}");
@@ -1299,8 +1309,8 @@ mod tests {
         let m1 = new_buffer(k, a, 16).unwrap();
         let m2 = new_buffer(k, b, 64).unwrap();
         k.write_ptr(m1 + k.layout.mdl_next, m2).unwrap();
-        let nbl =
-            allocate_net_buffer_and_net_buffer_list(k, pool, 0, 0, m1, data_offset, length).unwrap();
+        let nbl = allocate_net_buffer_and_net_buffer_list(k, pool, 0, 0, m1, data_offset, length)
+            .unwrap();
         (nbl, bytes)
     }
 
@@ -1335,12 +1345,19 @@ mod tests {
             assert_eq!(k.m.mem.read_u32(nb + l.nb_data_offset).unwrap(), 0);
             assert_eq!(k.m.mem.read_u32(nb + l.nb_current_mdl_offset).unwrap(), 0);
             let first = k.read_ptr(nb + l.nb_mdl_chain).unwrap();
-            assert_eq!(buffer_extent(&k, first).unwrap().1, 50, "one MDL: the data lies in one");
+            assert_eq!(
+                buffer_extent(&k, first).unwrap().1,
+                50,
+                "one MDL: the data lies in one"
+            );
             assert_eq!(k.pool.tag_usage(mdl_tag).blocks, mdls_before + 1);
             assert_eq!(k.read_ptr(clone + l.nbl_ndis_pool_handle).unwrap(), clones);
             // The caller maintains the family: NDIS leaves them alone.
             assert_eq!(k.read_ptr(clone + l.nbl_parent_net_buffer_list).unwrap(), 0);
-            assert_eq!(k.m.mem.read_u32(original + l.nbl_child_ref_count).unwrap(), 0);
+            assert_eq!(
+                k.m.mem.read_u32(original + l.nbl_child_ref_count).unwrap(),
+                0
+            );
             assert_eq!(k.read_ptr(clone + l.nbl_context).unwrap(), 0, "no context");
 
             // The original MDLs: the clone's chain starts at the original's CurrentMdl.
@@ -1357,7 +1374,11 @@ mod tests {
             let current = k.read_ptr(original_nb + l.nb_current_mdl).unwrap();
             assert_eq!(k.read_ptr(nb + l.nb_mdl_chain).unwrap(), current);
             assert_eq!(k.m.mem.read_u32(nb + l.nb_data_offset).unwrap(), 10);
-            assert_eq!(k.pool.tag_usage(mdl_tag).blocks, mdls_before + 1, "no new MDL");
+            assert_eq!(
+                k.pool.tag_usage(mdl_tag).blocks,
+                mdls_before + 1,
+                "no new MDL"
+            );
             // Without a pool handle it comes from NDIS's own pool of the caller.
             let internal = k.read_ptr(shared + l.nbl_ndis_pool_handle).unwrap();
             assert!(k.extension::<NdisState>().nbl_pools[&internal].internal);
@@ -1366,11 +1387,21 @@ mod tests {
             let err = free_net_buffer_list(&mut k, original).unwrap_err();
             assert!(err.to_string().contains("2 clones"), "{err}");
             let err = free_net_buffer_list(&mut k, clone).unwrap_err();
-            assert!(err.to_string().contains("NdisFreeCloneNetBufferList"), "{err}");
+            assert!(
+                err.to_string().contains("NdisFreeCloneNetBufferList"),
+                "{err}"
+            );
             free_clone_net_buffer_list(&mut k, clone, 0).unwrap();
-            assert_eq!(k.pool.tag_usage(mdl_tag).blocks, mdls_before, "its MDL went with it");
+            assert_eq!(
+                k.pool.tag_usage(mdl_tag).blocks,
+                mdls_before,
+                "its MDL went with it"
+            );
             let err = free_clone_net_buffer_list(&mut k, clone, 0).unwrap_err();
-            assert!(matches!(err, KernelError::BugCheck { code: 0x7C, .. }), "{err}");
+            assert!(
+                matches!(err, KernelError::BugCheck { code: 0x7C, .. }),
+                "{err}"
+            );
             free_clone_net_buffer_list(&mut k, shared, CLONE_FLAGS_USE_ORIGINAL_MDLS).unwrap();
             assert!(
                 !k.extension::<NdisState>().nbl_pools.contains_key(&internal),
@@ -1380,12 +1411,27 @@ mod tests {
 
             // An original whose data runs past its MDLs cannot be cloned; NULL and bad flags fail.
             let (long, _) = two_mdl_nbl(&mut k, pool, 0, 81);
-            assert_eq!(allocate_clone_net_buffer_list(&mut k, long, clones, 0, 0).unwrap(), 0);
-            assert_eq!(allocate_clone_net_buffer_list(&mut k, 0, clones, 0, 0).unwrap(), 0);
-            assert_eq!(allocate_clone_net_buffer_list(&mut k, long, clones, 0, 0x80).unwrap(), 0);
-            assert_eq!(allocate_clone_net_buffer_list(&mut k, long, 0xBAD, 0, 0).unwrap(), 0);
+            assert_eq!(
+                allocate_clone_net_buffer_list(&mut k, long, clones, 0, 0).unwrap(),
+                0
+            );
+            assert_eq!(
+                allocate_clone_net_buffer_list(&mut k, 0, clones, 0, 0).unwrap(),
+                0
+            );
+            assert_eq!(
+                allocate_clone_net_buffer_list(&mut k, long, clones, 0, 0x80).unwrap(),
+                0
+            );
+            assert_eq!(
+                allocate_clone_net_buffer_list(&mut k, long, 0xBAD, 0, 0).unwrap(),
+                0
+            );
             // A bad NBL pointer is a NULL clone, not a fault.
-            assert_eq!(allocate_clone_net_buffer_list(&mut k, 0x10, clones, 0, 0).unwrap(), 0);
+            assert_eq!(
+                allocate_clone_net_buffer_list(&mut k, 0x10, clones, 0, 0).unwrap(),
+                0
+            );
         }
     }
 
@@ -1404,12 +1450,14 @@ mod tests {
             let m1 = new_buffer(&mut k, d1, 20).unwrap();
             let m2 = new_buffer(&mut k, d2, 28).unwrap();
             k.write_ptr(m1 + k.layout.mdl_next, m2).unwrap();
-            let dst = allocate_net_buffer_and_net_buffer_list(&mut k, pool, 0, 0, m1, 8, 0).unwrap();
+            let dst =
+                allocate_net_buffer_and_net_buffer_list(&mut k, pool, 0, 0, m1, 8, 0).unwrap();
             let dst_nb = k.read_ptr(dst + l.nbl_first_net_buffer).unwrap();
             let out = block(&mut k, 4);
             let copy = |k: &mut Kernel, dst_off: u32, n: u32, src_off: u32| -> (NdisStatus, u32) {
-                let s = copy_from_net_buffer_to_net_buffer(k, dst_nb, dst_off, n, src_nb, src_off, out)
-                    .unwrap();
+                let s =
+                    copy_from_net_buffer_to_net_buffer(k, dst_nb, dst_off, n, src_nb, src_off, out)
+                        .unwrap();
                 (s, k.m.mem.read_u32(out).unwrap())
             };
             // 10 bytes from 3 into the source data, to 2 into the destination data.
@@ -1447,13 +1495,16 @@ mod tests {
             let l = crate::layout6(&k);
             let src = block(&mut k, l.nbl_size);
             let dst = block(&mut k, l.nbl_size);
-            let slot = |k: &Kernel, nbl: u64, i: u64| nbl + l.nbl_net_buffer_list_info + i * k.ptr_size();
+            let slot =
+                |k: &Kernel, nbl: u64, i: u64| nbl + l.nbl_net_buffer_list_info + i * k.ptr_size();
             for i in 0..11 {
                 let at = slot(&k, src, i);
                 k.write_ptr(at, 0x100 + i).unwrap();
             }
             copy_receive_net_buffer_list_info(&mut k, dst, src).unwrap();
-            let got: Vec<u64> = (0..11).map(|i| k.read_ptr(slot(&k, dst, i)).unwrap()).collect();
+            let got: Vec<u64> = (0..11)
+                .map(|i| k.read_ptr(slot(&k, dst, i)).unwrap())
+                .collect();
             // Classification handle (3), cancel ID (5) and the WFP entry (10) stay.
             assert_eq!(
                 got,

@@ -548,7 +548,9 @@ pub fn allocate_net_buffer_sg_list(
     size: u32,
 ) -> KResult<NdisStatus> {
     const CALL: &str = "NdisMAllocateNetBufferSGList";
-    let Some((block, handler, max)) = sg_owner(k, dma).map(|(b, d)| (b, d.process_sg_list, d.max_mapping)) else {
+    let Some((block, handler, max)) =
+        sg_owner(k, dma).map(|(b, d)| (b, d.process_sg_list, d.max_mapping))
+    else {
         tracing::warn!(target: "ica::ndis", "{CALL} with {dma:#x}, which is not a registered NdisMiniportDmaHandle");
         return Ok(NDIS_STATUS_INVALID_PARAMETER);
     };
@@ -556,7 +558,11 @@ pub fn allocate_net_buffer_sg_list(
         tracing::warn!(target: "ica::ndis", "{CALL} without a NET_BUFFER");
         return Ok(NDIS_STATUS_INVALID_PARAMETER);
     }
-    let elements = match no_fault(CALL, Err(NDIS_STATUS_INVALID_PARAMETER), sg_elements(k, nb, max))? {
+    let elements = match no_fault(
+        CALL,
+        Err(NDIS_STATUS_INVALID_PARAMETER),
+        sg_elements(k, nb, max),
+    )? {
         Ok(e) => e,
         Err(status) => return Ok(status),
     };
@@ -590,7 +596,9 @@ pub fn allocate_net_buffer_sg_list(
         return Ok(NDIS_STATUS_FAILURE);
     };
     if d.lists.insert(list, SgList { nb, owned }).is_some() {
-        let what = format!("{CALL}: ScatterGatherListBuffer {list:#x} is already in use by a list not yet freed");
+        let what = format!(
+            "{CALL}: ScatterGatherListBuffer {list:#x} is already in use by a list not yet freed"
+        );
         tracing::warn!(target: "ica::ndis", "{what}");
         if let Some(a) = adapter_mut(k, block) {
             a.findings.push(what);
@@ -605,7 +613,12 @@ fn sg_owner(k: &mut Kernel, dma: u64) -> Option<(u64, &mut SgDma)> {
     k.extension::<NdisState>()
         .adapters
         .iter_mut()
-        .find_map(|(b, a)| a.sg_dma.as_mut().filter(|d| d.handle == dma).map(|d| (*b, d)))
+        .find_map(|(b, a)| {
+            a.sg_dma
+                .as_mut()
+                .filter(|d| d.handle == dma)
+                .map(|d| (*b, d))
+        })
 }
 
 /// NdisMFreeNetBufferSGList(NdisMiniportDmaHandle, pSGL, NetBuffer): frees a list
@@ -788,7 +801,9 @@ mod tests {
         let nb = block(k, l.nb_size);
         k.write_ptr(nb + l.nb_mdl_chain, mdl).unwrap();
         k.write_ptr(nb + l.nb_current_mdl, current).unwrap();
-        k.m.mem.write_u32(nb + l.nb_current_mdl_offset, offset).unwrap();
+        k.m.mem
+            .write_u32(nb + l.nb_current_mdl_offset, offset)
+            .unwrap();
         k.m.mem.write_u32(nb + l.nb_data_length, length).unwrap();
         nb
     }

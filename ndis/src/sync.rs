@@ -339,8 +339,10 @@ pub fn get_rss_processor_information(
         k.m.mem.fill(info, 0, needed)?;
         k.m.mem
             .write_u8(info + l.object_header_type, OBJECT_TYPE_RSS_PROCESSOR_INFO)?;
-        k.m.mem
-            .write_u8(info + l.object_header_revision, RSS_PROCESSOR_INFO_REVISION_2)?;
+        k.m.mem.write_u8(
+            info + l.object_header_revision,
+            RSS_PROCESSOR_INFO_REVISION_2,
+        )?;
         k.m.mem
             .write_u16(info + l.object_header_size_field, array as u16)?;
         // RssBaseProcessor, RssMaxProcessor and the entry's ProcNum stay {0, 0}, as zeroed.
@@ -373,7 +375,10 @@ mod tests {
         for arch in ARCHES {
             let mut k = kernel(arch);
             assert_eq!(group_active_processor_count(&mut k, 0).unwrap(), 1);
-            assert_eq!(group_active_processor_count(&mut k, ALL_PROCESSOR_GROUPS).unwrap(), 1);
+            assert_eq!(
+                group_active_processor_count(&mut k, ALL_PROCESSOR_GROUPS).unwrap(),
+                1
+            );
             assert_eq!(group_active_processor_count(&mut k, 1).unwrap(), 0);
             // PROCESSOR_NUMBER by value: Group in the low 16 bits, Number in the next byte.
             assert_eq!(processor_number_to_index(&mut k, 0).unwrap(), 0);

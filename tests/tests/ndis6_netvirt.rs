@@ -262,7 +262,23 @@ fn processor_queries_see_one_processor_with_the_windows_rss_layout() {
         // array at 40 with 8-byte entries, its first processor 0 of group 0.
         assert_eq!(
             d.words[3..],
-            [1, 1, 0, u32::MAX, BUFFER_TOO_SHORT, 48, 0, 2, 40, 1, 40, 1, 8, 0, 0],
+            [
+                1,
+                1,
+                0,
+                u32::MAX,
+                BUFFER_TOO_SHORT,
+                48,
+                0,
+                2,
+                40,
+                1,
+                40,
+                1,
+                8,
+                0,
+                0
+            ],
             "{}",
             arch.name()
         );
@@ -276,7 +292,10 @@ fn processor_queries_see_one_processor_with_the_windows_rss_layout() {
         assert_eq!(rss(k, nic.adapter, info, size).unwrap(), BUFFER_TOO_SHORT);
         assert_eq!(k.read_ptr(size).unwrap(), 48);
         k.m.mem.fill(info, 0xEE, 64).unwrap();
-        assert_eq!(rss(k, nic.adapter, info, size).unwrap(), ndis::NDIS_STATUS_SUCCESS);
+        assert_eq!(
+            rss(k, nic.adapter, info, size).unwrap(),
+            ndis::NDIS_STATUS_SUCCESS
+        );
         let bytes = k.m.mem.read_vec(info, 49).unwrap();
         let mut want = vec![0xB1, 2, 40, 0]; // Header: RSS_PROCESSOR_INFO, revision 2, 40 bytes
         want.extend(0u32.to_le_bytes()); // Flags
@@ -324,9 +343,15 @@ fn work_item_misuse_is_caught() {
         let routine = k.bind_import("ndis.sys", "NdisCopyReceiveNetBufferListInfo");
         ndis::workitem::queue_io_work_item(k, item, routine, 0).unwrap();
         let err = ndis::workitem::queue_io_work_item(k, item, routine, 0).unwrap_err();
-        assert!(matches!(err, KernelError::BugCheck { code: 0xE4, .. }), "{err}");
+        assert!(
+            matches!(err, KernelError::BugCheck { code: 0xE4, .. }),
+            "{err}"
+        );
         let err = ndis::workitem::free_io_work_item(k, item).unwrap_err();
-        assert!(matches!(err, KernelError::BugCheck { code: 0xE4, .. }), "{err}");
+        assert!(
+            matches!(err, KernelError::BugCheck { code: 0xE4, .. }),
+            "{err}"
+        );
         ntoskrnl::workitem::run_work_items(k).unwrap();
         assert!(!k.ke.work.is_queued(item), "{}: it ran", arch.name());
         ndis::workitem::free_io_work_item(k, item).unwrap();

@@ -311,7 +311,12 @@ fn sends_go_zero_copy_when_the_scatter_gather_list_allows_and_are_copied_otherwi
             copied += frames.len() as u64 - in_place;
             let (z, c, _) = tx_paths(&mut nic);
             assert_eq!((z, c), (zero_copy, copied), "{} {layout:?}", arch.name());
-            assert_eq!(sg_lists_out(&mut nic), 0, "{}: every list freed", arch.name());
+            assert_eq!(
+                sg_lists_out(&mut nic),
+                0,
+                "{}: every list freed",
+                arch.name()
+            );
         }
         let (_, _, dpcs_after) = tx_paths(&mut nic);
         assert!(
@@ -333,7 +338,11 @@ fn scatter_gather_and_dpc_misuse_are_clean_errors() {
         let (_, _, dpcs) = tx_paths(&mut nic);
         let k = &mut nic.host.k;
         let a = &k.extension::<NdisState>().adapters[&nic.adapter];
-        let (dma, interrupt, context) = (a.sg_dma.as_ref().unwrap().handle, a.interrupt.unwrap(), a.context);
+        let (dma, interrupt, context) = (
+            a.sg_dma.as_ref().unwrap().handle,
+            a.interrupt.unwrap(),
+            a.context,
+        );
         let mut b = NblBuilder::default();
         let data = vec![0x5A; 3000];
         let mdl = b.mdl(k, &data[..100]);
@@ -344,11 +353,24 @@ fn scatter_gather_and_dpc_misuse_are_clean_errors() {
         let sg = |k: &mut ntoskrnl::Kernel, dma: u64, nb: u64| {
             ndis::resources::allocate_net_buffer_sg_list(k, dma, nb, 0, 1, 0, 0).unwrap()
         };
-        assert_eq!(sg(k, 0xBAD0, fine), NDIS_STATUS_INVALID_PARAMETER, "{}", arch.name());
+        assert_eq!(
+            sg(k, 0xBAD0, fine),
+            NDIS_STATUS_INVALID_PARAMETER,
+            "{}",
+            arch.name()
+        );
         assert_eq!(sg(k, dma, 0), NDIS_STATUS_INVALID_PARAMETER);
-        assert_eq!(sg(k, dma, 0x10), NDIS_STATUS_INVALID_PARAMETER, "a bad NB pointer");
+        assert_eq!(
+            sg(k, dma, 0x10),
+            NDIS_STATUS_INVALID_PARAMETER,
+            "a bad NB pointer"
+        );
         assert_eq!(sg(k, dma, past_mdls), NDIS_STATUS_INVALID_PARAMETER);
-        assert_eq!(sg(k, dma, too_big), NDIS_STATUS_RESOURCES, "over MaximumPhysicalMapping");
+        assert_eq!(
+            sg(k, dma, too_big),
+            NDIS_STATUS_RESOURCES,
+            "over MaximumPhysicalMapping"
+        );
         // A list freed that was never handed out is reported when the adapter halts.
         ndis::resources::free_net_buffer_sg_list(k, dma, 0x1234, fine).unwrap();
         b.free(k);
@@ -365,9 +387,17 @@ fn scatter_gather_and_dpc_misuse_are_clean_errors() {
         };
         k.m.mem.write_u16(affinity.0 + affinity.1, 1).unwrap();
         let qx = ndis::interrupt::queue_dpc_ex;
-        assert_eq!(qx(k, interrupt, 0, affinity.0, context).unwrap(), 0, "group 1");
+        assert_eq!(
+            qx(k, interrupt, 0, affinity.0, context).unwrap(),
+            0,
+            "group 1"
+        );
         assert_eq!(qx(k, interrupt, 0, 0, context).unwrap(), 0, "no affinity");
-        assert_eq!(qx(k, interrupt, 0, 0x10, context).unwrap(), 0, "a bad affinity pointer");
+        assert_eq!(
+            qx(k, interrupt, 0, 0x10, context).unwrap(),
+            0,
+            "a bad affinity pointer"
+        );
         k.m.mem.write_u16(affinity.0 + affinity.1, 0).unwrap();
         // Queued at PASSIVE_LEVEL, the DPC runs at once, with the context given.
         assert_eq!(qx(k, interrupt, 0, affinity.0, context).unwrap(), 1);
@@ -377,13 +407,20 @@ fn scatter_gather_and_dpc_misuse_are_clean_errors() {
 
         // The driver never saw the bad calls: traffic flows.
         let f = frame(PEER, MAC, 200, 1);
-        assert_sent(arch, &send_all(&mut nic, &wire, std::slice::from_ref(&f)), &[f]);
+        assert_sent(
+            arch,
+            &send_all(&mut nic, &wire, std::slice::from_ref(&f)),
+            &[f],
+        );
         let g = frame(MAC, PEER, 200, 2);
         wire.inject(&g);
         assert_eq!(received(&service(&mut nic)), vec![g], "{}", arch.name());
         let findings = nic.stop().expect("halt");
         assert_eq!(findings.len(), 1, "{}: {findings:?}", arch.name());
-        assert!(findings[0].contains("not a scatter/gather list in use"), "{findings:?}");
+        assert!(
+            findings[0].contains("not a scatter/gather list in use"),
+            "{findings:?}"
+        );
     }
 }
 
