@@ -97,9 +97,11 @@ pub fn run(
         .map_err(other)?;
         println!("  interface {ifname} is up (the adapter); {wire_name} is its wire");
         if keep_running {
-            println!("Running; press Ctrl-C to stop.");
+            // Block the signals before saying so: a Ctrl-C right after the line must stop the
+            // bridge, not kill the process.
             let stop = Arc::new(AtomicBool::new(false));
             stop_on_signal(stop.clone());
+            println!("Running; press Ctrl-C to stop.");
             let mut bridge = Bridge::new(nic, upper);
             let result = bridge.run(&stop);
             let stats = bridge.stats();
