@@ -1083,7 +1083,7 @@ pub(crate) fn send(k: &mut Kernel, block: u64, frames: &mut VecDeque<Vec<u8>>) -
     }
     let (handler, layout) = (v.chars.send, v.send_layout);
     let room = match layout {
-        SendLayout::Offset(n) => SEND_BUFFER_BYTES as usize - usize::from(n),
+        SendLayout::Offset(n) => (SEND_BUFFER_BYTES as usize).saturating_sub(usize::from(n)),
         _ => SEND_BUFFER_BYTES as usize,
     };
     let l = crate::layout6(k);

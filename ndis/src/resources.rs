@@ -537,7 +537,8 @@ pub fn sg_elements(k: &Kernel, nb: u64, max: u32) -> KResult<Result<Vec<SgElemen
 /// allocates, and hands it to MiniportProcessSGList(NULL, NULL, list, Context) at DISPATCH_LEVEL
 /// before returning. NDIS_STATUS_RESOURCES when the NB maps more than MaximumPhysicalMapping
 /// bytes or memory that is not bus addressable; NDIS_STATUS_INVALID_PARAMETER (and no call) for
-/// an unknown DMA handle, a NULL or bad NB pointer or an NB whose data runs past its MDLs.
+/// an unknown DMA handle, a registration without a ProcessSGListHandler, a NULL or bad NB pointer
+/// or an NB whose data runs past its MDLs.
 pub fn allocate_net_buffer_sg_list(
     k: &mut Kernel,
     dma: u64,
@@ -554,8 +555,8 @@ pub fn allocate_net_buffer_sg_list(
         tracing::warn!(target: "ica::ndis", "{CALL} with {dma:#x}, which is not a registered NdisMiniportDmaHandle");
         return Ok(NDIS_STATUS_INVALID_PARAMETER);
     };
-    if nb == 0 {
-        tracing::warn!(target: "ica::ndis", "{CALL} without a NET_BUFFER");
+    if nb == 0 || handler == 0 {
+        tracing::warn!(target: "ica::ndis", "{CALL} without a NET_BUFFER, or no ProcessSGListHandler was registered");
         return Ok(NDIS_STATUS_INVALID_PARAMETER);
     }
     let elements = match no_fault(
