@@ -1,6 +1,6 @@
 //! Helpers of the NIC driver tests: test frames, an adapter on the RTL8139 model with an
 //! in-process wire (optionally watched by a [`Probed`] wrapper), servicing and collecting what the
-//! miniport indicated, and pool accounting.
+//! miniport indicated, pool accounting, and NET_BUFFER_LISTs built by hand.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use host_linux::rtl8139::{Cable, Rtl8139};
 use loader::net::NetAdapter;
 use loader::DriverHost;
 use ntoskrnl::pnp::Driver;
+use ntoskrnl::{ex, mm, Kernel};
 
 use crate::{driver_path, host};
 
@@ -261,4 +262,61 @@ pub fn one_frame_each_way_then_unload(
         Vec::<String>::new()
     );
     h.unload_driver(driver).unwrap();
+}
+
+/// Builds NET_BUFFER_LISTs in guest memory for tests that hand NDIS malformed or hand-made ones;
+/// [`NblBuilder::free`] releases everything it allocated.
+#[derive(Default)]
+pub struct NblBuilder {
+    blocks: Vec<u64>,
+}
+
+impl NblBuilder {
+    /// `size` zeroed bytes of guest memory.
+    pub fn block(&mut self, k: &mut Kernel, size: u64) -> u64 {
+        let b = ex::allocate(k, size, u32::from_le_bytes(*b"Test"), "test".into()).unwrap();
+        self.blocks.push(b);
+        b
+    }
+
+    /// An MDL over `data` (copied into guest memory).
+    pub fn mdl(&mut self, k: &mut Kernel, data: &[u8]) -> u64 {
+        let va = self.block(k, data.len() as u64);
+        k.m.mem.write_bytes(va, data).unwrap();
+        let mdl = mm::create_mdl_for_buffer(k, va, data.len() as u64).unwrap();
+        self.blocks.push(mdl);
+        mdl
+    }
+
+    /// An NBL with one NET_BUFFER of `length` bytes at the start of `mdl`'s chain.
+    pub fn nbl(&mut self, k: &mut Kernel, mdl: u64, length: u32) -> u64 {
+        let l = ndis::layout6(k);
+        let nbl = self.block(k, l.nbl_size);
+        let nb = self.block(k, l.nb_size);
+        k.write_ptr(nbl + l.nbl_first_net_buffer, nb).unwrap();
+        k.write_ptr(nb + l.nb_mdl_chain, mdl).unwrap();
+        k.write_ptr(nb + l.nb_current_mdl, mdl).unwrap();
+        k.m.mem.write_u32(nb + l.nb_data_length, length).unwrap();
+        nbl
+    }
+
+    /// The NET_BUFFER of a new [`NblBuilder::nbl`].
+    pub fn nb(&mut self, k: &mut Kernel, mdl: u64, length: u32) -> u64 {
+        let nbl = self.nbl(k, mdl, length);
+        k.read_ptr(nbl + ndis::layout6(k).nbl_first_net_buffer)
+            .unwrap()
+    }
+
+    /// Links `to` after `from` (NET_BUFFER_LIST.Next).
+    pub fn link(&self, k: &mut Kernel, from: u64, to: u64) {
+        let l = ndis::layout6(k);
+        k.write_ptr(from + l.nbl_next, to).unwrap();
+    }
+
+    /// Frees everything built.
+    pub fn free(self, k: &mut Kernel) {
+        for b in self.blocks.into_iter().rev() {
+            ex::free(k, b, None).unwrap();
+        }
+    }
 }

@@ -7,8 +7,11 @@
 //! NDIS 5: a driver that asked for no ISR (RequestIsr FALSE) gets MiniportDisableInterrupt at
 //! device IRQL instead and MiniportEnableInterrupt after MiniportHandleInterrupt, as NDIS does.
 //! NDIS 6: MiniportInterrupt(Context, &QueueDefaultInterruptDpc, &TargetProcessors) at device
-//! IRQL, then MiniportInterruptDPC(Context, MiniportDpcContext NULL, NULL, NULL) at DISPATCH_LEVEL
-//! if the ISR queued the default DPC (or targeted processor 0, the only one). Message-signalled
+//! IRQL, then MiniportInterruptDPC(Context, MiniportDpcContext, NULL, NULL) at DISPATCH_LEVEL from
+//! the interrupt's KDPC (in the NdisInterruptHandle block), queued when the ISR asks for the
+//! default DPC (MiniportDpcContext NULL) or targets processor 0, the only one, or when the miniport
+//! calls NdisMQueueDpc / NdisMQueueDpcEx (with its MiniportDpcContext) at any IRQL; queued DPCs
+//! run after the ISR returns, or when the IRQL drops below DISPATCH_LEVEL. Message-signalled
 //! interrupts are not offered: NdisMRegisterInterruptEx always connects the line.
 
 use ntoskrnl::export::Export;
@@ -17,7 +20,7 @@ use ntoskrnl::{ex, export_table, ke, KResult, Kernel};
 use crate::miniport::{adapter_mut, at_dispatch};
 use crate::wrapper::Handler;
 use crate::{
-    alloc_handle, NdisState, NdisStatus, NDIS_STATUS_FAILURE, NDIS_STATUS_INVALID_PARAMETER,
+    NdisState, NdisStatus, NDIS_OWNER, NDIS_STATUS_FAILURE, NDIS_STATUS_INVALID_PARAMETER,
     NDIS_STATUS_SUCCESS,
 };
 
@@ -112,6 +115,8 @@ pub(crate) fn forget(k: &mut Kernel, object: u64) -> KResult<()> {
         a.interrupt = None;
     }
     if let InterruptKind::Ndis6 { .. } = i.kind {
+        // The miniport is disconnecting: a DPC still queued will not run.
+        ke::remove_queue_dpc(k, object)?;
         ex::free(k, object, None)?;
     }
     Ok(())
@@ -120,7 +125,8 @@ pub(crate) fn forget(k: &mut Kernel, object: u64) -> KResult<()> {
 /// NdisMRegisterInterruptEx(MiniportAdapterHandle, MiniportInterruptContext,
 /// MiniportInterruptCharacteristics, NdisInterruptHandle): connects the adapter's interrupt line
 /// (its first interrupt resource) to InterruptHandler / InterruptDpcHandler and reports
-/// NDIS_CONNECT_LINE_BASED in InterruptType.
+/// NDIS_CONNECT_LINE_BASED in InterruptType. The handle is an NDIS pool block holding the
+/// interrupt's KDPC.
 pub fn register_interrupt_ex(
     k: &mut Kernel,
     handle: u64,
@@ -160,7 +166,14 @@ pub fn register_interrupt_ex(
     k.m.mem
         .write_u32(chars + l.interrupt_chars_interrupt_type, CONNECT_LINE_BASED)?;
     k.write_ptr(chars + l.interrupt_chars_message_info_table, 0)?;
-    let object = alloc_handle(k, b"NDin")?;
+    let object = ex::allocate(
+        k,
+        k.layout.kdpc_size,
+        u32::from_le_bytes(*b"NDin"),
+        NDIS_OWNER.into(),
+    )?;
+    let routine = k.host_function(&INTERRUPT_DPC[0]);
+    ke::initialize_dpc(k, object, routine, object)?;
     k.extension::<NdisState>().interrupts.insert(
         object,
         Interrupt {
@@ -222,15 +235,15 @@ pub fn synchronize_with_interrupt_ex(
 /// MiniportEnableInterrupt where NDIS calls it), then NDIS's own after-DPC work (returning lent
 /// packets / NBLs). Returns whether any miniport recognized the interrupt.
 pub fn deliver(k: &mut Kernel, line: u32) -> KResult<bool> {
-    let connected: Vec<Interrupt> = k
+    let connected: Vec<(u64, Interrupt)> = k
         .extension::<NdisState>()
         .interrupts
-        .values()
-        .filter(|i| i.vector == line)
-        .copied()
+        .iter()
+        .filter(|(_, i)| i.vector == line)
+        .map(|(o, i)| (*o, *i))
         .collect();
     let mut recognized = false;
-    for i in connected {
+    for (object, i) in connected {
         let Some((context, chars, flags)) =
             adapter_mut(k, i.adapter).map(|a| (a.context, a.ndis5_chars(), a.isr_flags()))
         else {
@@ -265,17 +278,22 @@ pub fn deliver(k: &mut Kernel, line: u32) -> KResult<bool> {
                 }
                 queue
             }
-            (InterruptKind::Ndis6 { context, isr, dpc }, _) => {
+            (InterruptKind::Ndis6 { context, isr, .. }, _) => {
                 k.m.mem.write_u8(flags, 0)?;
                 k.m.mem.write_u32(flags + 4, 0)?;
-                let claimed =
-                    at_device_irql(k, |k| k.call_guest(isr, &[context, flags, flags + 4]))?;
+                let claimed = at_device_irql(k, |k| {
+                    let claimed = k.call_guest(isr, &[context, flags, flags + 4])?;
+                    let queue =
+                        k.m.mem.read_u8(flags)? != 0 || k.m.mem.read_u32(flags + 4)? & 1 != 0;
+                    if queue {
+                        ke::insert_queue_dpc(k, object, 0, 0)?;
+                    }
+                    Ok(claimed)
+                })?;
                 recognized |= claimed as u8 != 0;
-                let queue = k.m.mem.read_u8(flags)? != 0 || k.m.mem.read_u32(flags + 4)? & 1 != 0;
-                if queue {
-                    at_dispatch(k, |k| k.call_guest(dpc, &[context, 0, 0, 0]))?;
-                }
-                queue
+                // Back below DISPATCH_LEVEL: the DPCs queued (by the ISR or NdisMQueueDpc) run.
+                ke::run_dpcs(k)?;
+                false
             }
             (InterruptKind::Ndis5 { .. }, None) => false,
         };
@@ -286,6 +304,97 @@ pub fn deliver(k: &mut Kernel, line: u32) -> KResult<bool> {
     Ok(recognized)
 }
 
+/// NDIS's DPC routine of every NDIS 6 interrupt (DeferredContext: the NdisInterruptHandle;
+/// SystemArgument1: the MiniportDpcContext): MiniportInterruptDPC at DISPATCH_LEVEL, then NDIS's
+/// after-DPC work.
+fn interrupt_dpc(
+    k: &mut Kernel,
+    _dpc: u64,
+    object: u64,
+    dpc_context: u64,
+    _arg2: u64,
+) -> KResult<()> {
+    let Some(i) = k.extension::<NdisState>().interrupts.get(&object).copied() else {
+        tracing::warn!(target: "ica::ndis", "interrupt DPC {object:#x} ran for an interrupt NDIS no longer knows");
+        return Ok(());
+    };
+    let InterruptKind::Ndis6 { context, dpc, .. } = i.kind else {
+        return Ok(());
+    };
+    k.call_guest(dpc, &[context, dpc_context, 0, 0])?;
+    crate::miniport::after_dpc(k, i.adapter)
+}
+
+/// Queues the interrupt's DPC for processor 0 (the only one) if `targets` names it; returns the
+/// processors it was queued for (0 when it already was, or for an unknown handle).
+fn queue_interrupt_dpc(
+    k: &mut Kernel,
+    call: &str,
+    object: u64,
+    targets: u64,
+    dpc_context: u64,
+) -> KResult<u64> {
+    let known = matches!(
+        k.extension::<NdisState>().interrupts.get(&object),
+        Some(Interrupt {
+            kind: InterruptKind::Ndis6 { .. },
+            ..
+        })
+    );
+    if !known {
+        tracing::warn!(target: "ica::ndis", "{call} with {object:#x}, which is not an NdisInterruptHandle");
+        return Ok(0);
+    }
+    if targets & 1 == 0 {
+        return Ok(0);
+    }
+    let queued = ke::insert_queue_dpc(k, object, dpc_context, 0)?;
+    Ok(u64::from(queued))
+}
+
+/// NdisMQueueDpc(NdisInterruptHandle, MessageId, TargetProcessors, MiniportDpcContext) -> the
+/// processors a DPC was queued for: MiniportInterruptDPC(Context, MiniportDpcContext, ...) runs at
+/// DISPATCH_LEVEL on processor 0 if bit 0 is set and its DPC is not already queued.
+pub fn queue_dpc(
+    k: &mut Kernel,
+    object: u64,
+    _message_id: u32,
+    targets: u32,
+    dpc_context: u64,
+) -> KResult<u32> {
+    Ok(queue_interrupt_dpc(k, "NdisMQueueDpc", object, u64::from(targets), dpc_context)? as u32)
+}
+
+/// NdisMQueueDpcEx(NdisInterruptHandle, MessageId, TargetProcessors, MiniportDpcContext) -> the
+/// processors (KAFFINITY of TargetProcessors' group) a DPC was queued for; as [`queue_dpc`] with
+/// a GROUP_AFFINITY, whose group must be 0. A NULL or bad TargetProcessors queues nothing.
+pub fn queue_dpc_ex(
+    k: &mut Kernel,
+    object: u64,
+    _message_id: u32,
+    targets: u64,
+    dpc_context: u64,
+) -> KResult<u64> {
+    const CALL: &str = "NdisMQueueDpcEx";
+    let l = crate::layout6(k);
+    let read = |k: &mut Kernel| -> KResult<(u64, u16)> {
+        Ok((
+            k.read_ptr(targets + l.group_affinity_mask)?,
+            k.m.mem.read_u16(targets + l.group_affinity_group)?,
+        ))
+    };
+    let (mask, group) = if targets == 0 {
+        (0, 0)
+    } else {
+        crate::nbl::no_fault(CALL, (0, 0), read(k))?
+    };
+    if group != 0 {
+        tracing::warn!(target: "ica::ndis", "{CALL} for processor group {group} (there is only group 0)");
+        return Ok(0);
+    }
+    queue_interrupt_dpc(k, CALL, object, mask, dpc_context)
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMRegisterInterrupt => register_interrupt(interrupt: u64, miniport_adapter_handle: u64, interrupt_vector: u32, interrupt_level: u32, request_isr: bool, shared_interrupt: bool, interrupt_mode: u32);
     stdcall NdisMDeregisterInterrupt => deregister_interrupt(interrupt: u64);
@@ -293,4 +402,11 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMRegisterInterruptEx => register_interrupt_ex(miniport_adapter_handle: u64, miniport_interrupt_context: u64, miniport_interrupt_characteristics: u64, ndis_interrupt_handle: u64);
     stdcall NdisMDeregisterInterruptEx => deregister_interrupt_ex(ndis_interrupt_handle: u64);
     stdcall NdisMSynchronizeWithInterruptEx => synchronize_with_interrupt_ex(ndis_interrupt_handle: u64, message_id: u32, synchronize_function: u64, synchronize_context: u64);
+    stdcall NdisMQueueDpc => queue_dpc(ndis_interrupt_handle: u64, message_id: u32, target_processors: u32, miniport_dpc_context: u64);
+    stdcall NdisMQueueDpcEx => queue_dpc_ex(ndis_interrupt_handle: u64, message_id: u32, target_processors: u64, miniport_dpc_context: u64);
+];
+
+/// NDIS's DPC routine of every NDIS 6 interrupt (not an export).
+static INTERRUPT_DPC: &[Export] = export_table![
+    stdcall ndisInterruptDpc => interrupt_dpc(dpc: u64, deferred_context: u64, system_argument1: u64, system_argument2: u64);
 ];

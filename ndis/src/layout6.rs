@@ -499,6 +499,54 @@ pub struct Ndis6Layout {
     pub sg_list_elements: u64,
     /// `sizeof(SCATTER_GATHER_ELEMENT)`
     pub sg_element_size: u64,
+    /// `offsetof(SCATTER_GATHER_LIST, NumberOfElements)`
+    pub sg_list_number_of_elements: u64,
+    /// `offsetof(SCATTER_GATHER_LIST, Reserved)`
+    pub sg_list_reserved: u64,
+    /// `offsetof(SCATTER_GATHER_ELEMENT, Address)`
+    pub sg_element_address: u64,
+    /// `offsetof(SCATTER_GATHER_ELEMENT, Length)`
+    pub sg_element_length: u64,
+    /// `offsetof(SCATTER_GATHER_ELEMENT, Reserved)`
+    pub sg_element_reserved: u64,
+    /// `sizeof(NDIS_RSS_PROCESSOR_INFO)`
+    pub rss_processor_info_size: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, Header)`
+    pub rss_processor_info_header: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, Flags)`
+    pub rss_processor_info_flags: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, RssBaseProcessor)`
+    pub rss_processor_info_rss_base_processor: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, MaxNumRssProcessors)`
+    pub rss_processor_info_max_num_rss_processors: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, PreferredNumaNode)`
+    pub rss_processor_info_preferred_numa_node: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, RssProcessorArrayOffset)`
+    pub rss_processor_info_rss_processor_array_offset: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, RssProcessorCount)`
+    pub rss_processor_info_rss_processor_count: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, RssProcessorEntrySize)`
+    pub rss_processor_info_rss_processor_entry_size: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, RssMaxProcessor)`
+    pub rss_processor_info_rss_max_processor: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR_INFO, RssProfile)`
+    pub rss_processor_info_rss_profile: u64,
+    /// `sizeof(NDIS_RSS_PROCESSOR)`
+    pub rss_processor_size: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR, ProcNum)`
+    pub rss_processor_proc_num: u64,
+    /// `offsetof(NDIS_RSS_PROCESSOR, PreferenceIndex)`
+    pub rss_processor_preference_index: u64,
+    /// `sizeof(PROCESSOR_NUMBER)`
+    pub processor_number_size: u64,
+    /// `offsetof(PROCESSOR_NUMBER, Group)`
+    pub processor_number_group: u64,
+    /// `offsetof(PROCESSOR_NUMBER, Number)`
+    pub processor_number_number: u64,
+    /// `offsetof(GROUP_AFFINITY, Mask)`
+    pub group_affinity_mask: u64,
+    /// `offsetof(GROUP_AFFINITY, Group)`
+    pub group_affinity_group: u64,
 }
 
 /// Layouts for x86-32 drivers.
@@ -750,6 +798,30 @@ pub const X86: Ndis6Layout = Ndis6Layout {
     sg_list_size: 24,
     sg_list_elements: 8,
     sg_element_size: 16,
+    sg_list_number_of_elements: 0,
+    sg_list_reserved: 4,
+    sg_element_address: 0,
+    sg_element_length: 8,
+    sg_element_reserved: 12,
+    rss_processor_info_size: 40,
+    rss_processor_info_header: 0,
+    rss_processor_info_flags: 4,
+    rss_processor_info_rss_base_processor: 8,
+    rss_processor_info_max_num_rss_processors: 12,
+    rss_processor_info_preferred_numa_node: 16,
+    rss_processor_info_rss_processor_array_offset: 20,
+    rss_processor_info_rss_processor_count: 24,
+    rss_processor_info_rss_processor_entry_size: 28,
+    rss_processor_info_rss_max_processor: 32,
+    rss_processor_info_rss_profile: 36,
+    rss_processor_size: 8,
+    rss_processor_proc_num: 0,
+    rss_processor_preference_index: 4,
+    processor_number_size: 4,
+    processor_number_group: 0,
+    processor_number_number: 2,
+    group_affinity_mask: 0,
+    group_affinity_group: 4,
 };
 
 /// Layouts for x64 drivers.
@@ -1001,4 +1073,28 @@ pub const X64: Ndis6Layout = Ndis6Layout {
     sg_list_size: 40,
     sg_list_elements: 16,
     sg_element_size: 24,
+    sg_list_number_of_elements: 0,
+    sg_list_reserved: 8,
+    sg_element_address: 0,
+    sg_element_length: 8,
+    sg_element_reserved: 16,
+    rss_processor_info_size: 40,
+    rss_processor_info_header: 0,
+    rss_processor_info_flags: 4,
+    rss_processor_info_rss_base_processor: 8,
+    rss_processor_info_max_num_rss_processors: 12,
+    rss_processor_info_preferred_numa_node: 16,
+    rss_processor_info_rss_processor_array_offset: 20,
+    rss_processor_info_rss_processor_count: 24,
+    rss_processor_info_rss_processor_entry_size: 28,
+    rss_processor_info_rss_max_processor: 32,
+    rss_processor_info_rss_profile: 36,
+    rss_processor_size: 8,
+    rss_processor_proc_num: 0,
+    rss_processor_preference_index: 4,
+    processor_number_size: 4,
+    processor_number_group: 0,
+    processor_number_number: 2,
+    group_affinity_mask: 0,
+    group_affinity_group: 8,
 };

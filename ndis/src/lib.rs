@@ -4,7 +4,8 @@
 //! alike, and the NDIS 5 data path), `nbl` for NET_BUFFER_LISTs and the NDIS 6 data path,
 //! `resources` for hardware resources and DMA memory, `interrupt` for interrupts, `timer` for
 //! NDIS timers, `packet` for NDIS 5 packets and buffers, `memory` for NDIS pool, `sync` for spin
-//! locks and clocks, `config` for the configuration API, `string` for NDIS_STRING helpers); each
+//! locks, clocks and processors, `config` for the configuration API, `string` for NDIS_STRING
+//! helpers, `workitem` for NDIS I/O work items); each
 //! declares its exports next to its code, and [`MODULE`] gathers them. Per-kernel state is the
 //! [`NdisState`] extension.
 
@@ -25,6 +26,7 @@ pub mod resources;
 pub mod string;
 pub mod sync;
 pub mod timer;
+pub mod workitem;
 pub mod wrapper;
 
 pub use layout::NdisLayout;
@@ -66,6 +68,7 @@ pub static MODULE: Module = Module {
         sync::EXPORTS,
         config::EXPORTS,
         string::EXPORTS,
+        workitem::EXPORTS,
     ],
 };
 

@@ -235,8 +235,9 @@ pub struct Adapter {
     pub io_mappings: BTreeMap<u64, (u64, u32)>,
     /// NdisMInitializeScatterGatherDma was called.
     pub scatter_gather: bool,
-    /// The NdisMiniportDmaHandle of NdisMRegisterScatterGatherDma (NDIS 6), while registered.
-    pub sg_dma: Option<u64>,
+    /// The scatter/gather DMA registration (NDIS 6 NdisMRegisterScatterGatherDma), while
+    /// registered.
+    pub sg_dma: Option<crate::resources::SgDma>,
     /// The registered NDIS_MINIPORT_INTERRUPT, if any.
     pub interrupt: Option<u64>,
     /// (handler, context) of NdisMRegisterAdapterShutdownHandler.
@@ -646,12 +647,12 @@ pub(crate) fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
         ));
         ntoskrnl::mm::unmap_io_space(k, *va, u64::from(*length))?;
     }
-    if let Some(d) = a.sg_dma {
+    if let Some(d) = a.sg_dma.take() {
         leftovers.push(format!(
-            "{}: scatter/gather DMA {d:#x} still registered",
-            a.name
+            "{}: scatter/gather DMA {:#x} still registered",
+            a.name, d.handle
         ));
-        ex::free(k, d, None)?;
+        leftovers.extend(crate::resources::release_sg_dma(k, d, &a.name)?);
     }
     leftovers.extend(crate::timer::release_owned_by(k, block, &a.name)?);
     leftovers.extend(crate::nbl::release_pools_of(k, block, &a.name)?);

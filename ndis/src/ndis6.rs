@@ -21,7 +21,7 @@ use crate::miniport::{
     PendingRequest, RequestResult, RunState, NDIS_STATUS_PENDING, NDIS_STATUS_UNSUPPORTED_MEDIA,
     SCRATCH_PACKETS,
 };
-use crate::nbl::SendSlots;
+use crate::nbl::{SendLayout, SendSlots};
 use crate::{
     alloc_handle, NdisState, NdisStatus, NDIS_OWNER, NDIS_STATUS_BAD_CHARACTERISTICS,
     NDIS_STATUS_BAD_VERSION, NDIS_STATUS_FAILURE, NDIS_STATUS_INVALID_PARAMETER,
@@ -129,6 +129,8 @@ pub(crate) struct Ndis6 {
     pub(crate) sends: SendSlots,
     /// NBLs the miniport lent in indications, to return after the indicating DPC.
     pub(crate) to_return: Vec<u64>,
+    /// How the host lays out the frames it sends.
+    pub(crate) send_layout: SendLayout,
     /// The registration attributes were set (they must come first).
     registered: bool,
 }
@@ -339,6 +341,7 @@ pub(crate) fn initialize(
         state: RunState::Paused,
         sends: SendSlots::default(),
         to_return: Vec::new(),
+        send_layout: SendLayout::default(),
         registered: false,
     }));
     let resources = setup.resources.clone();

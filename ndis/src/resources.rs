@@ -1,19 +1,27 @@
 //! Adapter resources: what the bus gave the device (NdisMQueryAdapterResources; NDIS 6: the
 //! AllocatedResources of MiniportInitializeEx), I/O port ranges, shared memory, map registers and
-//! scatter/gather DMA registration for bus-master DMA, PCI configuration space, the NDIS 5 adapter
-//! attributes (NdisMSetAttributes / NdisMSetAttributesEx) and the shutdown handler.
+//! scatter/gather DMA for bus-master DMA (NDIS 6: registration and the scatter/gather lists of
+//! NET_BUFFERs), PCI configuration space, the NDIS 5 adapter attributes (NdisMSetAttributes /
+//! NdisMSetAttributesEx) and the shutdown handler.
 //!
 //! Port I/O is direct (the port offset a driver gets is the port number; the translator routes
 //! in/out to the device). A memory BAR is mapped with NdisMMapIoSpace as MmMapIoSpace maps it:
 //! guest accesses there reach the device (MMIO). Shared memory is ordinary guest memory, page
-//! aligned, whose bus address is its guest-physical address; so is the address a map register
-//! gives an NDIS_BUFFER (NdisMStartBufferPhysicalMapping).
+//! aligned, whose bus address is its guest-physical address; so are the address a map register
+//! gives an NDIS_BUFFER (NdisMStartBufferPhysicalMapping) and the addresses in scatter/gather
+//! lists.
+
+use std::collections::BTreeMap;
 
 use ntoskrnl::export::{Export, Quad};
 use ntoskrnl::{ex, export_table, KResult, Kernel};
 
-use crate::miniport::{adapter_mut, SharedMemory};
-use crate::{put_status, NdisState, NdisStatus, NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS};
+use crate::miniport::{adapter_mut, at_dispatch, SharedMemory};
+use crate::nbl::{mdl_spans, nb_data, no_fault, span_bytes};
+use crate::{
+    put_status, NdisState, NdisStatus, NDIS_OWNER, NDIS_STATUS_FAILURE,
+    NDIS_STATUS_INVALID_PARAMETER, NDIS_STATUS_RESOURCES, NDIS_STATUS_SUCCESS,
+};
 
 /// NDIS_STATUS_RESOURCE_CONFLICT.
 pub const NDIS_STATUS_RESOURCE_CONFLICT: NdisStatus = 0xC001_001E;
@@ -542,6 +550,7 @@ pub fn register_scatter_gather_dma(
     let max =
         k.m.mem
             .read_u32(description + l.sg_dma_maximum_physical_mapping)?;
+    let process_sg_list = k.read_ptr(description + l.sg_dma_process_sg_list_handler)?;
     match adapter_mut(k, handle) {
         Some(a) if a.sg_dma.is_none() => {}
         Some(a) => {
@@ -556,29 +565,264 @@ pub fn register_scatter_gather_dma(
         .write_u32(description + l.sg_dma_scatter_gather_list_size, list as u32)?;
     let dma = crate::alloc_handle(k, b"NDdm")?;
     if let Some(a) = adapter_mut(k, handle) {
-        a.sg_dma = Some(dma);
+        a.sg_dma = Some(SgDma {
+            handle: dma,
+            process_sg_list,
+            max_mapping: max,
+            lists: BTreeMap::new(),
+        });
     }
     k.write_ptr(dma_out, dma)?;
     Ok(NDIS_STATUS_SUCCESS)
 }
 
-/// NdisMDeregisterScatterGatherDma(NdisMiniportDmaHandle).
+/// NdisMDeregisterScatterGatherDma(NdisMiniportDmaHandle). Scatter/gather lists still out are a
+/// driver bug, recorded against the adapter (and freed).
 pub fn deregister_scatter_gather_dma(k: &mut Kernel, dma: u64) -> KResult<()> {
     let owner = k
         .extension::<NdisState>()
         .adapters
         .values_mut()
-        .find(|a| a.sg_dma == Some(dma));
+        .find(|a| a.sg_dma.as_ref().is_some_and(|d| d.handle == dma));
     match owner {
         Some(a) => {
-            a.sg_dma = None;
-            ex::free(k, dma, None)
+            let (block, name) = (a.block, a.name.clone());
+            let Some(d) = a.sg_dma.take() else {
+                return Ok(());
+            };
+            let leftovers = release_sg_dma(k, d, &name)?;
+            if let Some(a) = adapter_mut(k, block) {
+                a.findings.extend(leftovers);
+            }
+            Ok(())
         }
         None => {
             tracing::warn!(target: "ica::ndis", "NdisMDeregisterScatterGatherDma of {dma:#x}, which is not registered");
             Ok(())
         }
     }
+}
+
+/// A scatter/gather DMA registration (NdisMRegisterScatterGatherDma) and the scatter/gather
+/// lists handed out under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SgDma {
+    /// The NdisMiniportDmaHandle (an NDIS pool block).
+    pub handle: u64,
+    /// ProcessSGListHandler (MiniportProcessSGList).
+    pub process_sg_list: u64,
+    /// MaximumPhysicalMapping: the most bytes one list maps.
+    pub max_mapping: u32,
+    /// Lists not yet freed, by address.
+    pub lists: BTreeMap<u64, SgList>,
+}
+
+/// A scatter/gather list NdisMAllocateNetBufferSGList built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SgList {
+    /// The NET_BUFFER it maps.
+    pub nb: u64,
+    /// NDIS allocated its storage (the caller's buffer was NULL or too small).
+    pub owned: bool,
+}
+
+/// One element of a scatter/gather list: a bus (guest-physical) address and a length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SgElement {
+    /// Bus address.
+    pub address: u64,
+    /// Bytes.
+    pub length: u32,
+}
+
+/// Pool tag of scatter/gather lists NDIS allocates.
+const SG_LIST_TAG: u32 = u32::from_le_bytes(*b"NDsg");
+
+/// Frees the lists NDIS allocated under a registration going away and its handle; one line per
+/// list never freed (a driver bug). `name` names the adapter.
+pub(crate) fn release_sg_dma(k: &mut Kernel, d: SgDma, name: &str) -> KResult<Vec<String>> {
+    let mut out = Vec::new();
+    for (list, l) in d.lists {
+        out.push(format!(
+            "{name}: scatter/gather list {list:#x} (NET_BUFFER {:#x}) not freed",
+            l.nb
+        ));
+        if l.owned {
+            ex::free(k, list, None)?;
+        }
+    }
+    ex::free(k, d.handle, None)?;
+    Ok(out)
+}
+
+/// The scatter/gather elements of `nb` as NdisMAllocateNetBufferSGList maps it: the bytes from
+/// the start of CurrentMdl through the end of the data (CurrentMdlOffset + DataLength), one
+/// element per physically contiguous run within an MDL (a run ends at an MDL's end, and at a page
+/// boundary where the next page is not the next physical page). Err: the status for an NB whose
+/// data runs past its MDLs or lies outside bus-addressable memory, or that maps more than `max`
+/// bytes.
+pub fn sg_elements(k: &Kernel, nb: u64, max: u32) -> KResult<Result<Vec<SgElement>, NdisStatus>> {
+    let d = nb_data(k, nb)?;
+    let total = u64::from(d.offset) + u64::from(d.length);
+    let spans = match mdl_spans(k, d.current_mdl, 0, total)? {
+        Ok(s) if span_bytes(&s) == total => s,
+        Ok(s) => {
+            tracing::warn!(target: "ica::ndis", "NdisMAllocateNetBufferSGList: NET_BUFFER {nb:#x} has DataLength {} past CurrentMdlOffset {}, but its MDLs hold {} bytes", d.length, d.offset, span_bytes(&s));
+            return Ok(Err(NDIS_STATUS_INVALID_PARAMETER));
+        }
+        Err(e) => {
+            tracing::warn!(target: "ica::ndis", "NdisMAllocateNetBufferSGList: NET_BUFFER {nb:#x}: {e}");
+            return Ok(Err(NDIS_STATUS_INVALID_PARAMETER));
+        }
+    };
+    if total > u64::from(max) {
+        tracing::warn!(target: "ica::ndis", "NdisMAllocateNetBufferSGList: NET_BUFFER {nb:#x} maps {total} bytes, more than MaximumPhysicalMapping {max}");
+        return Ok(Err(NDIS_STATUS_RESOURCES));
+    }
+    let mut out: Vec<SgElement> = Vec::new();
+    for s in spans {
+        let (mut va, end) = (s.va, s.va + s.len);
+        let mut run: Option<SgElement> = None;
+        while va < end {
+            let chunk = (u64::from(PAGE) - va % u64::from(PAGE)).min(end - va);
+            let Some(pa) = k.m.mem.virt_to_phys(va) else {
+                tracing::warn!(target: "ica::ndis", "NdisMAllocateNetBufferSGList: NET_BUFFER {nb:#x} data at {va:#x} is not bus addressable");
+                return Ok(Err(NDIS_STATUS_RESOURCES));
+            };
+            match run.as_mut() {
+                Some(r) if r.address + u64::from(r.length) == pa => r.length += chunk as u32,
+                _ => {
+                    out.extend(run.take());
+                    run = Some(SgElement {
+                        address: pa,
+                        length: chunk as u32,
+                    });
+                }
+            }
+            va += chunk;
+        }
+        out.extend(run);
+    }
+    Ok(Ok(out))
+}
+
+/// NdisMAllocateNetBufferSGList(NdisMiniportDmaHandle, NetBuffer, Context, Flags,
+/// ScatterGatherListBuffer, ScatterGatherListBufferSize): builds the SCATTER_GATHER_LIST of the
+/// NB's data ([`sg_elements`]) in the caller's buffer if it is large enough, else in storage NDIS
+/// allocates, and hands it to MiniportProcessSGList(NULL, NULL, list, Context) at DISPATCH_LEVEL
+/// before returning. NDIS_STATUS_RESOURCES when the NB maps more than MaximumPhysicalMapping
+/// bytes or memory that is not bus addressable; NDIS_STATUS_INVALID_PARAMETER (and no call) for
+/// an unknown DMA handle, a registration without a ProcessSGListHandler, a NULL or bad NB pointer
+/// or an NB whose data runs past its MDLs.
+pub fn allocate_net_buffer_sg_list(
+    k: &mut Kernel,
+    dma: u64,
+    nb: u64,
+    context: u64,
+    _flags: u32,
+    buffer: u64,
+    size: u32,
+) -> KResult<NdisStatus> {
+    const CALL: &str = "NdisMAllocateNetBufferSGList";
+    let Some((block, handler, max)) =
+        sg_owner(k, dma).map(|(b, d)| (b, d.process_sg_list, d.max_mapping))
+    else {
+        tracing::warn!(target: "ica::ndis", "{CALL} with {dma:#x}, which is not a registered NdisMiniportDmaHandle");
+        return Ok(NDIS_STATUS_INVALID_PARAMETER);
+    };
+    if nb == 0 || handler == 0 {
+        tracing::warn!(target: "ica::ndis", "{CALL} without a NET_BUFFER, or no ProcessSGListHandler was registered");
+        return Ok(NDIS_STATUS_INVALID_PARAMETER);
+    }
+    let elements = match no_fault(
+        CALL,
+        Err(NDIS_STATUS_INVALID_PARAMETER),
+        sg_elements(k, nb, max),
+    )? {
+        Ok(e) => e,
+        Err(status) => return Ok(status),
+    };
+    let l = crate::layout6(k);
+    let needed = l.sg_list_elements + elements.len() as u64 * l.sg_element_size;
+    let owned = buffer == 0 || u64::from(size) < needed;
+    let list = if owned {
+        ex::allocate(k, needed, SG_LIST_TAG, NDIS_OWNER.into())?
+    } else {
+        buffer
+    };
+    let write = |k: &mut Kernel| -> KResult<()> {
+        k.m.mem
+            .write_u32(list + l.sg_list_number_of_elements, elements.len() as u32)?;
+        k.write_ptr(list + l.sg_list_reserved, 0)?;
+        for (i, e) in elements.iter().enumerate() {
+            let at = list + l.sg_list_elements + i as u64 * l.sg_element_size;
+            k.m.mem.write_u64(at + l.sg_element_address, e.address)?;
+            k.m.mem.write_u32(at + l.sg_element_length, e.length)?;
+            k.write_ptr(at + l.sg_element_reserved, 0)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = write(k) {
+        if owned {
+            ex::free(k, list, None)?;
+        }
+        return no_fault(CALL, NDIS_STATUS_INVALID_PARAMETER, Err(e));
+    }
+    let Some(d) = adapter_mut(k, block).and_then(|a| a.sg_dma.as_mut()) else {
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    if d.lists.insert(list, SgList { nb, owned }).is_some() {
+        let what = format!(
+            "{CALL}: ScatterGatherListBuffer {list:#x} is already in use by a list not yet freed"
+        );
+        tracing::warn!(target: "ica::ndis", "{what}");
+        if let Some(a) = adapter_mut(k, block) {
+            a.findings.push(what);
+        }
+    }
+    at_dispatch(k, |k| k.call_guest(handler, &[0, 0, list, context]))?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// The adapter (handle) whose scatter/gather registration `dma` is, with the registration.
+fn sg_owner(k: &mut Kernel, dma: u64) -> Option<(u64, &mut SgDma)> {
+    k.extension::<NdisState>()
+        .adapters
+        .iter_mut()
+        .find_map(|(b, a)| {
+            a.sg_dma
+                .as_mut()
+                .filter(|d| d.handle == dma)
+                .map(|d| (*b, d))
+        })
+}
+
+/// NdisMFreeNetBufferSGList(NdisMiniportDmaHandle, pSGL, NetBuffer): frees a list
+/// NdisMAllocateNetBufferSGList built. A list that is not out (freed twice) or named with another
+/// NB is a driver bug, recorded against the adapter.
+pub fn free_net_buffer_sg_list(k: &mut Kernel, dma: u64, list: u64, nb: u64) -> KResult<()> {
+    let Some((block, d)) = sg_owner(k, dma) else {
+        tracing::warn!(target: "ica::ndis", "NdisMFreeNetBufferSGList with {dma:#x}, which is not a registered NdisMiniportDmaHandle");
+        return Ok(());
+    };
+    let finding = match d.lists.remove(&list) {
+        Some(l) => {
+            if l.owned {
+                ex::free(k, list, None)?;
+            }
+            (l.nb != nb).then(|| format!("NdisMFreeNetBufferSGList of list {list:#x} with NET_BUFFER {nb:#x}; it maps {:#x}", l.nb))
+        }
+        None => Some(format!(
+            "NdisMFreeNetBufferSGList of {list:#x}, which is not a scatter/gather list in use (freed twice?)"
+        )),
+    };
+    if let Some(what) = finding {
+        tracing::warn!(target: "ica::ndis", "{what}");
+        if let Some(a) = adapter_mut(k, block) {
+            a.findings.push(what);
+        }
+    }
+    Ok(())
 }
 
 /// Cache-line size the guest sees (NdisMGetDmaAlignment / NdisGetSharedDataAlignment).
@@ -713,6 +957,8 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMInitializeScatterGatherDma => initialize_scatter_gather_dma(miniport_adapter_handle: u64, dma64_bit_addresses: bool, maximum_physical_mapping: u32);
     stdcall NdisMRegisterScatterGatherDma => register_scatter_gather_dma(miniport_adapter_handle: u64, dma_description: u64, ndis_miniport_dma_handle: u64);
     stdcall NdisMDeregisterScatterGatherDma => deregister_scatter_gather_dma(ndis_miniport_dma_handle: u64);
+    stdcall NdisMAllocateNetBufferSGList => allocate_net_buffer_sg_list(ndis_miniport_dma_handle: u64, net_buffer: u64, context: u64, flags: u32, scatter_gather_list_buffer: u64, scatter_gather_list_buffer_size: u32);
+    stdcall NdisMFreeNetBufferSGList => free_net_buffer_sg_list(ndis_miniport_dma_handle: u64, p_sgl: u64, net_buffer: u64);
     stdcall NdisMGetDmaAlignment => get_dma_alignment(miniport_adapter_handle: u64);
     stdcall NdisGetSharedDataAlignment => get_shared_data_alignment();
     stdcall NdisReadPciSlotInformation => read_pci_slot_information(ndis_adapter_handle: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
@@ -835,6 +1081,83 @@ mod tests {
                 "{text}"
             );
             assert!(text.contains("map register 0 still maps"), "{text}");
+        }
+    }
+
+    /// A NET_BUFFER over `mdl` with CurrentMdl `current` at `offset` for `length` bytes.
+    fn nb(k: &mut Kernel, mdl: u64, current: u64, offset: u32, length: u32) -> u64 {
+        let l = crate::layout6(k);
+        let nb = block(k, l.nb_size);
+        k.write_ptr(nb + l.nb_mdl_chain, mdl).unwrap();
+        k.write_ptr(nb + l.nb_current_mdl, current).unwrap();
+        k.m.mem
+            .write_u32(nb + l.nb_current_mdl_offset, offset)
+            .unwrap();
+        k.m.mem.write_u32(nb + l.nb_data_length, length).unwrap();
+        nb
+    }
+
+    #[test]
+    fn sg_lists_cover_the_nb_from_its_current_mdl_one_run_per_mdl() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let pages = block(&mut k, 0x3000);
+            assert_eq!(pages % u64::from(PAGE), 0);
+            let pa = |k: &Kernel, va: u64| k.m.mem.virt_to_phys(va).unwrap();
+            // Three MDLs: the first is skipped (before CurrentMdl), the second crosses a page
+            // boundary (physically contiguous: one run), the third is a buffer of its own.
+            let m0 = new_buffer(&mut k, pages, 0x40).unwrap();
+            let m1 = new_buffer(&mut k, pages + 0xF00, 0x300).unwrap();
+            let m2 = new_buffer(&mut k, pages + 0x2008, 0x100).unwrap();
+            k.write_ptr(m0 + k.layout.mdl_next, m1).unwrap();
+            k.write_ptr(m1 + k.layout.mdl_next, m2).unwrap();
+            // Data from 0x10 into m1, 0x80 bytes into m2: the list maps 0x380 bytes from m1's
+            // start (CurrentMdlOffset precedes the data).
+            let n = nb(&mut k, m0, m1, 0x10, 0x370);
+            let got = sg_elements(&k, n, 0x1000).unwrap().unwrap();
+            assert_eq!(
+                got,
+                [
+                    SgElement {
+                        address: pa(&k, pages + 0xF00),
+                        length: 0x300
+                    },
+                    SgElement {
+                        address: pa(&k, pages + 0x2008),
+                        length: 0x80
+                    },
+                ],
+                "{}",
+                arch.name()
+            );
+            // MaximumPhysicalMapping bounds the bytes mapped.
+            assert_eq!(
+                sg_elements(&k, n, 0x37F).unwrap(),
+                Err(NDIS_STATUS_RESOURCES)
+            );
+            // DataLength past the MDLs.
+            let long = nb(&mut k, m0, m1, 0x10, 0x3F1);
+            assert_eq!(
+                sg_elements(&k, long, 0x1000).unwrap(),
+                Err(NDIS_STATUS_INVALID_PARAMETER)
+            );
+            // Memory the bus cannot reach.
+            let outside = (0x1000..0x1000_0000u64)
+                .step_by(0x1000)
+                .find(|&va| k.m.mem.virt_to_phys(va).is_none())
+                .unwrap();
+            let far = new_buffer(&mut k, outside, 0x20).unwrap();
+            let n = nb(&mut k, far, far, 0, 0x20);
+            assert_eq!(
+                sg_elements(&k, n, 0x1000).unwrap(),
+                Err(NDIS_STATUS_RESOURCES)
+            );
+            // Without a registration or an NB: a clean status, no call.
+            assert_eq!(
+                allocate_net_buffer_sg_list(&mut k, 0xD3A, n, 0, 0, 0, 0).unwrap(),
+                NDIS_STATUS_INVALID_PARAMETER
+            );
+            free_net_buffer_sg_list(&mut k, 0xD3A, 0x1234, n).unwrap();
         }
     }
 }

@@ -1,13 +1,17 @@
 //! NDIS synchronization and system services on the ntoskrnl models: spin locks
 //! (NDIS_SPIN_LOCK = { KSPIN_LOCK SpinLock; KIRQL OldIrql; }), read/write locks (one processor:
 //! acquiring raises to DISPATCH_LEVEL and the lock state keeps the old IRQL), events
-//! (NDIS_EVENT = { KEVENT Event; }), interlocked helpers, sleeping and the clocks, and the version
-//! and processor-count queries.
+//! (NDIS_EVENT = { KEVENT Event; }), interlocked helpers, sleeping and the clocks, the version
+//! query and the processors: there is one, processor 0 of group 0 (NdisSystemProcessorCount, and
+//! the NDIS 6.20 processor-group and RSS queries).
 
 use std::time::Duration;
 
 use ntoskrnl::export::Export;
 use ntoskrnl::{ex, export_table, interlocked, ke, KResult, Kernel, KernelError};
+
+use crate::resources::NDIS_STATUS_BUFFER_TOO_SHORT;
+use crate::{NdisStatus, NDIS_STATUS_INVALID_PARAMETER, NDIS_STATUS_SUCCESS};
 
 /// Offset of NDIS_SPIN_LOCK.OldIrql.
 fn old_irql_offset(k: &Kernel) -> u64 {
@@ -81,6 +85,9 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisGetSystemUpTime => get_system_up_time(system_up_time: u64);
     stdcall NdisGetVersion => get_version();
     stdcall NdisSystemProcessorCount => system_processor_count();
+    stdcall NdisGroupActiveProcessorCount => group_active_processor_count(group: u16);
+    stdcall NdisProcessorNumberToIndex => processor_number_to_index(proc_num: u32);
+    stdcall NdisGetRssProcessorInformation => get_rss_processor_information(ndis_handle: u64, rss_processor_info: u64, size: u64);
     stdcall NdisStallExecution => ke::stall_execution_processor(microseconds_to_stall: u32);
     stdcall NdisGetCurrentSystemTime => ke::query_system_time(current_time: u64);
 ];
@@ -272,4 +279,124 @@ pub fn get_version(k: &mut Kernel) -> KResult<u32> {
 /// NdisSystemProcessorCount(): the guest has one processor.
 pub fn system_processor_count(_k: &mut Kernel) -> KResult<u8> {
     Ok(1)
+}
+
+/// ALL_PROCESSOR_GROUPS.
+const ALL_PROCESSOR_GROUPS: u16 = 0xFFFF;
+/// INVALID_PROCESSOR_INDEX.
+const INVALID_PROCESSOR_INDEX: u32 = 0xFFFF_FFFF;
+/// NDIS_OBJECT_TYPE_RSS_PROCESSOR_INFO.
+const OBJECT_TYPE_RSS_PROCESSOR_INFO: u8 = 0xB1;
+/// NDIS_RSS_PROCESSOR_INFO_REVISION_2 (NDIS 6.30: with RssMaxProcessor and RssProfile).
+const RSS_PROCESSOR_INFO_REVISION_2: u8 = 2;
+/// NdisRssProfileClosest (NDIS_RSS_PROFILE), the default RSS profile; the member is reserved.
+const RSS_PROFILE_CLOSEST: u32 = 1;
+
+/// NdisGroupActiveProcessorCount(Group): 1 for group 0 and ALL_PROCESSOR_GROUPS, else 0.
+pub fn group_active_processor_count(_k: &mut Kernel, group: u16) -> KResult<u32> {
+    Ok(u32::from(group == 0 || group == ALL_PROCESSOR_GROUPS))
+}
+
+/// NdisProcessorNumberToIndex(ProcNum) -> the processor's system-wide index: 0 for processor 0 of
+/// group 0, INVALID_PROCESSOR_INDEX for any other. PROCESSOR_NUMBER is passed by value.
+pub fn processor_number_to_index(k: &mut Kernel, number: u32) -> KResult<u32> {
+    let l = crate::layout6(k);
+    let field = |offset: u64, bytes: u64| (number >> (offset * 8)) & ((1u32 << (bytes * 8)) - 1);
+    let group = field(l.processor_number_group, 2);
+    let processor = field(l.processor_number_number, 1);
+    Ok(if group == 0 && processor == 0 {
+        0
+    } else {
+        INVALID_PROCESSOR_INDEX
+    })
+}
+
+/// NdisGetRssProcessorInformation(NdisHandle, RssProcessorInfo, Size): an NDIS_RSS_PROCESSOR_INFO
+/// (revision 2) followed by its one NDIS_RSS_PROCESSOR (processor 0 of group 0), and in *Size the
+/// bytes written; NDIS_STATUS_BUFFER_TOO_SHORT with the bytes needed in *Size when the buffer is
+/// NULL or smaller. NDIS_STATUS_INVALID_PARAMETER for a handle that is not an adapter's or a NULL
+/// or bad Size.
+pub fn get_rss_processor_information(
+    k: &mut Kernel,
+    handle: u64,
+    info: u64,
+    size: u64,
+) -> KResult<NdisStatus> {
+    const CALL: &str = "NdisGetRssProcessorInformation";
+    if crate::miniport::adapter_mut(k, handle).is_none() || size == 0 {
+        tracing::warn!(target: "ica::ndis", "{CALL}({handle:#x}, size at {size:#x}): not an adapter handle, or no Size");
+        return Ok(NDIS_STATUS_INVALID_PARAMETER);
+    }
+    let fill = |k: &mut Kernel| -> KResult<NdisStatus> {
+        let l = crate::layout6(k);
+        let array = l.rss_processor_info_size;
+        let needed = array + l.rss_processor_size;
+        let given = k.read_ptr(size)?;
+        k.write_ptr(size, needed)?;
+        if info == 0 || given < needed {
+            return Ok(NDIS_STATUS_BUFFER_TOO_SHORT);
+        }
+        k.m.mem.fill(info, 0, needed)?;
+        k.m.mem
+            .write_u8(info + l.object_header_type, OBJECT_TYPE_RSS_PROCESSOR_INFO)?;
+        k.m.mem.write_u8(
+            info + l.object_header_revision,
+            RSS_PROCESSOR_INFO_REVISION_2,
+        )?;
+        k.m.mem
+            .write_u16(info + l.object_header_size_field, array as u16)?;
+        // RssBaseProcessor, RssMaxProcessor and the entry's ProcNum stay {0, 0}, as zeroed.
+        k.m.mem
+            .write_u32(info + l.rss_processor_info_max_num_rss_processors, 1)?;
+        k.m.mem.write_u32(
+            info + l.rss_processor_info_rss_processor_array_offset,
+            array as u32,
+        )?;
+        k.m.mem
+            .write_u32(info + l.rss_processor_info_rss_processor_count, 1)?;
+        k.m.mem.write_u32(
+            info + l.rss_processor_info_rss_processor_entry_size,
+            l.rss_processor_size as u32,
+        )?;
+        k.m.mem
+            .write_u32(info + l.rss_processor_info_rss_profile, RSS_PROFILE_CLOSEST)?;
+        Ok(NDIS_STATUS_SUCCESS)
+    };
+    crate::nbl::no_fault(CALL, NDIS_STATUS_INVALID_PARAMETER, fill(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{kernel, ARCHES};
+
+    #[test]
+    fn one_processor_in_group_zero() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            assert_eq!(group_active_processor_count(&mut k, 0).unwrap(), 1);
+            assert_eq!(
+                group_active_processor_count(&mut k, ALL_PROCESSOR_GROUPS).unwrap(),
+                1
+            );
+            assert_eq!(group_active_processor_count(&mut k, 1).unwrap(), 0);
+            // PROCESSOR_NUMBER by value: Group in the low 16 bits, Number in the next byte.
+            assert_eq!(processor_number_to_index(&mut k, 0).unwrap(), 0);
+            assert_eq!(
+                processor_number_to_index(&mut k, 0x0001_0000).unwrap(),
+                INVALID_PROCESSOR_INDEX
+            );
+            assert_eq!(
+                processor_number_to_index(&mut k, 0x0000_0001).unwrap(),
+                INVALID_PROCESSOR_INDEX
+            );
+            // Reserved (the top byte) does not matter.
+            assert_eq!(processor_number_to_index(&mut k, 0xAB00_0000).unwrap(), 0);
+            // Not an adapter: a clean status.
+            assert_eq!(
+                get_rss_processor_information(&mut k, 0xADA, 0, 0x100).unwrap(),
+                NDIS_STATUS_INVALID_PARAMETER
+            );
+        }
+    }
 }

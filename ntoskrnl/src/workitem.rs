@@ -90,6 +90,11 @@ impl WorkQueue {
     pub fn live_io_workitems(&self) -> usize {
         self.io_items.len()
     }
+
+    /// Whether `item` is an IO_WORKITEM allocated or initialized and not yet freed.
+    pub fn is_io_workitem(&self, item: u64) -> bool {
+        self.io_items.contains_key(&item)
+    }
 }
 
 fn bug_check_worker(detail: String) -> KernelError {

@@ -877,6 +877,126 @@ NDISAPI BOOLEAN NTAPI NdisSetTimerObject(NDIS_HANDLE TimerObject, LARGE_INTEGER 
 NDISAPI BOOLEAN NTAPI NdisCancelTimerObject(NDIS_HANDLE TimerObject);
 NDISAPI VOID NTAPI NdisFreeTimerObject(NDIS_HANDLE TimerObject);
 
+/* ---- Clones and copies of NET_BUFFER(_LIST)s ----
+ * A clone describes the original's data (from the start of each NB's used
+ * data) without copying it and has no NET_BUFFER_LIST_CONTEXT.  NDIS leaves
+ * ParentNetBufferList NULL and ChildRefCount 0: the caller maintains them
+ * (sets the clone's parent, counts the parent's children).  Free a clone with
+ * NdisFreeCloneNetBufferList and the same flags. */
+#define NDIS_CLONE_FLAGS_RESERVED 0x00000001
+#define NDIS_CLONE_FLAGS_USE_ORIGINAL_MDLS 0x00000002 /* share the MDL chain, build none */
+
+NDISAPI PNET_BUFFER_LIST NTAPI NdisAllocateCloneNetBufferList(
+    PNET_BUFFER_LIST OriginalNetBufferList, NDIS_HANDLE NetBufferListPoolHandle,
+    NDIS_HANDLE NetBufferPoolHandle, ULONG AllocateCloneFlags);
+NDISAPI VOID NTAPI NdisFreeCloneNetBufferList(PNET_BUFFER_LIST CloneNetBufferList,
+                                              ULONG FreeCloneFlags);
+/* Offsets count from the start of each NB's used data.  The destination's
+ * MDLs bound the copy; its NB fields are not changed (the caller sets
+ * DataLength afterwards).  *BytesCopied may be less than BytesToCopy. */
+NDISAPI NDIS_STATUS NTAPI NdisCopyFromNetBufferToNetBuffer(PNET_BUFFER Destination,
+                                                           ULONG DestinationOffset,
+                                                           ULONG BytesToCopy, PNET_BUFFER Source,
+                                                           ULONG SourceOffset, PULONG BytesCopied);
+/* Copies the receive-side NetBufferListInfo entries (checksum, IPsec, no-push,
+ * 802.1Q, media-specific, frame type, hash value and info). */
+NDISAPI VOID NTAPI NdisCopyReceiveNetBufferListInfo(PNET_BUFFER_LIST DestNetBufferList,
+                                                    PNET_BUFFER_LIST SrcNetBufferList);
+
+/* ---- Scatter/gather lists (after NdisMRegisterScatterGatherDma) ----
+ * The list covers the NB's data from the start of CurrentMdl: its first
+ * CurrentMdlOffset bytes precede the data.  MiniportProcessSGList gets it at
+ * DISPATCH_LEVEL, possibly before the call returns; a too small (or NULL)
+ * ScatterGatherListBuffer makes NDIS use storage of its own. */
+#define NDIS_SG_LIST_WRITE_TO_DEVICE 0x000000001
+
+NDISAPI NDIS_STATUS NTAPI NdisMAllocateNetBufferSGList(NDIS_HANDLE NdisMiniportDmaHandle,
+                                                       PNET_BUFFER NetBuffer, PVOID Context,
+                                                       ULONG Flags, PVOID ScatterGatherListBuffer,
+                                                       ULONG ScatterGatherListBufferSize);
+NDISAPI VOID NTAPI NdisMFreeNetBufferSGList(NDIS_HANDLE NdisMiniportDmaHandle,
+                                            PSCATTER_GATHER_LIST pSGL, PNET_BUFFER NetBuffer);
+
+/* ---- Interrupt DPCs on request ----
+ * MiniportInterruptDPC(Context, MiniportDpcContext, ...) runs at
+ * DISPATCH_LEVEL on each processor named; the result names the processors a
+ * DPC was queued for (not those that already had one queued).  MessageId is 0
+ * for a line-based interrupt.  NdisMQueueDpcEx is the NDIS 6.20 form. */
+NDISAPI ULONG NTAPI NdisMQueueDpc(NDIS_HANDLE NdisInterruptHandle, ULONG MessageId,
+                                  ULONG TargetProcessors, PVOID MiniportDpcContext);
+NDISAPI KAFFINITY NTAPI NdisMQueueDpcEx(NDIS_HANDLE NdisInterruptHandle, ULONG MessageId,
+                                        PGROUP_AFFINITY TargetProcessors,
+                                        PVOID MiniportDpcContext);
+
+/* ---- NDIS I/O work items: the routine runs at PASSIVE_LEVEL in a system
+ * worker thread.  NdisObjectHandle: e.g. the MiniportAdapterHandle. ---- */
+typedef VOID(NTAPI NDIS_IO_WORKITEM_FUNCTION)(PVOID WorkItemContext,
+                                              NDIS_HANDLE NdisIoWorkItemHandle);
+typedef NDIS_IO_WORKITEM_FUNCTION *NDIS_IO_WORKITEM_ROUTINE;
+
+NDISAPI NDIS_HANDLE NTAPI NdisAllocateIoWorkItem(NDIS_HANDLE NdisObjectHandle);
+NDISAPI VOID NTAPI NdisQueueIoWorkItem(NDIS_HANDLE NdisIoWorkItemHandle,
+                                       NDIS_IO_WORKITEM_ROUTINE Routine, PVOID WorkItemContext);
+NDISAPI VOID NTAPI NdisFreeIoWorkItem(NDIS_HANDLE NdisIoWorkItemHandle);
+
+/* ---- Processors (NDIS 6.20) ----
+ * mingw's ntddndis.h declares the RSS structures only for NDIS 6.20 and later,
+ * a mode in which it does not compile here: declared from the documentation of
+ * NDIS_RSS_PROCESSOR_INFO (revision 2 = NDIS 6.30 appends RssMaxProcessor and
+ * RssProfile) and NDIS_RSS_PROCESSOR. */
+#ifndef NDIS_OBJECT_TYPE_RSS_PROCESSOR_INFO
+#define NDIS_OBJECT_TYPE_RSS_PROCESSOR_INFO 0xB1
+#endif
+#define NDIS_RSS_PROCESSOR_INFO_REVISION_1 1
+#define NDIS_RSS_PROCESSOR_INFO_REVISION_2 2
+
+typedef struct _NDIS_RSS_PROCESSOR {
+    PROCESSOR_NUMBER ProcNum;
+    USHORT PreferenceIndex; /* lower: closer (NUMA distance) */
+    USHORT Reserved;
+} NDIS_RSS_PROCESSOR, *PNDIS_RSS_PROCESSOR;
+#define NDIS_SIZEOF_RSS_PROCESSOR_REVISION_1 \
+    RTL_SIZEOF_THROUGH_FIELD(NDIS_RSS_PROCESSOR, PreferenceIndex)
+
+typedef enum _NDIS_RSS_PROFILE {
+    NdisRssProfileClosest = 1,
+    NdisRssProfileClosestStatic,
+    NdisRssProfileNuma,
+    NdisRssProfileNumaStatic,
+    NdisRssProfileConservative,
+    NdisRssProfileMaximum
+} NDIS_RSS_PROFILE, *PNDIS_RSS_PROFILE;
+
+typedef struct _NDIS_RSS_PROCESSOR_INFO {
+    NDIS_OBJECT_HEADER Header; /* RSS_PROCESSOR_INFO (0xB1), revision 1 or 2 */
+    ULONG Flags;
+    PROCESSOR_NUMBER RssBaseProcessor;
+    ULONG MaxNumRssProcessors;
+    USHORT PreferredNumaNode;
+    ULONG RssProcessorArrayOffset; /* from the start of this structure */
+    ULONG RssProcessorCount;
+    ULONG RssProcessorEntrySize;
+    PROCESSOR_NUMBER RssMaxProcessor; /* revision 2 */
+    NDIS_RSS_PROFILE RssProfile;      /* revision 2 (reserved) */
+} NDIS_RSS_PROCESSOR_INFO, *PNDIS_RSS_PROCESSOR_INFO;
+#define NDIS_SIZEOF_RSS_PROCESSOR_INFO_REVISION_1 \
+    RTL_SIZEOF_THROUGH_FIELD(NDIS_RSS_PROCESSOR_INFO, RssProcessorEntrySize)
+#define NDIS_SIZEOF_RSS_PROCESSOR_INFO_REVISION_2 \
+    RTL_SIZEOF_THROUGH_FIELD(NDIS_RSS_PROCESSOR_INFO, RssProfile)
+
+/* Group: a processor group or ALL_PROCESSOR_GROUPS. */
+NDISAPI ULONG NTAPI NdisGroupActiveProcessorCount(USHORT Group);
+/* The system-wide index of a processor; INVALID_PROCESSOR_INDEX if there is none. */
+NDISAPI ULONG NTAPI NdisProcessorNumberToIndex(PROCESSOR_NUMBER ProcNum);
+/* *Size: in, the buffer's size; out, the bytes written, or those needed
+ * (NDIS_STATUS_BUFFER_TOO_SHORT). */
+NDISAPI NDIS_STATUS NTAPI NdisGetRssProcessorInformation(NDIS_HANDLE NdisHandle,
+                                                         PNDIS_RSS_PROCESSOR_INFO RssProcessorInfo,
+                                                         PSIZE_T Size);
+#ifndef INVALID_PROCESSOR_INDEX
+#define INVALID_PROCESSOR_INDEX 0xFFFFFFFF
+#endif
+
 /* ======================================================================
  * Layout checks: offsets and sizes of Windows' own definitions
  * (symbol dumps of ndis.sys, x86 and x64) and documented revision-1 sizes.
@@ -949,6 +1069,14 @@ ICA_NDIS6_SIZE(NDIS_SIZEOF_OID_REQUEST_REVISION_1, 0x8c, 0xec);
 ICA_NDIS6_SIZE(sizeof(NDIS_OBJECT_HEADER), 4, 4);
 ICA_NDIS6_SIZE(NDIS_SIZEOF_STATISTICS_INFO_REVISION_1, 0x98, 0x98);
 ICA_NDIS6_SIZE(NDIS_SIZEOF_LINK_STATE_REVISION_1, 0x28, 0x28);
+
+/* The RSS sizes follow from the documented member list (mingw's ntddndis.h
+ * declares the same members); the SG list from mingw's wdm.h. */
+ICA_NDIS6_SIZE(NDIS_SIZEOF_RSS_PROCESSOR_INFO_REVISION_1, 0x20, 0x20);
+ICA_NDIS6_SIZE(NDIS_SIZEOF_RSS_PROCESSOR_INFO_REVISION_2, 0x28, 0x28);
+ICA_NDIS6_SIZE(sizeof(NDIS_RSS_PROCESSOR), 8, 8);
+ICA_NDIS6_OFFSET(SCATTER_GATHER_LIST, Elements, 0x08, 0x10);
+ICA_NDIS6_SIZE(sizeof(SCATTER_GATHER_ELEMENT), 0x10, 0x18);
 
 #undef ICA_NDIS6_OFFSET
 #undef ICA_NDIS6_SIZE

@@ -2,21 +2,37 @@
  * netvirt_ndis6.sys - an NDIS 6.0 deserialized virtual (hardware-less)
  * miniport for ICA's tests, root-enumerated as Root\ICA_NETVIRT.
  *
- * It behaves like a NIC with a loopback plug: every NET_BUFFER it is asked to
- * send is copied onto "the wire" (a queue of WIRE_SLOTS frames) and the send
- * NBLs complete at once; a timer object (1 ms, relative) then carries the
- * frames to the receive side, where those the packet filter accepts are
- * copied into RX_NBLS preallocated NBLs and indicated in chains of up to
- * RX_BATCH (NDIS_RECEIVE_FLAGS_RESOURCES when fewer than RX_RESERVE are left,
- * reclaimed when the call returns).  Frames wait on the wire while no NBL is
- * free; ReturnNetBufferLists restarts the timer for them.  A sent frame longer
- * than 1514 bytes (or shorter than an Ethernet header) completes its NBL with
- * NDIS_STATUS_INVALID_LENGTH.
+ * It behaves like a NIC with a loopback plug.  Every NET_BUFFER_LIST it is
+ * asked to send is cloned (NdisAllocateCloneNetBufferList: the clone
+ * describes the sender's data, nothing is copied; the driver sets the
+ * clone's ParentNetBufferList and counts the parent's ChildRefCount) and the
+ * clone goes onto "the wire" (at most WIRE_SLOTS clones); the send NBL stays
+ * pending until its clone is done.  A timer object (1 ms, relative) then
+ * carries the wire to the receive side: a one-NB clone of a frame of at least
+ * COPY_BREAK bytes that the packet filter accepts is indicated itself
+ * (zero-copy; NdisCopyReceiveNetBufferListInfo gives it the sender's receive
+ * information), and its sender completes when NDIS returns it; smaller
+ * frames (and the NBs of multi-NB clones) are copied with
+ * NdisCopyFromNetBufferToNetBuffer into RX_NBLS preallocated receive NBLs,
+ * and the clone is freed (NdisFreeCloneNetBufferList) and its sender
+ * completed at once.  Receives go up in chains of up to RX_BATCH
+ * (NDIS_RECEIVE_FLAGS_RESOURCES when fewer than RX_RESERVE receive NBLs are
+ * left: the chain is the driver's again when the call returns).  Frames wait
+ * on the wire while no receive NBL is free; ReturnNetBufferLists restarts the
+ * timer for them.  A sent frame longer than 1514 bytes (or shorter than an
+ * Ethernet header) completes its NBL with NDIS_STATUS_INVALID_LENGTH;
+ * CancelSend aborts the sends still on the wire.
  *
  * The same timer completes, asynchronously, the one OID this driver pends
  * (a set of OID_GEN_CURRENT_LOOKAHEAD: NDIS_STATUS_PENDING, then
- * NdisMOidRequestComplete), and indicates the initial link-up
- * (NDIS_STATUS_LINK_STATE) 1 ms after initialization.
+ * NdisMOidRequestComplete).  The initial link-up (NDIS_STATUS_LINK_STATE) is
+ * indicated from an NDIS I/O work item (NdisAllocateIoWorkItem /
+ * NdisQueueIoWorkItem, PASSIVE_LEVEL) queued at initialization; HaltEx waits
+ * for it (an NDIS event) before NdisFreeIoWorkItem.  Initialization also asks
+ * NDIS about the processors (NdisGroupActiveProcessorCount,
+ * NdisProcessorNumberToIndex, NdisGetRssProcessorInformation, the too-short
+ * buffer first).  OID_ICA_NETVIRT_DIAG reports what the work item saw, the
+ * processor answers and the clone/copy receive counts.
  *
  * MAC: NetworkAddress from the registry, else 02:49:43:41:00:01 ("ICA").
  * One spin lock (Lock) guards the adapter; it is never held across a call
@@ -26,7 +42,8 @@
 
 #define NV_TAG 0x3656764Eu /* 'NvV6' in a pool dump */
 
-#define WIRE_SLOTS 32
+#define WIRE_SLOTS 32 /* clones on the wire at most */
+#define COPY_BREAK 256 /* frames shorter than this are copied, longer ones lent as clones */
 #define RX_NBLS 16
 #define RX_BUF_LEN 1536u
 #define RX_BATCH 8   /* NBLs chained into one indication at most */
@@ -38,6 +55,9 @@
 #define ETH_MTU (ETH_MAX_FRAME - ETH_HEADER)
 #define MAX_MCAST 32
 #define LINK_SPEED 1000000000ull /* bits per second */
+
+/* Private query: NV_DIAG. */
+#define OID_ICA_NETVIRT_DIAG 0xFF494302u
 
 #define SUPPORTED_FILTERS                                                                     \
     (NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_MULTICAST | NDIS_PACKET_TYPE_ALL_MULTICAST | \
@@ -89,22 +109,42 @@ typedef struct _NV_COUNTS {
  * completes, Running after MiniportRestart. */
 typedef enum { NvPaused, NvRunning, NvPausing } NV_STATE;
 
+/* OID_ICA_NETVIRT_DIAG (the same layout on x86 and x64). */
+typedef struct _NV_DIAG {
+    ULONG64 Cloned;          /* frames indicated as clones of the NBLs sent */
+    ULONG64 Copied;          /* frames copied into receive NBLs */
+    ULONG WorkItemRuns;      /* the link-state work item ran ... */
+    ULONG WorkItemIrql;      /* ... at this IRQL ... */
+    ULONG WorkItemHandleOk;  /* ... and got its own NdisIoWorkItemHandle */
+    ULONG ActiveProcessors;  /* NdisGroupActiveProcessorCount(ALL_PROCESSOR_GROUPS) */
+    ULONG Group0Processors;  /* NdisGroupActiveProcessorCount(0) */
+    ULONG Index0, Index1;    /* NdisProcessorNumberToIndex of processors 0 and 1 of group 0 */
+    ULONG RssShortStatus;    /* NdisGetRssProcessorInformation without a buffer ... */
+    ULONG RssSizeNeeded;     /* ... and the size it asked for */
+    ULONG RssStatus;         /* with a buffer of that size: */
+    ULONG RssRevision, RssSize, RssMaxProcessors, RssArrayOffset, RssCount, RssEntrySize;
+    ULONG RssFirstGroup, RssFirstNumber; /* the first NDIS_RSS_PROCESSOR */
+} NV_DIAG;
+
 typedef struct _NV_ADAPTER {
     NDIS_HANDLE Handle; /* MiniportAdapterHandle */
-    NDIS_HANDLE RxPool, Timer;
+    NDIS_HANDLE RxPool, ClonePool, Timer, WorkItem;
     BOOLEAN LockAllocated;
+    BOOLEAN WorkQueued; /* WorkDone is set when the work item has run */
+    NDIS_EVENT WorkDone;
 
     NDIS_SPIN_LOCK Lock;
     NV_STATE State;
     BOOLEAN TimerArmed;  /* the timer is set and has not run yet */
-    BOOLEAN LinkPending; /* the timer indicates the link state */
     PNDIS_OID_REQUEST PendingOid; /* the lookahead set the timer completes */
     ULONG PendingLookahead;
 
-    /* The wire: WireCount frames from WireHead on, WireLen bytes each. */
-    PUCHAR Wire;
-    ULONG WireLen[WIRE_SLOTS];
-    ULONG WireHead, WireCount;
+    /* The wire: WireCount clones linked through Next from WireHead; WireNb is
+     * the next NB of WireHead to carry over (copied NBs are passed). */
+    PNET_BUFFER_LIST WireHead, WireTail;
+    PNET_BUFFER WireNb;
+    ULONG WireCount;
+    ULONG ClonesOut; /* clones indicated and not yet returned */
 
     PUCHAR RxBufs;
     PMDL RxMdl[RX_NBLS];
@@ -119,6 +159,7 @@ typedef struct _NV_ADAPTER {
 
     NV_COUNTS Xmit, Rcv;
     ULONG64 XmitError, XmitDiscards, RcvNoBuffer, RcvDiscards;
+    NV_DIAG Diag;
 } NV_ADAPTER, *PNV_ADAPTER;
 
 static NDIS_HANDLE NvDriverHandle;
@@ -137,7 +178,7 @@ static const NDIS_OID NvSupportedOids[] = {
     OID_GEN_RCV_ERROR, OID_GEN_RCV_NO_BUFFER, OID_GEN_STATISTICS, OID_GEN_LINK_STATE,
     OID_802_3_PERMANENT_ADDRESS, OID_802_3_CURRENT_ADDRESS, OID_802_3_MULTICAST_LIST,
     OID_802_3_MAXIMUM_LIST_SIZE, OID_802_3_RCV_ERROR_ALIGNMENT, OID_802_3_XMIT_ONE_COLLISION,
-    OID_802_3_XMIT_MORE_COLLISIONS,
+    OID_802_3_XMIT_MORE_COLLISIONS, OID_ICA_NETVIRT_DIAG,
 };
 
 static const char NvDescription[] = "ICA virtual loopback NDIS 6.0 test miniport";
@@ -238,14 +279,16 @@ static void NvIndicateLinkState(PNV_ADAPTER a)
 
 /* ---- Send ---- */
 
-/* Copy the data of one NET_BUFFER (DataLength bytes from CurrentMdl at
- * CurrentMdlOffset) to dst; 0 if an MDL cannot be mapped. */
-static ULONG NvCopyNb(PNET_BUFFER nb, PUCHAR dst)
+/* Copy the first max bytes of the data of one NET_BUFFER (DataLength bytes
+ * from CurrentMdl at CurrentMdlOffset) to dst; 0 if an MDL cannot be mapped. */
+static ULONG NvCopyNb(PNET_BUFFER nb, PUCHAR dst, ULONG max)
 {
     PMDL mdl = NET_BUFFER_CURRENT_MDL(nb);
     ULONG offset = NET_BUFFER_CURRENT_MDL_OFFSET(nb);
     ULONG left = NET_BUFFER_DATA_LENGTH(nb), copied = 0;
 
+    if (left > max)
+        left = max;
     while (left && mdl) {
         PUCHAR va;
         ULONG len;
@@ -269,80 +312,157 @@ static ULONG NvCopyNb(PNET_BUFFER nb, PUCHAR dst)
     return left ? 0 : copied;
 }
 
-/* Put every NB of an NBL on the wire.  Under Lock. */
+/* Append nbl to the chain whose tail link is *tail. */
+static void NvAppend(PNET_BUFFER_LIST nbl, PNET_BUFFER_LIST **tail)
+{
+    NET_BUFFER_LIST_NEXT_NBL(nbl) = NULL;
+    **tail = nbl;
+    *tail = &NET_BUFFER_LIST_NEXT_NBL(nbl);
+}
+
+/* A clone is done (delivered, returned or dropped): free it; its sender
+ * completes when it was the last child.  Under Lock. */
+static void NvFinishClone(PNET_BUFFER_LIST clone, PNET_BUFFER_LIST **done)
+{
+    PNET_BUFFER_LIST parent = clone->ParentNetBufferList;
+
+    NdisFreeCloneNetBufferList(clone, 0);
+    if (--parent->ChildRefCount == 0)
+        NvAppend(parent, done);
+}
+
+/* Put an NBL on the wire as a clone (Xmit counts its NBs); the NBL is
+ * pending until the clone is done.  Under Lock. */
 static NDIS_STATUS NvTransmit(PNV_ADAPTER a, PNET_BUFFER_LIST nbl)
 {
     PNET_BUFFER nb;
-    NDIS_STATUS status = NDIS_STATUS_SUCCESS;
+    PNET_BUFFER_LIST clone, *tail;
 
     if (!NET_BUFFER_LIST_FIRST_NB(nbl))
         return NDIS_STATUS_INVALID_PACKET;
     for (nb = NET_BUFFER_LIST_FIRST_NB(nbl); nb; nb = NET_BUFFER_NEXT_NB(nb))
         if (NET_BUFFER_DATA_LENGTH(nb) < ETH_HEADER || NET_BUFFER_DATA_LENGTH(nb) > ETH_MAX_FRAME)
             return NDIS_STATUS_INVALID_LENGTH;
-    for (nb = NET_BUFFER_LIST_FIRST_NB(nbl); nb; nb = NET_BUFFER_NEXT_NB(nb)) {
-        ULONG slot = (a->WireHead + a->WireCount) % WIRE_SLOTS;
-        PUCHAR dst = a->Wire + slot * ETH_MAX_FRAME;
-        ULONG len;
-
-        if (a->WireCount == WIRE_SLOTS) {
-            a->RcvNoBuffer++; /* sent, but the far end has nowhere to put it */
-            continue;
-        }
-        len = NvCopyNb(nb, dst);
-        if (!len) {
-            a->XmitError++;
-            status = NDIS_STATUS_RESOURCES;
-            continue;
-        }
-        a->WireLen[slot] = len;
-        a->WireCount++;
-        a->Xmit.Frames[FrameKind(dst)]++;
-        a->Xmit.Bytes[FrameKind(dst)] += len;
+    if (a->WireCount == WIRE_SLOTS) {
+        /* Sent, but the far end has nowhere to put it. */
+        for (nb = NET_BUFFER_LIST_FIRST_NB(nbl); nb; nb = NET_BUFFER_NEXT_NB(nb))
+            a->RcvNoBuffer++;
+        return NDIS_STATUS_SUCCESS;
     }
-    return status;
+    clone = NdisAllocateCloneNetBufferList(nbl, a->ClonePool, NULL, 0);
+    if (!clone) {
+        a->XmitError++;
+        return NDIS_STATUS_RESOURCES;
+    }
+    clone->ParentNetBufferList = nbl;
+    nbl->ChildRefCount++;
+    clone->SourceHandle = a->Handle;
+    for (nb = NET_BUFFER_LIST_FIRST_NB(clone); nb; nb = NET_BUFFER_NEXT_NB(nb)) {
+        UCHAR dst[6] = {0};
+        ULONG kind = NvCopyNb(nb, dst, 6) == 6 ? FrameKind(dst) : KIND_DIRECTED;
+
+        a->Xmit.Frames[kind]++;
+        a->Xmit.Bytes[kind] += NET_BUFFER_DATA_LENGTH(nb);
+    }
+    tail = a->WireTail ? &NET_BUFFER_LIST_NEXT_NBL(a->WireTail) : &a->WireHead;
+    NvAppend(clone, &tail);
+    if (!a->WireNb)
+        a->WireNb = NET_BUFFER_LIST_FIRST_NB(clone);
+    a->WireTail = clone;
+    a->WireCount++;
+    return NDIS_STATUS_PENDING;
 }
 
-/* Every NBL completes before this returns: the frames are on the wire. */
+/* Take the head clone off the wire.  Under Lock. */
+static PNET_BUFFER_LIST NvWirePop(PNV_ADAPTER a)
+{
+    PNET_BUFFER_LIST clone = a->WireHead;
+
+    a->WireHead = NET_BUFFER_LIST_NEXT_NBL(clone);
+    if (!a->WireHead)
+        a->WireTail = NULL;
+    a->WireNb = a->WireHead ? NET_BUFFER_LIST_FIRST_NB(a->WireHead) : NULL;
+    a->WireCount--;
+    NET_BUFFER_LIST_NEXT_NBL(clone) = NULL;
+    return clone;
+}
+
+/* NBLs go onto the wire; those that cannot complete at once. */
 static VOID NTAPI NvSendNetBufferLists(NDIS_HANDLE Context, PNET_BUFFER_LIST Nbls,
                                        NDIS_PORT_NUMBER PortNumber, ULONG SendFlags)
 {
     PNV_ADAPTER a = Context;
     BOOLEAN dispatch = NDIS_TEST_SEND_AT_DISPATCH_LEVEL(SendFlags);
-    PNET_BUFFER_LIST nbl;
+    PNET_BUFFER_LIST nbl, next, done = NULL, *doneTail = &done;
 
     (void)PortNumber; /* only the default port exists */
     NvLock(a, dispatch);
-    for (nbl = Nbls; nbl; nbl = NET_BUFFER_LIST_NEXT_NBL(nbl)) {
+    for (nbl = Nbls; nbl; nbl = next) {
         NDIS_STATUS status = a->State == NvRunning ? NvTransmit(a, nbl) : NDIS_STATUS_PAUSED;
 
+        next = NET_BUFFER_LIST_NEXT_NBL(nbl);
+        if (status == NDIS_STATUS_PENDING) {
+            NET_BUFFER_LIST_STATUS(nbl) = NDIS_STATUS_SUCCESS;
+            continue;
+        }
         if (status == NDIS_STATUS_INVALID_LENGTH || status == NDIS_STATUS_INVALID_PACKET)
             a->XmitDiscards++;
         NET_BUFFER_LIST_STATUS(nbl) = status;
+        NvAppend(nbl, &doneTail);
     }
     if (a->WireCount)
         NvArmTimer(a);
     NvUnlock(a, dispatch);
-    NdisMSendNetBufferListsComplete(a->Handle, Nbls,
-                                    dispatch ? NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL : 0);
+    if (done)
+        NdisMSendNetBufferListsComplete(a->Handle, done,
+                                        dispatch ? NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL : 0);
 }
 
-/* Sends never wait inside the driver: there is nothing to cancel. */
+/* Sends still on the wire that carry CancelId complete as aborted (not the
+ * head clone once some of its NBs went over). */
 static VOID NTAPI NvCancelSend(NDIS_HANDLE Context, PVOID CancelId)
 {
-    (void)Context;
-    (void)CancelId;
+    PNV_ADAPTER a = Context;
+    PNET_BUFFER_LIST done = NULL, *doneTail = &done, keep = NULL, *keepTail = &keep;
+    PNET_BUFFER_LIST clone, next;
+    BOOLEAN headStarted;
+
+    NdisAcquireSpinLock(&a->Lock);
+    headStarted = a->WireHead && a->WireNb != NET_BUFFER_LIST_FIRST_NB(a->WireHead);
+    a->WireTail = NULL;
+    a->WireCount = 0;
+    for (clone = a->WireHead; clone; clone = next) {
+        next = NET_BUFFER_LIST_NEXT_NBL(clone);
+        if ((clone == a->WireHead && headStarted) ||
+            NDIS_GET_NET_BUFFER_LIST_CANCEL_ID(clone->ParentNetBufferList) != CancelId) {
+            NvAppend(clone, &keepTail);
+            a->WireTail = clone;
+            a->WireCount++;
+        } else {
+            NET_BUFFER_LIST_STATUS(clone->ParentNetBufferList) = NDIS_STATUS_SEND_ABORTED;
+            NvFinishClone(clone, &doneTail);
+        }
+    }
+    if (!headStarted)
+        a->WireNb = keep ? NET_BUFFER_LIST_FIRST_NB(keep) : NULL;
+    a->WireHead = keep;
+    NdisReleaseSpinLock(&a->Lock);
+    if (done)
+        NdisMSendNetBufferListsComplete(a->Handle, done,
+                                        KeGetCurrentIrql() == DISPATCH_LEVEL
+                                            ? NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL
+                                            : 0);
 }
 
 /* ---- Receive ---- */
 
-/* Finish a pending MiniportPause once every receive NBL is back. */
+/* Finish a pending MiniportPause once every receive NBL and clone is back. */
 static void NvCheckPauseDone(PNV_ADAPTER a, BOOLEAN dispatch)
 {
     BOOLEAN complete = FALSE;
 
     NvLock(a, dispatch);
-    if (a->State == NvPausing && a->RxFreeCount == RX_NBLS) {
+    if (a->State == NvPausing && a->RxFreeCount == RX_NBLS && !a->ClonesOut) {
         a->State = NvPaused;
         complete = TRUE;
     }
@@ -351,46 +471,97 @@ static void NvCheckPauseDone(PNV_ADAPTER a, BOOLEAN dispatch)
         NdisMPauseComplete(a->Handle);
 }
 
+/* The next frame on the wire onto *chain (counted in *count): the head clone
+ * itself (a one-NB frame of COPY_BREAK bytes or more), or a copy of the next
+ * NB in a receive NBL; frames the filter rejects are passed over.  FALSE when
+ * nothing more can go now (the wire is empty, or a copy needs a receive NBL
+ * and none is free).  Under Lock (DISPATCH_LEVEL). */
+static BOOLEAN NvCarryOne(PNV_ADAPTER a, PNET_BUFFER_LIST **chain, ULONG *count,
+                          PNET_BUFFER_LIST **done)
+{
+    PNET_BUFFER_LIST clone = a->WireHead, parent, rx;
+    PNET_BUFFER nb = a->WireNb, rxNb;
+    ULONG len, copied, i, kind;
+    UCHAR dst[6] = {0};
+
+    if (!clone)
+        return FALSE;
+    parent = clone->ParentNetBufferList;
+    if (a->State != NvRunning) {
+        a->RcvDiscards++; /* NDIS 6: nothing is indicated unless Running */
+        NvFinishClone(NvWirePop(a), done);
+        return TRUE;
+    }
+    len = NET_BUFFER_DATA_LENGTH(nb);
+    kind = NvCopyNb(nb, dst, 6) == 6 ? FrameKind(dst) : KIND_DIRECTED;
+    if (!NvAccept(a, dst)) {
+        /* Not for us: filtered without a count, as a NIC does. */
+    } else if (!NET_BUFFER_NEXT_NB(nb) && nb == NET_BUFFER_LIST_FIRST_NB(clone) &&
+               len >= COPY_BREAK) {
+        /* Lend the clone itself: the sender's buffers go up. */
+        NvWirePop(a);
+        NET_BUFFER_LIST_STATUS(clone) = NDIS_STATUS_SUCCESS;
+        NdisCopyReceiveNetBufferListInfo(clone, parent);
+        NvAppend(clone, chain);
+        (*count)++;
+        a->ClonesOut++;
+        a->Diag.Cloned++;
+        a->Rcv.Frames[kind]++;
+        a->Rcv.Bytes[kind] += len;
+        return TRUE;
+    } else {
+        if (!a->RxFreeCount)
+            return FALSE; /* stays on the wire until NBLs come back */
+        i = a->RxFree[--a->RxFreeCount];
+        rx = a->RxNbl[i];
+        rxNb = NET_BUFFER_LIST_FIRST_NB(rx);
+        if (NdisCopyFromNetBufferToNetBuffer(rxNb, 0, len, nb, 0, &copied) != NDIS_STATUS_SUCCESS ||
+            copied != len) {
+            a->RxFree[a->RxFreeCount++] = i;
+            a->RcvDiscards++;
+        } else {
+            NET_BUFFER_DATA_LENGTH(rxNb) = copied;
+            NET_BUFFER_LIST_STATUS(rx) = NDIS_STATUS_SUCCESS;
+            NdisCopyReceiveNetBufferListInfo(rx, parent);
+            NvAppend(rx, chain);
+            (*count)++;
+            a->Diag.Copied++;
+            a->Rcv.Frames[kind]++;
+            a->Rcv.Bytes[kind] += len;
+        }
+    }
+    /* This NB is over: on to the next, or the clone is done. */
+    a->WireNb = NET_BUFFER_NEXT_NB(nb);
+    if (!a->WireNb)
+        NvFinishClone(NvWirePop(a), done);
+    return TRUE;
+}
+
+/* Give back what an indication lent for the call only.  Under Lock. */
+static void NvReclaim(PNV_ADAPTER a, PNET_BUFFER_LIST nbl, PNET_BUFFER_LIST **done)
+{
+    if (nbl->ParentNetBufferList) {
+        a->ClonesOut--;
+        NvFinishClone(nbl, done);
+    } else {
+        a->RxFree[a->RxFreeCount++] = NvRxIndex(nbl);
+    }
+}
+
 /* Carry the frames on the wire to the receive side (DISPATCH_LEVEL). */
 static void NvDeliver(PNV_ADAPTER a)
 {
     BOOLEAN more = TRUE;
+    PNET_BUFFER_LIST done = NULL, *doneTail = &done;
 
     while (more) {
-        PNET_BUFFER_LIST head = NULL, *tail = &head;
-        ULONG taken[RX_BATCH], count = 0;
+        PNET_BUFFER_LIST head = NULL, *tail = &head, nbl, next;
+        ULONG count = 0;
         BOOLEAN lend = FALSE;
 
         NdisDprAcquireSpinLock(&a->Lock);
-        while (a->WireCount && count < RX_BATCH && !lend) {
-            PUCHAR frame = a->Wire + a->WireHead * ETH_MAX_FRAME;
-            ULONG len = a->WireLen[a->WireHead];
-            ULONG i, kind;
-            PNET_BUFFER_LIST nbl;
-
-            if (a->State == NvRunning && NvAccept(a, frame)) {
-                if (!a->RxFreeCount)
-                    break; /* stays on the wire until NBLs come back */
-                i = a->RxFree[--a->RxFreeCount];
-                nbl = a->RxNbl[i];
-                kind = FrameKind(frame);
-                NdisMoveMemory(a->RxBufs + i * RX_BUF_LEN, frame, len);
-                NET_BUFFER_DATA_LENGTH(NET_BUFFER_LIST_FIRST_NB(nbl)) = len;
-                NET_BUFFER_LIST_STATUS(nbl) = NDIS_STATUS_SUCCESS;
-                NET_BUFFER_LIST_NEXT_NBL(nbl) = NULL;
-                *tail = nbl;
-                tail = &NET_BUFFER_LIST_NEXT_NBL(nbl);
-                taken[count++] = i;
-                a->Rcv.Frames[kind]++;
-                a->Rcv.Bytes[kind] += len;
-                lend = a->RxFreeCount < RX_RESERVE;
-            } else if (a->State != NvRunning) {
-                a->RcvDiscards++; /* NDIS 6: nothing is indicated unless Running */
-            } /* else: not for us, filtered without a count, as a NIC does */
-            a->WireHead = (a->WireHead + 1) % WIRE_SLOTS;
-            a->WireCount--;
-        }
-        more = count == RX_BATCH || lend;
+        while (count < RX_BATCH && !lend && (more = NvCarryOne(a, &tail, &count, &doneTail)))
+            lend = a->RxFreeCount < RX_RESERVE;
         NdisDprReleaseSpinLock(&a->Lock);
         if (!count)
             break;
@@ -400,11 +571,15 @@ static void NvDeliver(PNV_ADAPTER a)
         if (lend) {
             /* Lent for the call only: they are ours again. */
             NdisDprAcquireSpinLock(&a->Lock);
-            for (ULONG k = 0; k < count; k++)
-                a->RxFree[a->RxFreeCount++] = taken[k];
+            for (nbl = head; nbl; nbl = next) {
+                next = NET_BUFFER_LIST_NEXT_NBL(nbl);
+                NvReclaim(a, nbl, &doneTail);
+            }
             NdisDprReleaseSpinLock(&a->Lock);
         }
     }
+    if (done)
+        NdisMSendNetBufferListsComplete(a->Handle, done, NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL);
 }
 
 static VOID NTAPI NvReturnNetBufferLists(NDIS_HANDLE Context, PNET_BUFFER_LIST Nbls,
@@ -412,27 +587,28 @@ static VOID NTAPI NvReturnNetBufferLists(NDIS_HANDLE Context, PNET_BUFFER_LIST N
 {
     PNV_ADAPTER a = Context;
     BOOLEAN dispatch = NDIS_TEST_RETURN_AT_DISPATCH_LEVEL(ReturnFlags);
-    PNET_BUFFER_LIST nbl, next;
+    PNET_BUFFER_LIST nbl, next, done = NULL, *doneTail = &done;
 
     NvLock(a, dispatch);
     for (nbl = Nbls; nbl; nbl = next) {
         next = NET_BUFFER_LIST_NEXT_NBL(nbl);
-        NET_BUFFER_LIST_NEXT_NBL(nbl) = NULL;
-        a->RxFree[a->RxFreeCount++] = NvRxIndex(nbl);
+        NvReclaim(a, nbl, &doneTail);
     }
     if (a->WireCount) /* frames waited for these NBLs */
         NvArmTimer(a);
     NvUnlock(a, dispatch);
+    if (done)
+        NdisMSendNetBufferListsComplete(a->Handle, done,
+                                        dispatch ? NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL : 0);
     NvCheckPauseDone(a, dispatch);
 }
 
-/* The timer (DISPATCH_LEVEL): pending OID, link indication, wire. */
+/* The timer (DISPATCH_LEVEL): pending OID, wire. */
 static VOID NTAPI NvTimer(PVOID SystemSpecific1, PVOID Context, PVOID SystemSpecific2,
                           PVOID SystemSpecific3)
 {
     PNV_ADAPTER a = Context;
     PNDIS_OID_REQUEST oid;
-    BOOLEAN link;
 
     (void)SystemSpecific1;
     (void)SystemSpecific2;
@@ -443,23 +619,77 @@ static VOID NTAPI NvTimer(PVOID SystemSpecific1, PVOID Context, PVOID SystemSpec
     a->PendingOid = NULL;
     if (oid)
         a->Lookahead = a->PendingLookahead;
-    link = a->LinkPending;
-    a->LinkPending = FALSE;
     NdisDprReleaseSpinLock(&a->Lock);
 
     if (oid) {
         oid->DATA.SET_INFORMATION.BytesRead = sizeof(ULONG);
         NdisMOidRequestComplete(a->Handle, oid, NDIS_STATUS_SUCCESS);
     }
-    if (link)
-        NvIndicateLinkState(a);
     NvDeliver(a);
+}
+
+/* The link-state work item (PASSIVE_LEVEL): the initial link-up. */
+static VOID NTAPI NvLinkWork(PVOID WorkItemContext, NDIS_HANDLE NdisIoWorkItemHandle)
+{
+    PNV_ADAPTER a = WorkItemContext;
+
+    a->Diag.WorkItemIrql = KeGetCurrentIrql();
+    a->Diag.WorkItemHandleOk = NdisIoWorkItemHandle == a->WorkItem;
+    a->Diag.WorkItemRuns++;
+    NvIndicateLinkState(a);
+    NdisSetEvent(&a->WorkDone);
+}
+
+/* What NDIS says about the processors (one receive queue per RSS processor
+ * would follow from it; a loopback has one). */
+static void NvQueryProcessors(PNV_ADAPTER a)
+{
+    NV_DIAG *d = &a->Diag;
+    PROCESSOR_NUMBER pn;
+    SIZE_T size = 0;
+    PNDIS_RSS_PROCESSOR_INFO info;
+
+    d->ActiveProcessors = NdisGroupActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+    d->Group0Processors = NdisGroupActiveProcessorCount(0);
+    NdisZeroMemory(&pn, sizeof(pn));
+    d->Index0 = NdisProcessorNumberToIndex(pn);
+    pn.Number = 1;
+    d->Index1 = NdisProcessorNumberToIndex(pn);
+    d->RssShortStatus = NdisGetRssProcessorInformation(a->Handle, NULL, &size);
+    d->RssSizeNeeded = (ULONG)size;
+    if (d->RssShortStatus != NDIS_STATUS_BUFFER_TOO_SHORT || size < sizeof(*info))
+        return;
+    info = NdisAllocateMemoryWithTagPriority(a->Handle, (UINT)size, NV_TAG, NormalPoolPriority);
+    if (!info)
+        return;
+    d->RssStatus = NdisGetRssProcessorInformation(a->Handle, info, &size);
+    if (d->RssStatus == NDIS_STATUS_SUCCESS) {
+        d->RssRevision = info->Header.Revision;
+        d->RssSize = info->Header.Size;
+        d->RssMaxProcessors = info->MaxNumRssProcessors;
+        d->RssArrayOffset = info->RssProcessorArrayOffset;
+        d->RssCount = info->RssProcessorCount;
+        d->RssEntrySize = info->RssProcessorEntrySize;
+        if (info->RssProcessorCount &&
+            info->RssProcessorArrayOffset + sizeof(NDIS_RSS_PROCESSOR) <= size) {
+            PNDIS_RSS_PROCESSOR p =
+                (PNDIS_RSS_PROCESSOR)((PUCHAR)info + info->RssProcessorArrayOffset);
+            d->RssFirstGroup = p->ProcNum.Group;
+            d->RssFirstNumber = p->ProcNum.Number;
+        }
+    }
+    NdisFreeMemory(info, 0, 0);
 }
 
 /* ---- Initialization and teardown ---- */
 
 static void NvFreeAll(PNV_ADAPTER a)
 {
+    if (a->WorkItem) {
+        if (a->WorkQueued)
+            NdisWaitEvent(&a->WorkDone, 0); /* it may not run after this */
+        NdisFreeIoWorkItem(a->WorkItem);
+    }
     if (a->Timer)
         NdisFreeTimerObject(a->Timer);
     for (int i = 0; i < RX_NBLS; i++) {
@@ -470,10 +700,10 @@ static void NvFreeAll(PNV_ADAPTER a)
     }
     if (a->RxPool)
         NdisFreeNetBufferListPool(a->RxPool);
+    if (a->ClonePool)
+        NdisFreeNetBufferListPool(a->ClonePool);
     if (a->RxBufs)
         NdisFreeMemory(a->RxBufs, 0, 0);
-    if (a->Wire)
-        NdisFreeMemory(a->Wire, 0, 0);
     if (a->LockAllocated)
         NdisFreeSpinLock(&a->Lock);
     NdisFreeMemory(a, 0, 0);
@@ -554,7 +784,8 @@ static void NvReadConfig(PNV_ADAPTER a)
     NdisCloseConfiguration(cfg);
 }
 
-/* RX_NBLS receive NBLs, each with one NB over one MDL of a 1536-byte slot. */
+/* RX_NBLS receive NBLs, each with one NB over one MDL of a 1536-byte slot,
+ * and the pool of clones. */
 static NDIS_STATUS NvAllocateReceives(PNV_ADAPTER a)
 {
     NET_BUFFER_LIST_POOL_PARAMETERS pp;
@@ -587,7 +818,10 @@ static NDIS_STATUS NvAllocateReceives(PNV_ADAPTER a)
         NET_BUFFER_LIST_MINIPORT_RESERVED(a->RxNbl[i])[0] = (PVOID)(ULONG_PTR)i;
         a->RxFree[a->RxFreeCount++] = i;
     }
-    return NDIS_STATUS_SUCCESS;
+    /* Clones come from a pool of bare NBLs (NDIS adds their NBs). */
+    pp.fAllocateNetBuffer = FALSE;
+    a->ClonePool = NdisAllocateNetBufferListPool(a->Handle, &pp);
+    return a->ClonePool ? NDIS_STATUS_SUCCESS : NDIS_STATUS_RESOURCES;
 }
 
 static NDIS_STATUS NvAllocateTimer(PNV_ADAPTER a)
@@ -631,11 +865,7 @@ static NDIS_STATUS NTAPI NvInitializeEx(NDIS_HANDLE MiniportAdapterHandle,
     if (status != NDIS_STATUS_SUCCESS)
         goto fail;
     NvReadConfig(a);
-    status = NDIS_STATUS_RESOURCES;
-    a->Wire = NdisAllocateMemoryWithTagPriority(MiniportAdapterHandle, WIRE_SLOTS * ETH_MAX_FRAME,
-                                                NV_TAG, NormalPoolPriority);
-    if (!a->Wire)
-        goto fail;
+    NvQueryProcessors(a);
     status = NvAllocateReceives(a);
     if (status != NDIS_STATUS_SUCCESS)
         goto fail;
@@ -648,11 +878,15 @@ static NDIS_STATUS NTAPI NvInitializeEx(NDIS_HANDLE MiniportAdapterHandle,
     if (status != NDIS_STATUS_SUCCESS)
         goto fail;
 
-    /* The link-up indication follows from the timer, once initialization is over. */
-    NdisAcquireSpinLock(&a->Lock);
-    a->LinkPending = TRUE;
-    NvArmTimer(a);
-    NdisReleaseSpinLock(&a->Lock);
+    /* The link-up indication follows from a work item, once initialization is over. */
+    NdisInitializeEvent(&a->WorkDone);
+    a->WorkItem = NdisAllocateIoWorkItem(MiniportAdapterHandle);
+    if (!a->WorkItem) {
+        status = NDIS_STATUS_RESOURCES;
+        goto fail;
+    }
+    a->WorkQueued = TRUE;
+    NdisQueueIoWorkItem(a->WorkItem, NvLinkWork, a);
     DbgPrint("netvirt_ndis6: up, mac %02x:%02x:%02x:%02x:%02x:%02x\n", a->CurrentAddress[0],
              a->CurrentAddress[1], a->CurrentAddress[2], a->CurrentAddress[3],
              a->CurrentAddress[4], a->CurrentAddress[5]);
@@ -663,7 +897,8 @@ fail:
     return status;
 }
 
-/* NDIS pauses the adapter and completes its OID requests before halting it. */
+/* NDIS pauses the adapter and completes its OID requests before halting it;
+ * NvFreeAll waits for the work item if it has not run. */
 static VOID NTAPI NvHaltEx(NDIS_HANDLE Context, NDIS_HALT_ACTION HaltAction)
 {
     PNV_ADAPTER a = Context;
@@ -681,23 +916,29 @@ static VOID NTAPI NvShutdownEx(NDIS_HANDLE Context, NDIS_SHUTDOWN_ACTION Shutdow
     (void)ShutdownAction;
 }
 
-/* Frames still on the wire are lost; pending until the receive NBLs are back. */
+/* Frames still on the wire are lost (their sends complete); pending until the
+ * receive NBLs and the clones lent are back. */
 static NDIS_STATUS NTAPI NvPause(NDIS_HANDLE Context, PNDIS_MINIPORT_PAUSE_PARAMETERS Params)
 {
     PNV_ADAPTER a = Context;
     NDIS_STATUS status = NDIS_STATUS_SUCCESS;
+    PNET_BUFFER_LIST done = NULL, *doneTail = &done;
 
     (void)Params;
     NdisAcquireSpinLock(&a->Lock);
-    a->RcvDiscards += a->WireCount;
-    a->WireCount = 0;
-    if (a->RxFreeCount != RX_NBLS) {
+    while (a->WireHead) {
+        a->RcvDiscards++;
+        NvFinishClone(NvWirePop(a), &doneTail);
+    }
+    if (a->RxFreeCount != RX_NBLS || a->ClonesOut) {
         a->State = NvPausing;
         status = NDIS_STATUS_PENDING;
     } else {
         a->State = NvPaused;
     }
     NdisReleaseSpinLock(&a->Lock);
+    if (done)
+        NdisMSendNetBufferListsComplete(a->Handle, done, 0);
     return status;
 }
 
@@ -779,6 +1020,7 @@ static NDIS_STATUS NvQuery(PNV_ADAPTER a, PNDIS_OID_REQUEST r)
         NDIS_PHYSICAL_MEDIUM phys;
         NDIS_STATISTICS_INFO stats;
         NDIS_LINK_STATE link;
+        NV_DIAG diag;
     } v;
     const void *src = &v;
     ULONG len = sizeof(ULONG);
@@ -786,6 +1028,12 @@ static NDIS_STATUS NvQuery(PNV_ADAPTER a, PNDIS_OID_REQUEST r)
 
     v.u64 = 0;
     switch (oid) {
+    case OID_ICA_NETVIRT_DIAG:
+        NdisAcquireSpinLock(&a->Lock);
+        v.diag = a->Diag;
+        NdisReleaseSpinLock(&a->Lock);
+        len = sizeof(v.diag);
+        break;
     case OID_GEN_SUPPORTED_LIST:
         src = NvSupportedOids;
         len = sizeof(NvSupportedOids);

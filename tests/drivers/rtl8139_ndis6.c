@@ -8,10 +8,20 @@
  * past the end are written linearly into the 1536-byte tail), four 2K
  * transmit buffers in shared memory.
  *
- * Send: every NET_BUFFER of a NET_BUFFER_LIST is copied into a transmit
- * buffer; NBLs wait in a software queue while all four descriptors are busy
- * and are fed to the chip as TOK/TER frees descriptors.  An NBL completes
+ * Send: NBLs wait in a software queue while all four descriptors are busy
+ * and are fed to the chip as TOK/TER frees descriptors.  Each NET_BUFFER that
+ * gets a descriptor is mapped with NdisMAllocateNetBufferSGList; in
+ * MiniportProcessSGList a frame whose list is one element with a 4-byte
+ * aligned address (the chip's TSAD requirement) and at least the 60-byte
+ * minimum (the chip does not pad) is sent in place: TSAD is pointed at the
+ * NB's data (zero-copy).  Any other frame is copied into the descriptor's
+ * transmit buffer (and padded).  The list is freed
+ * (NdisMFreeNetBufferSGList) when the descriptor completes; an NBL completes
  * (NdisMSendNetBufferListsComplete) when the chip is done with its last NB.
+ * Zero-copy and copied sends are counted (OID_ICA_RTL8139_TX_PATHS).
+ * Interrupts: the ISR masks the chip and queues its DPC with NdisMQueueDpc
+ * (the adapter as MiniportDpcContext); ResetEx queues it with NdisMQueueDpcEx
+ * to pick up what arrived while the chip was reinitialized.
  * Receive: the interrupt DPC copies frames out of the ring into RX_NBLS
  * preallocated NBLs (one MDL over a 1536-byte slot each) and indicates them
  * in chains of up to RX_BATCH; ReturnNetBufferLists puts them back.  When
@@ -99,6 +109,9 @@
 #define ETH_MTU (ETH_MAX_FRAME - ETH_HEADER)
 #define MAX_MCAST 32
 
+/* Private query: RTL_TX_PATHS, the send and DPC counters. */
+#define OID_ICA_RTL8139_TX_PATHS 0xFF494301u
+
 #define SPEED_100M 100000000ull
 #define SPEED_10M 10000000ull
 
@@ -152,6 +165,24 @@ typedef struct _RTL_COUNTS {
  * completes, Running after MiniportRestart. */
 typedef enum { RtlPaused, RtlRunning, RtlPausing } RTL_STATE;
 
+/* A transmit descriptor: free, reserved for an NB whose scatter/gather list
+ * is being built, given to the chip, or failed to start (retired without the
+ * chip). */
+typedef enum { TxFree, TxMapping, TxHw, TxFailed } RTL_TX_STATE;
+
+/* The MiniportProcessSGList context of a descriptor. */
+typedef struct _RTL_TX_SLOT {
+    struct _RTL_ADAPTER *Adapter;
+    ULONG Index;
+} RTL_TX_SLOT, *PRTL_TX_SLOT;
+
+/* OID_ICA_RTL8139_TX_PATHS. */
+typedef struct _RTL_TX_PATHS {
+    ULONG64 ZeroCopy;   /* frames the chip read from the NB's own memory */
+    ULONG64 Copied;     /* frames copied into a transmit buffer */
+    ULONG64 QueuedDpcs; /* DPCs run with the MiniportDpcContext of NdisMQueueDpc(Ex) */
+} RTL_TX_PATHS;
+
 typedef struct _RTL_ADAPTER {
     NDIS_HANDLE Handle; /* MiniportAdapterHandle */
     NDIS_HANDLE InterruptHandle, DmaHandle, RxPool;
@@ -170,6 +201,13 @@ typedef struct _RTL_ADAPTER {
     PUCHAR TxBufs;
     NDIS_PHYSICAL_ADDRESS TxBufsPa;
     PNET_BUFFER_LIST TxNbl[TX_DESCS]; /* owner of each descriptor in flight */
+    PNET_BUFFER TxNb[TX_DESCS];
+    PSCATTER_GATHER_LIST TxSgl[TX_DESCS]; /* freed when the descriptor completes */
+    RTL_TX_STATE TxState[TX_DESCS];
+    RTL_TX_SLOT TxSlot[TX_DESCS];
+    PUCHAR SgBufs; /* TX_DESCS lists of SgListSize bytes */
+    ULONG SgListSize;
+    RTL_TX_PATHS Paths;
     ULONG TxKind[TX_DESCS], TxLen[TX_DESCS]; /* counted when the chip reports TOK */
     ULONG TxCur, TxDirty, TxBusy;
     ULONG TxDone, TxDoneAtCheck, HungChecks; /* CheckForHangEx watchdog */
@@ -220,7 +258,7 @@ static const NDIS_OID RtlSupportedOids[] = {
     OID_GEN_RCV_ERROR, OID_GEN_RCV_NO_BUFFER, OID_GEN_STATISTICS, OID_GEN_LINK_STATE,
     OID_802_3_PERMANENT_ADDRESS, OID_802_3_CURRENT_ADDRESS, OID_802_3_MULTICAST_LIST,
     OID_802_3_MAXIMUM_LIST_SIZE, OID_802_3_RCV_ERROR_ALIGNMENT, OID_802_3_XMIT_ONE_COLLISION,
-    OID_802_3_XMIT_MORE_COLLISIONS,
+    OID_802_3_XMIT_MORE_COLLISIONS, OID_ICA_RTL8139_TX_PATHS,
 };
 
 static const char RtlDescription[] = "ICA RTL8139 NDIS 6.0 test miniport";
@@ -438,14 +476,16 @@ static BOOLEAN NTAPI RtlSyncDpcUnmask(NDIS_HANDLE Context)
 
 /* ---- Send ---- */
 
-/* Copy the data of one NET_BUFFER (DataLength bytes from CurrentMdl at
- * CurrentMdlOffset) to dst; 0 if an MDL cannot be mapped. */
-static ULONG RtlCopyNb(PNET_BUFFER nb, PUCHAR dst)
+/* Copy the first max bytes of the data of one NET_BUFFER (DataLength bytes
+ * from CurrentMdl at CurrentMdlOffset) to dst; 0 if an MDL cannot be mapped. */
+static ULONG RtlCopyNb(PNET_BUFFER nb, PUCHAR dst, ULONG max)
 {
     PMDL mdl = NET_BUFFER_CURRENT_MDL(nb);
     ULONG offset = NET_BUFFER_CURRENT_MDL_OFFSET(nb);
     ULONG left = NET_BUFFER_DATA_LENGTH(nb), copied = 0;
 
+    if (left > max)
+        left = max;
     while (left && mdl) {
         PUCHAR va;
         ULONG len;
@@ -483,18 +523,80 @@ static void RtlNbFinished(PNET_BUFFER_LIST nbl, NDIS_STATUS status, PNET_BUFFER_
     }
 }
 
-/* Feed queued NBs to free descriptors.  Under Lock. */
-static void RtlPumpSends(PRTL_ADAPTER a, PNET_BUFFER_LIST **done)
+/* Start descriptor n, reserved for TxNb[n]: in place when its scatter/gather
+ * list allows (one element, 4-byte aligned, a full-size frame), else from a
+ * copy in the transmit buffer.  A frame that cannot be read fails the
+ * descriptor (TxDone retires it).  Under Lock. */
+static void RtlStartTx(PRTL_ADAPTER a, ULONG n, PSCATTER_GATHER_LIST sgl)
 {
+    PNET_BUFFER nb = a->TxNb[n];
+    ULONG len = NET_BUFFER_DATA_LENGTH(nb);
+    ULONG offset = NET_BUFFER_CURRENT_MDL_OFFSET(nb); /* the list starts at CurrentMdl */
+    UCHAR dst[6];
+    ULONG pa;
+
+    a->TxSgl[n] = sgl;
+    if (sgl && sgl->NumberOfElements == 1 && len >= ETH_MIN_FRAME &&
+        sgl->Elements[0].Length >= offset + len && sgl->Elements[0].Address.HighPart == 0 &&
+        ((sgl->Elements[0].Address.LowPart + offset) & 3) == 0 && RtlCopyNb(nb, dst, 6) == 6) {
+        pa = sgl->Elements[0].Address.LowPart + offset;
+        a->TxKind[n] = FrameKind(dst);
+        a->Paths.ZeroCopy++;
+    } else {
+        PUCHAR buf = a->TxBufs + n * TX_BUF_LEN;
+
+        len = RtlCopyNb(nb, buf, TX_BUF_LEN);
+        if (!len) {
+            a->XmitError++;
+            a->TxState[n] = TxFailed;
+            return;
+        }
+        a->TxKind[n] = FrameKind(buf);
+        if (len < ETH_MIN_FRAME)
+            NdisZeroMemory(buf + len, ETH_MIN_FRAME - len);
+        pa = NdisGetPhysicalAddressLow(a->TxBufsPa) + n * TX_BUF_LEN;
+        a->Paths.Copied++;
+    }
+    a->TxLen[n] = len;
+    a->TxState[n] = TxHw;
+    Wr32(a, R_TSAD0 + 4 * n, pa);
+    /* Writing the size with OWN clear starts the transmission. */
+    Wr32(a, R_TSD0 + 4 * n, TSD_ERTXTH | (len < ETH_MIN_FRAME ? ETH_MIN_FRAME : len));
+}
+
+/* The scatter/gather list of a descriptor's NB (DISPATCH_LEVEL). */
+static VOID NTAPI RtlProcessSgList(PDEVICE_OBJECT Pdo, PVOID Reserved, PSCATTER_GATHER_LIST Sgl,
+                                   PVOID Context)
+{
+    PRTL_TX_SLOT slot = Context;
+    PRTL_ADAPTER a = slot->Adapter;
+
+    (void)Pdo;
+    (void)Reserved;
+    NdisDprAcquireSpinLock(&a->Lock);
+    RtlStartTx(a, slot->Index, Sgl);
+    NdisDprReleaseSpinLock(&a->Lock);
+}
+
+/* Reserve free descriptors for queued NBs, in order; the indices go to
+ * slots.  Under Lock. */
+static ULONG RtlReserveSends(PRTL_ADAPTER a, ULONG *slots)
+{
+    ULONG count = 0;
+
     while (a->TxBusy < TX_DESCS && a->SendHead) {
         PNET_BUFFER_LIST nbl = a->SendHead;
-        PNET_BUFFER nb = a->SendNb;
         ULONG n = a->TxCur;
-        PUCHAR dst = a->TxBufs + n * TX_BUF_LEN;
-        ULONG len = RtlCopyNb(nb, dst);
 
-        /* Advance the queue past this NB first: nbl may complete below. */
-        a->SendNb = NET_BUFFER_NEXT_NB(nb);
+        a->TxNbl[n] = nbl;
+        a->TxNb[n] = a->SendNb;
+        a->TxSgl[n] = NULL;
+        a->TxState[n] = TxMapping;
+        a->TxCur = (n + 1) % TX_DESCS;
+        a->TxBusy++;
+        slots[count++] = n;
+        /* Advance the queue past this NB. */
+        a->SendNb = NET_BUFFER_NEXT_NB(a->SendNb);
         if (!a->SendNb) {
             a->SendHead = NET_BUFFER_LIST_NEXT_NBL(nbl);
             if (!a->SendHead)
@@ -502,23 +604,45 @@ static void RtlPumpSends(PRTL_ADAPTER a, PNET_BUFFER_LIST **done)
             else
                 a->SendNb = NET_BUFFER_LIST_FIRST_NB(a->SendHead);
         }
-        if (!len) {
-            a->XmitError++;
-            RtlNbFinished(nbl, NDIS_STATUS_RESOURCES, done);
-            continue;
-        }
-        a->TxKind[n] = FrameKind(dst);
-        a->TxLen[n] = len;
-        if (len < ETH_MIN_FRAME) {
-            NdisZeroMemory(dst + len, ETH_MIN_FRAME - len);
-            len = ETH_MIN_FRAME;
-        }
-        a->TxNbl[n] = nbl;
-        a->TxCur = (n + 1) % TX_DESCS;
-        a->TxBusy++;
-        /* Writing the size with OWN clear starts the transmission. */
-        Wr32(a, R_TSD0 + 4 * n, TSD_ERTXTH | len);
     }
+    return count;
+}
+
+static void RtlTxDone(PRTL_ADAPTER a, PNET_BUFFER_LIST **done);
+
+/* Feed queued NBs to free descriptors: reserve them under Lock, then map each
+ * NB (its MiniportProcessSGList starts the descriptor; without a list the
+ * frame is copied), then retire descriptors that failed to start.  Called
+ * without Lock; NdisMAllocateNetBufferSGList runs at DISPATCH_LEVEL. */
+static void RtlKickSends(PRTL_ADAPTER a, BOOLEAN dispatch, PNET_BUFFER_LIST **done)
+{
+    ULONG slots[TX_DESCS], count;
+    KIRQL old = DISPATCH_LEVEL;
+
+    if (!dispatch)
+        KeRaiseIrql(DISPATCH_LEVEL, &old);
+    NdisDprAcquireSpinLock(&a->Lock);
+    count = RtlReserveSends(a, slots);
+    NdisDprReleaseSpinLock(&a->Lock);
+    for (ULONG i = 0; i < count; i++) {
+        ULONG n = slots[i];
+        NDIS_STATUS status = NdisMAllocateNetBufferSGList(
+            a->DmaHandle, a->TxNb[n], &a->TxSlot[n], NDIS_SG_LIST_WRITE_TO_DEVICE,
+            a->SgBufs + n * a->SgListSize, a->SgListSize);
+
+        if (status != NDIS_STATUS_SUCCESS) {
+            NdisDprAcquireSpinLock(&a->Lock);
+            RtlStartTx(a, n, NULL);
+            NdisDprReleaseSpinLock(&a->Lock);
+        }
+    }
+    if (count) {
+        NdisDprAcquireSpinLock(&a->Lock);
+        RtlTxDone(a, done);
+        NdisDprReleaseSpinLock(&a->Lock);
+    }
+    if (!dispatch)
+        KeLowerIrql(old);
 }
 
 /* NDIS_STATUS_SUCCESS and the NB count if every NB is a valid Ethernet frame. */
@@ -567,8 +691,8 @@ static VOID NTAPI RtlSendNetBufferLists(NDIS_HANDLE Context, PNET_BUFFER_LIST Nb
         }
         a->SendTail = nbl;
     }
-    RtlPumpSends(a, &doneTail);
     RtlUnlock(a, dispatch);
+    RtlKickSends(a, dispatch, &doneTail);
     if (done)
         NdisMSendNetBufferListsComplete(a->Handle, done,
                                         dispatch ? NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL : 0);
@@ -611,27 +735,42 @@ static VOID NTAPI RtlCancelSend(NDIS_HANDLE Context, PVOID CancelId)
                                             : 0);
 }
 
-/* Retire the descriptors the chip has finished with (OWN set with TOK or TABT).  Under Lock. */
+/* Retire, in order, the descriptors the chip has finished with (OWN set with
+ * TOK or TABT) and those that failed to start; free their scatter/gather
+ * lists.  Under Lock. */
 static void RtlTxDone(PRTL_ADAPTER a, PNET_BUFFER_LIST **done)
 {
     while (a->TxBusy) {
         ULONG n = a->TxDirty;
-        ULONG tsd = Rd32(a, R_TSD0 + 4 * n);
         PNET_BUFFER_LIST nbl = a->TxNbl[n];
+        NDIS_STATUS status = NDIS_STATUS_RESOURCES; /* TxFailed: the frame was unreadable */
 
-        if (!(tsd & TSD_OWN) || !(tsd & (TSD_TOK | TSD_TABT)))
+        if (a->TxState[n] == TxMapping)
             break;
-        if (tsd & TSD_TOK) {
-            a->Xmit.Frames[a->TxKind[n]]++;
-            a->Xmit.Bytes[a->TxKind[n]] += a->TxLen[n];
-        } else {
-            a->XmitError++;
+        if (a->TxState[n] == TxHw) {
+            ULONG tsd = Rd32(a, R_TSD0 + 4 * n);
+
+            if (!(tsd & TSD_OWN) || !(tsd & (TSD_TOK | TSD_TABT)))
+                break;
+            if (tsd & TSD_TOK) {
+                a->Xmit.Frames[a->TxKind[n]]++;
+                a->Xmit.Bytes[a->TxKind[n]] += a->TxLen[n];
+                status = NDIS_STATUS_SUCCESS;
+            } else {
+                a->XmitError++;
+                status = NDIS_STATUS_FAILURE;
+            }
         }
+        if (a->TxSgl[n])
+            NdisMFreeNetBufferSGList(a->DmaHandle, a->TxSgl[n], a->TxNb[n]);
+        a->TxSgl[n] = NULL;
         a->TxNbl[n] = NULL;
+        a->TxNb[n] = NULL;
+        a->TxState[n] = TxFree;
         a->TxDirty = (n + 1) % TX_DESCS;
         a->TxBusy--;
         a->TxDone++;
-        RtlNbFinished(nbl, (tsd & TSD_TOK) ? NDIS_STATUS_SUCCESS : NDIS_STATUS_FAILURE, done);
+        RtlNbFinished(nbl, status, done);
     }
 }
 
@@ -751,7 +890,9 @@ static BOOLEAN NTAPI RtlIsr(NDIS_HANDLE Context, PBOOLEAN QueueDefaultInterruptD
         return FALSE;
     }
     Wr16(a, R_IMR, 0); /* masked until the DPC has run */
-    *QueueDefaultInterruptDpc = TRUE;
+    /* The DPC on this processor (bit 0), told which adapter it serves. */
+    *QueueDefaultInterruptDpc = FALSE;
+    NdisMQueueDpc(a->InterruptHandle, 0, 1, a);
     return TRUE;
 }
 
@@ -762,16 +903,20 @@ static VOID NTAPI RtlInterruptDpc(NDIS_HANDLE Context, PVOID MiniportDpcContext,
     PNET_BUFFER_LIST done = NULL, *doneTail = &done;
     USHORT isr;
 
-    (void)MiniportDpcContext;
     (void)NdisReserved1;
     (void)NdisReserved2;
+    if (MiniportDpcContext == a) {
+        NdisDprAcquireSpinLock(&a->Lock);
+        a->Paths.QueuedDpcs++;
+        NdisDprReleaseSpinLock(&a->Lock);
+    }
     while ((isr = Rd16(a, R_ISR) & INT_MASK) != 0) {
         Wr16(a, R_ISR, isr);
         if (isr & (INT_TOK | INT_TER)) {
             NdisDprAcquireSpinLock(&a->Lock);
             RtlTxDone(a, &doneTail);
-            RtlPumpSends(a, &doneTail);
             NdisDprReleaseSpinLock(&a->Lock);
+            RtlKickSends(a, TRUE, &doneTail);
         }
         if (isr & (INT_ROK | INT_RER | INT_RXOVW | INT_FOVW)) {
             if (isr & (INT_RER | INT_RXOVW | INT_FOVW)) {
@@ -826,6 +971,8 @@ static void RtlFreeAll(PRTL_ADAPTER a)
         NdisFreeNetBufferListPool(a->RxPool);
     if (a->RxBufs)
         NdisFreeMemory(a->RxBufs, 0, 0);
+    if (a->SgBufs)
+        NdisFreeMemory(a->SgBufs, 0, 0);
     if (a->TxBufs)
         NdisMFreeSharedMemory(a->Handle, TX_DESCS * TX_BUF_LEN, FALSE, a->TxBufs, a->TxBufsPa);
     if (a->RxRing)
@@ -960,18 +1107,6 @@ static NDIS_STATUS RtlFindResources(PRTL_ADAPTER a, PNDIS_RESOURCE_LIST res)
     return NDIS_STATUS_SUCCESS;
 }
 
-/* Bus master without NDIS scatter/gather lists (frames are copied into shared
- * memory), but the registration is what NdisMAllocateSharedMemory requires;
- * NDIS never calls this handler since the driver never asks for an SG list. */
-static VOID NTAPI RtlProcessSgList(PDEVICE_OBJECT Pdo, PVOID Reserved, PSCATTER_GATHER_LIST Sgl,
-                                   PVOID Context)
-{
-    (void)Pdo;
-    (void)Reserved;
-    (void)Sgl;
-    (void)Context;
-}
-
 static NDIS_STATUS RtlAllocateDma(PRTL_ADAPTER a)
 {
     NDIS_SG_DMA_DESCRIPTION dma;
@@ -987,6 +1122,16 @@ static NDIS_STATUS RtlAllocateDma(PRTL_ADAPTER a)
     status = NdisMRegisterScatterGatherDma(a->Handle, &dma, &a->DmaHandle);
     if (status != NDIS_STATUS_SUCCESS)
         return status;
+    /* A list of the size NDIS recommends for each descriptor. */
+    a->SgListSize = dma.ScatterGatherListSize;
+    a->SgBufs = NdisAllocateMemoryWithTagPriority(a->Handle, TX_DESCS * a->SgListSize, RTL_TAG,
+                                                  NormalPoolPriority);
+    if (!a->SgBufs)
+        return NDIS_STATUS_RESOURCES;
+    for (ULONG i = 0; i < TX_DESCS; i++) {
+        a->TxSlot[i].Adapter = a;
+        a->TxSlot[i].Index = i;
+    }
     NdisMAllocateSharedMemory(a->Handle, RX_ALLOC_LEN, FALSE, (PVOID *)&a->RxRing, &a->RxRingPa);
     if (!a->RxRing)
         return NDIS_STATUS_RESOURCES;
@@ -1204,25 +1349,36 @@ static NDIS_STATUS NTAPI RtlResetEx(NDIS_HANDLE Context, PBOOLEAN AddressingRese
     PNET_BUFFER_LIST done = NULL, *doneTail = &done;
     BOOLEAN ok;
 
+    GROUP_AFFINITY target;
+
     NdisMSynchronizeWithInterruptEx(a->InterruptHandle, 0, RtlSyncMask, a);
     NdisAcquireSpinLock(&a->Lock);
     for (ULONG i = 0; i < TX_DESCS; i++)
         if (a->TxNbl[i]) {
             a->XmitError++;
+            if (a->TxSgl[i])
+                NdisMFreeNetBufferSGList(a->DmaHandle, a->TxSgl[i], a->TxNb[i]);
             RtlNbFinished(a->TxNbl[i], NDIS_STATUS_REQUEST_ABORTED, &doneTail);
             a->TxNbl[i] = NULL;
+            a->TxNb[i] = NULL;
+            a->TxSgl[i] = NULL;
+            a->TxState[i] = TxFree;
         }
     a->HungChecks = 0;
     ok = RtlHwInit(a);
-    if (ok)
-        RtlPumpSends(a, &doneTail);
     NdisReleaseSpinLock(&a->Lock);
+    if (ok)
+        RtlKickSends(a, FALSE, &doneTail);
     if (done)
         NdisMSendNetBufferListsComplete(a->Handle, done,
                                         KeGetCurrentIrql() == DISPATCH_LEVEL
                                             ? NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL
                                             : 0);
     NdisMSynchronizeWithInterruptEx(a->InterruptHandle, 0, RtlSyncUnmask, a);
+    /* Whatever arrived while the chip was masked: run the DPC on processor 0 now. */
+    NdisZeroMemory(&target, sizeof(target));
+    target.Mask = 1;
+    NdisMQueueDpcEx(a->InterruptHandle, 0, &target, a);
     *AddressingReset = FALSE; /* filter and multicast list are reprogrammed here */
     return ok ? NDIS_STATUS_SUCCESS : NDIS_STATUS_HARD_ERRORS;
 }
@@ -1290,6 +1446,7 @@ static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, PNDIS_OID_REQUEST r)
         NDIS_PHYSICAL_MEDIUM phys;
         NDIS_STATISTICS_INFO stats;
         NDIS_LINK_STATE link;
+        RTL_TX_PATHS paths;
     } v;
     const void *src = &v;
     ULONG len = sizeof(ULONG);
@@ -1297,6 +1454,12 @@ static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, PNDIS_OID_REQUEST r)
 
     v.u64 = 0;
     switch (oid) {
+    case OID_ICA_RTL8139_TX_PATHS:
+        NdisAcquireSpinLock(&a->Lock);
+        v.paths = a->Paths;
+        NdisReleaseSpinLock(&a->Lock);
+        len = sizeof(v.paths);
+        break;
     case OID_GEN_SUPPORTED_LIST:
         src = RtlSupportedOids;
         len = sizeof(RtlSupportedOids);

@@ -1,22 +1,24 @@
 //! netvirt_ndis6.sys (an NDIS 6.0 virtual miniport: a NIC with a loopback plug) through the
 //! NDIS 6 path without any device, on x86-32 and x64: NdisOpenConfigurationEx on the adapter's
-//! key, NBL pools, a timer object (NdisAllocateTimerObject / NdisSetTimerObject) that indicates
-//! link-up, carries sent frames back as NBL receive chains and completes a pended OID set with
+//! key, NBL pools, an NDIS I/O work item that indicates link-up at PASSIVE_LEVEL, the processor
+//! queries, a timer object (NdisAllocateTimerObject / NdisSetTimerObject) that carries sent
+//! frames back as NBL receive chains (large ones as clones of the sent NBLs, small ones copied
+//! with NdisCopyFromNetBufferToNetBuffer) and completes a pended OID set with
 //! NdisMOidRequestComplete; a malformed send; a malformed NBL chain from the driver is a clean
-//! error; HaltEx (NdisCancelTimerObject, KeFlushQueuedDpcs, NdisFreeTimerObject) and unload with
-//! nothing leaked.
+//! error; HaltEx (NdisCancelTimerObject, KeFlushQueuedDpcs, NdisFreeTimerObject,
+//! NdisFreeIoWorkItem) and unload with nothing leaked.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use dbt::Arch;
 use host_linux::net::{NetEvent, NetMiniport};
-use ica_tests::nic::{frame, received};
+use ica_tests::nic::{frame, received, NblBuilder};
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::NetAdapter;
-use ndis::nbl;
+use ndis::nbl::{self, SendLayout};
 use ntoskrnl::registry::{self, RegValue};
-use ntoskrnl::{ex, mm, Kernel, KernelError};
+use ntoskrnl::{ex, KernelError};
 
 /// The MAC the driver uses without a NetworkAddress.
 const DEFAULT_MAC: [u8; 6] = [0x02, 0x49, 0x43, 0x41, 0x00, 0x01];
@@ -25,6 +27,36 @@ const PEER: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 const OID_GEN_CURRENT_LOOKAHEAD: u32 = 0x0001_010F;
 /// NDIS_STATUS_INVALID_LENGTH.
 const NDIS_STATUS_INVALID_LENGTH: u32 = 0xC001_0014;
+/// The driver's private query: NV_DIAG.
+const OID_ICA_NETVIRT_DIAG: u32 = 0xFF49_4302;
+/// Frames shorter than this are copied into receive NBLs; longer ones go up as clones.
+const COPY_BREAK: usize = 256;
+
+/// NV_DIAG (netvirt_ndis6.c): what the driver saw.
+#[derive(Debug, PartialEq, Eq)]
+struct Diag {
+    cloned: u64,
+    copied: u64,
+    /// WorkItemRuns, WorkItemIrql, WorkItemHandleOk, ActiveProcessors, Group0Processors, Index0,
+    /// Index1, RssShortStatus, RssSizeNeeded, RssStatus, RssRevision, RssSize, RssMaxProcessors,
+    /// RssArrayOffset, RssCount, RssEntrySize, RssFirstGroup, RssFirstNumber.
+    words: Vec<u32>,
+}
+
+fn diag(nic: &mut NetAdapter) -> Diag {
+    let r = nic.query(OID_ICA_NETVIRT_DIAG, 88).expect("query");
+    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
+    assert_eq!(r.data.len(), 88);
+    let q = |o: usize| u64::from_le_bytes(r.data[o..o + 8].try_into().unwrap());
+    Diag {
+        cloned: q(0),
+        copied: q(8),
+        words: r.data[16..]
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    }
+}
 
 fn start(arch: Arch) -> NetAdapter {
     NetAdapter::start_virtual(host(arch), &driver_path(arch, "netvirt_ndis6"), None)
@@ -66,13 +98,20 @@ fn stop_clean(arch: Arch, nic: NetAdapter) {
 }
 
 #[test]
-fn link_up_arrives_from_the_timer_and_oids_answer() {
+fn link_up_arrives_from_a_passive_work_item_and_oids_answer() {
     for arch in ARCHES {
         let mut nic = start(arch);
         let events = service_until(&mut nic, |e| e.contains(&NetEvent::Link(true)));
         assert!(
             events.contains(&NetEvent::Link(true)),
-            "{}: link-up indicated by the timer: {events:?}",
+            "{}: link-up indicated by the work item: {events:?}",
+            arch.name()
+        );
+        let d = diag(&mut nic);
+        assert_eq!(
+            d.words[..3],
+            [1, 0, 1],
+            "{}: the work item ran once, at PASSIVE_LEVEL, with its own handle",
             arch.name()
         );
         let info = nic.info().expect("info");
@@ -158,6 +197,169 @@ fn frames_sent_come_back_as_receives_through_the_timer() {
 }
 
 #[test]
+fn frames_loop_back_through_clones_and_copies_in_every_send_layout() {
+    for arch in ARCHES {
+        let mut nic = start(arch);
+        let mut sent = 0;
+        for layout in [
+            SendLayout::Contiguous,
+            SendLayout::Offset(3),
+            SendLayout::SplitHeader,
+        ] {
+            ndis::nbl::set_send_layout(&mut nic.host.k, nic.adapter, layout).unwrap();
+            let before = diag(&mut nic);
+            // Around COPY_BREAK, and a broadcast; more than the 16 receive NBLs in all.
+            let mut frames: Vec<Vec<u8>> = (0..18)
+                .map(|i| frame(DEFAULT_MAC, PEER, 30 + 80 * i, 0x20 + i as u8))
+                .collect();
+            frames[5] = frame([0xFF; 6], PEER, COPY_BREAK - 14, 0x55);
+            let got = loop_back(&mut nic, &frames, frames.len());
+            assert_eq!(got.len(), frames.len(), "{} {layout:?}", arch.name());
+            for (i, (g, f)) in got.iter().zip(&frames).enumerate() {
+                let differ = g.iter().zip(f).position(|(a, b)| a != b);
+                assert!(
+                    g == f,
+                    "{} {layout:?}: frame {i} of {} bytes came back with {} bytes, first difference at {differ:?}",
+                    arch.name(),
+                    f.len(),
+                    g.len()
+                );
+            }
+            let large = frames.iter().filter(|f| f.len() >= COPY_BREAK).count() as u64;
+            let after = diag(&mut nic);
+            assert_eq!(
+                (after.cloned - before.cloned, after.copied - before.copied),
+                (large, frames.len() as u64 - large),
+                "{} {layout:?}: large frames went up as clones, small ones as copies",
+                arch.name()
+            );
+            sent += frames.len() as u64;
+        }
+        // Sends complete once their clones are back: all of them by now.
+        let stats = nic.stats();
+        assert_eq!(stats.sends_ok, sent, "{}: {stats:?}", arch.name());
+        let k = &mut nic.host.k;
+        let state = k.extension::<ndis::NdisState>();
+        let clones: usize = state
+            .nbl_pools
+            .values()
+            .flat_map(|p| p.allocated.values())
+            .filter(|e| matches!(e, ndis::nbl::PoolNbl::Clone { .. }))
+            .count();
+        assert_eq!(clones, 0, "{}: every clone freed", arch.name());
+        stop_clean(arch, nic);
+    }
+}
+
+#[test]
+fn processor_queries_see_one_processor_with_the_windows_rss_layout() {
+    const BUFFER_TOO_SHORT: u32 = 0xC001_0016;
+    for arch in ARCHES {
+        let mut nic = start(arch);
+        let d = diag(&mut nic);
+        // ActiveProcessors, Group0Processors, Index0, Index1, then NdisGetRssProcessorInformation:
+        // too short (48 bytes needed), then success: revision 2 of 40 bytes, 1 processor, the
+        // array at 40 with 8-byte entries, its first processor 0 of group 0.
+        assert_eq!(
+            d.words[3..],
+            [
+                1,
+                1,
+                0,
+                u32::MAX,
+                BUFFER_TOO_SHORT,
+                48,
+                0,
+                2,
+                40,
+                1,
+                40,
+                1,
+                8,
+                0,
+                0
+            ],
+            "{}",
+            arch.name()
+        );
+        // The same from the host, byte by byte (the layout Windows drivers see on both
+        // architectures).
+        let k = &mut nic.host.k;
+        let info = ex::allocate(k, 64, u32::from_le_bytes(*b"Test"), "test".into()).unwrap();
+        let size = ex::allocate(k, 8, u32::from_le_bytes(*b"Test"), "test".into()).unwrap();
+        k.write_ptr(size, 47).unwrap();
+        let rss = ndis::sync::get_rss_processor_information;
+        assert_eq!(rss(k, nic.adapter, info, size).unwrap(), BUFFER_TOO_SHORT);
+        assert_eq!(k.read_ptr(size).unwrap(), 48);
+        k.m.mem.fill(info, 0xEE, 64).unwrap();
+        assert_eq!(
+            rss(k, nic.adapter, info, size).unwrap(),
+            ndis::NDIS_STATUS_SUCCESS
+        );
+        let bytes = k.m.mem.read_vec(info, 49).unwrap();
+        let mut want = vec![0xB1, 2, 40, 0]; // Header: RSS_PROCESSOR_INFO, revision 2, 40 bytes
+        want.extend(0u32.to_le_bytes()); // Flags
+        want.extend([0, 0, 0, 0]); // RssBaseProcessor {Group 0, Number 0}
+        want.extend(1u32.to_le_bytes()); // MaxNumRssProcessors
+        want.extend([0, 0, 0, 0]); // PreferredNumaNode, padding
+        want.extend(40u32.to_le_bytes()); // RssProcessorArrayOffset
+        want.extend(1u32.to_le_bytes()); // RssProcessorCount
+        want.extend(8u32.to_le_bytes()); // RssProcessorEntrySize
+        want.extend([0, 0, 0, 0]); // RssMaxProcessor
+        want.extend(1u32.to_le_bytes()); // RssProfile: NdisRssProfileClosest
+        want.extend([0; 8]); // NDIS_RSS_PROCESSOR {ProcNum {0, 0}, PreferenceIndex 0}
+        want.push(0xEE); // nothing written past the 48 bytes
+        assert_eq!(bytes, want, "{}", arch.name());
+        // Bad input is a clean status.
+        let bad = ndis::NDIS_STATUS_INVALID_PARAMETER;
+        assert_eq!(rss(k, 0xBAD0, info, size).unwrap(), bad);
+        assert_eq!(rss(k, nic.adapter, info, 0).unwrap(), bad);
+        assert_eq!(rss(k, nic.adapter, info, 0x10).unwrap(), bad);
+        ex::free(k, info, None).unwrap();
+        ex::free(k, size, None).unwrap();
+        stop_clean(arch, nic);
+    }
+}
+
+#[test]
+fn work_item_misuse_is_caught() {
+    for arch in ARCHES {
+        let mut nic = start(arch);
+        let k = &mut nic.host.k;
+        assert_eq!(ndis::workitem::allocate_io_work_item(k, 0xBAD0).unwrap(), 0);
+        assert_eq!(ndis::workitem::allocate_io_work_item(k, 0).unwrap(), 0);
+        ndis::workitem::queue_io_work_item(k, 0, 0x1000, 0).unwrap();
+        ndis::workitem::free_io_work_item(k, 0).unwrap();
+        let err = ndis::workitem::queue_io_work_item(k, 0xBAD0, 0x1000, 0).unwrap_err();
+        assert!(
+            matches!(err, KernelError::BugCheck { code: 0xE4, .. }),
+            "{}: {err}",
+            arch.name()
+        );
+        // One for the adapter: queued twice, or freed while queued, is WORKER_INVALID too.
+        let item = ndis::workitem::allocate_io_work_item(k, nic.adapter).unwrap();
+        assert_ne!(item, 0);
+        // A routine of two arguments that does nothing with a NULL first one.
+        let routine = k.bind_import("ndis.sys", "NdisCopyReceiveNetBufferListInfo");
+        ndis::workitem::queue_io_work_item(k, item, routine, 0).unwrap();
+        let err = ndis::workitem::queue_io_work_item(k, item, routine, 0).unwrap_err();
+        assert!(
+            matches!(err, KernelError::BugCheck { code: 0xE4, .. }),
+            "{err}"
+        );
+        let err = ndis::workitem::free_io_work_item(k, item).unwrap_err();
+        assert!(
+            matches!(err, KernelError::BugCheck { code: 0xE4, .. }),
+            "{err}"
+        );
+        ntoskrnl::workitem::run_work_items(k).unwrap();
+        assert!(!k.ke.work.is_queued(item), "{}: it ran", arch.name());
+        ndis::workitem::free_io_work_item(k, item).unwrap();
+        stop_clean(arch, nic);
+    }
+}
+
+#[test]
 fn a_pended_oid_set_completes_through_ndis_m_oid_request_complete() {
     for arch in ARCHES {
         let mut nic = start(arch);
@@ -227,57 +429,12 @@ fn an_oversized_frame_fails_with_invalid_length_and_the_host_keeps_running() {
     }
 }
 
-/// Builds NET_BUFFER_LISTs in guest memory for the validation tests.
-struct Builder {
-    blocks: Vec<u64>,
-}
-
-impl Builder {
-    fn block(&mut self, k: &mut Kernel, size: u64) -> u64 {
-        let b = ex::allocate(k, size, u32::from_le_bytes(*b"Test"), "test".into()).unwrap();
-        self.blocks.push(b);
-        b
-    }
-
-    /// An MDL over `data` (copied into guest memory).
-    fn mdl(&mut self, k: &mut Kernel, data: &[u8]) -> u64 {
-        let va = self.block(k, data.len() as u64);
-        k.m.mem.write_bytes(va, data).unwrap();
-        let mdl = mm::create_mdl_for_buffer(k, va, data.len() as u64).unwrap();
-        self.blocks.push(mdl);
-        mdl
-    }
-
-    /// An NBL with one NET_BUFFER of `length` bytes at the start of `mdl`'s chain.
-    fn nbl(&mut self, k: &mut Kernel, mdl: u64, length: u32) -> u64 {
-        let l = ndis::layout6(k);
-        let nbl = self.block(k, l.nbl_size);
-        let nb = self.block(k, l.nb_size);
-        k.write_ptr(nbl + l.nbl_first_net_buffer, nb).unwrap();
-        k.write_ptr(nb + l.nb_mdl_chain, mdl).unwrap();
-        k.write_ptr(nb + l.nb_current_mdl, mdl).unwrap();
-        k.m.mem.write_u32(nb + l.nb_data_length, length).unwrap();
-        nbl
-    }
-
-    fn link(&self, k: &mut Kernel, from: u64, to: u64) {
-        let l = ndis::layout6(k);
-        k.write_ptr(from + l.nbl_next, to).unwrap();
-    }
-
-    fn free(self, k: &mut Kernel) {
-        for b in self.blocks.into_iter().rev() {
-            ex::free(k, b, None).unwrap();
-        }
-    }
-}
-
 #[test]
 fn malformed_nbl_chains_from_the_driver_are_clean_errors() {
     for arch in ARCHES {
         let mut nic = start(arch);
         let k = &mut nic.host.k;
-        let mut b = Builder { blocks: Vec::new() };
+        let mut b = NblBuilder::default();
         let payload: Vec<u8> = (0..64u8).collect();
         let m1 = b.mdl(k, &payload);
         let m2 = b.mdl(k, &payload[..32]);

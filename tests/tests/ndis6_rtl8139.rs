@@ -2,8 +2,10 @@
 //! path, on x86-32 and x64: NdisMRegisterMiniportDriver, MiniportInitializeEx with
 //! AllocatedResources, registration and general attributes, port I/O, scatter/gather DMA
 //! registration and shared memory, an NBL receive pool and NdisMRegisterInterruptEx, then
-//! MiniportRestart; sends as NBL chains through MiniportSendNetBufferLists and
-//! NdisMSendNetBufferListsComplete; receives through MiniportInterrupt, MiniportInterruptDPC,
+//! MiniportRestart; sends as NBL chains through MiniportSendNetBufferLists, scatter/gather lists
+//! (NdisMAllocateNetBufferSGList, MiniportProcessSGList: zero-copy when the chip can read the NB
+//! in place, a copy otherwise; NdisMFreeNetBufferSGList) and NdisMSendNetBufferListsComplete;
+//! receives through MiniportInterrupt, NdisMQueueDpc, MiniportInterruptDPC,
 //! NdisMIndicateReceiveNetBufferLists and MiniportReturnNetBufferLists; NDIS_OID_REQUESTs; link
 //! changes as NDIS_STATUS_LINK_STATE; pause and restart; HaltEx and unload with nothing leaked.
 
@@ -16,13 +18,31 @@ use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::Rtl8139;
 use ica_tests::nic::{
     assert_sent, frame, load_and_initialize, one_frame_each_way_then_unload, pool_by_tag, received,
-    send_all, service, start_rtl8139, MAC, PEER,
+    send_all, service, start_rtl8139, NblBuilder, MAC, PEER,
 };
 use ica_tests::{host, ARCHES};
 use loader::net::{oid, NetAdapter};
-use ndis::RunState;
+use ndis::nbl::SendLayout;
+use ndis::{NdisState, RunState, NDIS_STATUS_INVALID_PARAMETER, NDIS_STATUS_RESOURCES};
 
 const DRIVER: &str = "rtl8139_ndis6";
+/// The driver's private query: RTL_TX_PATHS (three ULONG64s).
+const OID_ICA_RTL8139_TX_PATHS: u32 = 0xFF49_4301;
+
+/// What the driver counted: (zero-copy sends, copied sends, DPCs run with the MiniportDpcContext
+/// of NdisMQueueDpc / NdisMQueueDpcEx).
+fn tx_paths(nic: &mut NetAdapter) -> (u64, u64, u64) {
+    let r = nic.query(OID_ICA_RTL8139_TX_PATHS, 24).expect("query");
+    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
+    let at = |o: usize| u64::from_le_bytes(r.data[o..o + 8].try_into().unwrap());
+    (at(0), at(8), at(16))
+}
+
+/// Scatter/gather lists the driver has not freed.
+fn sg_lists_out(nic: &mut NetAdapter) -> usize {
+    let a = &nic.host.k.extension::<NdisState>().adapters[&nic.adapter];
+    a.sg_dma.as_ref().map_or(0, |d| d.lists.len())
+}
 
 fn start(arch: Arch) -> (NetAdapter, PortHandle) {
     let (nic, wire, _) = start_rtl8139(arch, DRIVER);
@@ -216,11 +236,18 @@ fn halt_and_unload_leave_no_pool_behind() {
 fn reset_reinitializes_the_chip_and_shutdown_quiets_it() {
     for arch in ARCHES {
         let (mut nic, wire) = start(arch);
+        let (_, _, dpcs) = tx_paths(&mut nic);
         let status = ndis::miniport::reset(&mut nic.host.k, nic.adapter).unwrap();
         assert_eq!(
             status,
             ndis::NDIS_STATUS_SUCCESS,
             "{}: MiniportResetEx",
+            arch.name()
+        );
+        assert_eq!(
+            tx_paths(&mut nic).2,
+            dpcs + 1,
+            "{}: ResetEx ran its DPC through NdisMQueueDpcEx",
             arch.name()
         );
         let f = frame(PEER, MAC, 100, 1);
@@ -234,6 +261,166 @@ fn reset_reinitializes_the_chip_and_shutdown_quiets_it() {
         assert_eq!(received(&service(&mut nic)), vec![g], "{}", arch.name());
         ndis::miniport::shutdown(&mut nic.host.k, nic.adapter).unwrap();
         stop_clean(arch, nic);
+    }
+}
+
+#[test]
+fn sends_go_zero_copy_when_the_scatter_gather_list_allows_and_are_copied_otherwise() {
+    for arch in ARCHES {
+        let (mut nic, wire) = start(arch);
+        let (_, _, dpcs) = tx_paths(&mut nic);
+        // (layout, frames, how many the chip reads in place)
+        let rounds: [(SendLayout, Vec<Vec<u8>>, u64); 4] = [
+            // One aligned element: in place, except the 40-byte frame the chip cannot pad.
+            (
+                SendLayout::Contiguous,
+                vec![
+                    frame(PEER, MAC, 986, 1),
+                    frame(PEER, MAC, 46, 2),
+                    frame(PEER, MAC, 26, 3),
+                    frame([0xFF; 6], MAC, 300, 4),
+                ],
+                3,
+            ),
+            // The data 2 bytes into the element: not 4-byte aligned, copied.
+            (
+                SendLayout::Offset(2),
+                vec![frame(PEER, MAC, 986, 5), frame(PEER, MAC, 500, 6)],
+                0,
+            ),
+            // 4 bytes in: aligned again (the list starts at CurrentMdl, the driver skips the
+            // CurrentMdlOffset), in place.
+            (
+                SendLayout::Offset(4),
+                vec![frame(PEER, MAC, 986, 7), frame(PEER, MAC, 100, 8)],
+                2,
+            ),
+            // Header and payload in two buffers: two elements, copied.
+            (
+                SendLayout::SplitHeader,
+                vec![frame(PEER, MAC, 1500, 9), frame(PEER, MAC, 300, 10)],
+                0,
+            ),
+        ];
+        let (mut zero_copy, mut copied) = (0, 0);
+        for (layout, frames, in_place) in rounds {
+            ndis::nbl::set_send_layout(&mut nic.host.k, nic.adapter, layout).unwrap();
+            let out = send_all(&mut nic, &wire, &frames);
+            assert_sent(arch, &out, &frames);
+            zero_copy += in_place;
+            copied += frames.len() as u64 - in_place;
+            let (z, c, _) = tx_paths(&mut nic);
+            assert_eq!((z, c), (zero_copy, copied), "{} {layout:?}", arch.name());
+            assert_eq!(
+                sg_lists_out(&mut nic),
+                0,
+                "{}: every list freed",
+                arch.name()
+            );
+        }
+        let (_, _, dpcs_after) = tx_paths(&mut nic);
+        assert!(
+            dpcs_after > dpcs,
+            "{}: TOK interrupts ran the DPC the ISR queued with NdisMQueueDpc",
+            arch.name()
+        );
+        let stats = nic.stats();
+        assert_eq!(stats.sends_ok, 10, "{}: {stats:?}", arch.name());
+        assert_eq!(nic.info().unwrap().xmit_ok, 10);
+        stop_clean(arch, nic);
+    }
+}
+
+#[test]
+fn scatter_gather_and_dpc_misuse_are_clean_errors() {
+    for arch in ARCHES {
+        let (mut nic, wire) = start(arch);
+        let (_, _, dpcs) = tx_paths(&mut nic);
+        let k = &mut nic.host.k;
+        let a = &k.extension::<NdisState>().adapters[&nic.adapter];
+        let (dma, interrupt, context) = (
+            a.sg_dma.as_ref().unwrap().handle,
+            a.interrupt.unwrap(),
+            a.context,
+        );
+        let mut b = NblBuilder::default();
+        let data = vec![0x5A; 3000];
+        let mdl = b.mdl(k, &data[..100]);
+        let past_mdls = b.nb(k, mdl, 101);
+        let big_mdl = b.mdl(k, &data);
+        let too_big = b.nb(k, big_mdl, 3000);
+        let fine = b.nb(k, mdl, 100);
+        let sg = |k: &mut ntoskrnl::Kernel, dma: u64, nb: u64| {
+            ndis::resources::allocate_net_buffer_sg_list(k, dma, nb, 0, 1, 0, 0).unwrap()
+        };
+        assert_eq!(
+            sg(k, 0xBAD0, fine),
+            NDIS_STATUS_INVALID_PARAMETER,
+            "{}",
+            arch.name()
+        );
+        assert_eq!(sg(k, dma, 0), NDIS_STATUS_INVALID_PARAMETER);
+        assert_eq!(
+            sg(k, dma, 0x10),
+            NDIS_STATUS_INVALID_PARAMETER,
+            "a bad NB pointer"
+        );
+        assert_eq!(sg(k, dma, past_mdls), NDIS_STATUS_INVALID_PARAMETER);
+        assert_eq!(
+            sg(k, dma, too_big),
+            NDIS_STATUS_RESOURCES,
+            "over MaximumPhysicalMapping"
+        );
+        // A list freed that was never handed out is reported when the adapter halts.
+        ndis::resources::free_net_buffer_sg_list(k, dma, 0x1234, fine).unwrap();
+        b.free(k);
+
+        // NdisMQueueDpc(Ex): only processor 0 of group 0 exists; an unknown handle queues nothing.
+        let q = ndis::interrupt::queue_dpc;
+        assert_eq!(q(k, 0xBAD0, 0, 1, context).unwrap(), 0);
+        assert_eq!(q(k, interrupt, 0, 2, context).unwrap(), 0, "processor 1");
+        let affinity = {
+            let l = ndis::layout6(k);
+            let g = ntoskrnl::ex::allocate(k, 32, 0x7473_6554, "test".into()).unwrap();
+            k.write_ptr(g + l.group_affinity_mask, 1).unwrap();
+            (g, l.group_affinity_group)
+        };
+        k.m.mem.write_u16(affinity.0 + affinity.1, 1).unwrap();
+        let qx = ndis::interrupt::queue_dpc_ex;
+        assert_eq!(
+            qx(k, interrupt, 0, affinity.0, context).unwrap(),
+            0,
+            "group 1"
+        );
+        assert_eq!(qx(k, interrupt, 0, 0, context).unwrap(), 0, "no affinity");
+        assert_eq!(
+            qx(k, interrupt, 0, 0x10, context).unwrap(),
+            0,
+            "a bad affinity pointer"
+        );
+        k.m.mem.write_u16(affinity.0 + affinity.1, 0).unwrap();
+        // Queued at PASSIVE_LEVEL, the DPC runs at once, with the context given.
+        assert_eq!(qx(k, interrupt, 0, affinity.0, context).unwrap(), 1);
+        assert_eq!(q(k, interrupt, 0, 1, context).unwrap(), 1);
+        ntoskrnl::ex::free(k, affinity.0, None).unwrap();
+        assert_eq!(tx_paths(&mut nic).2, dpcs + 2, "{}", arch.name());
+
+        // The driver never saw the bad calls: traffic flows.
+        let f = frame(PEER, MAC, 200, 1);
+        assert_sent(
+            arch,
+            &send_all(&mut nic, &wire, std::slice::from_ref(&f)),
+            &[f],
+        );
+        let g = frame(MAC, PEER, 200, 2);
+        wire.inject(&g);
+        assert_eq!(received(&service(&mut nic)), vec![g], "{}", arch.name());
+        let findings = nic.stop().expect("halt");
+        assert_eq!(findings.len(), 1, "{}: {findings:?}", arch.name());
+        assert!(
+            findings[0].contains("not a scatter/gather list in use"),
+            "{findings:?}"
+        );
     }
 }
 
