@@ -13,7 +13,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::device::{Bar, BarKind, Dma, DmaError, PciDevice, CMD_BUS_MASTER, CMD_IO, CMD_MEMORY};
+use crate::device::{
+    access_mask, Bar, BarKind, Dma, DmaError, PciDevice, CMD_BUS_MASTER, CMD_IO, CMD_MEMORY,
+};
 
 /// First I/O port the allocator hands out.
 pub const IO_START: u16 = 0xC000;
@@ -108,15 +110,6 @@ fn align_up(v: u64, align: u64) -> u64 {
     (v + align - 1) & !(align - 1)
 }
 
-fn ones(size: u8) -> u64 {
-    match size {
-        1 => 0xFF,
-        2 => 0xFFFF,
-        4 => 0xFFFF_FFFF,
-        _ => u64::MAX,
-    }
-}
-
 impl PciBus {
     pub fn new() -> PciBus {
         PciBus {
@@ -191,7 +184,7 @@ impl PciBus {
     pub fn config_read(&mut self, slot: usize, offset: u16, size: u8) -> u32 {
         match self.slots.get_mut(slot) {
             Some(s) => s.dev.config_read(offset, size),
-            None => ones(size) as u32,
+            None => access_mask(size) as u32,
         }
     }
 
@@ -259,9 +252,9 @@ impl PciBus {
         match self.decode(port) {
             Some(r) => {
                 let off = (port as u32 - r.start) as u64;
-                self.slots[r.slot].dev.bar_read(r.bar, off, size) as u32 & ones(size) as u32
+                self.slots[r.slot].dev.bar_read(r.bar, off, size) as u32 & access_mask(size) as u32
             }
-            None => ones(size) as u32,
+            None => access_mask(size) as u32,
         }
     }
 
@@ -269,7 +262,7 @@ impl PciBus {
     pub fn io_write(&mut self, port: u16, size: u8, value: u32) {
         if let Some(r) = self.decode(port) {
             let off = (port as u32 - r.start) as u64;
-            let v = value as u64 & ones(size);
+            let v = value as u64 & access_mask(size);
             self.slots[r.slot].dev.bar_write(r.bar, off, size, v);
         }
     }
@@ -301,11 +294,11 @@ impl PciBus {
         match self.decode_mmio(addr) {
             Some(r) => {
                 let off = addr - r.start;
-                self.slots[r.slot].dev.bar_read(r.bar, off, size) & ones(size)
+                self.slots[r.slot].dev.bar_read(r.bar, off, size) & access_mask(size)
             }
             None => {
                 self.unclaimed(addr, false);
-                ones(size)
+                access_mask(size)
             }
         }
     }
@@ -316,7 +309,7 @@ impl PciBus {
         match self.decode_mmio(addr) {
             Some(r) => {
                 let off = addr - r.start;
-                let v = value & ones(size);
+                let v = value & access_mask(size);
                 self.slots[r.slot].dev.bar_write(r.bar, off, size, v);
             }
             None => self.unclaimed(addr, true),

@@ -80,6 +80,17 @@ pub trait PciDevice {
     }
 }
 
+/// All ones in the low `size` bytes of an access (1, 2, 4; anything else: 8): what a read from
+/// nothing returns, and the bits a write of that size carries.
+pub fn access_mask(size: u8) -> u64 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        4 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    }
+}
+
 /// Identity of a type-0 function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigHeader {

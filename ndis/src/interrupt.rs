@@ -135,8 +135,7 @@ pub fn register_interrupt_ex(
     handle_out: u64,
 ) -> KResult<NdisStatus> {
     let l = crate::layout6(k);
-    let kind = k.m.mem.read_u8(chars + l.object_header_type)?;
-    let size = u64::from(k.m.mem.read_u16(chars + l.object_header_size_field)?);
+    let (kind, _, size) = crate::ndis6::object_header(k, chars)?;
     if kind != OBJECT_TYPE_MINIPORT_INTERRUPT
         || size < l.interrupt_chars_message_info_table + k.ptr_size()
     {

@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-use crate::device::{Bar, Dma, PciDevice, CMD_BUS_MASTER};
+use crate::device::{access_mask, Bar, Dma, PciDevice, CMD_BUS_MASTER};
 
 pub use emulated::{EmulatedHandle, EmulatedVfio, FIRMWARE_IO, FIRMWARE_MMIO};
 pub use kernel::KernelVfio;
@@ -129,15 +129,6 @@ impl std::fmt::Debug for VfioPciDevice {
             .field("bars", &self.bars)
             .field("dma_mapped", &self.dma_mapped)
             .finish()
-    }
-}
-
-fn ones(size: u8) -> u64 {
-    match size {
-        1 => 0xFF,
-        2 => 0xFFFF,
-        4 => 0xFFFF_FFFF,
-        _ => u64::MAX,
     }
 }
 
@@ -266,7 +257,7 @@ impl VfioPciDevice {
 impl PciDevice for VfioPciDevice {
     fn config_read(&mut self, offset: u16, size: u8) -> u32 {
         if u64::from(offset) + u64::from(size) > self.config_size || !matches!(size, 1 | 2 | 4) {
-            return ones(size) as u32;
+            return access_mask(size) as u32;
         }
         let all = (1u8 << size) - 1;
         let real = if VirtualConfig::virtual_bytes(offset, size) == all {
@@ -276,7 +267,7 @@ impl PciDevice for VfioPciDevice {
                 Ok(v) => v,
                 Err(e) => {
                     self.io_failed(e);
-                    return ones(size) as u32;
+                    return access_mask(size) as u32;
                 }
             }
         };
@@ -304,7 +295,7 @@ impl PciDevice for VfioPciDevice {
 
     fn bar_read(&mut self, bar: usize, offset: u64, size: u8) -> u64 {
         if !matches!(size, 1 | 2 | 4 | 8) || !self.in_bar(bar, offset, size) {
-            return ones(size);
+            return access_mask(size);
         }
         let mut b = [0u8; 8];
         match self
@@ -317,7 +308,7 @@ impl PciDevice for VfioPciDevice {
                 self.io_failed(VfioError(format!(
                     "{name}: reading BAR{bar} at {offset:#x} ({size} bytes): {e}"
                 )));
-                ones(size)
+                access_mask(size)
             }
         }
     }
