@@ -1,6 +1,7 @@
 //! Helpers of the NIC driver tests: test frames, an adapter on the RTL8139 model with an
-//! in-process wire (optionally watched by a [`Probed`] wrapper), servicing and collecting what the
-//! miniport indicated, pool accounting, and NET_BUFFER_LISTs built by hand.
+//! in-process wire (optionally watched by a [`Probed`] wrapper) and an adapter key to configure
+//! it, servicing and collecting what the miniport indicated, pool accounting, and
+//! NET_BUFFER_LISTs built by hand.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use host_linux::rtl8139::{Cable, Rtl8139};
 use loader::net::NetAdapter;
 use loader::DriverHost;
 use ntoskrnl::pnp::Driver;
+use ntoskrnl::registry::{self, RegValue};
 use ntoskrnl::{ex, mm, Kernel};
 
 use crate::{driver_path, host};
@@ -35,17 +37,22 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
 /// The miniport `driver` started on an RTL8139 model whose wire is an in-process port; returns
 /// the adapter, the wire's host end and the model's cable.
 pub fn start_rtl8139(arch: Arch, driver: &str) -> (NetAdapter, PortHandle, Cable) {
+    start_rtl8139_in(host(arch), arch, driver, None)
+}
+
+/// [`start_rtl8139`] in `h`, the configuration read from `config_key` (the service's Parameters
+/// key if `None`).
+pub fn start_rtl8139_in(
+    h: DriverHost,
+    arch: Arch,
+    driver: &str,
+    config_key: Option<&str>,
+) -> (NetAdapter, PortHandle, Cable) {
     let (port, wire) = QueuePort::new();
     let dev = Box::new(Rtl8139::new(MAC, Box::new(port)));
     let cable = dev.cable();
-    let nic = NetAdapter::start(
-        host(arch),
-        &driver_path(arch, driver),
-        dev,
-        None,
-        Vec::new(),
-    )
-    .unwrap_or_else(|e| panic!("{driver} {}: {e}", arch.name()));
+    let nic = NetAdapter::start(h, &driver_path(arch, driver), dev, config_key, Vec::new())
+        .unwrap_or_else(|e| panic!("{driver} {}: {e}", arch.name()));
     (nic, wire, cable)
 }
 
@@ -157,6 +164,27 @@ pub fn start_probed_rtl8139(
     (nic, wire, log)
 }
 
+/// An adapter key (as the installer makes one) holding `values`, and `Ndi\params\<name>` subkeys
+/// with a `default` for each of `defaults`.
+pub fn adapter_key(
+    h: &mut DriverHost,
+    values: &[(&str, &str)],
+    defaults: &[(&str, &str)],
+) -> String {
+    let key = r"\Registry\Machine\System\CurrentControlSet\Control\Class\{4D36E972-E325-11CE-BFC1-08002BE10318}\0001";
+    let b = registry::backend(&mut h.k);
+    b.create_key_path(key).unwrap();
+    for (name, value) in values {
+        b.set_value(key, name, &RegValue::sz(value)).unwrap();
+    }
+    for (name, value) in defaults {
+        let sub = format!(r"{key}\Ndi\params\{name}");
+        b.create_key_path(&sub).unwrap();
+        b.set_value(&sub, "default", &RegValue::sz(value)).unwrap();
+    }
+    key.to_string()
+}
+
 /// Services the adapter a few rounds; returns what it indicated.
 pub fn service(nic: &mut NetAdapter) -> Vec<NetEvent> {
     let mut events = Vec::new();
@@ -180,14 +208,25 @@ pub fn received(events: &[NetEvent]) -> Vec<Vec<u8>> {
 /// Sends `frames` and collects what reaches the wire.
 pub fn send_all(nic: &mut NetAdapter, wire: &PortHandle, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut queue: VecDeque<Vec<u8>> = frames.iter().cloned().collect();
+    drain_sends(nic, wire, &mut queue, frames.len())
+}
+
+/// Sends what `queue` holds, servicing the adapter, until it is empty and `count` frames reached
+/// the wire (or a hundred rounds passed); returns what reached the wire.
+pub fn drain_sends(
+    nic: &mut NetAdapter,
+    wire: &PortHandle,
+    queue: &mut VecDeque<Vec<u8>>,
+    count: usize,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for _ in 0..100 {
-        nic.send(&mut queue).expect("send");
+        nic.send(queue).expect("send");
         service(nic);
         while let Some(f) = wire.take_sent() {
             out.push(f);
         }
-        if queue.is_empty() && out.len() >= frames.len() {
+        if queue.is_empty() && out.len() >= count {
             break;
         }
     }
