@@ -185,6 +185,65 @@ pub fn adapter_key(
     key.to_string()
 }
 
+/// rtl8139_ndis5.sys's private OID_ICA_RTL_DIAG.
+pub const OID_ICA_RTL_DIAG: u32 = 0xFF81_3901;
+
+/// What rtl8139_ndis5.sys reports through OID_ICA_RTL_DIAG (17 ULONGs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtlDiag {
+    pub io_mode: u32,
+    pub ndi_params: u32,
+    pub zero_copy_sends: u32,
+    pub copied_sends: u32,
+    pub context_allocs: u32,
+    pub context_misses: u32,
+    pub context_frees: u32,
+    /// The Deserialize, ReceiveIndication and PendOids parameters as the driver uses them.
+    pub deserialized: u32,
+    pub receive_indication: u32,
+    pub pend_oids: u32,
+    /// Serialized: packets handed back with NDIS_STATUS_RESOURCES.
+    pub sends_refused: u32,
+    /// Deserialized: packets that waited in the driver's queue for a descriptor.
+    pub sends_waited: u32,
+    /// NdisMEthIndicateReceive calls, and those with less than the whole frame.
+    pub lookahead_indications: u32,
+    pub short_lookaheads: u32,
+    /// MiniportTransferData answered at once / pended and completed with
+    /// NdisMTransferDataComplete.
+    pub transfers: u32,
+    pub transfers_pended: u32,
+    /// Requests answered with NdisMQueryInformationComplete / NdisMSetInformationComplete.
+    pub oids_pended: u32,
+}
+
+/// Queries rtl8139_ndis5.sys's OID_ICA_RTL_DIAG.
+pub fn rtl_diag(nic: &mut NetAdapter) -> RtlDiag {
+    let r = nic.query(OID_ICA_RTL_DIAG, 128).unwrap();
+    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
+    assert_eq!(r.data.len(), 68);
+    let f = |i: usize| u32::from_le_bytes(r.data[4 * i..4 * i + 4].try_into().unwrap());
+    RtlDiag {
+        io_mode: f(0),
+        ndi_params: f(1),
+        zero_copy_sends: f(2),
+        copied_sends: f(3),
+        context_allocs: f(4),
+        context_misses: f(5),
+        context_frees: f(6),
+        deserialized: f(7),
+        receive_indication: f(8),
+        pend_oids: f(9),
+        sends_refused: f(10),
+        sends_waited: f(11),
+        lookahead_indications: f(12),
+        short_lookaheads: f(13),
+        transfers: f(14),
+        transfers_pended: f(15),
+        oids_pended: f(16),
+    }
+}
+
 /// Services the adapter a few rounds; returns what it indicated.
 pub fn service(nic: &mut NetAdapter) -> Vec<NetEvent> {
     let mut events = Vec::new();

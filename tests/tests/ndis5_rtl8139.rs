@@ -24,8 +24,8 @@ use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::Rtl8139;
 use ica_tests::nic::{
     adapter_key, assert_sent, drain_sends, frame, load_and_initialize,
-    one_frame_each_way_then_unload, pool_by_tag, received, send_all, service, start_probed_rtl8139,
-    start_rtl8139, start_rtl8139_in, MAC, PEER,
+    one_frame_each_way_then_unload, pool_by_tag, received, rtl_diag, send_all, service,
+    start_probed_rtl8139, start_rtl8139, start_rtl8139_in, MAC, PEER,
 };
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::{oid, NetAdapter};
@@ -147,65 +147,8 @@ fn cable_pull_and_replug_are_indicated_as_media_disconnect_and_connect() {
     }
 }
 
-/// The driver's private OID_ICA_RTL_DIAG.
-const OID_ICA_RTL_DIAG: u32 = 0xFF81_3901;
 /// Its pool tag of per-send contexts ('RCTx').
 const TX_CONTEXT_TAG: &str = "RCTx";
-
-/// What OID_ICA_RTL_DIAG reports (17 ULONGs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Diag {
-    io_mode: u32,
-    ndi_params: u32,
-    zero_copy_sends: u32,
-    copied_sends: u32,
-    context_allocs: u32,
-    context_misses: u32,
-    context_frees: u32,
-    /// The Deserialize, ReceiveIndication and PendOids parameters as the driver uses them.
-    deserialized: u32,
-    receive_indication: u32,
-    pend_oids: u32,
-    /// Serialized: packets handed back with NDIS_STATUS_RESOURCES.
-    sends_refused: u32,
-    /// Deserialized: packets that waited in the driver's queue for a descriptor.
-    sends_waited: u32,
-    /// NdisMEthIndicateReceive calls, and those with less than the whole frame.
-    lookahead_indications: u32,
-    short_lookaheads: u32,
-    /// MiniportTransferData answered at once / pended and completed with
-    /// NdisMTransferDataComplete.
-    transfers: u32,
-    transfers_pended: u32,
-    /// Requests answered with NdisMQueryInformationComplete / NdisMSetInformationComplete.
-    oids_pended: u32,
-}
-
-fn diag(nic: &mut NetAdapter) -> Diag {
-    let r = nic.query(OID_ICA_RTL_DIAG, 128).unwrap();
-    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
-    assert_eq!(r.data.len(), 68);
-    let f = |i: usize| u32::from_le_bytes(r.data[4 * i..4 * i + 4].try_into().unwrap());
-    Diag {
-        io_mode: f(0),
-        ndi_params: f(1),
-        zero_copy_sends: f(2),
-        copied_sends: f(3),
-        context_allocs: f(4),
-        context_misses: f(5),
-        context_frees: f(6),
-        deserialized: f(7),
-        receive_indication: f(8),
-        pend_oids: f(9),
-        sends_refused: f(10),
-        sends_waited: f(11),
-        lookahead_indications: f(12),
-        short_lookaheads: f(13),
-        transfers: f(14),
-        transfers_pended: f(15),
-        oids_pended: f(16),
-    }
-}
 
 /// How the register access mode is configured.
 #[derive(Debug, Clone, Copy)]
@@ -268,7 +211,7 @@ fn port_and_memory_mapped_registers_both_move_frames_intact_both_ways() {
             let what = format!("{} {config:?}", arch.name());
             let (mut nic, wire, probe) = config.start(arch);
             let (mode, params) = config.expected();
-            let d = diag(&mut nic);
+            let d = rtl_diag(&mut nic);
             assert_eq!((d.io_mode, d.ndi_params), (mode, params), "{what}");
             let a = ndis::miniport::adapter_mut(&mut nic.host.k, nic.adapter).unwrap();
             let bar1 = a.resources.iter().find_map(|r| match *r {
@@ -333,7 +276,7 @@ fn large_single_buffer_sends_go_out_zero_copy_short_ones_copied() {
             let long = sent.len() as u32 - short;
             let out = send_all(&mut nic, &wire, &sent);
             assert_sent(arch, &out, &sent);
-            let d = diag(&mut nic);
+            let d = rtl_diag(&mut nic);
             assert_eq!(
                 (d.zero_copy_sends, d.copied_sends),
                 (long, short),
@@ -503,7 +446,7 @@ fn one_configuration_moves_frames_both_ways(arch: Arch, paths: Paths) {
         (u64::from(n), 0, u64::from(n)),
         "{what}: {stats:?}"
     );
-    let d = diag(&mut nic);
+    let d = rtl_diag(&mut nic);
     let expected = (
         u32::from(paths.deserialize),
         paths.rx as u32,
@@ -595,7 +538,7 @@ fn more_sends_than_descriptors_wait_in_the_deserialized_miniport_or_come_back_to
                 (40, 0),
                 "{what}: {stats:?}"
             );
-            let d = diag(&mut nic);
+            let d = rtl_diag(&mut nic);
             if deserialize {
                 // Four went out at once; the others waited and left from the interrupt DPC.
                 assert_eq!((d.sends_waited, d.sends_refused), (36, 0), "{what}");
@@ -636,7 +579,7 @@ fn halt_completes_what_the_deserialized_miniport_still_holds() {
             ndis::miniport::take_events(&mut nic.host.k, nic.adapter).is_empty(),
             "{what}: the frame waits for its transfer"
         );
-        assert_eq!(diag(&mut nic).transfers_pended, 1, "{what}");
+        assert_eq!(rtl_diag(&mut nic).transfers_pended, 1, "{what}");
         let mut queue: VecDeque<Vec<u8>> =
             (0..12).map(|i| frame(PEER, MAC, 300, i as u8)).collect();
         nic.send(&mut queue).unwrap();
