@@ -18,6 +18,14 @@
 //! NDIS_STATUS_SUCCESS (NDIS 6: NBLs indicated without NDIS_RECEIVE_FLAGS_RESOURCES) are returned
 //! through MiniportReturnPacket (MiniportReturnNetBufferLists) after the indicating DPC, the way a
 //! protocol that retained them would.
+//!
+//! NDIS 5 sends of a serialized miniport end with the status it leaves in each packet (those it
+//! hands back with NDIS_STATUS_RESOURCES are requeued); a deserialized miniport's end only through
+//! NdisMSendComplete. Lookahead indications (NdisMEthIndicateReceive) shorter than the packet are
+//! completed through MiniportTransferData, at once or through NdisMTransferDataComplete. Rule
+//! breaking NDIS can survive (a second or stray completion, an indication while a transfer is
+//! pending, a lookahead short of the one set, sends or transfers never completed) is recorded as
+//! a finding and reported by [`halt`], not a bug check.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
