@@ -1308,9 +1308,15 @@ pub fn eth_indicate_receive(
         ));
     }
     let rest = packet_size - look;
-    if transfer == 0 || rest > SEND_BUFFER_BYTES {
+    if transfer == 0 {
         adapter(k, block)?.finding(format!(
             "NdisMEthIndicateReceive of {look} bytes of a {packet_size}-byte packet, and no MiniportTransferData for the rest"
+        ));
+        return Ok(());
+    }
+    if rest > SEND_BUFFER_BYTES {
+        adapter(k, block)?.finding(format!(
+            "NdisMEthIndicateReceive of a {packet_size}-byte packet, larger than any frame; dropped"
         ));
         return Ok(());
     }

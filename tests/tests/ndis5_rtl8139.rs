@@ -12,7 +12,7 @@
 //! receives as packets or as NdisMEthIndicateReceive lookaheads with MiniportTransferData at once
 //! or pended (NdisMTransferDataComplete); OID requests answered at once or pended
 //! (NdisMQuery/SetInformationComplete from a timer) while traffic flows; Halt with all of them
-//! outstanding.
+//! outstanding, and Reset aborting them before traffic resumes.
 
 use std::collections::VecDeque;
 
@@ -376,6 +376,8 @@ impl Paths {
     }
 }
 
+/// NDIS_STATUS_REQUEST_ABORTED.
+const NDIS_STATUS_REQUEST_ABORTED: u32 = 0xC001_000C;
 /// The lookahead the tests' protocol asks for (OID_GEN_CURRENT_LOOKAHEAD).
 const LOOKAHEAD: u32 = 128;
 /// OID_GEN_MAC_OPTIONS and its NDIS_MAC_OPTION_TRANSFERS_NOT_PEND bit.
@@ -554,6 +556,69 @@ fn more_sends_than_descriptors_wait_in_the_deserialized_miniport_or_come_back_to
     }
 }
 
+/// Leaves the deserialized, pended-transfer miniport holding a received frame whose transfer is
+/// pended (its interrupt and DPC ran, the transfer timer did not) and 12 sends, 4 on the chip
+/// (not yet transmitted) and 8 in its queue.
+fn hold_a_transfer_and_sends(nic: &mut NetAdapter, wire: &PortHandle, what: &str) {
+    wire.inject(&frame(MAC, PEER, 1000, 7));
+    let mut delivered = false;
+    for _ in 0..4 {
+        for line in nic.host.poll_pci() {
+            delivered |= ndis::interrupt::deliver(&mut nic.host.k, line).unwrap();
+        }
+    }
+    assert!(delivered, "{what}");
+    assert!(
+        ndis::miniport::take_events(&mut nic.host.k, nic.adapter).is_empty(),
+        "{what}: the frame waits for its transfer"
+    );
+    assert_eq!(rtl_diag(nic).transfers_pended, 1, "{what}");
+    let mut queue: VecDeque<Vec<u8>> = (0..12).map(|i| frame(PEER, MAC, 300, i as u8)).collect();
+    nic.send(&mut queue).unwrap();
+    assert!(queue.is_empty(), "{what}");
+}
+
+#[test]
+fn reset_aborts_what_the_deserialized_miniport_holds_and_traffic_resumes() {
+    for arch in ARCHES {
+        let paths = Paths {
+            deserialize: true,
+            rx: Rx::LookaheadPended,
+            pend_oids: false,
+        };
+        let what = format!("{} {paths:?}", arch.name());
+        let (mut nic, wire) = paths.start(arch);
+        set_lookahead(&mut nic, &what);
+        hold_a_transfer_and_sends(&mut nic, &wire, &what);
+        let status = ndis::miniport::reset(&mut nic.host.k, nic.adapter).unwrap();
+        assert_eq!(status, ndis::NDIS_STATUS_SUCCESS, "{what}");
+        // Every send completed once, aborted; the pended transfer failed, its frame dropped.
+        let stats = nic.stats();
+        assert_eq!(
+            (stats.sends_ok, stats.sends_failed, stats.last_send_failure),
+            (0, 12, Some(NDIS_STATUS_REQUEST_ABORTED)),
+            "{what}: {stats:?}"
+        );
+        assert_eq!(stats.receives, 0, "{what}");
+        assert!(received(&service(&mut nic)).is_empty(), "{what}");
+        assert!(wire.take_sent().is_none(), "{what}: the chip sent nothing");
+        let sent: Vec<Vec<u8>> = (0..6)
+            .map(|i| frame(PEER, MAC, 46 + 290 * i, 0x20 + i as u8))
+            .collect();
+        let out = send_all(&mut nic, &wire, &sent);
+        assert_sent(arch, &out, &sent);
+        let incoming: Vec<Vec<u8>> = (0..6)
+            .map(|i| frame(MAC, PEER, 1500 - 290 * i, 0x30 + i as u8))
+            .collect();
+        for f in &incoming {
+            wire.inject(f);
+        }
+        assert_eq!(received(&service(&mut nic)), incoming, "{what}");
+        let findings = nic.stop().unwrap();
+        assert!(findings.is_empty(), "{what}: {findings:?}");
+    }
+}
+
 #[test]
 fn halt_completes_what_the_deserialized_miniport_still_holds() {
     for arch in ARCHES {
@@ -565,25 +630,9 @@ fn halt_completes_what_the_deserialized_miniport_still_holds() {
         let what = format!("{} {paths:?}", arch.name());
         let (mut nic, wire) = paths.start(arch);
         set_lookahead(&mut nic, &what);
-        // A frame whose transfer is pended (the interrupt and its DPC ran, the transfer timer
-        // did not), sends on the chip and in the driver's queue, and a pended query.
-        wire.inject(&frame(MAC, PEER, 1000, 7));
-        let mut delivered = false;
-        for _ in 0..4 {
-            for line in nic.host.poll_pci() {
-                delivered |= ndis::interrupt::deliver(&mut nic.host.k, line).unwrap();
-            }
-        }
-        assert!(delivered, "{what}");
-        assert!(
-            ndis::miniport::take_events(&mut nic.host.k, nic.adapter).is_empty(),
-            "{what}: the frame waits for its transfer"
-        );
-        assert_eq!(rtl_diag(&mut nic).transfers_pended, 1, "{what}");
-        let mut queue: VecDeque<Vec<u8>> =
-            (0..12).map(|i| frame(PEER, MAC, 300, i as u8)).collect();
-        nic.send(&mut queue).unwrap();
-        assert!(queue.is_empty(), "{what}");
+        // A frame whose transfer is pended, sends on the chip and in the driver's queue, and a
+        // pended query.
+        hold_a_transfer_and_sends(&mut nic, &wire, &what);
         let r = ndis::miniport::query(&mut nic.host.k, nic.adapter, oid::GEN_LINK_SPEED, 4);
         assert!(r.unwrap().is_none(), "{what}: the query pends");
         // Halt fails them all: no send, transfer or request is left without its completion.
