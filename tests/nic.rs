@@ -1,6 +1,7 @@
 //! Helpers of the NIC driver tests: test frames, an adapter on the RTL8139 model with an
-//! in-process wire (optionally watched by a [`Probed`] wrapper), servicing and collecting what the
-//! miniport indicated, pool accounting, and NET_BUFFER_LISTs built by hand.
+//! in-process wire (optionally watched by a [`Probed`] wrapper) and an adapter key to configure
+//! it, servicing and collecting what the miniport indicated, pool accounting, and
+//! NET_BUFFER_LISTs built by hand.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use host_linux::rtl8139::{Cable, Rtl8139};
 use loader::net::NetAdapter;
 use loader::DriverHost;
 use ntoskrnl::pnp::Driver;
+use ntoskrnl::registry::{self, RegValue};
 use ntoskrnl::{ex, mm, Kernel};
 
 use crate::{driver_path, host};
@@ -35,17 +37,22 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
 /// The miniport `driver` started on an RTL8139 model whose wire is an in-process port; returns
 /// the adapter, the wire's host end and the model's cable.
 pub fn start_rtl8139(arch: Arch, driver: &str) -> (NetAdapter, PortHandle, Cable) {
+    start_rtl8139_in(host(arch), arch, driver, None)
+}
+
+/// [`start_rtl8139`] in `h`, the configuration read from `config_key` (the service's Parameters
+/// key if `None`).
+pub fn start_rtl8139_in(
+    h: DriverHost,
+    arch: Arch,
+    driver: &str,
+    config_key: Option<&str>,
+) -> (NetAdapter, PortHandle, Cable) {
     let (port, wire) = QueuePort::new();
     let dev = Box::new(Rtl8139::new(MAC, Box::new(port)));
     let cable = dev.cable();
-    let nic = NetAdapter::start(
-        host(arch),
-        &driver_path(arch, driver),
-        dev,
-        None,
-        Vec::new(),
-    )
-    .unwrap_or_else(|e| panic!("{driver} {}: {e}", arch.name()));
+    let nic = NetAdapter::start(h, &driver_path(arch, driver), dev, config_key, Vec::new())
+        .unwrap_or_else(|e| panic!("{driver} {}: {e}", arch.name()));
     (nic, wire, cable)
 }
 
@@ -157,6 +164,86 @@ pub fn start_probed_rtl8139(
     (nic, wire, log)
 }
 
+/// An adapter key (as the installer makes one) holding `values`, and `Ndi\params\<name>` subkeys
+/// with a `default` for each of `defaults`.
+pub fn adapter_key(
+    h: &mut DriverHost,
+    values: &[(&str, &str)],
+    defaults: &[(&str, &str)],
+) -> String {
+    let key = r"\Registry\Machine\System\CurrentControlSet\Control\Class\{4D36E972-E325-11CE-BFC1-08002BE10318}\0001";
+    let b = registry::backend(&mut h.k);
+    b.create_key_path(key).unwrap();
+    for (name, value) in values {
+        b.set_value(key, name, &RegValue::sz(value)).unwrap();
+    }
+    for (name, value) in defaults {
+        let sub = format!(r"{key}\Ndi\params\{name}");
+        b.create_key_path(&sub).unwrap();
+        b.set_value(&sub, "default", &RegValue::sz(value)).unwrap();
+    }
+    key.to_string()
+}
+
+/// rtl8139_ndis5.sys's private OID_ICA_RTL_DIAG.
+pub const OID_ICA_RTL_DIAG: u32 = 0xFF81_3901;
+
+/// What rtl8139_ndis5.sys reports through OID_ICA_RTL_DIAG (17 ULONGs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtlDiag {
+    pub io_mode: u32,
+    pub ndi_params: u32,
+    pub zero_copy_sends: u32,
+    pub copied_sends: u32,
+    pub context_allocs: u32,
+    pub context_misses: u32,
+    pub context_frees: u32,
+    /// The Deserialize, ReceiveIndication and PendOids parameters as the driver uses them.
+    pub deserialized: u32,
+    pub receive_indication: u32,
+    pub pend_oids: u32,
+    /// Serialized: packets handed back with NDIS_STATUS_RESOURCES.
+    pub sends_refused: u32,
+    /// Deserialized: packets that waited in the driver's queue for a descriptor.
+    pub sends_waited: u32,
+    /// NdisMEthIndicateReceive calls, and those with less than the whole frame.
+    pub lookahead_indications: u32,
+    pub short_lookaheads: u32,
+    /// MiniportTransferData answered at once / pended and completed with
+    /// NdisMTransferDataComplete.
+    pub transfers: u32,
+    pub transfers_pended: u32,
+    /// Requests answered with NdisMQueryInformationComplete / NdisMSetInformationComplete.
+    pub oids_pended: u32,
+}
+
+/// Queries rtl8139_ndis5.sys's OID_ICA_RTL_DIAG.
+pub fn rtl_diag(nic: &mut NetAdapter) -> RtlDiag {
+    let r = nic.query(OID_ICA_RTL_DIAG, 128).unwrap();
+    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
+    assert_eq!(r.data.len(), 68);
+    let f = |i: usize| u32::from_le_bytes(r.data[4 * i..4 * i + 4].try_into().unwrap());
+    RtlDiag {
+        io_mode: f(0),
+        ndi_params: f(1),
+        zero_copy_sends: f(2),
+        copied_sends: f(3),
+        context_allocs: f(4),
+        context_misses: f(5),
+        context_frees: f(6),
+        deserialized: f(7),
+        receive_indication: f(8),
+        pend_oids: f(9),
+        sends_refused: f(10),
+        sends_waited: f(11),
+        lookahead_indications: f(12),
+        short_lookaheads: f(13),
+        transfers: f(14),
+        transfers_pended: f(15),
+        oids_pended: f(16),
+    }
+}
+
 /// Services the adapter a few rounds; returns what it indicated.
 pub fn service(nic: &mut NetAdapter) -> Vec<NetEvent> {
     let mut events = Vec::new();
@@ -180,14 +267,25 @@ pub fn received(events: &[NetEvent]) -> Vec<Vec<u8>> {
 /// Sends `frames` and collects what reaches the wire.
 pub fn send_all(nic: &mut NetAdapter, wire: &PortHandle, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut queue: VecDeque<Vec<u8>> = frames.iter().cloned().collect();
+    drain_sends(nic, wire, &mut queue, frames.len())
+}
+
+/// Sends what `queue` holds, servicing the adapter, until it is empty and `count` frames reached
+/// the wire (or a hundred rounds passed); returns what reached the wire.
+pub fn drain_sends(
+    nic: &mut NetAdapter,
+    wire: &PortHandle,
+    queue: &mut VecDeque<Vec<u8>>,
+    count: usize,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for _ in 0..100 {
-        nic.send(&mut queue).expect("send");
+        nic.send(queue).expect("send");
         service(nic);
         while let Some(f) = wire.take_sent() {
             out.push(f);
         }
-        if queue.is_empty() && out.len() >= frames.len() {
+        if queue.is_empty() && out.len() >= count {
             break;
         }
     }

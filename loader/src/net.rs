@@ -129,6 +129,9 @@ pub struct NetAdapter {
     pub adapter: u64,
     image: String,
     wake: Vec<RawFd>,
+    /// What the miniport indicated and [`NetMiniport::service`] has not handed out yet (also what
+    /// it indicated while the host waited for a pended OID request).
+    backlog: Vec<AdapterEvent>,
 }
 
 impl NetAdapter {
@@ -219,6 +222,7 @@ impl NetAdapter {
             adapter,
             image,
             wake,
+            backlog: Vec::new(),
         };
         // What a protocol binding does first: receive directed, multicast and broadcast frames.
         let r = nic.set(
@@ -231,15 +235,15 @@ impl NetAdapter {
         Ok(nic)
     }
 
-    /// Waits for a pended request, servicing the adapter meanwhile.
+    /// Waits for a pended request, servicing the adapter meanwhile (what it indicates is kept for
+    /// the next [`NetMiniport::service`]).
     fn finish(&mut self, r: Option<RequestResult>) -> Result<RequestResult, HostError> {
         if let Some(r) = r {
             return Ok(r);
         }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let mut events = Vec::new();
         loop {
-            self.pump(&mut events)?;
+            self.pump()?;
             if let Some(r) = ndis::miniport::completed_request(&mut self.host.k, self.adapter) {
                 return Ok(r);
             }
@@ -312,9 +316,9 @@ impl NetAdapter {
         ndis::miniport::stats(&mut self.host.k, self.adapter).unwrap_or_default()
     }
 
-    /// One round of work: device DMA, interrupts (ISR + DPC), CheckForHang, returns; appends the
-    /// miniport's indications.
-    fn pump(&mut self, events: &mut Vec<AdapterEvent>) -> Result<(), HostError> {
+    /// One round of work: device DMA, interrupts (ISR + DPC), timers, CheckForHang, returns;
+    /// appends the miniport's indications to the backlog.
+    fn pump(&mut self) -> Result<(), HostError> {
         for _ in 0..MAX_INTERRUPTS_PER_SERVICE {
             let lines = self.host.poll_pci();
             if lines.is_empty() {
@@ -334,7 +338,8 @@ impl NetAdapter {
             }
         }
         ndis::miniport::periodic(&mut self.host.k, self.adapter).map_err(|e| self.host.fail(e))?;
-        events.extend(ndis::miniport::take_events(&mut self.host.k, self.adapter));
+        let events = ndis::miniport::take_events(&mut self.host.k, self.adapter);
+        self.backlog.extend(events);
         Ok(())
     }
 
@@ -368,9 +373,8 @@ impl NetMiniport for NetAdapter {
     }
 
     fn service(&mut self, events: &mut Vec<NetEvent>) -> Result<(), NetError> {
-        let mut raw = Vec::new();
-        self.pump(&mut raw).map_err(net_error)?;
-        events.extend(raw.into_iter().filter_map(|e| match e {
+        self.pump().map_err(net_error)?;
+        events.extend(self.backlog.drain(..).filter_map(|e| match e {
             AdapterEvent::Receive(f) => Some(NetEvent::Receive(f)),
             AdapterEvent::Link(up) => Some(NetEvent::Link(up)),
             AdapterEvent::Status(_) => None,

@@ -18,6 +18,14 @@
 //! NDIS_STATUS_SUCCESS (NDIS 6: NBLs indicated without NDIS_RECEIVE_FLAGS_RESOURCES) are returned
 //! through MiniportReturnPacket (MiniportReturnNetBufferLists) after the indicating DPC, the way a
 //! protocol that retained them would.
+//!
+//! NDIS 5 sends of a serialized miniport end with the status it leaves in each packet (those it
+//! hands back with NDIS_STATUS_RESOURCES are requeued); a deserialized miniport's end only through
+//! NdisMSendComplete. Lookahead indications (NdisMEthIndicateReceive) shorter than the packet are
+//! completed through MiniportTransferData, at once or through NdisMTransferDataComplete. Rule
+//! breaking NDIS can survive (a second or stray completion, an indication while a transfer is
+//! pending, a lookahead short of the one set, sends or transfers never completed) is recorded as
+//! a finding and reported by [`halt`], not a bug check.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -48,6 +56,8 @@ pub const NDIS_STATUS_INVALID_LENGTH: NdisStatus = 0xC001_0014;
 pub const NDIS_STATUS_BUFFER_TOO_SHORT: NdisStatus = 0xC001_0016;
 /// NDIS_STATUS_UNSUPPORTED_MEDIA.
 pub const NDIS_STATUS_UNSUPPORTED_MEDIA: NdisStatus = 0xC001_001B;
+/// OID_GEN_CURRENT_LOOKAHEAD.
+pub const OID_GEN_CURRENT_LOOKAHEAD: u32 = 0x0001_010F;
 
 /// NDIS_ATTRIBUTE_BUS_MASTER.
 pub const NDIS_ATTRIBUTE_BUS_MASTER: u32 = 0x0000_0008;
@@ -76,6 +86,10 @@ const SCRATCH_OUT0: u64 = 0;
 const SCRATCH_OUT1: u64 = 8;
 const SCRATCH_MEDIUM: u64 = 16;
 const SCRATCH_ISR_FLAGS: u64 = 24;
+/// NDIS 5: BytesWritten (BytesRead) and BytesNeeded of the OID request in progress, apart from the
+/// other out-parameters: a pended request's stay the miniport's until it completes.
+const SCRATCH_REQUEST_DONE: u64 = 32;
+const SCRATCH_REQUEST_NEEDED: u64 = 40;
 /// NDIS 5: the packet array of MiniportSendPackets. NDIS 6: pause / restart parameters.
 pub(crate) const SCRATCH_PACKETS: u64 = 64;
 
@@ -117,6 +131,8 @@ pub struct RequestResult {
 pub(crate) struct PendingRequest {
     /// Query (true) or set.
     pub(crate) query: bool,
+    /// The OID.
+    pub(crate) oid: u32,
     /// The InformationBuffer.
     pub(crate) buffer: u64,
     /// Its length.
@@ -177,18 +193,44 @@ struct SendSlot {
     data: u64,
 }
 
+/// A MiniportTransferData in progress: the packet NDIS gave it and what it is for.
+struct Transfer {
+    slot: SendSlot,
+    /// The header and lookahead already indicated.
+    frame: Vec<u8>,
+    /// BytesToTransfer.
+    requested: u32,
+}
+
 /// The NDIS 5 part of an adapter.
 pub(crate) struct Ndis5 {
     /// The registered characteristics.
     pub(crate) chars: MiniportCharacteristics,
     config_context: u64,
-    free_sends: Vec<SendSlot>,
+    /// Packets not in use, reused oldest first (a late second completion of a packet then
+    /// rarely finds it sent again).
+    free_sends: VecDeque<SendSlot>,
     outstanding: HashMap<u64, SendSlot>,
     /// Packets lent by the miniport, to return after the indicating DPC.
     to_return: Vec<u64>,
-    /// Frames whose data is still being transferred (MiniportTransferData pending): packet ->
-    /// (slot, header + lookahead bytes).
-    transfers: HashMap<u64, (SendSlot, Vec<u8>)>,
+    /// Frames whose data is still being transferred (MiniportTransferData pending), by packet.
+    transfers: HashMap<u64, Transfer>,
+    /// The lookahead a set of OID_GEN_CURRENT_LOOKAHEAD last established, if one did.
+    lookahead: Option<u32>,
+}
+
+impl Ndis5 {
+    fn new(chars: MiniportCharacteristics, config_context: u64) -> Ndis5 {
+        Ndis5 {
+            chars,
+            config_context,
+            free_sends: VecDeque::new(),
+            outstanding: HashMap::new(),
+            to_return: Vec::new(),
+            transfers: HashMap::new(),
+            lookahead: None,
+        }
+    }
 }
 
 /// What kind of miniport an adapter belongs to, with that kind's state.
@@ -330,6 +372,12 @@ impl Adapter {
             next_check_for_hang: Instant::now(),
             findings: Vec::new(),
         }
+    }
+
+    /// Records a driver bug found while the adapter runs (reported by [`halt`]); NDIS carries on.
+    pub(crate) fn finding(&mut self, what: String) {
+        tracing::warn!(target: "ica::ndis", "{}: {what}", self.name);
+        self.findings.push(format!("{}: {what}", self.name));
     }
 
     /// Starts the CheckForHang clock (after a successful initialization).
@@ -558,14 +606,7 @@ fn initialize5(
     {
         c.adapter = Some(block);
     }
-    let kind = Kind::Ndis5(Box::new(Ndis5 {
-        chars: chars.clone(),
-        config_context,
-        free_sends: Vec::new(),
-        outstanding: HashMap::new(),
-        to_return: Vec::new(),
-        transfers: HashMap::new(),
-    }));
+    let kind = Kind::Ndis5(Box::new(Ndis5::new(chars.clone(), config_context)));
     let record = Adapter::new(block, scratch, setup, kind);
     k.extension::<NdisState>().adapters.insert(block, record);
 
@@ -658,11 +699,25 @@ pub(crate) fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
     leftovers.extend(crate::nbl::release_pools_of(k, block, &a.name)?);
     match a.kind {
         Kind::Ndis5(v) => {
+            if !v.outstanding.is_empty() {
+                leftovers.push(format!(
+                    "{}: {} sends never completed (no NdisMSendComplete)",
+                    a.name,
+                    v.outstanding.len()
+                ));
+            }
+            if !v.transfers.is_empty() {
+                leftovers.push(format!(
+                    "{}: {} pended MiniportTransferData never completed (no NdisMTransferDataComplete)",
+                    a.name,
+                    v.transfers.len()
+                ));
+            }
             let slots = v
                 .free_sends
                 .iter()
                 .chain(v.outstanding.values())
-                .chain(v.transfers.values().map(|(s, _)| s))
+                .chain(v.transfers.values().map(|t| &t.slot))
                 .copied()
                 .collect::<Vec<_>>();
             for s in slots {
@@ -693,7 +748,7 @@ fn free_slot(k: &mut Kernel, s: SendSlot) -> KResult<()> {
 fn take_slot(k: &mut Kernel, block: u64, frame: &[u8]) -> KResult<Option<SendSlot>> {
     let v = ndis5(k, block)?;
     let room = v.outstanding.len() + v.transfers.len() < MAX_OUTSTANDING_SENDS;
-    let slot = match v.free_sends.pop() {
+    let slot = match v.free_sends.pop_front() {
         Some(s) => s,
         None if room => {
             let data = ex::allocate(
@@ -762,6 +817,9 @@ pub fn send(k: &mut Kernel, block: u64, frames: &mut VecDeque<Vec<u8>>) -> KResu
         for (slot, _) in &batch {
             v.outstanding.insert(slot.packet, *slot);
         }
+        // A deserialized miniport completes every packet through NdisMSendComplete, whatever status
+        // it leaves in it or returns (and it may have completed it already): still its own.
+        let deserialized = adapter(k, block)?.deserialized();
         let statuses: Vec<NdisStatus> = if send_packets != 0 {
             for (i, (slot, _)) in batch.iter().enumerate() {
                 k.write_ptr(
@@ -777,29 +835,40 @@ pub fn send(k: &mut Kernel, block: u64, frames: &mut VecDeque<Vec<u8>>) -> KResu
             })?;
             let mut v = Vec::new();
             for (slot, _) in &batch {
-                v.push(packet::packet_status(k, slot.packet)?);
+                v.push(if deserialized {
+                    NDIS_STATUS_PENDING
+                } else {
+                    packet::packet_status(k, slot.packet)?
+                });
             }
             v
         } else {
             let mut v = Vec::new();
             for (slot, _) in &batch {
                 let s = at_dispatch(k, |k| k.call_guest(send_one, &[context, slot.packet, 0]))?;
-                v.push(s as NdisStatus);
+                v.push(if deserialized {
+                    NDIS_STATUS_PENDING
+                } else {
+                    s as NdisStatus
+                });
             }
             v
         };
-        let deserialized = adapter(k, block)?.deserialized();
         let mut refused = Vec::new();
         for ((slot, frame), status) in batch.into_iter().zip(statuses) {
-            // Completed during the call through NdisMSendComplete, or still the miniport's.
-            if deserialized || status == NDIS_STATUS_PENDING {
+            // Still the miniport's (completed through NdisMSendComplete, maybe already).
+            if status == NDIS_STATUS_PENDING {
                 continue;
             }
             let v = ndis5(k, block)?;
             if v.outstanding.remove(&slot.packet).is_none() {
+                adapter(k, block)?.finding(format!(
+                    "MiniportSendPackets completed packet {:#x} with NdisMSendComplete and handed it back with status {status:#x} (completed twice)",
+                    slot.packet
+                ));
                 continue;
             }
-            v.free_sends.push(slot);
+            v.free_sends.push_back(slot);
             let a = adapter(k, block)?;
             if status == NDIS_STATUS_RESOURCES {
                 a.stats.sends_requeued += 1;
@@ -919,8 +988,8 @@ fn request(
         NDIS_OWNER.into(),
     )?;
     k.m.mem.write_bytes(buffer, data)?;
-    k.m.mem.write_u64(scratch + SCRATCH_OUT0, 0)?;
-    k.m.mem.write_u64(scratch + SCRATCH_OUT1, 0)?;
+    k.m.mem.write_u64(scratch + SCRATCH_REQUEST_DONE, 0)?;
+    k.m.mem.write_u64(scratch + SCRATCH_REQUEST_NEEDED, 0)?;
     let status = at_dispatch(k, |k| {
         k.call_guest(
             handler,
@@ -929,13 +998,14 @@ fn request(
                 u64::from(oid),
                 buffer,
                 u64::from(len),
-                scratch + SCRATCH_OUT0,
-                scratch + SCRATCH_OUT1,
+                scratch + SCRATCH_REQUEST_DONE,
+                scratch + SCRATCH_REQUEST_NEEDED,
             ],
         )
     })? as NdisStatus;
     let req = PendingRequest {
         query,
+        oid,
         buffer,
         len,
         request: 0,
@@ -954,13 +1024,21 @@ fn finish_request(
     status: NdisStatus,
 ) -> KResult<RequestResult> {
     let scratch = adapter(k, block)?.scratch;
-    let done = k.m.mem.read_u32(scratch + SCRATCH_OUT0)?;
-    let needed = k.m.mem.read_u32(scratch + SCRATCH_OUT1)?;
+    let done = k.m.mem.read_u32(scratch + SCRATCH_REQUEST_DONE)?;
+    let needed = k.m.mem.read_u32(scratch + SCRATCH_REQUEST_NEEDED)?;
     let data = if req.query && status == NDIS_STATUS_SUCCESS {
         k.m.mem.read_vec(req.buffer, done.min(req.len) as usize)?
     } else {
         Vec::new()
     };
+    if !req.query
+        && req.oid == OID_GEN_CURRENT_LOOKAHEAD
+        && req.len >= 4
+        && status == NDIS_STATUS_SUCCESS
+    {
+        let lookahead = k.m.mem.read_u32(req.buffer)?;
+        ndis5(k, block)?.lookahead = Some(lookahead);
+    }
     ex::free(k, req.buffer, None)?;
     Ok(RequestResult {
         status,
@@ -1081,8 +1159,9 @@ pub fn halt(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
     match &a.kind {
         Kind::Ndis5(v) => {
             let handler = v.chars.handler(Handler::Halt);
-            k.call_guest(handler, &[context])?;
+            // Protocols give back what they hold before the miniport halts.
             return_received(k, block)?;
+            k.call_guest(handler, &[context])?;
         }
         Kind::Ndis6(_) => findings.extend(crate::ndis6::halt(k, block)?),
     }
@@ -1109,19 +1188,17 @@ pub fn shutdown(k: &mut Kernel, block: u64) -> KResult<()> {
 // ---------------------------------------------------------------------------------------------
 // The block's handlers (called by the miniport through the NDIS 5 macros).
 
-/// NdisMSendComplete(MiniportAdapterHandle, Packet, Status).
+/// NdisMSendComplete(MiniportAdapterHandle, Packet, Status). A packet that is not a send in
+/// progress (completed twice, or never sent) is a finding and otherwise ignored.
 pub fn send_complete(k: &mut Kernel, block: u64, packet: u64, status: NdisStatus) -> KResult<()> {
     let v = ndis5(k, block)?;
     let Some(slot) = v.outstanding.remove(&packet) else {
-        return Err(KernelError::bug_check(
-            0x7C,
-            format!(
-                "{}: NdisMSendComplete of packet {packet:#x}, which is not a send in progress (completed twice?)",
-                adapter(k, block)?.name
-            ),
+        adapter(k, block)?.finding(format!(
+            "NdisMSendComplete of packet {packet:#x}, which is not a send in progress (completed twice?)"
         ));
+        return Ok(());
     };
-    v.free_sends.push(slot);
+    v.free_sends.push_back(slot);
     let a = adapter(k, block)?;
     if status == NDIS_STATUS_SUCCESS {
         a.stats.sends_ok += 1;
@@ -1151,6 +1228,18 @@ pub fn reset_complete(
     Ok(())
 }
 
+/// A receive indication while a MiniportTransferData is pending is a finding: the miniport may
+/// not indicate again until it completed the transfer.
+fn check_no_transfer_pending(k: &mut Kernel, block: u64, what: &str) -> KResult<()> {
+    let pending = ndis5(k, block)?.transfers.len();
+    if pending != 0 {
+        adapter(k, block)?.finding(format!(
+            "{what} while {pending} MiniportTransferData are pending (NdisMTransferDataComplete first)"
+        ));
+    }
+    Ok(())
+}
+
 /// The block's PacketIndicateHandler (NdisMIndicateReceivePacket): copies every packet out;
 /// packets lent with NDIS_STATUS_SUCCESS are marked pending and returned after the DPC, packets
 /// indicated with NDIS_STATUS_RESOURCES stay the miniport's.
@@ -1160,6 +1249,7 @@ pub fn indicate_receive_packet(
     packets: u64,
     count: u32,
 ) -> KResult<()> {
+    check_no_transfer_pending(k, block, "NdisMIndicateReceivePacket")?;
     let has_return = ndis5(k, block)?.chars.handler(Handler::ReturnPacket) != 0;
     adapter(k, block)?.stats.indications += 1;
     for i in 0..u64::from(count) {
@@ -1169,8 +1259,6 @@ pub fn indicate_receive_packet(
         let keep = status != NDIS_STATUS_RESOURCES && has_return;
         if keep {
             packet::set_packet_status(k, p, NDIS_STATUS_PENDING)?;
-        }
-        if keep {
             ndis5(k, block)?.to_return.push(p);
         }
         let a = adapter(k, block)?;
@@ -1180,8 +1268,13 @@ pub fn indicate_receive_packet(
     Ok(())
 }
 
-/// The block's EthRxIndicateHandler (NdisMEthIndicateReceive): header plus lookahead; when the
-/// lookahead is short of the packet, the rest comes from MiniportTransferData.
+/// The block's EthRxIndicateHandler (NdisMEthIndicateReceive): the header plus a lookahead of
+/// the packet's data (PacketSize bytes after the header), valid for the call. When the lookahead
+/// is short of the packet, NDIS asks MiniportTransferData (with the MacReceiveContext) for the
+/// rest, from ByteOffset = the lookahead's size, into a packet of its own; the frame goes up
+/// once that is done, at once or through NdisMTransferDataComplete. Findings: a lookahead
+/// shorter than both the current lookahead (OID_GEN_CURRENT_LOOKAHEAD) and the packet, a short
+/// lookahead without MiniportTransferData, an indication while a transfer is pending.
 #[allow(clippy::too_many_arguments)]
 pub fn eth_indicate_receive(
     k: &mut Kernel,
@@ -1194,27 +1287,46 @@ pub fn eth_indicate_receive(
     lookahead_size: u32,
     packet_size: u32,
 ) -> KResult<()> {
+    // EthDB, which the miniport passes back, is the adapter's block.
     let block = filter;
+    check_no_transfer_pending(k, block, "NdisMEthIndicateReceive")?;
     adapter(k, block)?.stats.indications += 1;
     let mut frame = k.m.mem.read_vec(header, header_size as usize)?;
-    frame.extend(k.m.mem.read_vec(lookahead, lookahead_size as usize)?);
-    if lookahead_size >= packet_size {
+    let look = lookahead_size.min(packet_size);
+    frame.extend(k.m.mem.read_vec(lookahead, look as usize)?);
+    if look == packet_size {
         let a = adapter(k, block)?;
         a.stats.receives += 1;
         a.events.push_back(AdapterEvent::Receive(frame));
         return Ok(());
     }
-    let rest = packet_size - lookahead_size;
-    let transfer = ndis5(k, block)?.chars.handler(Handler::TransferData);
-    let a = adapter(k, block)?;
-    let (context, scratch) = (a.context, a.scratch);
-    if transfer == 0 || rest > SEND_BUFFER_BYTES {
-        tracing::warn!(target: "ica::ndis", "{}: partial receive indication the host cannot complete", a.name);
+    let v = ndis5(k, block)?;
+    let transfer = v.chars.handler(Handler::TransferData);
+    if let Some(current) = v.lookahead.filter(|&l| look < l) {
+        adapter(k, block)?.finding(format!(
+            "NdisMEthIndicateReceive with a {look}-byte lookahead of a {packet_size}-byte packet; the current lookahead is {current}"
+        ));
+    }
+    let rest = packet_size - look;
+    if transfer == 0 {
+        adapter(k, block)?.finding(format!(
+            "NdisMEthIndicateReceive of {look} bytes of a {packet_size}-byte packet, and no MiniportTransferData for the rest"
+        ));
+        return Ok(());
+    }
+    if rest > SEND_BUFFER_BYTES {
+        adapter(k, block)?.finding(format!(
+            "NdisMEthIndicateReceive of a {packet_size}-byte packet, larger than any frame; dropped"
+        ));
         return Ok(());
     }
     let Some(slot) = take_slot(k, block, &vec![0; rest as usize])? else {
+        tracing::warn!(target: "ica::ndis", "{}: no packet free to transfer a received frame into; dropped", adapter(k, block)?.name);
         return Ok(());
     };
+    let a = adapter(k, block)?;
+    let (context, scratch) = (a.context, a.scratch);
+    k.m.mem.write_u32(scratch + SCRATCH_OUT0, 0)?;
     let status = k.call_guest(
         transfer,
         &[
@@ -1222,35 +1334,51 @@ pub fn eth_indicate_receive(
             scratch + SCRATCH_OUT0,
             context,
             receive_context,
-            u64::from(lookahead_size),
+            u64::from(look),
             u64::from(rest),
         ],
     )? as NdisStatus;
+    let t = Transfer {
+        slot,
+        frame,
+        requested: rest,
+    };
     if status == NDIS_STATUS_PENDING {
-        ndis5(k, block)?
-            .transfers
-            .insert(slot.packet, (slot, frame));
+        ndis5(k, block)?.transfers.insert(slot.packet, t);
         return Ok(());
     }
     let done = k.m.mem.read_u32(scratch + SCRATCH_OUT0)?;
-    finish_transfer(k, block, slot, frame, status, done)
+    finish_transfer(k, block, t, status, done)
 }
 
+/// A transfer is over: with NDIS_STATUS_SUCCESS the frame (the header and lookahead indicated,
+/// then the `transferred` bytes in the packet) goes up; the packet is free again. More bytes
+/// than were asked for is a finding (only those are taken).
 fn finish_transfer(
     k: &mut Kernel,
     block: u64,
-    slot: SendSlot,
-    mut frame: Vec<u8>,
+    t: Transfer,
     status: NdisStatus,
     transferred: u32,
 ) -> KResult<()> {
+    let Transfer {
+        slot,
+        mut frame,
+        requested,
+    } = t;
+    if transferred > requested {
+        adapter(k, block)?.finding(format!(
+            "MiniportTransferData reports {transferred} bytes transferred into packet {:#x}, which asked for {requested}",
+            slot.packet
+        ));
+    }
     if status == NDIS_STATUS_SUCCESS {
         frame.extend(
             k.m.mem
-                .read_vec(slot.data, transferred.min(SEND_BUFFER_BYTES) as usize)?,
+                .read_vec(slot.data, transferred.min(requested) as usize)?,
         );
     }
-    ndis5(k, block)?.free_sends.push(slot);
+    ndis5(k, block)?.free_sends.push_back(slot);
     let a = adapter(k, block)?;
     if status == NDIS_STATUS_SUCCESS {
         a.stats.receives += 1;
@@ -1259,7 +1387,8 @@ fn finish_transfer(
     Ok(())
 }
 
-/// NdisMTransferDataComplete(MiniportAdapterHandle, Packet, Status, BytesTransferred).
+/// NdisMTransferDataComplete(MiniportAdapterHandle, Packet, Status, BytesTransferred). A packet
+/// with no transfer pending is a finding and otherwise ignored.
 pub fn transfer_data_complete(
     k: &mut Kernel,
     block: u64,
@@ -1267,15 +1396,13 @@ pub fn transfer_data_complete(
     status: NdisStatus,
     transferred: u32,
 ) -> KResult<()> {
-    let Some((slot, frame)) = ndis5(k, block)?.transfers.remove(&packet) else {
-        return Err(KernelError::bug_check(
-            0x7C,
-            format!(
-                "NdisMTransferDataComplete of packet {packet:#x}, which has no transfer pending"
-            ),
+    let Some(t) = ndis5(k, block)?.transfers.remove(&packet) else {
+        adapter(k, block)?.finding(format!(
+            "NdisMTransferDataComplete of packet {packet:#x}, which has no transfer pending"
         ));
+        return Ok(());
     };
-    finish_transfer(k, block, slot, frame, status, transferred)
+    finish_transfer(k, block, t, status, transferred)
 }
 
 /// The block's EthRxCompleteHandler (NdisMEthIndicateReceiveComplete).
@@ -1305,22 +1432,24 @@ pub fn indicate_status_complete(_k: &mut Kernel, _block: u64) -> KResult<()> {
     Ok(())
 }
 
+/// NdisMQueryInformationComplete / NdisMSetInformationComplete: finishes the pended request.
+/// With no such request pending (none, or the other kind) it is a finding and otherwise ignored.
 fn request_complete(k: &mut Kernel, block: u64, status: NdisStatus, query: bool) -> KResult<()> {
     ndis5(k, block)?;
     let a = adapter(k, block)?;
     let Some(req) = a.pending_request.filter(|r| r.query == query) else {
-        return Err(KernelError::bug_check(
-            0x7C,
-            format!(
-                "{}: {} completed, but no such request is pending",
-                a.name,
-                if query {
-                    "NdisMQueryInformationComplete"
-                } else {
-                    "NdisMSetInformationComplete"
-                }
-            ),
-        ));
+        let call = if query {
+            "NdisMQueryInformationComplete"
+        } else {
+            "NdisMSetInformationComplete"
+        };
+        let pending = match a.pending_request {
+            Some(r) if r.query => format!("the pending request is a query of {:#x}", r.oid),
+            Some(r) => format!("the pending request is a set of {:#x}", r.oid),
+            None => "no request is pending".to_string(),
+        };
+        a.finding(format!("{call} with status {status:#x}, but {pending}"));
+        return Ok(());
     };
     a.pending_request = None;
     let result = finish_request(k, block, req, status)?;
@@ -1363,18 +1492,12 @@ pub(crate) fn test_adapter(k: &mut Kernel, resources: Vec<Resource>) -> u64 {
     let l = crate::layout(k);
     let block = crate::test_support::block(k, l.miniport_block_size);
     let scratch = alloc_scratch(k).expect("scratch");
-    let kind = Kind::Ndis5(Box::new(Ndis5 {
-        chars: MiniportCharacteristics {
-            major: 5,
-            minor: 1,
-            handlers: [0; crate::wrapper::HANDLER_COUNT],
-        },
-        config_context: 0,
-        free_sends: Vec::new(),
-        outstanding: HashMap::new(),
-        to_return: Vec::new(),
-        transfers: HashMap::new(),
-    }));
+    let chars = MiniportCharacteristics {
+        major: 5,
+        minor: 1,
+        handlers: [0; crate::wrapper::HANDLER_COUNT],
+    };
+    let kind = Kind::Ndis5(Box::new(Ndis5::new(chars, 0)));
     let setup = AdapterSetup {
         name: "test adapter".into(),
         config_key: String::new(),
@@ -1444,6 +1567,104 @@ mod tests {
                 .unwrap();
             assert_eq!(take_events(&mut k, block), vec![AdapterEvent::Link(true)]);
             assert!(release(&mut k, block).unwrap().is_empty());
+        }
+    }
+
+    /// `findings` has one line per `expected` fragment, in order.
+    fn assert_findings(findings: &[String], expected: &[&str]) {
+        assert_eq!(findings.len(), expected.len(), "{findings:#?}");
+        for (f, e) in findings.iter().zip(expected) {
+            assert!(f.contains(e), "{f:?} lacks {e:?}");
+        }
+    }
+
+    #[test]
+    fn stray_completions_are_findings_and_change_nothing() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let block = test_adapter(&mut k, Vec::new());
+            send_complete(&mut k, block, 0x1234, NDIS_STATUS_SUCCESS).unwrap();
+            transfer_data_complete(&mut k, block, 0x5678, NDIS_STATUS_SUCCESS, 10).unwrap();
+            query_information_complete(&mut k, block, NDIS_STATUS_SUCCESS).unwrap();
+            // A set completed while a query is pending leaves the query pending.
+            adapter(&mut k, block).unwrap().pending_request = Some(PendingRequest {
+                query: true,
+                oid: 0x0001_0107,
+                buffer: crate::test_support::block(&mut k, 4),
+                len: 4,
+                request: 0,
+            });
+            set_information_complete(&mut k, block, NDIS_STATUS_SUCCESS).unwrap();
+            assert!(adapter(&mut k, block).unwrap().pending_request.is_some());
+            assert_eq!(completed_request(&mut k, block), None);
+            let stats = stats(&mut k, block).unwrap();
+            assert_eq!((stats.sends_ok, stats.receives), (0, 0));
+            assert_findings(
+                &release(&mut k, block).unwrap(),
+                &[
+                    "NdisMSendComplete of packet 0x1234, which is not a send in progress",
+                    "NdisMTransferDataComplete of packet 0x5678, which has no transfer pending",
+                    "NdisMQueryInformationComplete with status 0x0, but no request is pending",
+                    "NdisMSetInformationComplete with status 0x0, but the pending request is a query of 0x10107",
+                    "an OID request never completed",
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn lookahead_indications_are_checked_against_the_lookahead_and_pending_transfers() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let block = test_adapter(&mut k, Vec::new());
+            let frame: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+            let buf = crate::test_support::block(&mut k, 300);
+            k.m.mem.write_bytes(buf, &frame).unwrap();
+            let indicate = |k: &mut Kernel, look: u32, size: u32| {
+                eth_indicate_receive(k, block, 0, buf, buf, 14, buf + 14, look, size).unwrap()
+            };
+            // The whole packet in the lookahead (more than the packet: the rest is not the frame's).
+            indicate(&mut k, 286, 100);
+            assert_eq!(
+                take_events(&mut k, block),
+                vec![AdapterEvent::Receive(frame[..114].to_vec())]
+            );
+            // Shorter than the current lookahead, and no MiniportTransferData to fetch the rest.
+            ndis5(&mut k, block).unwrap().lookahead = Some(128);
+            indicate(&mut k, 64, 286);
+            assert!(take_events(&mut k, block).is_empty());
+            // A transfer pending: another indication is a finding; its completion brings the frame
+            // up with no more than the bytes asked for.
+            let slot = take_slot(&mut k, block, &[0; 158]).unwrap().unwrap();
+            k.m.mem.write_bytes(slot.data, &frame[142..]).unwrap();
+            let t = Transfer {
+                slot,
+                frame: frame[..142].to_vec(),
+                requested: 158,
+            };
+            ndis5(&mut k, block)
+                .unwrap()
+                .transfers
+                .insert(slot.packet, t);
+            indicate(&mut k, 286, 286);
+            transfer_data_complete(&mut k, block, slot.packet, NDIS_STATUS_SUCCESS, 200).unwrap();
+            let events = take_events(&mut k, block);
+            assert_eq!(
+                events,
+                vec![
+                    AdapterEvent::Receive(frame.clone()),
+                    AdapterEvent::Receive(frame.clone())
+                ]
+            );
+            assert_findings(
+                &release(&mut k, block).unwrap(),
+                &[
+                    "a 64-byte lookahead of a 286-byte packet; the current lookahead is 128",
+                    "64 bytes of a 286-byte packet, and no MiniportTransferData",
+                    "NdisMEthIndicateReceive while 1 MiniportTransferData are pending",
+                    "reports 200 bytes transferred into packet",
+                ],
+            );
         }
     }
 }

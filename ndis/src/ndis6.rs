@@ -696,6 +696,7 @@ pub(crate) fn request(
     k.m.mem.write_bytes(buffer, data)?;
     let pending = PendingRequest {
         query,
+        oid,
         buffer,
         len,
         request,

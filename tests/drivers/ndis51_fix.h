@@ -15,6 +15,11 @@
  * 4. ndis.h does not declare the NDIS 5 map-register calls
  *    NdisMStartBufferPhysicalMapping / NdisMCompleteBufferPhysicalMapping
  *    (libndis.a has them: stdcall, 24 and 12 bytes of arguments on x86).
+ * 5. ndis.h's NdisMTransferDataComplete macro lacks the semicolon after its
+ *    call through NDIS_MINIPORT_BLOCK.TDCompleteHandler (a syntax error
+ *    wherever it is used); defined again, the same call.
+ * 6. The spin-lock calls are ndis.sys imports, as WDK-built miniports import
+ *    them, instead of ndis.h's inline Ke* macros.
  */
 #ifndef ICA_NDIS51_FIX_H
 #define ICA_NDIS51_FIX_H
@@ -79,5 +84,25 @@ NDISAPI VOID NTAPI NdisMStartBufferPhysicalMapping(NDIS_HANDLE MiniportAdapterHa
 NDISAPI VOID NTAPI NdisMCompleteBufferPhysicalMapping(NDIS_HANDLE MiniportAdapterHandle,
                                                       PNDIS_BUFFER Buffer,
                                                       ULONG PhysicalMapRegister);
+
+/* 5 */
+#undef NdisMTransferDataComplete
+#define NdisMTransferDataComplete(MiniportAdapterHandle, Packet, Status, BytesTransferred)     \
+    ((*((PNDIS_MINIPORT_BLOCK)(MiniportAdapterHandle))->TDCompleteHandler)(                   \
+        (MiniportAdapterHandle), (Packet), (Status), (BytesTransferred)))
+
+/* 6 */
+#undef NdisAllocateSpinLock
+#undef NdisFreeSpinLock
+#undef NdisAcquireSpinLock
+#undef NdisReleaseSpinLock
+#undef NdisDprAcquireSpinLock
+#undef NdisDprReleaseSpinLock
+NDISAPI VOID NTAPI NdisAllocateSpinLock(PNDIS_SPIN_LOCK SpinLock);
+NDISAPI VOID NTAPI NdisFreeSpinLock(PNDIS_SPIN_LOCK SpinLock);
+NDISAPI VOID NTAPI NdisAcquireSpinLock(PNDIS_SPIN_LOCK SpinLock);
+NDISAPI VOID NTAPI NdisReleaseSpinLock(PNDIS_SPIN_LOCK SpinLock);
+NDISAPI VOID NTAPI NdisDprAcquireSpinLock(PNDIS_SPIN_LOCK SpinLock);
+NDISAPI VOID NTAPI NdisDprReleaseSpinLock(PNDIS_SPIN_LOCK SpinLock);
 
 #endif

@@ -1,7 +1,7 @@
 /*
- * rtl8139_ndis5.sys - an NDIS 5.1 (serialized) miniport for the Realtek
- * RTL8139(C) Fast Ethernet controller, written from the datasheet for ICA's
- * tests (host-linux/src/rtl8139.rs is the device model it runs against).
+ * rtl8139_ndis5.sys - an NDIS 5.1 miniport for the Realtek RTL8139(C) Fast
+ * Ethernet controller, written from the datasheet for ICA's tests
+ * (host-linux/src/rtl8139.rs is the device model it runs against).
  *
  * Register access through I/O ports (BAR0, the default) or memory-mapped
  * (BAR1 mapped with NdisMMapIoSpace) as the `IoMode` parameter says (0 / 1;
@@ -15,12 +15,36 @@
  * register gives the address programmed into TSAD); any other is copied into
  * the descriptor's transmit buffer.  Per-send bookkeeping comes from a
  * nonpaged lookaside list.  Sends complete with NdisMSendComplete (after
- * NdisMCompleteBufferPhysicalMapping) when the chip reports TOK/TER
- * (NDIS_STATUS_RESOURCES when all four descriptors are busy).  Receives are
- * copied out of the ring into one of RX_PACKETS preallocated packets and
- * indicated with NdisMIndicateReceivePacket; ReturnPacket puts them back.
- * The private OID_ICA_RTL_DIAG reports the I/O mode and the send and
- * lookaside counters.
+ * NdisMCompleteBufferPhysicalMapping) when the chip reports TOK/TER.
+ *
+ * `Deserialize` = 1 makes it a deserialized miniport (NDIS_ATTRIBUTE_DESERIALIZE):
+ * sends that find all four descriptors busy wait in its own queue (linked
+ * through MiniportReserved) and go out from the interrupt DPC as descriptors
+ * free up; every packet completes through NdisMSendComplete.  Serialized
+ * (the default), it hands such packets back with NDIS_STATUS_RESOURCES and
+ * leaves the queueing to NDIS.  Either way one spin lock guards the transmit
+ * state, the send queue, the receive buffers and the filter registers, and
+ * no NDIS indication or completion is made holding it.
+ *
+ * `ReceiveIndication` chooses the receive path: 0 (the default) copies each
+ * frame out of the ring into one of RX_PACKETS preallocated packets,
+ * indicated with NdisMIndicateReceivePacket (ReturnPacket puts them back);
+ * 1 indicates the header and a lookahead of the current lookahead size
+ * (OID_GEN_CURRENT_LOOKAHEAD) straight from the ring with
+ * NdisMEthIndicateReceive, and MiniportTransferData copies the rest out of
+ * the ring at once; 2 does the same, but MiniportTransferData pends and a
+ * timer copies the data and calls NdisMTransferDataComplete, the ring
+ * holding the frame (and further indications waiting) until then.
+ * NdisMEthIndicateReceiveComplete follows each run of indications.
+ *
+ * `PendOids` = 1 pends queries of OID_GEN_LINK_SPEED and
+ * OID_GEN_MEDIA_CONNECT_STATUS and sets of OID_GEN_CURRENT_PACKET_FILTER and
+ * OID_GEN_CURRENT_LOOKAHEAD (NDIS_STATUS_PENDING once the buffer is known to
+ * be large enough) and answers them from a timer with
+ * NdisMQueryInformationComplete / NdisMSetInformationComplete.
+ *
+ * The private OID_ICA_RTL_DIAG reports the configuration as read and the
+ * counters of each of these paths.
  */
 #include "ndis51_fix.h"
 
@@ -33,6 +57,11 @@
 /* IoMode values. */
 #define RTL_IO_PORT 0
 #define RTL_IO_MEMORY 1
+
+/* ReceiveIndication values. */
+#define RTL_RX_PACKETS 0        /* NdisMIndicateReceivePacket */
+#define RTL_RX_LOOKAHEAD 1      /* NdisMEthIndicateReceive, MiniportTransferData copies at once */
+#define RTL_RX_LOOKAHEAD_PEND 2 /* ... MiniportTransferData pends, a timer completes it */
 
 /* Registers. */
 #define R_IDR0 0x00
@@ -109,13 +138,23 @@
 
 /* What the host learns through OID_ICA_RTL_DIAG. */
 typedef struct _RTL_DIAG {
-    ULONG IoMode;         /* RTL_IO_PORT or RTL_IO_MEMORY */
-    ULONG NdiParams;      /* subkeys of Ndi\params seen */
-    ULONG ZeroCopySends;  /* sent from the packet's own buffer */
-    ULONG CopiedSends;    /* copied into a transmit buffer */
-    ULONG TxContextAllocs;  /* lookaside TotalAllocates */
-    ULONG TxContextMisses;  /* lookaside AllocateMisses */
-    ULONG TxContextFrees;   /* lookaside TotalFrees */
+    ULONG IoMode;            /* RTL_IO_PORT or RTL_IO_MEMORY */
+    ULONG NdiParams;         /* subkeys of Ndi\params seen */
+    ULONG ZeroCopySends;     /* sent from the packet's own buffer */
+    ULONG CopiedSends;       /* copied into a transmit buffer */
+    ULONG TxContextAllocs;   /* lookaside TotalAllocates */
+    ULONG TxContextMisses;   /* lookaside AllocateMisses */
+    ULONG TxContextFrees;    /* lookaside TotalFrees */
+    ULONG Deserialized;      /* the Deserialize parameter as used (0 / 1) */
+    ULONG ReceiveIndication; /* RTL_RX_* */
+    ULONG PendOids;          /* the PendOids parameter as used (0 / 1) */
+    ULONG SendsRefused;      /* serialized: handed back with NDIS_STATUS_RESOURCES */
+    ULONG SendsWaited;       /* deserialized: queued until a descriptor was free */
+    ULONG LookaheadIndications; /* NdisMEthIndicateReceive calls */
+    ULONG ShortLookaheads;   /* ... whose lookahead was less than the frame's data */
+    ULONG Transfers;         /* MiniportTransferData calls answered at once */
+    ULONG TransfersPended;   /* ... completed later with NdisMTransferDataComplete */
+    ULONG OidsPended;        /* requests completed with NdisMQuery/SetInformationComplete */
 } RTL_DIAG;
 
 /* One send in flight (from the lookaside list). */
@@ -124,9 +163,41 @@ typedef struct _RTL_TX_CONTEXT {
     PNDIS_BUFFER Mapped; /* zero copy: the buffer the descriptor's map register maps */
 } RTL_TX_CONTEXT, *PRTL_TX_CONTEXT;
 
+/* Packets chained through the first pointer of their MiniportReserved (ours while we own them). */
+#define RTL_PACKET_NEXT(p) (*(PNDIS_PACKET *)(p)->MiniportReserved)
+
+typedef struct _RTL_PACKET_LIST {
+    PNDIS_PACKET Head, Tail;
+} RTL_PACKET_LIST, *PRTL_PACKET_LIST;
+
+/* The frame being indicated with NdisMEthIndicateReceive: its MiniportReceiveContext. */
+typedef struct _RTL_RX_FRAME {
+    PUCHAR Data;  /* past the Ethernet header, in the ring; NULL when no frame is current */
+    UINT Length;  /* bytes of data (the PacketSize indicated) */
+    UINT Record;  /* the ring record's length field (frame + CRC) */
+} RTL_RX_FRAME, *PRTL_RX_FRAME;
+
+/* A MiniportTransferData that pended. */
+typedef struct _RTL_TRANSFER {
+    PNDIS_PACKET Packet;
+    UINT Offset, Bytes;
+} RTL_TRANSFER;
+#define RTL_MAX_TRANSFERS 4
+
+/* A request that pended (PendOids). */
+typedef struct _RTL_PENDED_OID {
+    BOOLEAN Query;
+    NDIS_OID Oid;
+    PVOID Buffer;
+    ULONG Length;
+    PULONG Done;   /* BytesWritten / BytesRead */
+    PULONG Needed; /* BytesNeeded */
+} RTL_PENDED_OID;
+
 typedef struct _RTL_ADAPTER {
     NDIS_HANDLE Handle;
-    ULONG IoMode;
+    ULONG IoMode, RxIndication;
+    BOOLEAN Deserialized, PendOids;
     ULONG_PTR IoBase;      /* port I/O */
     PUCHAR Mmio;           /* memory-mapped registers */
     UINT PortStart, PortLength;
@@ -135,15 +206,23 @@ typedef struct _RTL_ADAPTER {
     UINT IrqLevel, IrqVector;
     BOOLEAN PortsRegistered, InterruptRegistered, MapRegsAllocated, LookasideReady;
     NDIS_MINIPORT_INTERRUPT Interrupt;
+    NDIS_SPIN_LOCK Lock;
 
     PUCHAR RxRing;
     NDIS_PHYSICAL_ADDRESS RxRingPa;
     ULONG RxOffset;
+    BOOLEAN RxWalking;     /* a context is walking the ring */
+    RTL_RX_FRAME RxFrame;
+    RTL_TRANSFER Pending[RTL_MAX_TRANSFERS];
+    ULONG PendingCount;    /* pended transfers from RxFrame; the ring walk waits for them */
+    NDIS_MINIPORT_TIMER RxTimer;
+
     PUCHAR TxBufs;
     NDIS_PHYSICAL_ADDRESS TxBufsPa;
     PRTL_TX_CONTEXT Tx[TX_DESCS];
     ULONG TxCur, TxDirty, TxBusy;
     NPAGED_LOOKASIDE_LIST TxLookaside;
+    RTL_PACKET_LIST SendQueue; /* deserialized: waiting for a descriptor */
 
     NDIS_HANDLE PacketPool, BufferPool;
     PUCHAR RxBufs;
@@ -151,6 +230,10 @@ typedef struct _RTL_ADAPTER {
     PNDIS_BUFFER RxBuffer[RX_PACKETS];
     ULONG RxFree[RX_PACKETS];
     ULONG RxFreeCount;
+
+    RTL_PENDED_OID PendedOid;
+    BOOLEAN OidPending;
+    NDIS_MINIPORT_TIMER OidTimer;
 
     UCHAR PermanentAddress[6], CurrentAddress[6], ConfigAddress[6];
     BOOLEAN HaveConfigAddress;
@@ -160,7 +243,8 @@ typedef struct _RTL_ADAPTER {
     BOOLEAN LinkUp;
 
     ULONG XmitOk, XmitError, RcvOk, RcvError, RcvNoBuffer;
-    ULONG NdiParams, ZeroCopySends, CopiedSends;
+    ULONG NdiParams, ZeroCopySends, CopiedSends, SendsRefused, SendsWaited;
+    ULONG LookaheadIndications, ShortLookaheads, Transfers, TransfersPended, OidsPended;
 } RTL_ADAPTER, *PRTL_ADAPTER;
 
 static NDIS_HANDLE RtlWrapper;
@@ -180,6 +264,15 @@ static const NDIS_OID RtlSupportedOids[] = {
 };
 
 static const char RtlDescription[] = "ICA RTL8139 NDIS 5.1 test miniport";
+
+static VOID NTAPI RtlRxTimer(PVOID SystemSpecific1, PVOID Context, PVOID SystemSpecific2,
+                             PVOID SystemSpecific3);
+static VOID NTAPI RtlOidTimer(PVOID SystemSpecific1, PVOID Context, PVOID SystemSpecific2,
+                              PVOID SystemSpecific3);
+static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG BufferLength,
+                            PULONG BytesWritten, PULONG BytesNeeded);
+static NDIS_STATUS RtlSet(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG BufferLength,
+                          PULONG BytesRead, PULONG BytesNeeded);
 
 /* Register access: the memory-mapped registers once mapped, else the I/O port range. */
 static UCHAR Rd8(PRTL_ADAPTER a, ULONG r)
@@ -342,7 +435,23 @@ static void RtlFreeAll(PRTL_ADAPTER a)
         NdisMDeregisterIoPortRange(a->Handle, a->PortStart, a->PortLength, (PVOID)a->IoBase);
     if (a->Mmio)
         NdisMUnmapIoSpace(a->Handle, a->Mmio, a->MemLength);
+    NdisFreeSpinLock(&a->Lock);
     NdisFreeMemory(a, sizeof(*a), 0);
+}
+
+/* An integer value of the configuration key `cfg`: TRUE with it in *value if present. */
+static BOOLEAN RtlReadInt(NDIS_HANDLE cfg, PCWSTR name, PULONG value)
+{
+    NDIS_STATUS status;
+    NDIS_STRING kw;
+    PNDIS_CONFIGURATION_PARAMETER param;
+
+    NdisInitUnicodeString(&kw, name);
+    NdisReadConfiguration(&status, &param, cfg, &kw, NdisParameterInteger);
+    if (status != NDIS_STATUS_SUCCESS)
+        return FALSE;
+    *value = param->ParameterData.IntegerData;
+    return TRUE;
 }
 
 /*
@@ -355,7 +464,6 @@ static void RtlReadParamDefaults(PRTL_ADAPTER a, NDIS_HANDLE cfg, BOOLEAN wantIo
     NDIS_STATUS status;
     NDIS_HANDLE ndi, params, sub;
     NDIS_STRING kw, name, iomode;
-    PNDIS_CONFIGURATION_PARAMETER param;
     ULONG i;
 
     NdisInitUnicodeString(&kw, L"Ndi");
@@ -371,12 +479,8 @@ static void RtlReadParamDefaults(PRTL_ADAPTER a, NDIS_HANDLE cfg, BOOLEAN wantIo
             if (status != NDIS_STATUS_SUCCESS)
                 break;
             a->NdiParams++;
-            if (wantIoMode && NdisEqualUnicodeString(&name, &iomode, TRUE)) {
-                NdisInitUnicodeString(&kw, L"default");
-                NdisReadConfiguration(&status, &param, sub, &kw, NdisParameterInteger);
-                if (status == NDIS_STATUS_SUCCESS)
-                    a->IoMode = param->ParameterData.IntegerData;
-            }
+            if (wantIoMode && NdisEqualUnicodeString(&name, &iomode, TRUE))
+                RtlReadInt(sub, L"default", &a->IoMode);
             NdisCloseConfiguration(sub);
         }
         NdisCloseConfiguration(params);
@@ -388,28 +492,24 @@ static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContex
 {
     NDIS_STATUS status;
     NDIS_HANDLE cfg;
-    NDIS_STRING kw;
-    PNDIS_CONFIGURATION_PARAMETER param;
     PVOID addr;
     UINT len;
     BOOLEAN haveIoMode;
+    ULONG v;
 
     a->IoMode = RTL_IO_PORT;
     NdisOpenConfiguration(&status, &cfg, WrapperConfigurationContext);
     if (status != NDIS_STATUS_SUCCESS)
         return;
-    NdisInitUnicodeString(&kw, L"*SpeedDuplex");
-    NdisReadConfiguration(&status, &param, cfg, &kw, NdisParameterInteger);
-    if (status == NDIS_STATUS_SUCCESS)
-        a->SpeedDuplex = param->ParameterData.IntegerData;
-    NdisInitUnicodeString(&kw, L"IoMode");
-    NdisReadConfiguration(&status, &param, cfg, &kw, NdisParameterInteger);
-    haveIoMode = status == NDIS_STATUS_SUCCESS;
-    if (haveIoMode)
-        a->IoMode = param->ParameterData.IntegerData;
+    RtlReadInt(cfg, L"*SpeedDuplex", &a->SpeedDuplex);
+    haveIoMode = RtlReadInt(cfg, L"IoMode", &a->IoMode);
     RtlReadParamDefaults(a, cfg, !haveIoMode);
     if (a->IoMode != RTL_IO_MEMORY)
         a->IoMode = RTL_IO_PORT;
+    a->Deserialized = RtlReadInt(cfg, L"Deserialize", &v) && v == 1;
+    if (RtlReadInt(cfg, L"ReceiveIndication", &v) && v <= RTL_RX_LOOKAHEAD_PEND)
+        a->RxIndication = v;
+    a->PendOids = RtlReadInt(cfg, L"PendOids", &v) && v == 1;
     NdisReadNetworkAddress(&status, &addr, &len, cfg);
     if (status == NDIS_STATUS_SUCCESS && len == 6 && !(((PUCHAR)addr)[0] & 1)) {
         PUCHAR p = addr;
@@ -481,6 +581,7 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
         return status;
     NdisZeroMemory(a, sizeof(*a));
     a->Handle = MiniportAdapterHandle;
+    NdisAllocateSpinLock(&a->Lock);
     a->Lookahead = ETH_MAX_FRAME - ETH_HEADER;
     a->PacketFilter = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_BROADCAST;
 
@@ -489,8 +590,12 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
     if (status != NDIS_STATUS_SUCCESS)
         goto fail;
 
-    NdisMSetAttributesEx(MiniportAdapterHandle, a, 0, NDIS_ATTRIBUTE_BUS_MASTER,
+    NdisMSetAttributesEx(MiniportAdapterHandle, a, 0,
+                         NDIS_ATTRIBUTE_BUS_MASTER |
+                             (a->Deserialized ? NDIS_ATTRIBUTE_DESERIALIZE : 0),
                          NdisInterfacePci);
+    NdisMInitializeTimer(&a->RxTimer, MiniportAdapterHandle, RtlRxTimer, a);
+    NdisMInitializeTimer(&a->OidTimer, MiniportAdapterHandle, RtlOidTimer, a);
 
     if (a->IoMode == RTL_IO_MEMORY) {
         status = NdisMMapIoSpace(&io, MiniportAdapterHandle, a->MemStart, a->MemLength);
@@ -580,35 +685,172 @@ fail:
     return status;
 }
 
-/* A send is over: release its map register, complete the packet, recycle the context. */
-static void RtlFinishSend(PRTL_ADAPTER a, ULONG n, NDIS_STATUS status)
+/* Appends `p` (a packet we own) to `list`. */
+static void RtlListAppend(PRTL_PACKET_LIST list, PNDIS_PACKET p)
+{
+    RTL_PACKET_NEXT(p) = NULL;
+    if (list->Tail)
+        RTL_PACKET_NEXT(list->Tail) = p;
+    else
+        list->Head = p;
+    list->Tail = p;
+}
+
+/* Takes the first packet off `list` (NULL when it is empty). */
+static PNDIS_PACKET RtlListPop(PRTL_PACKET_LIST list)
+{
+    PNDIS_PACKET p = list->Head;
+
+    if (p) {
+        list->Head = RTL_PACKET_NEXT(p);
+        if (!list->Head)
+            list->Tail = NULL;
+    }
+    return p;
+}
+
+/*
+ * Descriptor n's send is over (lock held): release its map register, recycle
+ * the context, and put the packet on `done` with `status`.
+ */
+static void RtlRetireSend(PRTL_ADAPTER a, ULONG n, NDIS_STATUS status, PRTL_PACKET_LIST done)
 {
     PRTL_TX_CONTEXT ctx = a->Tx[n];
 
     a->Tx[n] = NULL;
     if (ctx->Mapped)
         NdisMCompleteBufferPhysicalMapping(a->Handle, ctx->Mapped, n);
-    NdisMSendComplete(a->Handle, ctx->Packet, status);
+    NDIS_SET_PACKET_STATUS(ctx->Packet, status);
+    RtlListAppend(done, ctx->Packet);
     NdisFreeToNPagedLookasideList(&a->TxLookaside, ctx);
 }
 
-/* Complete every send the chip still holds with `status`. */
-static void RtlAbortSends(PRTL_ADAPTER a, NDIS_STATUS status)
+/* Completes the packets on `done` with the status each carries (lock not held). */
+static void RtlCompleteSends(PRTL_ADAPTER a, PRTL_PACKET_LIST done)
 {
+    PNDIS_PACKET p;
+
+    while ((p = RtlListPop(done)) != NULL)
+        NdisMSendComplete(a->Handle, p, NDIS_GET_PACKET_STATUS(p));
+}
+
+/* Every send the driver holds, on the chip or queued, onto `done` with `status` (lock held). */
+static void RtlAbortSends(PRTL_ADAPTER a, NDIS_STATUS status, PRTL_PACKET_LIST done)
+{
+    PNDIS_PACKET p;
+
     for (ULONG i = 0; i < TX_DESCS; i++)
         if (a->Tx[i])
-            RtlFinishSend(a, i, status);
+            RtlRetireSend(a, i, status, done);
+    while ((p = RtlListPop(&a->SendQueue)) != NULL) {
+        NDIS_SET_PACKET_STATUS(p, status);
+        RtlListAppend(done, p);
+    }
+}
+
+/* Steps the ring past the record whose length field is `len` (frame + CRC). */
+static void RtlAdvanceRx(PRTL_ADAPTER a, UINT len)
+{
+    a->RxOffset = (a->RxOffset + len + 4 + 3) & ~3u;
+    a->RxOffset %= RX_RING_LEN;
+    Wr16(a, R_CAPR, (USHORT)(a->RxOffset - 16));
+}
+
+/* Copies `len` bytes from `src` into the buffers of `Packet`; the bytes that fitted. */
+static UINT RtlCopyToPacket(PNDIS_PACKET Packet, const UCHAR *src, UINT len)
+{
+    PNDIS_BUFFER buf;
+    UINT copied = 0;
+
+    NdisQueryPacket(Packet, NULL, NULL, &buf, NULL);
+    while (buf && copied < len) {
+        PVOID va;
+        UINT n;
+
+        NdisQueryBufferSafe(buf, &va, &n, NormalPagePriority);
+        if (!va)
+            break;
+        if (n > len - copied)
+            n = len - copied;
+        NdisMoveMemory(va, src + copied, n);
+        copied += n;
+        NdisGetNextBuffer(buf, &buf);
+    }
+    return copied;
+}
+
+/*
+ * Completes the pended transfers from the current frame, with its data
+ * (`status` NDIS_STATUS_SUCCESS) or failed with `status`, and steps the ring
+ * past the frame; at DISPATCH_LEVEL, with no context walking the ring.
+ */
+static void RtlFinishTransfers(PRTL_ADAPTER a, NDIS_STATUS status)
+{
+    ULONG n = a->PendingCount;
+
+    if (!n)
+        return;
+    for (ULONG i = 0; i < n; i++) {
+        RTL_TRANSFER *t = &a->Pending[i];
+        UINT done = 0;
+
+        if (status == NDIS_STATUS_SUCCESS)
+            done = RtlCopyToPacket(t->Packet, a->RxFrame.Data + t->Offset, t->Bytes);
+        NdisMTransferDataComplete(a->Handle, t->Packet, status, done);
+    }
+    RtlAdvanceRx(a, a->RxFrame.Record);
+    a->RxFrame.Data = NULL;
+    NdisDprAcquireSpinLock(&a->Lock);
+    a->PendingCount = 0;
+    NdisDprReleaseSpinLock(&a->Lock);
+}
+
+/* Answers the pended request, or fails it with NDIS_STATUS_REQUEST_ABORTED. */
+static void RtlCompletePendedOid(PRTL_ADAPTER a, BOOLEAN abort)
+{
+    RTL_PENDED_OID r = a->PendedOid;
+    NDIS_STATUS s;
+
+    if (!a->OidPending)
+        return;
+    a->OidPending = FALSE;
+    a->OidsPended++;
+    if (abort) {
+        *r.Done = 0;
+        *r.Needed = 0;
+        s = NDIS_STATUS_REQUEST_ABORTED;
+    } else if (r.Query) {
+        s = RtlQuery(a, r.Oid, r.Buffer, r.Length, r.Done, r.Needed);
+    } else {
+        s = RtlSet(a, r.Oid, r.Buffer, r.Length, r.Done, r.Needed);
+    }
+    if (r.Query)
+        NdisMQueryInformationComplete(a->Handle, s);
+    else
+        NdisMSetInformationComplete(a->Handle, s);
 }
 
 static VOID NTAPI RtlHalt(NDIS_HANDLE Context)
 {
     PRTL_ADAPTER a = Context;
+    RTL_PACKET_LIST done = {NULL, NULL};
+    BOOLEAN cancelled;
+    KIRQL old;
 
     Wr16(a, R_IMR, 0);
     Wr8(a, R_CR, 0);
     Wr16(a, R_ISR, 0xFFFF);
-    /* Serialized: NDIS completed every send's queue; ours never outlive Halt. */
-    RtlAbortSends(a, NDIS_STATUS_FAILURE);
+    NdisMCancelTimer(&a->RxTimer, &cancelled);
+    NdisMCancelTimer(&a->OidTimer, &cancelled);
+    /* Nothing the driver holds outlives Halt: transfers, the request and sends fail. */
+    KeRaiseIrql(DISPATCH_LEVEL, &old);
+    RtlFinishTransfers(a, NDIS_STATUS_FAILURE);
+    KeLowerIrql(old);
+    RtlCompletePendedOid(a, TRUE);
+    NdisAcquireSpinLock(&a->Lock);
+    RtlAbortSends(a, NDIS_STATUS_FAILURE, &done);
+    NdisReleaseSpinLock(&a->Lock);
+    RtlCompleteSends(a, &done);
     RtlFreeAll(a);
 }
 
@@ -626,14 +868,22 @@ static BOOLEAN NTAPI RtlCheckForHang(NDIS_HANDLE Context)
     return FALSE;
 }
 
+/* At DISPATCH_LEVEL: the ring starts over, so pended transfers and held sends are aborted. */
 static NDIS_STATUS NTAPI RtlReset(PBOOLEAN AddressingReset, NDIS_HANDLE Context)
 {
     PRTL_ADAPTER a = Context;
+    RTL_PACKET_LIST done = {NULL, NULL};
+    BOOLEAN ok;
 
     Wr16(a, R_IMR, 0);
-    RtlAbortSends(a, NDIS_STATUS_REQUEST_ABORTED);
+    RtlFinishTransfers(a, NDIS_STATUS_REQUEST_ABORTED);
+    NdisDprAcquireSpinLock(&a->Lock);
+    RtlAbortSends(a, NDIS_STATUS_REQUEST_ABORTED, &done);
+    ok = RtlHwInit(a);
+    NdisDprReleaseSpinLock(&a->Lock);
+    RtlCompleteSends(a, &done);
     *AddressingReset = FALSE; /* filter and multicast list are reprogrammed here */
-    return RtlHwInit(a) ? NDIS_STATUS_SUCCESS : NDIS_STATUS_HARD_ERRORS;
+    return ok ? NDIS_STATUS_SUCCESS : NDIS_STATUS_HARD_ERRORS;
 }
 
 /*
@@ -691,16 +941,18 @@ static UINT RtlCopyForDevice(PRTL_ADAPTER a, ULONG n, PNDIS_BUFFER buf, UINT tot
     return copied;
 }
 
-/* Hand one packet to the next free descriptor, zero copy if it can be. */
-static NDIS_STATUS RtlSendOne(PRTL_ADAPTER a, PNDIS_PACKET Packet)
+/*
+ * Hands `Packet` to the next descriptor (lock held, one free), zero copy if it
+ * can be: NDIS_STATUS_PENDING once the chip has it, NDIS_STATUS_RESOURCES when
+ * it cannot be started now, another failure for a packet that cannot be sent.
+ */
+static NDIS_STATUS RtlStartSend(PRTL_ADAPTER a, PNDIS_PACKET Packet)
 {
     PNDIS_BUFFER buf;
     UINT total, count, length;
     PRTL_TX_CONTEXT ctx;
     ULONG n, pa;
 
-    if (a->TxBusy == TX_DESCS)
-        return NDIS_STATUS_RESOURCES;
     NdisQueryPacket(Packet, NULL, &count, &buf, &total);
     if (total < ETH_HEADER || total > ETH_MAX_FRAME)
         return NDIS_STATUS_INVALID_PACKET;
@@ -732,23 +984,72 @@ static NDIS_STATUS RtlSendOne(PRTL_ADAPTER a, PNDIS_PACKET Packet)
     return NDIS_STATUS_PENDING;
 }
 
-static VOID NTAPI RtlSendPackets(NDIS_HANDLE Context, PPNDIS_PACKET Packets, UINT Count)
+/*
+ * Deserialized: starts queued packets while descriptors are free (lock held);
+ * those that cannot be sent go to `done`.  `waited`: called as descriptors
+ * free up, so every packet started waited in the queue.
+ */
+static void RtlStartQueued(PRTL_ADAPTER a, PRTL_PACKET_LIST done, BOOLEAN waited)
 {
-    PRTL_ADAPTER a = Context;
+    while (a->SendQueue.Head && a->TxBusy < TX_DESCS) {
+        PNDIS_PACKET p = RtlListPop(&a->SendQueue);
+        NDIS_STATUS s = RtlStartSend(a, p);
 
-    for (UINT i = 0; i < Count; i++) {
-        NDIS_STATUS s = RtlSendOne(a, Packets[i]);
-        NDIS_SET_PACKET_STATUS(Packets[i], s);
-        if (s != NDIS_STATUS_PENDING && s != NDIS_STATUS_RESOURCES) {
+        if (s == NDIS_STATUS_PENDING) {
+            if (waited)
+                a->SendsWaited++;
+        } else {
             a->XmitError++;
-            NdisMSendComplete(a->Handle, Packets[i], s);
+            NDIS_SET_PACKET_STATUS(p, s);
+            RtlListAppend(done, p);
         }
     }
 }
 
-/* Complete the descriptors the chip has finished with (OWN set with TOK or TABT). */
+static VOID NTAPI RtlSendPackets(NDIS_HANDLE Context, PPNDIS_PACKET Packets, UINT Count)
+{
+    PRTL_ADAPTER a = Context;
+    RTL_PACKET_LIST done = {NULL, NULL};
+    BOOLEAN refuse = FALSE;
+
+    NdisAcquireSpinLock(&a->Lock);
+    for (UINT i = 0; i < Count; i++) {
+        PNDIS_PACKET p = Packets[i];
+        NDIS_STATUS s;
+
+        if (a->Deserialized) {
+            /* Ours until NdisMSendComplete: queued, started below as descriptors allow. */
+            NDIS_SET_PACKET_STATUS(p, NDIS_STATUS_PENDING);
+            RtlListAppend(&a->SendQueue, p);
+            continue;
+        }
+        /*
+         * Serialized: the status hands the packet back unless it is PENDING;
+         * NDIS requeues the first RESOURCES and every packet after it.
+         */
+        s = refuse || a->TxBusy == TX_DESCS ? NDIS_STATUS_RESOURCES : RtlStartSend(a, p);
+        if (s == NDIS_STATUS_RESOURCES) {
+            refuse = TRUE;
+            a->SendsRefused++;
+        } else if (s != NDIS_STATUS_PENDING) {
+            a->XmitError++;
+        }
+        NDIS_SET_PACKET_STATUS(p, s);
+    }
+    RtlStartQueued(a, &done, FALSE);
+    NdisReleaseSpinLock(&a->Lock);
+    RtlCompleteSends(a, &done);
+}
+
+/*
+ * Retires the descriptors the chip has finished with (OWN set with TOK or
+ * TABT), starts what waits for them, and completes the sends.
+ */
 static void RtlTxDone(PRTL_ADAPTER a)
 {
+    RTL_PACKET_LIST done = {NULL, NULL};
+
+    NdisDprAcquireSpinLock(&a->Lock);
     while (a->TxBusy) {
         ULONG n = a->TxDirty;
         ULONG tsd = Rd32(a, R_TSD0 + 4 * n);
@@ -766,14 +1067,91 @@ static void RtlTxDone(PRTL_ADAPTER a)
         a->TxDirty = (n + 1) % TX_DESCS;
         a->TxBusy--;
         if (a->Tx[n])
-            RtlFinishSend(a, n, s);
+            RtlRetireSend(a, n, s, &done);
+    }
+    RtlStartQueued(a, &done, TRUE);
+    NdisDprReleaseSpinLock(&a->Lock);
+    RtlCompleteSends(a, &done);
+}
+
+/*
+ * ReceiveIndication 0: the frame copied into a free receive packet and
+ * indicated with NdisMIndicateReceivePacket.
+ */
+static void RtlIndicatePacket(PRTL_ADAPTER a, const UCHAR *frame, UINT flen)
+{
+    PNDIS_PACKET p;
+    ULONG i;
+    BOOLEAN low;
+
+    NdisDprAcquireSpinLock(&a->Lock);
+    if (a->RxFreeCount == 0) {
+        a->RcvNoBuffer++;
+        NdisDprReleaseSpinLock(&a->Lock);
+        return;
+    }
+    i = a->RxFree[--a->RxFreeCount];
+    low = a->RxFreeCount < 2;
+    a->RcvOk++;
+    NdisDprReleaseSpinLock(&a->Lock);
+
+    p = a->RxPacket[i];
+    NdisMoveMemory(a->RxBufs + i * RX_BUF_LEN, frame, flen);
+    NdisAdjustBufferLength(a->RxBuffer[i], flen);
+    NdisRecalculatePacketCounts(p);
+    /* Keep a reserve: the last packets are lent only for the call. */
+    NDIS_SET_PACKET_STATUS(p, low ? NDIS_STATUS_RESOURCES : NDIS_STATUS_SUCCESS);
+    NdisMIndicateReceivePacket(a->Handle, &p, 1);
+    if (NDIS_GET_PACKET_STATUS(p) != NDIS_STATUS_PENDING) {
+        NdisDprAcquireSpinLock(&a->Lock);
+        a->RxFree[a->RxFreeCount++] = i;
+        NdisDprReleaseSpinLock(&a->Lock);
     }
 }
 
-/* Walk the receive ring from RxOffset to the chip's write pointer. */
+/*
+ * ReceiveIndication 1 and 2: the header and a lookahead of the current
+ * lookahead size (or the whole frame, if smaller) straight from the ring; the
+ * frame stays current while transfers from it are pending.
+ */
+static void RtlIndicateLookahead(PRTL_ADAPTER a, PUCHAR frame, UINT flen, UINT record)
+{
+    UINT data = flen - ETH_HEADER;
+    UINT look = data < a->Lookahead ? data : a->Lookahead;
+
+    a->RxFrame.Data = frame + ETH_HEADER;
+    a->RxFrame.Length = data;
+    a->RxFrame.Record = record;
+    a->RcvOk++;
+    a->LookaheadIndications++;
+    if (look < data)
+        a->ShortLookaheads++;
+    /* The macro passes HeaderBuffer as the (PCHAR) destination address too. */
+    NdisMEthIndicateReceive(a->Handle, &a->RxFrame, (PVOID)frame, ETH_HEADER, frame + ETH_HEADER,
+                            look, data);
+    if (!a->PendingCount)
+        a->RxFrame.Data = NULL;
+}
+
+/*
+ * Walks the receive ring from RxOffset to the chip's write pointer,
+ * indicating each frame; at DISPATCH_LEVEL, from the interrupt DPC or the
+ * transfer timer.  One context walks at a time, and none while pended
+ * transfers hold the current frame: the walk that pended them arms the
+ * transfer timer, which completes them, steps past the frame and walks on.
+ */
 static void RtlRxDone(PRTL_ADAPTER a)
 {
+    BOOLEAN indicated = FALSE, pended;
     int budget = 64;
+
+    NdisDprAcquireSpinLock(&a->Lock);
+    if (a->RxWalking || a->PendingCount) {
+        NdisDprReleaseSpinLock(&a->Lock);
+        return;
+    }
+    a->RxWalking = TRUE;
+    NdisDprReleaseSpinLock(&a->Lock);
 
     while (!(Rd8(a, R_CR) & CR_BUFE) && budget-- > 0) {
         PUCHAR rec = a->RxRing + a->RxOffset;
@@ -782,6 +1160,7 @@ static void RtlRxDone(PRTL_ADAPTER a)
 
         if (!(status & RX_ROK) || len < ETH_HEADER + 4 || len > ETH_MAX_FRAME + 4) {
             /* A bad header: the ring is out of sync, restart the receiver. */
+            NdisDprAcquireSpinLock(&a->Lock);
             a->RcvError++;
             Wr8(a, R_CR, CR_TE);
             Wr8(a, R_CR, CR_RE | CR_TE);
@@ -789,31 +1168,77 @@ static void RtlRxDone(PRTL_ADAPTER a)
             RtlApplyFilter(a);
             a->RxOffset = 0;
             Wr16(a, R_CAPR, (USHORT)(0 - 16));
-            return;
+            NdisDprReleaseSpinLock(&a->Lock);
+            break;
         }
-        if (a->RxFreeCount == 0) {
-            a->RcvNoBuffer++;
+        /* WRAP=1: a record that crosses the end continues linearly past it. */
+        if (a->RxIndication == RTL_RX_PACKETS) {
+            RtlIndicatePacket(a, rec + 4, len - 4);
         } else {
-            ULONG i = a->RxFree[--a->RxFreeCount];
-            PNDIS_PACKET p = a->RxPacket[i];
-            UINT flen = len - 4;
-
-            /* WRAP=1: a record that crosses the end continues linearly past it. */
-            NdisMoveMemory(a->RxBufs + i * RX_BUF_LEN, rec + 4, flen);
-            NdisAdjustBufferLength(a->RxBuffer[i], flen);
-            NdisRecalculatePacketCounts(p);
-            /* Keep a reserve: the last packets are lent only for the call. */
-            NDIS_SET_PACKET_STATUS(p, a->RxFreeCount < 2 ? NDIS_STATUS_RESOURCES
-                                                         : NDIS_STATUS_SUCCESS);
-            a->RcvOk++;
-            NdisMIndicateReceivePacket(a->Handle, &p, 1);
-            if (NDIS_GET_PACKET_STATUS(p) != NDIS_STATUS_PENDING)
-                a->RxFree[a->RxFreeCount++] = i;
+            RtlIndicateLookahead(a, rec + 4, len - 4, len);
+            indicated = TRUE;
+            if (a->PendingCount)
+                break;
         }
-        a->RxOffset = (a->RxOffset + len + 4 + 3) & ~3u;
-        a->RxOffset %= RX_RING_LEN;
-        Wr16(a, R_CAPR, (USHORT)(a->RxOffset - 16));
+        RtlAdvanceRx(a, len);
     }
+    if (indicated)
+        NdisMEthIndicateReceiveComplete(a->Handle);
+    NdisDprAcquireSpinLock(&a->Lock);
+    a->RxWalking = FALSE;
+    pended = a->PendingCount != 0;
+    NdisDprReleaseSpinLock(&a->Lock);
+    if (pended)
+        NdisMSetTimer(&a->RxTimer, 0);
+}
+
+/* The transfer timer: the pended transfers done (as a DMA engine would), the walk goes on. */
+static VOID NTAPI RtlRxTimer(PVOID SystemSpecific1, PVOID Context, PVOID SystemSpecific2,
+                             PVOID SystemSpecific3)
+{
+    PRTL_ADAPTER a = Context;
+
+    (void)SystemSpecific1;
+    (void)SystemSpecific2;
+    (void)SystemSpecific3;
+    RtlFinishTransfers(a, NDIS_STATUS_SUCCESS);
+    RtlRxDone(a);
+}
+
+/*
+ * Copies data of the frame being indicated (MiniportReceiveContext) from
+ * ByteOffset past its header; ReceiveIndication 2 pends the copy for the
+ * transfer timer.
+ */
+static NDIS_STATUS NTAPI RtlTransferData(PNDIS_PACKET Packet, PUINT BytesTransferred,
+                                         NDIS_HANDLE Context, NDIS_HANDLE ReceiveContext,
+                                         UINT ByteOffset, UINT BytesToTransfer)
+{
+    PRTL_ADAPTER a = Context;
+    PRTL_RX_FRAME f = ReceiveContext;
+    RTL_TRANSFER *t;
+
+    *BytesTransferred = 0;
+    if (f != &a->RxFrame || !f->Data || ByteOffset > f->Length)
+        return NDIS_STATUS_FAILURE;
+    if (BytesToTransfer > f->Length - ByteOffset)
+        BytesToTransfer = f->Length - ByteOffset;
+    if (a->RxIndication != RTL_RX_LOOKAHEAD_PEND) {
+        *BytesTransferred = RtlCopyToPacket(Packet, f->Data + ByteOffset, BytesToTransfer);
+        a->Transfers++;
+        return NDIS_STATUS_SUCCESS;
+    }
+    if (a->PendingCount == RTL_MAX_TRANSFERS)
+        return NDIS_STATUS_RESOURCES;
+    t = &a->Pending[a->PendingCount];
+    t->Packet = Packet;
+    t->Offset = ByteOffset;
+    t->Bytes = BytesToTransfer;
+    NdisDprAcquireSpinLock(&a->Lock);
+    a->PendingCount++;
+    NdisDprReleaseSpinLock(&a->Lock);
+    a->TransfersPended++;
+    return NDIS_STATUS_PENDING;
 }
 
 static VOID NTAPI RtlReturnPacket(NDIS_HANDLE Context, PNDIS_PACKET Packet)
@@ -822,7 +1247,9 @@ static VOID NTAPI RtlReturnPacket(NDIS_HANDLE Context, PNDIS_PACKET Packet)
     ULONG i = (ULONG)*(ULONG_PTR *)Packet->MiniportReserved;
 
     NdisAdjustBufferLength(a->RxBuffer[i], RX_BUF_LEN);
+    NdisDprAcquireSpinLock(&a->Lock);
     a->RxFree[a->RxFreeCount++] = i;
+    NdisDprReleaseSpinLock(&a->Lock);
 }
 
 static VOID NTAPI RtlIsr(PBOOLEAN InterruptRecognized, PBOOLEAN QueueHandleInterrupt,
@@ -869,11 +1296,10 @@ static VOID NTAPI RtlHandleInterrupt(NDIS_HANDLE Context)
     Wr16(a, R_IMR, INT_MASK);
 }
 
-static NDIS_STATUS NTAPI RtlQueryInformation(NDIS_HANDLE Context, NDIS_OID Oid, PVOID Buffer,
-                                             ULONG BufferLength, PULONG BytesWritten,
-                                             PULONG BytesNeeded)
+/* Answers a query (at once, or from the OID timer). */
+static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG BufferLength,
+                            PULONG BytesWritten, PULONG BytesNeeded)
 {
-    PRTL_ADAPTER a = Context;
     ULONG ul = 0;
     USHORT us;
     NDIS_HARDWARE_STATUS hw = NdisHardwareStatusReady;
@@ -944,8 +1370,8 @@ static NDIS_STATUS NTAPI RtlQueryInformation(NDIS_HANDLE Context, NDIS_OID Oid, 
         ul = a->PacketFilter;
         break;
     case OID_GEN_MAC_OPTIONS:
-        ul = NDIS_MAC_OPTION_COPY_LOOKAHEAD_DATA | NDIS_MAC_OPTION_TRANSFERS_NOT_PEND |
-             NDIS_MAC_OPTION_NO_LOOPBACK;
+        ul = NDIS_MAC_OPTION_COPY_LOOKAHEAD_DATA | NDIS_MAC_OPTION_NO_LOOPBACK |
+             (a->RxIndication == RTL_RX_LOOKAHEAD_PEND ? 0 : NDIS_MAC_OPTION_TRANSFERS_NOT_PEND);
         break;
     case OID_GEN_XMIT_OK:
         ul = a->XmitOk;
@@ -990,6 +1416,16 @@ static NDIS_STATUS NTAPI RtlQueryInformation(NDIS_HANDLE Context, NDIS_OID Oid, 
         diag.TxContextAllocs = a->TxLookaside.L.TotalAllocates;
         diag.TxContextMisses = a->TxLookaside.L.AllocateMisses;
         diag.TxContextFrees = a->TxLookaside.L.TotalFrees;
+        diag.Deserialized = a->Deserialized;
+        diag.ReceiveIndication = a->RxIndication;
+        diag.PendOids = a->PendOids;
+        diag.SendsRefused = a->SendsRefused;
+        diag.SendsWaited = a->SendsWaited;
+        diag.LookaheadIndications = a->LookaheadIndications;
+        diag.ShortLookaheads = a->ShortLookaheads;
+        diag.Transfers = a->Transfers;
+        diag.TransfersPended = a->TransfersPended;
+        diag.OidsPended = a->OidsPended;
         src = &diag;
         len = sizeof(diag);
         break;
@@ -1009,11 +1445,10 @@ static NDIS_STATUS NTAPI RtlQueryInformation(NDIS_HANDLE Context, NDIS_OID Oid, 
     return NDIS_STATUS_SUCCESS;
 }
 
-static NDIS_STATUS NTAPI RtlSetInformation(NDIS_HANDLE Context, NDIS_OID Oid, PVOID Buffer,
-                                           ULONG BufferLength, PULONG BytesRead,
-                                           PULONG BytesNeeded)
+/* Carries out a set (at once, or from the OID timer). */
+static NDIS_STATUS RtlSet(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG BufferLength,
+                          PULONG BytesRead, PULONG BytesNeeded)
 {
-    PRTL_ADAPTER a = Context;
     ULONG ul;
 
     *BytesRead = 0;
@@ -1028,8 +1463,10 @@ static NDIS_STATUS NTAPI RtlSetInformation(NDIS_HANDLE Context, NDIS_OID Oid, PV
         *BytesRead = sizeof(ULONG);
         if (ul & ~SUPPORTED_FILTERS)
             return NDIS_STATUS_NOT_SUPPORTED;
+        NdisAcquireSpinLock(&a->Lock);
         a->PacketFilter = ul;
         RtlApplyFilter(a);
+        NdisReleaseSpinLock(&a->Lock);
         return NDIS_STATUS_SUCCESS;
     case OID_GEN_CURRENT_LOOKAHEAD:
         if (BufferLength < sizeof(ULONG)) {
@@ -1049,14 +1486,82 @@ static NDIS_STATUS NTAPI RtlSetInformation(NDIS_HANDLE Context, NDIS_OID Oid, PV
             *BytesNeeded = MAX_MCAST * 6;
             return NDIS_STATUS_MULTICAST_FULL;
         }
+        NdisAcquireSpinLock(&a->Lock);
         NdisMoveMemory(a->McList, Buffer, BufferLength);
         a->McCount = BufferLength / 6;
-        *BytesRead = BufferLength;
         RtlApplyFilter(a);
+        NdisReleaseSpinLock(&a->Lock);
+        *BytesRead = BufferLength;
         return NDIS_STATUS_SUCCESS;
     default:
         return NDIS_STATUS_NOT_SUPPORTED;
     }
+}
+
+/* PendOids: whether a query (or set) of `Oid` is answered from the OID timer. */
+static BOOLEAN RtlPends(PRTL_ADAPTER a, BOOLEAN query, NDIS_OID Oid)
+{
+    if (!a->PendOids)
+        return FALSE;
+    if (query)
+        return Oid == OID_GEN_LINK_SPEED || Oid == OID_GEN_MEDIA_CONNECT_STATUS;
+    return Oid == OID_GEN_CURRENT_PACKET_FILTER || Oid == OID_GEN_CURRENT_LOOKAHEAD;
+}
+
+/*
+ * Pends a request of an OID that RtlPends names (all take a ULONG): a buffer
+ * too small fails at once; otherwise the OID timer answers it.
+ */
+static NDIS_STATUS RtlPend(PRTL_ADAPTER a, BOOLEAN query, NDIS_OID Oid, PVOID Buffer,
+                           ULONG BufferLength, PULONG Done, PULONG Needed)
+{
+    *Done = 0;
+    if (BufferLength < sizeof(ULONG)) {
+        *Needed = sizeof(ULONG);
+        return query ? NDIS_STATUS_BUFFER_TOO_SHORT : NDIS_STATUS_INVALID_LENGTH;
+    }
+    *Needed = 0;
+    a->PendedOid.Query = query;
+    a->PendedOid.Oid = Oid;
+    a->PendedOid.Buffer = Buffer;
+    a->PendedOid.Length = BufferLength;
+    a->PendedOid.Done = Done;
+    a->PendedOid.Needed = Needed;
+    a->OidPending = TRUE;
+    NdisMSetTimer(&a->OidTimer, 1);
+    return NDIS_STATUS_PENDING;
+}
+
+static NDIS_STATUS NTAPI RtlQueryInformation(NDIS_HANDLE Context, NDIS_OID Oid, PVOID Buffer,
+                                             ULONG BufferLength, PULONG BytesWritten,
+                                             PULONG BytesNeeded)
+{
+    PRTL_ADAPTER a = Context;
+
+    if (RtlPends(a, TRUE, Oid))
+        return RtlPend(a, TRUE, Oid, Buffer, BufferLength, BytesWritten, BytesNeeded);
+    return RtlQuery(a, Oid, Buffer, BufferLength, BytesWritten, BytesNeeded);
+}
+
+static NDIS_STATUS NTAPI RtlSetInformation(NDIS_HANDLE Context, NDIS_OID Oid, PVOID Buffer,
+                                           ULONG BufferLength, PULONG BytesRead,
+                                           PULONG BytesNeeded)
+{
+    PRTL_ADAPTER a = Context;
+
+    if (RtlPends(a, FALSE, Oid))
+        return RtlPend(a, FALSE, Oid, Buffer, BufferLength, BytesRead, BytesNeeded);
+    return RtlSet(a, Oid, Buffer, BufferLength, BytesRead, BytesNeeded);
+}
+
+/* The OID timer: answers the pended request. */
+static VOID NTAPI RtlOidTimer(PVOID SystemSpecific1, PVOID Context, PVOID SystemSpecific2,
+                              PVOID SystemSpecific3)
+{
+    (void)SystemSpecific1;
+    (void)SystemSpecific2;
+    (void)SystemSpecific3;
+    RtlCompletePendedOid(Context, FALSE);
 }
 
 NTSTATUS NTAPI DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath)
@@ -1081,6 +1586,7 @@ NTSTATUS NTAPI DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING Registry
     c.HandleInterruptHandler = RtlHandleInterrupt;
     c.SendPacketsHandler = RtlSendPackets;
     c.ReturnPacketHandler = RtlReturnPacket;
+    c.TransferDataHandler = RtlTransferData;
     c.AdapterShutdownHandler = RtlShutdown;
 
     status = NdisMRegisterMiniport(RtlWrapper, (PNDIS_MINIPORT_CHARACTERISTICS)&c, sizeof(c));

@@ -1,12 +1,18 @@
-//! rtl8139_ndis5.sys (NDIS 5.1, serialized) drives the RTL8139 model through the whole NDIS 5
-//! path, on x86-32 and x64: MiniportInitialize with bus resources, port I/O or memory-mapped
-//! registers (NdisMMapIoSpace, chosen by the `IoMode` parameter or its Ndi\params default found
-//! through NdisOpenConfigurationKeyByName / ByIndex), shared memory, map registers and an
-//! interrupt; sends through MiniportSendPackets, zero copy through NdisMStartBufferPhysicalMapping
-//! or copied, with per-send contexts from a lookaside list, and NdisMSendComplete; receives
-//! through the ISR, MiniportHandleInterrupt, NdisMIndicateReceivePacket and MiniportReturnPacket;
-//! OID queries and sets; link changes; Halt and unload with nothing leaked, 100 times over; a
-//! failing MiniportInitialize.
+//! rtl8139_ndis5.sys (NDIS 5.1) drives the RTL8139 model through the whole NDIS 5 path, on x86-32
+//! and x64: MiniportInitialize with bus resources, port I/O or memory-mapped registers
+//! (NdisMMapIoSpace, chosen by the `IoMode` parameter or its Ndi\params default found through
+//! NdisOpenConfigurationKeyByName / ByIndex), shared memory, map registers and an interrupt;
+//! sends through MiniportSendPackets, zero copy through NdisMStartBufferPhysicalMapping or
+//! copied, with per-send contexts from a lookaside list, and NdisMSendComplete; receives through
+//! the ISR, MiniportHandleInterrupt, NdisMIndicateReceivePacket and MiniportReturnPacket; OID
+//! queries and sets; link changes; Halt and unload with nothing leaked, 100 times over; a failing
+//! MiniportInitialize. Then every combination of its `Deserialize`, `ReceiveIndication` and
+//! `PendOids` parameters: serialized (NDIS requeues what it hands back with
+//! NDIS_STATUS_RESOURCES) or deserialized (its own send queue, every packet completed once);
+//! receives as packets or as NdisMEthIndicateReceive lookaheads with MiniportTransferData at once
+//! or pended (NdisMTransferDataComplete); OID requests answered at once or pended
+//! (NdisMQuery/SetInformationComplete from a timer) while traffic flows; Halt with all of them
+//! outstanding, and Reset aborting them before traffic resumes.
 
 use std::collections::VecDeque;
 
@@ -17,8 +23,9 @@ use host_linux::net::{NetEvent, NetMiniport};
 use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::Rtl8139;
 use ica_tests::nic::{
-    assert_sent, frame, load_and_initialize, one_frame_each_way_then_unload, pool_by_tag, received,
-    send_all, service, start_probed_rtl8139, start_rtl8139, MAC, PEER,
+    adapter_key, assert_sent, drain_sends, frame, load_and_initialize,
+    one_frame_each_way_then_unload, pool_by_tag, received, rtl_diag, send_all, service,
+    start_probed_rtl8139, start_rtl8139, start_rtl8139_in, MAC, PEER,
 };
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::{oid, NetAdapter};
@@ -140,59 +147,8 @@ fn cable_pull_and_replug_are_indicated_as_media_disconnect_and_connect() {
     }
 }
 
-/// The driver's private OID_ICA_RTL_DIAG.
-const OID_ICA_RTL_DIAG: u32 = 0xFF81_3901;
 /// Its pool tag of per-send contexts ('RCTx').
 const TX_CONTEXT_TAG: &str = "RCTx";
-
-/// What OID_ICA_RTL_DIAG reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Diag {
-    io_mode: u32,
-    ndi_params: u32,
-    zero_copy_sends: u32,
-    copied_sends: u32,
-    context_allocs: u32,
-    context_misses: u32,
-    context_frees: u32,
-}
-
-fn diag(nic: &mut NetAdapter) -> Diag {
-    let r = nic.query(OID_ICA_RTL_DIAG, 64).unwrap();
-    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
-    assert_eq!(r.data.len(), 28);
-    let f = |i: usize| u32::from_le_bytes(r.data[4 * i..4 * i + 4].try_into().unwrap());
-    Diag {
-        io_mode: f(0),
-        ndi_params: f(1),
-        zero_copy_sends: f(2),
-        copied_sends: f(3),
-        context_allocs: f(4),
-        context_misses: f(5),
-        context_frees: f(6),
-    }
-}
-
-/// An adapter key (as the installer makes one) holding `values`, and `Ndi\params\<name>` subkeys
-/// with a `default` for each of `defaults`.
-fn adapter_key(
-    h: &mut loader::DriverHost,
-    values: &[(&str, &str)],
-    defaults: &[(&str, &str)],
-) -> String {
-    let key = r"\Registry\Machine\System\CurrentControlSet\Control\Class\{4D36E972-E325-11CE-BFC1-08002BE10318}\0001";
-    let b = registry::backend(&mut h.k);
-    b.create_key_path(key).unwrap();
-    for (name, value) in values {
-        b.set_value(key, name, &RegValue::sz(value)).unwrap();
-    }
-    for (name, value) in defaults {
-        let sub = format!(r"{key}\Ndi\params\{name}");
-        b.create_key_path(&sub).unwrap();
-        b.set_value(&sub, "default", &RegValue::sz(value)).unwrap();
-    }
-    key.to_string()
-}
 
 /// How the register access mode is configured.
 #[derive(Debug, Clone, Copy)]
@@ -255,7 +211,7 @@ fn port_and_memory_mapped_registers_both_move_frames_intact_both_ways() {
             let what = format!("{} {config:?}", arch.name());
             let (mut nic, wire, probe) = config.start(arch);
             let (mode, params) = config.expected();
-            let d = diag(&mut nic);
+            let d = rtl_diag(&mut nic);
             assert_eq!((d.io_mode, d.ndi_params), (mode, params), "{what}");
             let a = ndis::miniport::adapter_mut(&mut nic.host.k, nic.adapter).unwrap();
             let bar1 = a.resources.iter().find_map(|r| match *r {
@@ -320,7 +276,7 @@ fn large_single_buffer_sends_go_out_zero_copy_short_ones_copied() {
             let long = sent.len() as u32 - short;
             let out = send_all(&mut nic, &wire, &sent);
             assert_sent(arch, &out, &sent);
-            let d = diag(&mut nic);
+            let d = rtl_diag(&mut nic);
             assert_eq!(
                 (d.zero_copy_sends, d.copied_sends),
                 (long, short),
@@ -361,6 +317,382 @@ fn large_single_buffer_sends_go_out_zero_copy_short_ones_copied() {
                 "{what}: {cached} cached contexts"
             );
             // Halt deletes the list: its cached contexts are freed (stop reports leaks).
+            let findings = nic.stop().unwrap();
+            assert!(findings.is_empty(), "{what}: {findings:?}");
+        }
+    }
+}
+
+/// ReceiveIndication: how the driver indicates receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rx {
+    /// NdisMIndicateReceivePacket.
+    Packets = 0,
+    /// NdisMEthIndicateReceive; MiniportTransferData copies the rest at once.
+    Lookahead = 1,
+    /// NdisMEthIndicateReceive; MiniportTransferData pends, NdisMTransferDataComplete follows.
+    LookaheadPended = 2,
+}
+
+/// Which NDIS 5.1 paths the driver takes: its Deserialize, ReceiveIndication and PendOids
+/// parameters.
+#[derive(Debug, Clone, Copy)]
+struct Paths {
+    deserialize: bool,
+    rx: Rx,
+    pend_oids: bool,
+}
+
+impl Paths {
+    /// Every combination.
+    fn all() -> Vec<Paths> {
+        let mut all = Vec::new();
+        for deserialize in [false, true] {
+            for rx in [Rx::Packets, Rx::Lookahead, Rx::LookaheadPended] {
+                for pend_oids in [false, true] {
+                    all.push(Paths {
+                        deserialize,
+                        rx,
+                        pend_oids,
+                    });
+                }
+            }
+        }
+        all
+    }
+
+    /// The adapter started with these parameters in its key.
+    fn start(self, arch: Arch) -> (NetAdapter, PortHandle) {
+        let mut h = host(arch);
+        let rx = (self.rx as u32).to_string();
+        let values = [
+            ("Deserialize", if self.deserialize { "1" } else { "0" }),
+            ("ReceiveIndication", rx.as_str()),
+            ("PendOids", if self.pend_oids { "1" } else { "0" }),
+        ];
+        let key = adapter_key(&mut h, &values, &[]);
+        let (nic, wire, _) = start_rtl8139_in(h, arch, DRIVER, Some(&key));
+        (nic, wire)
+    }
+}
+
+/// NDIS_STATUS_REQUEST_ABORTED.
+const NDIS_STATUS_REQUEST_ABORTED: u32 = 0xC001_000C;
+/// The lookahead the tests' protocol asks for (OID_GEN_CURRENT_LOOKAHEAD).
+const LOOKAHEAD: u32 = 128;
+/// OID_GEN_MAC_OPTIONS and its NDIS_MAC_OPTION_TRANSFERS_NOT_PEND bit.
+const OID_GEN_MAC_OPTIONS: u32 = 0x0001_0113;
+const MAC_OPTION_TRANSFERS_NOT_PEND: u32 = 0x04;
+/// Payload lengths of the test frames: the shortest and the longest Ethernet frame, and around
+/// the lookahead.
+const LENGTHS: [usize; 12] = [46, 47, 100, 127, 128, 129, 200, 511, 1000, 1498, 1499, 1500];
+
+/// Sets the protocol's lookahead.
+fn set_lookahead(nic: &mut NetAdapter, what: &str) {
+    let r = nic
+        .set(
+            ndis::miniport::OID_GEN_CURRENT_LOOKAHEAD,
+            &LOOKAHEAD.to_le_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS, "{what}");
+    assert_eq!(r.bytes_read, 4, "{what}");
+}
+
+fn one_configuration_moves_frames_both_ways(arch: Arch, paths: Paths) {
+    let what = format!("{} {paths:?}", arch.name());
+    let (mut nic, wire) = paths.start(arch);
+    set_lookahead(&mut nic, &what);
+    let info = nic.info().unwrap();
+    assert_eq!(info.current_address, MAC, "{what}");
+    assert!(info.link_up, "{what}");
+    assert_eq!(info.link_speed, 100_000_000, "{what}");
+    assert_eq!(info.mtu, 1500, "{what}");
+    let r = nic
+        .query(ndis::miniport::OID_GEN_CURRENT_LOOKAHEAD, 4)
+        .unwrap();
+    assert_eq!(r.data, LOOKAHEAD.to_le_bytes(), "{what}");
+    let options = nic.query(OID_GEN_MAC_OPTIONS, 4).unwrap().data;
+    let options = u32::from_le_bytes(options.try_into().unwrap());
+    assert_eq!(
+        options & MAC_OPTION_TRANSFERS_NOT_PEND != 0,
+        paths.rx != Rx::LookaheadPended,
+        "{what}: {options:#x}"
+    );
+
+    let n = LENGTHS.len() as u32;
+    let sent: Vec<Vec<u8>> = LENGTHS
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| frame(PEER, MAC, len, 0x10 + i as u8))
+        .collect();
+    let out = send_all(&mut nic, &wire, &sent);
+    assert_sent(arch, &out, &sent);
+    let incoming: Vec<Vec<u8>> = LENGTHS
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| frame(MAC, PEER, len, 0x80 + i as u8))
+        .collect();
+    let mut got = Vec::new();
+    for chunk in incoming.chunks(5) {
+        for f in chunk {
+            wire.inject(f);
+        }
+        got.extend(received(&service(&mut nic)));
+    }
+    assert_eq!(got, incoming, "{what}: intact and in order");
+
+    let stats = nic.stats();
+    assert_eq!(
+        (stats.sends_ok, stats.sends_failed, stats.receives),
+        (u64::from(n), 0, u64::from(n)),
+        "{what}: {stats:?}"
+    );
+    let d = rtl_diag(&mut nic);
+    let expected = (
+        u32::from(paths.deserialize),
+        paths.rx as u32,
+        u32::from(paths.pend_oids),
+    );
+    assert_eq!(
+        (d.deserialized, d.receive_indication, d.pend_oids),
+        expected,
+        "{what}"
+    );
+    let long = LENGTHS.iter().filter(|&&l| l > LOOKAHEAD as usize).count() as u32;
+    let (indications, short, at_once, pended) = match paths.rx {
+        Rx::Packets => (0, 0, 0, 0),
+        Rx::Lookahead => (n, long, long, 0),
+        Rx::LookaheadPended => (n, long, 0, long),
+    };
+    assert_eq!(
+        (
+            d.lookahead_indications,
+            d.short_lookaheads,
+            d.transfers,
+            d.transfers_pended
+        ),
+        (indications, short, at_once, pended),
+        "{what}: {d:?}"
+    );
+    // Pended: the packet filter set at start, the lookahead set, and info()'s link state and
+    // speed queries.
+    assert_eq!(d.oids_pended, if paths.pend_oids { 4 } else { 0 }, "{what}");
+    if paths.deserialize {
+        assert_eq!(d.sends_refused, 0, "{what}");
+    } else {
+        assert_eq!(d.sends_waited, 0, "{what}");
+    }
+    let info = nic.info().unwrap();
+    assert_eq!((info.xmit_ok, info.rcv_ok), (u64::from(n), u64::from(n)));
+    let findings = nic.stop().unwrap();
+    assert!(findings.is_empty(), "{what}: {findings:?}");
+}
+
+#[test]
+fn every_configuration_moves_frames_intact_both_ways_serialized() {
+    for arch in ARCHES {
+        for paths in Paths::all().into_iter().filter(|p| !p.deserialize) {
+            one_configuration_moves_frames_both_ways(arch, paths);
+        }
+    }
+}
+
+#[test]
+fn every_configuration_moves_frames_intact_both_ways_deserialized() {
+    for arch in ARCHES {
+        for paths in Paths::all().into_iter().filter(|p| p.deserialize) {
+            one_configuration_moves_frames_both_ways(arch, paths);
+        }
+    }
+}
+
+#[test]
+fn more_sends_than_descriptors_wait_in_the_deserialized_miniport_or_come_back_to_ndis() {
+    for arch in ARCHES {
+        for deserialize in [false, true] {
+            let paths = Paths {
+                deserialize,
+                rx: Rx::Packets,
+                pend_oids: false,
+            };
+            let what = format!("{} {paths:?}", arch.name());
+            let (mut nic, wire) = paths.start(arch);
+            let sent: Vec<Vec<u8>> = (0..40)
+                .map(|i| frame(PEER, MAC, 46 + 37 * i, i as u8))
+                .collect();
+            // One call: MiniportSendPackets gets 16, 16 and 8 packets; the chip has 4 descriptors.
+            let mut queue: VecDeque<Vec<u8>> = sent.iter().cloned().collect();
+            nic.send(&mut queue).unwrap();
+            let stats = nic.stats();
+            if deserialize {
+                assert!(queue.is_empty(), "{what}: the miniport took them all");
+                assert_eq!(stats.sends_requeued, 0, "{what}");
+            } else {
+                assert_eq!(queue.len(), 36, "{what}: 12 handed back, 24 not sent yet");
+                assert_eq!(stats.sends_requeued, 12, "{what}");
+            }
+            let out = drain_sends(&mut nic, &wire, &mut queue, sent.len());
+            assert_sent(arch, &out, &sent);
+            let stats = nic.stats();
+            assert_eq!(
+                (stats.sends_ok, stats.sends_failed),
+                (40, 0),
+                "{what}: {stats:?}"
+            );
+            let d = rtl_diag(&mut nic);
+            if deserialize {
+                // Four went out at once; the others waited and left from the interrupt DPC.
+                assert_eq!((d.sends_waited, d.sends_refused), (36, 0), "{what}");
+            } else {
+                assert_eq!(d.sends_waited, 0, "{what}");
+                assert_eq!(u64::from(d.sends_refused), stats.sends_requeued, "{what}");
+            }
+            assert_eq!(nic.info().unwrap().xmit_ok, 40, "{what}");
+            // Completed exactly once each: no stray completion, none outstanding.
+            let findings = nic.stop().unwrap();
+            assert!(findings.is_empty(), "{what}: {findings:?}");
+        }
+    }
+}
+
+/// Leaves the deserialized, pended-transfer miniport holding a received frame whose transfer is
+/// pended (its interrupt and DPC ran, the transfer timer did not) and 12 sends, 4 on the chip
+/// (not yet transmitted) and 8 in its queue.
+fn hold_a_transfer_and_sends(nic: &mut NetAdapter, wire: &PortHandle, what: &str) {
+    wire.inject(&frame(MAC, PEER, 1000, 7));
+    let mut delivered = false;
+    for _ in 0..4 {
+        for line in nic.host.poll_pci() {
+            delivered |= ndis::interrupt::deliver(&mut nic.host.k, line).unwrap();
+        }
+    }
+    assert!(delivered, "{what}");
+    assert!(
+        ndis::miniport::take_events(&mut nic.host.k, nic.adapter).is_empty(),
+        "{what}: the frame waits for its transfer"
+    );
+    assert_eq!(rtl_diag(nic).transfers_pended, 1, "{what}");
+    let mut queue: VecDeque<Vec<u8>> = (0..12).map(|i| frame(PEER, MAC, 300, i as u8)).collect();
+    nic.send(&mut queue).unwrap();
+    assert!(queue.is_empty(), "{what}");
+}
+
+#[test]
+fn reset_aborts_what_the_deserialized_miniport_holds_and_traffic_resumes() {
+    for arch in ARCHES {
+        let paths = Paths {
+            deserialize: true,
+            rx: Rx::LookaheadPended,
+            pend_oids: false,
+        };
+        let what = format!("{} {paths:?}", arch.name());
+        let (mut nic, wire) = paths.start(arch);
+        set_lookahead(&mut nic, &what);
+        hold_a_transfer_and_sends(&mut nic, &wire, &what);
+        let status = ndis::miniport::reset(&mut nic.host.k, nic.adapter).unwrap();
+        assert_eq!(status, ndis::NDIS_STATUS_SUCCESS, "{what}");
+        // Every send completed once, aborted; the pended transfer failed, its frame dropped.
+        let stats = nic.stats();
+        assert_eq!(
+            (stats.sends_ok, stats.sends_failed, stats.last_send_failure),
+            (0, 12, Some(NDIS_STATUS_REQUEST_ABORTED)),
+            "{what}: {stats:?}"
+        );
+        assert_eq!(stats.receives, 0, "{what}");
+        assert!(received(&service(&mut nic)).is_empty(), "{what}");
+        assert!(wire.take_sent().is_none(), "{what}: the chip sent nothing");
+        let sent: Vec<Vec<u8>> = (0..6)
+            .map(|i| frame(PEER, MAC, 46 + 290 * i, 0x20 + i as u8))
+            .collect();
+        let out = send_all(&mut nic, &wire, &sent);
+        assert_sent(arch, &out, &sent);
+        let incoming: Vec<Vec<u8>> = (0..6)
+            .map(|i| frame(MAC, PEER, 1500 - 290 * i, 0x30 + i as u8))
+            .collect();
+        for f in &incoming {
+            wire.inject(f);
+        }
+        assert_eq!(received(&service(&mut nic)), incoming, "{what}");
+        let findings = nic.stop().unwrap();
+        assert!(findings.is_empty(), "{what}: {findings:?}");
+    }
+}
+
+#[test]
+fn halt_completes_what_the_deserialized_miniport_still_holds() {
+    for arch in ARCHES {
+        let paths = Paths {
+            deserialize: true,
+            rx: Rx::LookaheadPended,
+            pend_oids: true,
+        };
+        let what = format!("{} {paths:?}", arch.name());
+        let (mut nic, wire) = paths.start(arch);
+        set_lookahead(&mut nic, &what);
+        // A frame whose transfer is pended, sends on the chip and in the driver's queue, and a
+        // pended query.
+        hold_a_transfer_and_sends(&mut nic, &wire, &what);
+        let r = ndis::miniport::query(&mut nic.host.k, nic.adapter, oid::GEN_LINK_SPEED, 4);
+        assert!(r.unwrap().is_none(), "{what}: the query pends");
+        // Halt fails them all: no send, transfer or request is left without its completion.
+        let findings = nic.stop().unwrap();
+        assert!(findings.is_empty(), "{what}: {findings:?}");
+    }
+}
+
+#[test]
+fn traffic_flows_while_an_oid_request_is_pended() {
+    for arch in ARCHES {
+        for deserialize in [false, true] {
+            let paths = Paths {
+                deserialize,
+                rx: if deserialize {
+                    Rx::LookaheadPended
+                } else {
+                    Rx::Lookahead
+                },
+                pend_oids: true,
+            };
+            let what = format!("{} {paths:?}", arch.name());
+            let (mut nic, wire) = paths.start(arch);
+            set_lookahead(&mut nic, &what);
+            let r = ndis::miniport::query(&mut nic.host.k, nic.adapter, oid::GEN_LINK_SPEED, 4);
+            assert!(r.unwrap().is_none(), "{what}: the query pends");
+            let sent: Vec<Vec<u8>> = (0..6)
+                .map(|i| frame(PEER, MAC, 100 + 250 * i, i as u8))
+                .collect();
+            let out = send_all(&mut nic, &wire, &sent);
+            assert_sent(arch, &out, &sent);
+            let incoming: Vec<Vec<u8>> = (0..6)
+                .map(|i| frame(MAC, PEER, 1400 - 250 * i, 0x40 + i as u8))
+                .collect();
+            for f in &incoming {
+                wire.inject(f);
+            }
+            let mut got = received(&service(&mut nic));
+            let done = loop {
+                if let Some(r) = ndis::miniport::completed_request(&mut nic.host.k, nic.adapter) {
+                    break r;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                got.extend(received(&service(&mut nic)));
+            };
+            assert_eq!(got, incoming, "{what}");
+            assert_eq!(done.status, ndis::NDIS_STATUS_SUCCESS, "{what}");
+            assert_eq!(done.data, 1_000_000u32.to_le_bytes(), "{what}: 100 Mbit/s");
+
+            // Frames that arrive while the host waits for a pended answer are not lost: the next
+            // service hands them out.
+            let more: Vec<Vec<u8>> = (0..3)
+                .map(|i| frame(MAC, PEER, 700, 0x60 + i as u8))
+                .collect();
+            for f in &more {
+                wire.inject(f);
+            }
+            let r = nic.query(oid::GEN_LINK_SPEED, 4).unwrap();
+            assert_eq!(r.data, 1_000_000u32.to_le_bytes(), "{what}");
+            assert_eq!(received(&service(&mut nic)), more, "{what}");
             let findings = nic.stop().unwrap();
             assert!(findings.is_empty(), "{what}: {findings:?}");
         }

@@ -4,7 +4,8 @@
 //! model -> its wire, the TAP "ica-wire" in namespace B; replies come back through DMA, the
 //! interrupt, the DPC and the receive indication. ARP, ICMP echo and a verified 10 MB TCP
 //! transfer, then a cable pull and replug that must reach the interface's carrier, for the x86-32
-//! and the x64 build of the driver. Needs root (network namespaces and
+//! and the x64 build of the driver; the NDIS 5.1 one also deserialized, with lookahead receives
+//! whose MiniportTransferData pends and pended OID requests. Needs root (network namespaces and
 //! TAPs); skips with the reason otherwise.
 
 use std::net::SocketAddrV4;
@@ -15,14 +16,29 @@ use dbt::Arch;
 use host_linux::net::Bridge;
 use host_linux::rtl8139::Rtl8139;
 use ica_tests::netns::{self, tcp_transfer, E2e, E2eConfig, B_ADDR, TCP_PORT, UP_TAP};
+use ica_tests::nic::{adapter_key, rtl_diag};
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::NetAdapter;
 
 const MAC: [u8; 6] = [0x02, 0x1C, 0xA0, 0x00, 0x81, 0x39];
 const TCP_BYTES: u64 = 10 << 20;
+/// rtl8139_ndis5.sys deserialized, with NdisMEthIndicateReceive whose MiniportTransferData
+/// pends, and pended OID requests.
+const NDIS5_DESERIALIZED_LOOKAHEAD: &[(&str, &str)] = &[
+    ("Deserialize", "1"),
+    ("ReceiveIndication", "2"),
+    ("PendOids", "1"),
+];
+/// The lookahead set for it: less than an ICMP echo or a TCP segment, so that those arrive
+/// through MiniportTransferData.
+const LOOKAHEAD: u32 = 32;
 
-fn ping_and_tcp(arch: Arch, driver: &str) {
-    let name = format!("{driver} {}", arch.name());
+/// The run through `driver`, configured by `params` in its adapter key (none: its defaults).
+fn ping_and_tcp(arch: Arch, driver: &str, params: &[(&str, &str)]) {
+    let mut name = format!("{driver} {}", arch.name());
+    for (param, value) in params {
+        name += &format!(" {param}={value}");
+    }
     let E2e { up, wire, a, b } = E2e::new(&E2eConfig {
         nic_mac: MAC,
         mtu: 1500,
@@ -32,8 +48,17 @@ fn ping_and_tcp(arch: Arch, driver: &str) {
     let wake = vec![wire.as_raw_fd()];
     let dev = Box::new(Rtl8139::new(MAC, Box::new(wire)));
     let cable = dev.cable();
-    let mut nic = NetAdapter::start(host(arch), &driver_path(arch, driver), dev, None, wake)
+    let mut h = host(arch);
+    let key = (!params.is_empty()).then(|| adapter_key(&mut h, params, &[]));
+    let mut nic = NetAdapter::start(h, &driver_path(arch, driver), dev, key.as_deref(), wake)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+    if !params.is_empty() {
+        let lookahead = LOOKAHEAD.to_le_bytes();
+        let r = nic
+            .set(ndis::miniport::OID_GEN_CURRENT_LOOKAHEAD, &lookahead)
+            .unwrap();
+        assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS, "{name}");
+    }
     let info = nic.info().unwrap();
     assert_eq!(info.current_address, MAC, "{name}");
     assert!(info.link_up, "{name}");
@@ -92,6 +117,11 @@ fn ping_and_tcp(arch: Arch, driver: &str) {
     let info = nic.info().unwrap();
     assert!(info.xmit_ok >= 7000, "{name}: {info:?}");
     assert!(info.rcv_ok >= 100, "{name}: {info:?}");
+    if !params.is_empty() {
+        let d = rtl_diag(&mut nic);
+        assert!(d.transfers_pended >= 100, "{name}: {d:?}");
+        assert!(d.oids_pended >= 4, "{name}: {d:?}");
+    }
     let findings = nic.stop().unwrap();
     assert!(findings.is_empty(), "{name}: {findings:?}");
     drop((a, b));
@@ -104,7 +134,18 @@ fn arp_icmp_and_10mb_tcp_through_the_ndis5_miniport() {
         return;
     }
     for arch in ARCHES {
-        ping_and_tcp(arch, "rtl8139_ndis5");
+        ping_and_tcp(arch, "rtl8139_ndis5", &[]);
+    }
+}
+
+#[test]
+fn arp_icmp_and_10mb_tcp_through_the_deserialized_ndis5_miniport_with_pended_transfers() {
+    if let Some(why) = netns::skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    for arch in ARCHES {
+        ping_and_tcp(arch, "rtl8139_ndis5", NDIS5_DESERIALIZED_LOOKAHEAD);
     }
 }
 
@@ -115,6 +156,6 @@ fn arp_icmp_and_10mb_tcp_through_the_ndis6_miniport() {
         return;
     }
     for arch in ARCHES {
-        ping_and_tcp(arch, "rtl8139_ndis6");
+        ping_and_tcp(arch, "rtl8139_ndis6", &[]);
     }
 }
