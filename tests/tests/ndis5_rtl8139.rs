@@ -23,9 +23,10 @@ use host_linux::net::{NetEvent, NetMiniport};
 use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::Rtl8139;
 use ica_tests::nic::{
-    adapter_key, assert_sent, drain_sends, frame, load_and_initialize,
-    one_frame_each_way_then_unload, pool_by_tag, received, rtl_diag, send_all, service,
-    start_probed_rtl8139, start_rtl8139, start_rtl8139_in, MAC, PEER,
+    adapter_key, assert_sent, default_filter_and_receive_counters, drain_sends,
+    forty_receives_arrive_intact, frame, load_and_initialize, one_frame_each_way_then_unload,
+    pool_by_tag, received, rtl_diag, send_all, service, start_probed_rtl8139, start_rtl8139,
+    start_rtl8139_in, ten_sends_leave_intact, MAC, PEER,
 };
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::{oid, NetAdapter};
@@ -58,16 +59,7 @@ fn initialize_reports_mac_link_and_mtu_through_oids() {
 fn frames_go_out_through_the_driver_and_the_device() {
     for arch in ARCHES {
         let (mut nic, wire) = start(arch);
-        let sent: Vec<Vec<u8>> = (0..10)
-            .map(|i| frame(PEER, MAC, 40 + 137 * i, i as u8))
-            .collect();
-        let out = send_all(&mut nic, &wire, &sent);
-        assert_sent(arch, &out, &sent);
-        let stats = nic.stats();
-        assert_eq!(stats.sends_ok, 10, "{}: {stats:?}", arch.name());
-        assert_eq!(stats.sends_failed, 0);
-        let info = nic.info().unwrap();
-        assert_eq!(info.xmit_ok, 10, "{}", arch.name());
+        ten_sends_leave_intact(arch, &mut nic, &wire);
         assert!(nic.stop().unwrap().is_empty());
     }
 }
@@ -76,30 +68,8 @@ fn frames_go_out_through_the_driver_and_the_device() {
 fn frames_come_in_through_interrupts_and_indications() {
     for arch in ARCHES {
         let (mut nic, wire) = start(arch);
-        // More frames than the miniport has receive packets (16): returns must recycle them.
-        let frames: Vec<Vec<u8>> = (0..40)
-            .map(|i| frame(MAC, PEER, 46 + 35 * i, 0x40 + i as u8))
-            .collect();
-        let mut got = Vec::new();
-        for chunk in frames.chunks(5) {
-            for f in chunk {
-                wire.inject(f);
-            }
-            got.extend(received(&service(&mut nic)));
-        }
-        assert_eq!(got.len(), frames.len(), "{}", arch.name());
-        assert_eq!(got, frames, "{}", arch.name());
-        // Broadcast passes the default filter; a frame for another station does not.
-        wire.inject(&frame([0xFF; 6], PEER, 50, 1));
-        wire.inject(&frame([0x02, 9, 9, 9, 9, 9], PEER, 50, 2));
-        let got = received(&service(&mut nic));
-        assert_eq!(got.len(), 1, "{}", arch.name());
-        assert_eq!(got[0][..6], [0xFF; 6]);
-        let stats = nic.stats();
-        assert_eq!(stats.receives, 41, "{}", arch.name());
-        assert!(stats.returns >= 30, "{}: {stats:?}", arch.name());
-        assert!(stats.interrupts > 0);
-        assert_eq!(nic.info().unwrap().rcv_ok, 41);
+        forty_receives_arrive_intact(arch, &mut nic, &wire, 5);
+        default_filter_and_receive_counters(arch, &mut nic, &wire);
         assert!(nic.stop().unwrap().is_empty());
     }
 }

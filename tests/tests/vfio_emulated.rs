@@ -13,7 +13,9 @@ use host_linux::net::{NetEvent, NetMiniport};
 use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::{Cable, Rtl8139};
 use host_linux::vfio::{EmulatedHandle, EmulatedVfio, VfioPciDevice, FIRMWARE_IO};
-use ica_tests::nic::{assert_sent, frame, received, send_all, service, MAC, PEER};
+use ica_tests::nic::{
+    forty_receives_arrive_intact, frame, service, ten_sends_leave_intact, MAC, PEER,
+};
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::NetAdapter;
 
@@ -50,25 +52,11 @@ fn the_rtl8139_miniport_runs_on_a_vfio_device() {
         assert_eq!(res.io_base(), Some(IO_START), "{a}");
         assert_eq!(handle.device_config_read(0x10, 4), FIRMWARE_IO as u32 | 1);
 
-        let sent: Vec<Vec<u8>> = (0..10)
-            .map(|i| frame(PEER, MAC, 40 + 137 * i, i as u8))
-            .collect();
-        let out = send_all(&mut nic, &wire, &sent);
-        assert_sent(arch, &out, &sent);
+        ten_sends_leave_intact(arch, &mut nic, &wire);
 
         // More frames than the miniport has receive packets; every interrupt is unmasked once
         // the ISR and DPC ran, or the next one would never arrive.
-        let frames: Vec<Vec<u8>> = (0..40)
-            .map(|i| frame(MAC, PEER, 46 + 35 * i, 0x40 + i as u8))
-            .collect();
-        let mut got = Vec::new();
-        for chunk in frames.chunks(5) {
-            for f in chunk {
-                wire.inject(f);
-            }
-            got.extend(received(&service(&mut nic)));
-        }
-        assert_eq!(got, frames, "{a}");
+        forty_receives_arrive_intact(arch, &mut nic, &wire, 5);
         let interrupts = nic.stats().interrupts;
         assert!(interrupts >= 8, "{a}: {interrupts} interrupts");
         assert!(handle.unmasks() >= 8, "{a}: {} unmasks", handle.unmasks());
