@@ -6,6 +6,7 @@ pub mod host;
 pub mod image;
 pub mod inf;
 pub mod install;
+pub mod isolate;
 pub mod net;
 pub mod pe;
 pub mod registry;

@@ -81,6 +81,10 @@ enum Command {
         /// Network adapters: the Linux interface to create (its wire is `<IFNAME>w`).
         #[arg(long, default_value = "ica0")]
         ifname: String,
+        /// Run the network adapter's miniport in this process instead of a confined driver
+        /// host of its own that is restarted when it fails (for debugging).
+        #[arg(long)]
+        in_process: bool,
     },
     /// The devices this host offers drivers, with their hardware and compatible IDs.
     Devices,
@@ -97,6 +101,9 @@ enum Command {
         #[command(subcommand)]
         command: RegCommand,
     },
+    /// A driver host (started by ica-load itself, with its channel on fd 3).
+    #[command(name = "driver-host", hide = true)]
+    DriverHost,
 }
 
 #[derive(Subcommand)]
@@ -136,8 +143,21 @@ fn main() -> ExitCode {
             keep_running,
             verbose,
             ifname,
-        } => cli::install(&root, &inf, arch, dry_run, keep_running, verbose, &ifname)
-            .map_err(|e| e.to_string()),
+            in_process,
+        } => {
+            let isolation = (!in_process).then(|| isolation(&cli.log));
+            cli::install(
+                &root,
+                &inf,
+                arch,
+                dry_run,
+                keep_running,
+                verbose,
+                &ifname,
+                isolation,
+            )
+            .map_err(|e| e.to_string())
+        }
         Command::Devices => cli::devices(&root).map_err(|e| e.to_string()),
         Command::List => cli::list(&root).map_err(|e| e.to_string()),
         Command::Remove { name } => cli::remove(&root, &name).map_err(|e| e.to_string()),
@@ -146,6 +166,7 @@ fn main() -> ExitCode {
             RegCommand::Import { file } => cli::reg_import(&root, &file),
         }
         .map_err(|e| e.to_string()),
+        Command::DriverHost => std::process::exit(loader::isolate::driver_host_main()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,6 +175,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Driver hosts run this very program (the hidden `driver-host` subcommand) with the same log
+/// filter.
+fn isolation(log: &str) -> loader::isolate::IsolationConfig {
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut cfg = loader::isolate::IsolationConfig::new(program);
+    cfg.args = vec!["--log".into(), log.into()];
+    cfg
 }
 
 fn imports(path: &Path) -> Result<(), HostError> {
