@@ -81,7 +81,11 @@ fn child_outcome(c: &Confinement, confine: bool) -> i32 {
 #[test]
 fn confined_process_cannot_open_files_or_map_code() {
     let c = Confinement::new(Limits::current_plus(512 << 20, 64).unwrap());
-    assert_eq!(child_outcome(&c, false), OPENED, "unconfined: open succeeds");
+    assert_eq!(
+        child_outcome(&c, false),
+        OPENED,
+        "unconfined: open succeeds"
+    );
     assert_eq!(
         child_outcome(&c, true),
         OPEN_EPERM,

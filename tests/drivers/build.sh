@@ -37,7 +37,9 @@ extra_cflags() {
     case $1 in
     nullderef) echo "-fno-omit-frame-pointer" ;; # walkable x86 EBP chain
     rtl8139_ndis5) echo "-DNDIS_MINIPORT_DRIVER -DNDIS51_MINIPORT=1" ;; # ndis51_fix.h
-    rtl8139_ndis6 | netvirt_ndis6 | netcrash_ndis6) echo "-DNDIS_MINIPORT_DRIVER" ;; # ndis6.h
+    rtl8139_ndis6 | netvirt_ndis6) echo "-DNDIS_MINIPORT_DRIVER" ;; # ndis6.h
+    # ndis6.h; no tail calls, so every misbehaving frame stays in the guest backtrace
+    netcrash_ndis6) echo "-DNDIS_MINIPORT_DRIVER -fno-optimize-sibling-calls" ;;
     *) echo "" ;;
     esac
 }

@@ -100,9 +100,9 @@ impl NetMiniport for Adapter {
 fn print_recoveries(nic: &Adapter) {
     let Adapter::Isolated(n) = nic else { return };
     for r in n.recoveries() {
-        let recover = r
-            .recover
-            .map_or("not restarted".to_string(), |d| format!("restarted in {d:.2?}"));
+        let recover = r.recover.map_or("not restarted".to_string(), |d| {
+            format!("restarted in {d:.2?}")
+        });
         println!(
             "  recovery  {} (detected in {:.2?}, {recover}, {} frames lost)",
             r.cause, r.detect, r.lost

@@ -11,7 +11,6 @@ use std::panic::{self, AssertUnwindSafe};
 
 use host_linux::net::NetMiniport;
 use host_linux::packet::{PacketPort, QueuePort};
-use host_linux::sandbox::{Confinement, Limits};
 use host_linux::tap::TapPort;
 use ntoskrnl::KernelError;
 
@@ -19,12 +18,6 @@ use super::proto::{self, Backend, PathState, Reply, Request, StartParams};
 use super::{CHANNEL_FD, WIRE_FD};
 use crate::net::NetAdapter;
 use crate::DriverHost;
-
-/// Address space allowed beyond what the driver host has mapped when it confines itself (the
-/// guest window is already reserved then: this is heap and block cache).
-const ADDRESS_SPACE_SLACK: u64 = 1 << 30;
-/// RLIMIT_NOFILE of a confined driver host.
-const OPEN_FILES: u64 = 16;
 
 /// Exit codes of the driver host.
 const EXIT_STOPPED: i32 = 0;
@@ -74,7 +67,11 @@ fn start(p: &StartParams) -> Result<NetAdapter, String> {
     let reg = ntoskrnl::registry::backend(&mut host.k);
     for (key, values) in &p.registry {
         reg.create_key_path(key)
-            .and_then(|()| values.iter().try_for_each(|(n, v)| reg.set_value(key, n, v)))
+            .and_then(|()| {
+                values
+                    .iter()
+                    .try_for_each(|(n, v)| reg.set_value(key, n, v))
+            })
             .map_err(|e| format!("registry snapshot, key {key}: {e}"))?;
     }
     let device = match &p.backend {
@@ -96,12 +93,7 @@ fn start(p: &StartParams) -> Result<NetAdapter, String> {
             )
         }
     };
-    let limits = Limits::current_plus(ADDRESS_SPACE_SLACK, OPEN_FILES)
-        .map_err(|e| format!("cannot size the limits: {e}"))?;
-    Confinement::new(limits)
-        .apply()
-        .map_err(|e| format!("cannot confine the driver host: {e}"))?;
-    tracing::debug!(target: "ica::isolate", "driver host confined: {limits:?}");
+    super::confine().map_err(|e| format!("cannot confine the driver host: {e}"))?;
     NetAdapter::start_file(host, &p.driver, device, p.config_key.as_deref(), Vec::new())
         .map_err(|e| e.to_string())
 }

@@ -35,6 +35,22 @@ pub const CHANNEL_FD: RawFd = 3;
 /// The device model's wire (a TAP), when there is one.
 pub const WIRE_FD: RawFd = 4;
 
+/// Address space a driver host may map beyond what it has when it confines itself (the guest
+/// window is reserved by then: this is for the heap and the block cache).
+const ADDRESS_SPACE_SLACK: u64 = 1 << 30;
+/// RLIMIT_NOFILE of a confined driver host.
+const OPEN_FILES: u64 = 16;
+
+/// Confines this process as a driver host, for the rest of its life (see
+/// [`host_linux::sandbox`]): call it after the setup (kernel, image read, device, wire) and
+/// before any guest code runs.
+pub fn confine() -> std::io::Result<()> {
+    let limits = host_linux::sandbox::Limits::current_plus(ADDRESS_SPACE_SLACK, OPEN_FILES)?;
+    host_linux::sandbox::Confinement::new(limits).apply()?;
+    tracing::debug!(target: "ica::isolate", "driver host confined: {limits:?}");
+    Ok(())
+}
+
 /// How the manager runs driver hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsolationConfig {

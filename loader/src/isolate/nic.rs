@@ -89,42 +89,52 @@ impl DriverHostProcess {
         let child = cmd.spawn().map_err(io_death)?;
         drop(theirs);
         let mut host = DriverHostProcess { child, chan };
-        let started = host.call(
-            &Request::Start(Box::new(params.clone())),
-            cfg.reply_timeout,
-        );
+        let started = host.call(&Request::Start(Box::new(params.clone())), cfg.reply_timeout);
         match started {
             Ok(Reply::Started(info, state)) => Ok((host, info, state)),
             Ok(other) => Err(host.kill(Death::Protocol(format!(
                 "answered the start with {other:?}"
             )))),
-            Err(d) => Err(d),
+            Err((d, _)) => Err(d),
         }
     }
 
-    /// One request and its answer; a failure answer or no answer is the driver host's death.
-    fn call(&mut self, req: &Request, timeout: Duration) -> Result<Reply, Death> {
-        let answer = self
+    /// One request and its answer; a failure answer or no answer is the driver host's death,
+    /// with whether the request reached it (a request that could not be written was not acted
+    /// on).
+    fn call(&mut self, req: &Request, timeout: Duration) -> Result<Reply, (Death, bool)> {
+        let sent = self
             .chan
             .set_read_timeout(Some(timeout))
-            .and_then(|()| proto::send_request(&mut self.chan, req))
-            .and_then(|()| proto::recv_reply(&mut self.chan));
+            .and_then(|()| proto::send_request(&mut self.chan, req));
+        let answer = match sent {
+            Ok(()) => proto::recv_reply(&mut self.chan),
+            Err(_) => return Err((self.exit_status(), false)),
+        };
         match answer {
             Ok(Some(Reply::Failed(report))) => {
                 let _ = self.child.wait();
-                Err(Death::Failed(report))
+                Err((Death::Failed(report), true))
             }
             Ok(Some(reply)) => Ok(reply),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Err(self.kill(Death::Hung(timeout)))
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err((self.kill(Death::Hung(timeout)), true))
             }
-            Ok(None) | Err(_) => {
-                // The socket closed (or broke): the process is gone or going.
-                match self.child.wait() {
-                    Ok(status) => Err(Death::Died(status)),
-                    Err(e) => Err(Death::Protocol(format!("cannot wait for it: {e}"))),
-                }
-            }
+            // The socket closed (or broke): the process is gone or going.
+            Ok(None) | Err(_) => Err((self.exit_status(), true)),
+        }
+    }
+
+    /// Waits for the driver host to end, after its end of the channel closed.
+    fn exit_status(&mut self) -> Death {
+        match self.child.wait() {
+            Ok(status) => Death::Died(status),
+            Err(e) => Death::Protocol(format!("cannot wait for it: {e}")),
         }
     }
 
@@ -221,7 +231,7 @@ impl IsolatedNic {
 
     /// The adapter's OID facts: asked from the driver host, or the last known while it restarts.
     pub fn info(&mut self) -> Result<NicInfo, NetError> {
-        if let Some(Reply::Info(info, state)) = self.call(&Request::Info, 0)? {
+        if let Ok(Reply::Info(info, state)) = self.call(&Request::Info, 0)? {
             self.info = info;
             self.track(state);
         }
@@ -231,13 +241,16 @@ impl IsolatedNic {
     /// Halts the adapter and ends the driver host; returns what the driver failed to release.
     pub fn stop(mut self) -> Result<Vec<String>, NetError> {
         match self.call(&Request::Stop, 0)? {
-            Some(Reply::Stopped(findings)) => {
+            Ok(Reply::Stopped(findings)) => {
                 if let Some(mut h) = self.host.take() {
                     let _ = h.child.wait();
                 }
                 Ok(findings)
             }
-            _ => Err(NetError::new(
+            Ok(other) => Err(NetError::new(format!(
+                "driver host answered the stop with {other:?}"
+            ))),
+            Err(_) => Err(NetError::new(
                 "the driver host was restarting when it was stopped",
             )),
         }
@@ -263,21 +276,22 @@ impl IsolatedNic {
         self.state = state;
     }
 
-    /// Sends `req`; `Ok(None)` if there is no driver host (it died now, `offered` frames with it,
-    /// or earlier and is not back yet).
-    fn call(&mut self, req: &Request, offered: usize) -> Result<Option<Reply>, NetError> {
+    /// Sends `req`; `Ok(Err(delivered))` if there is no driver host: it died now (`delivered`:
+    /// after the request reached it, the `offered` frames with it), or earlier and is not back
+    /// yet (`delivered` false).
+    fn call(&mut self, req: &Request, offered: usize) -> Result<Result<Reply, bool>, NetError> {
         if let Some(why) = &self.given_up {
             return Err(NetError::new(why.clone()));
         }
         let Some(host) = self.host.as_mut() else {
-            return Ok(None);
+            return Ok(Err(false));
         };
         let asked = Instant::now();
         match host.call(req, self.cfg.reply_timeout) {
-            Ok(reply) => Ok(Some(reply)),
-            Err(death) => {
-                self.died(death, asked, req, offered);
-                Ok(None)
+            Ok(reply) => Ok(Ok(reply)),
+            Err((death, delivered)) => {
+                self.died(death, asked, req, if delivered { offered } else { 0 });
+                Ok(Err(delivered))
             }
         }
     }
@@ -380,8 +394,8 @@ fn describe(params: &StartParams, death: &Death, pid: Option<u32>) -> String {
     };
     match death {
         Death::Failed(report) => {
-            let first = report.lines().next().unwrap_or_default();
-            format!("{who} failed: {first}\n{report}")
+            let (first, rest) = report.split_once('\n').unwrap_or((report, ""));
+            format!("{who} failed: {first}\n{rest}")
         }
         Death::Died(status) => {
             let how = match (status.signal(), status.code()) {
@@ -413,25 +427,37 @@ impl NetMiniport for IsolatedNic {
     fn send(&mut self, frames: &mut VecDeque<Vec<u8>>) -> Result<(), NetError> {
         if self.host.is_none() || frames.is_empty() {
             // Restarting: the frames wait (back-pressure).
-            return self.given_up.as_ref().map_or(Ok(()), |w| Err(NetError::new(w.clone())));
+            return self
+                .given_up
+                .as_ref()
+                .map_or(Ok(()), |w| Err(NetError::new(w.clone())));
         }
         let n = frames.len().min(SEND_BATCH);
         let batch: Vec<Vec<u8>> = frames.drain(..n).collect();
         let mut req = Request::Send(batch);
-        match self.call(&req, n)? {
-            Some(Reply::Sent(taken, state)) => {
+        let answer = self.call(&req, n)?;
+        let Request::Send(batch) = &mut req else {
+            return Ok(());
+        };
+        match answer {
+            Ok(Reply::Sent(taken, state)) => {
                 self.track(state);
-                if let Request::Send(batch) = &mut req {
-                    // Refused frames go back to the front, in order.
-                    for f in batch.drain((taken as usize).min(batch.len())..).rev() {
-                        frames.push_front(f);
-                    }
+                // Refused frames go back to the front, in order.
+                for f in batch.drain((taken as usize).min(batch.len())..).rev() {
+                    frames.push_front(f);
                 }
                 Ok(())
             }
-            // Dead: the batch is counted lost, never offered again.
-            None => Ok(()),
-            Some(other) => Err(NetError::new(format!(
+            // Dead before it read them: they wait for the next driver host.
+            Err(false) => {
+                for f in batch.drain(..).rev() {
+                    frames.push_front(f);
+                }
+                Ok(())
+            }
+            // Dead after it got them: counted lost, never offered again.
+            Err(true) => Ok(()),
+            Ok(other) => Err(NetError::new(format!(
                 "driver host answered a send with {other:?}"
             ))),
         }
@@ -450,12 +476,12 @@ impl NetMiniport for IsolatedNic {
             return Ok(());
         }
         match self.call(&Request::Service, 0)? {
-            Some(Reply::Events(evs, state)) => {
+            Ok(Reply::Events(evs, state)) => {
                 self.track(state);
                 events.extend(evs);
             }
-            None => events.append(&mut self.events),
-            Some(other) => {
+            Err(_) => events.append(&mut self.events),
+            Ok(other) => {
                 return Err(NetError::new(format!(
                     "driver host answered a service request with {other:?}"
                 )))

@@ -160,10 +160,14 @@ impl Dec<'_> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> io::Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| bad("u32"))?))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| bad("u32"))?,
+        ))
     }
     fn u64(&mut self) -> io::Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| bad("u64"))?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| bad("u64"))?,
+        ))
     }
     fn bytes(&mut self) -> io::Result<Vec<u8>> {
         let n = self.u32()? as usize;
@@ -257,7 +261,8 @@ impl Request {
                     }
                 };
                 let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
-                e.opt_u64(ms(p.watchdog.call)).opt_u64(ms(p.watchdog.raised));
+                e.opt_u64(ms(p.watchdog.call))
+                    .opt_u64(ms(p.watchdog.raised));
             }
             Request::Send(frames) => {
                 e.u8(1).u32(frames.len() as u32);
