@@ -48,8 +48,8 @@ pub fn print_info(info: &NicInfo) {
 
 /// A started adapter, in this process or in a driver host of its own.
 enum Adapter {
-    InProcess(NetAdapter),
-    Isolated(IsolatedNic),
+    InProcess(Box<NetAdapter>),
+    Isolated(Box<IsolatedNic>),
 }
 
 impl Adapter {
@@ -62,15 +62,15 @@ impl Adapter {
 
     fn stop(self) -> Result<Vec<String>, InstallError> {
         match self {
-            Adapter::InProcess(n) => n.stop().map_err(other),
-            Adapter::Isolated(n) => n.stop().map_err(other),
+            Adapter::InProcess(n) => (*n).stop().map_err(other),
+            Adapter::Isolated(n) => (*n).stop().map_err(other),
         }
     }
 
     fn miniport(&mut self) -> &mut dyn NetMiniport {
         match self {
-            Adapter::InProcess(n) => n,
-            Adapter::Isolated(n) => n,
+            Adapter::InProcess(n) => n.as_mut(),
+            Adapter::Isolated(n) => n.as_mut(),
         }
     }
 }
@@ -188,7 +188,7 @@ pub fn run(
                 "{what} loaded {on}, MiniportInitialize succeeded (driver host pid {}, confined)",
                 nic.host_pid().unwrap_or_default()
             ));
-            Adapter::Isolated(nic)
+            Adapter::Isolated(Box::new(nic))
         }
         (isolation, vfio) => {
             if isolation.is_some() && vfio.is_some() {
@@ -209,9 +209,9 @@ pub fn run(
                     wake: Vec::new(),
                 },
             };
-            Adapter::InProcess(start::start_nic(
+            Adapter::InProcess(Box::new(start::start_nic(
                 root, store, arch, instance, backend, &mut say,
-            )?)
+            )?))
         }
     };
     let info = nic.info()?;

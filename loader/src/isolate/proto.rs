@@ -38,7 +38,7 @@ pub struct StartParams {
     pub config_key: Option<String>,
     /// The registry the driver may read: keys (absolute NT paths) with their values, parents
     /// before children.
-    pub registry: Vec<(String, Vec<(String, RegValue)>)>,
+    pub registry: crate::registry::store::Snapshot,
     pub backend: Backend,
     /// The kernel's watchdog limits.
     pub watchdog: ntoskrnl::Watchdog,

@@ -589,7 +589,7 @@ impl RegistryStore {
 
     /// The key `path` (if it exists) and everything below it, parents first, read in one
     /// transaction: what a driver host that may read that subtree gets.
-    pub fn snapshot(&self, path: &str) -> RegResult<Vec<(String, Vec<(String, RegValue)>)>> {
+    pub fn snapshot(&self, path: &str) -> RegResult<Snapshot> {
         self.read(|v| {
             let mut out = Vec::new();
             if !v.key_exists(path)? {
@@ -614,6 +614,10 @@ impl RegistryStore {
         }
     }
 }
+
+/// Keys (absolute NT paths, parents before children) with their values, as
+/// [`RegistryStore::snapshot`] reads them.
+pub type Snapshot = Vec<(String, Vec<(String, RegValue)>)>;
 
 /// [`RegistryBackend`] over a [`RegistryStore`], for [`ntoskrnl::registry::set_backend`].
 #[derive(Debug, Clone)]
