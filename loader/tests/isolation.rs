@@ -5,7 +5,8 @@
 //! address inside the driver, registers, guest backtrace, last kernel calls) and recovered from:
 //! frames keep flowing through the same upper edge, the frames the dead host had are counted
 //! lost, none is delivered twice, the carrier goes down during the restart and up after it. A
-//! driver that fails on every frame hits the restart limit.
+//! driver host that stops answering is killed and replaced; a driver that fails on every frame
+//! hits the restart limit.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -121,7 +122,7 @@ impl Traffic {
 }
 
 /// Runs `misbehave` after 10 frames, checks the report with `expect`, and that frames flow after
-/// the restart. Returns the report of the failure.
+/// the restart; prints the times and, for x64, the report.
 fn crash_and_recover(arch: dbt::Arch, misbehave: u32, expect: &[&str]) {
     let name = format!("{DRIVER} {} misbehave {misbehave}", arch.name());
     let nic = IsolatedNic::start(params(arch, misbehave, 10), None, config())
@@ -303,4 +304,31 @@ fn a_crash_loop_hits_the_restart_limit() {
     );
     assert_eq!(nic.host_pid(), None);
     assert_eq!(h.carrier(), Some(false), "the carrier stays down");
+}
+
+#[test]
+fn a_driver_host_that_stops_answering_is_killed_and_replaced() {
+    let mut cfg = config();
+    cfg.reply_timeout = Duration::from_millis(500);
+    let nic = IsolatedNic::start(params(dbt::Arch::X64, BEHAVE, 0), None, cfg).unwrap();
+    let (upper, h) = QueueUpper::new();
+    let mut b = Bridge::new(nic, upper);
+    let mut t = Traffic::default();
+    t.chunk(&mut b, &h, 5);
+    let pid = b.miniport().host_pid().unwrap();
+    // SAFETY: kill(2) of our own child process: it stops, as a host stuck outside guest code
+    // would.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    t.chunk(&mut b, &h, 5);
+    let nic = b.miniport();
+    assert_eq!(nic.recoveries().len(), 1);
+    let r = &nic.recoveries()[0];
+    assert!(
+        r.report.contains("did not answer within 500ms and was killed"),
+        "{}",
+        r.report
+    );
+    assert!(r.detect >= Duration::from_millis(500), "{:?}", r.detect);
+    assert_ne!(nic.host_pid(), Some(pid));
+    t.check(nic.lost_frames());
 }
