@@ -324,7 +324,8 @@ fn a_driver_host_that_stops_answering_is_killed_and_replaced() {
     assert_eq!(nic.recoveries().len(), 1);
     let r = &nic.recoveries()[0];
     assert!(
-        r.report.contains("did not answer within 500ms and was killed"),
+        r.report
+            .contains("did not answer within 500ms and was killed"),
         "{}",
         r.report
     );
