@@ -389,7 +389,12 @@ fn a_crashing_miniport_is_restarted_behind_the_same_interface() {
         index,
         "the interface stayed in place"
     );
-    assert_eq!(sysfs(&name, "carrier").as_deref(), Some("1"));
+    // Up again (a late crash may have it down for a restart right now).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sysfs(&name, "carrier").as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "the carrier stays down");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let rest = run.interrupt();
     let failures: usize = rest
         .iter()
