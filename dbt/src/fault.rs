@@ -35,6 +35,8 @@ pub enum FaultKind {
     Halt,
     /// General protection fault (misaligned SSE access, fast-fail, assertion, ...).
     GeneralProtection(String),
+    /// The host stopped the guest: it ran past a deadline without returning (the text says which).
+    Watchdog(String),
 }
 
 impl From<MemFault> for FaultKind {
@@ -71,6 +73,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Breakpoint => write!(f, "breakpoint (int3)"),
             FaultKind::Halt => write!(f, "hlt executed"),
             FaultKind::GeneralProtection(msg) => write!(f, "general protection: {msg}"),
+            FaultKind::Watchdog(msg) => write!(f, "watchdog: {msg}"),
         }
     }
 }

@@ -168,6 +168,25 @@ impl TapPort {
         })
     }
 
+    /// A port over a descriptor opened elsewhere (a TAP another process created and passed on):
+    /// one frame per read and write. `name` is for messages. The descriptor is made
+    /// non-blocking.
+    pub fn from_fd(fd: OwnedFd, name: &str) -> Result<TapPort, TapError> {
+        // SAFETY: fcntl on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0
+            || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+        {
+            return Err(TapError::last("fcntl O_NONBLOCK"));
+        }
+        Ok(TapPort {
+            file: File::from(fd),
+            name: name.to_string(),
+            buf: vec![0; MAX_FRAME],
+        })
+    }
+
     /// The interface name the kernel gave it.
     pub fn name(&self) -> &str {
         &self.name
@@ -261,6 +280,12 @@ impl TapPort {
         req.data[2..8].copy_from_slice(&mac);
         let p = &mut req as *mut IfReq as *mut libc::c_void;
         ioctl(sock.as_raw_fd(), SIOCSIFHWADDR, p, "ioctl SIOCSIFHWADDR")
+    }
+}
+
+impl std::os::fd::AsFd for TapPort {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
     }
 }
 

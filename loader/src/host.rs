@@ -63,15 +63,51 @@ pub enum HostError {
     },
 }
 
+/// A driver file's name and contents: what a driver host loads (it never has to open the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverFile {
+    /// File name, e.g. `netcard.sys` (the image's name in reports).
+    pub name: String,
+    /// The PE image.
+    pub bytes: Vec<u8>,
+}
+
+impl DriverFile {
+    /// Reads a driver file.
+    pub fn read(path: &Path) -> Result<DriverFile, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError {
+            file: path.display().to_string(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        Ok(DriverFile { name, bytes })
+    }
+
+    /// The service name a driver loaded from this file gets: the file name without extension.
+    pub fn service(&self) -> String {
+        Path::new(&self.name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.name.clone())
+    }
+
+    /// Parses the image (architecture, imports ...).
+    pub fn parse(&self) -> Result<pe::PeImage, LoadError> {
+        pe::parse(&self.bytes).map_err(|e| LoadError {
+            file: self.name.clone(),
+            problem: e.problem,
+        })
+    }
+}
+
 /// Reads a driver file and tells which architecture it is for.
 pub fn read_image(path: &Path) -> Result<pe::PeImage, LoadError> {
-    let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| LoadError {
-        file: file.clone(),
-        problem: format!("cannot read: {e}"),
-    })?;
-    pe::parse(&bytes).map_err(|e| LoadError {
-        file,
+    let file = DriverFile::read(path)?;
+    pe::parse(&file.bytes).map_err(|e| LoadError {
+        file: path.display().to_string(),
         problem: e.problem,
     })
 }
@@ -119,11 +155,15 @@ impl DriverHost {
 
     /// Maps a driver image and binds its imports (nothing of it runs yet).
     pub fn load_image(&mut self, path: &Path) -> Result<LoadedImage, LoadError> {
-        let file = path.display().to_string();
-        let pe = read_image(path)?;
+        self.map_file(&DriverFile::read(path)?)
+    }
+
+    /// [`load_image`](Self::load_image) of a file already read.
+    pub fn map_file(&mut self, file: &DriverFile) -> Result<LoadedImage, LoadError> {
+        let pe = file.parse()?;
         if pe.arch != self.k.arch() {
             return Err(LoadError {
-                file,
+                file: file.name.clone(),
                 problem: format!(
                     "is an {} driver, but this driver host runs {} drivers",
                     pe.arch.name(),
@@ -131,20 +171,21 @@ impl DriverHost {
                 ),
             });
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| file.clone());
-        image::map_image(&mut self.k, &name, &pe).map_err(|problem| LoadError { file, problem })
+        image::map_image(&mut self.k, &file.name, &pe).map_err(|problem| LoadError {
+            file: file.name.clone(),
+            problem,
+        })
     }
 
     /// Loads a driver and runs its DriverEntry; the service name is the file stem.
     pub fn load_driver(&mut self, path: &Path) -> Result<Driver, HostError> {
-        let image = self.load_image(path)?;
-        let service = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| image.name.clone());
+        self.load_driver_file(&DriverFile::read(path)?)
+    }
+
+    /// [`load_driver`](Self::load_driver) of a file already read.
+    pub fn load_driver_file(&mut self, file: &DriverFile) -> Result<Driver, HostError> {
+        let image = self.map_file(file)?;
+        let service = file.service();
         ntoskrnl::registry::ensure_service_key(&mut self.k, &service, &image.name);
         let (driver, status) =
             pnp::initialize_driver(&mut self.k, &image, &service).map_err(|e| self.fail(e))?;

@@ -45,6 +45,12 @@ enum Command {
         /// Print execution statistics.
         #[arg(long)]
         stats: bool,
+        /// Run the driver in this process instead of a confined driver host (for debugging).
+        #[arg(long)]
+        in_process: bool,
+        /// This process is the confined driver host of a `run` (set by ica-load itself).
+        #[arg(long, hide = true)]
+        confined: bool,
     },
     /// List a driver's imports and whether each is implemented or bound to a trap.
     Imports {
@@ -81,6 +87,10 @@ enum Command {
         /// Network adapters: the Linux interface to create (its wire is `<IFNAME>w`).
         #[arg(long, default_value = "ica0")]
         ifname: String,
+        /// Run the network adapter's miniport in this process instead of a confined driver
+        /// host of its own that is restarted when it fails (for debugging).
+        #[arg(long)]
+        in_process: bool,
     },
     /// The devices this host offers drivers, with their hardware and compatible IDs.
     Devices,
@@ -97,6 +107,9 @@ enum Command {
         #[command(subcommand)]
         command: RegCommand,
     },
+    /// A driver host (started by ica-load itself, with its channel on fd 3).
+    #[command(name = "driver-host", hide = true)]
+    DriverHost,
 }
 
 #[derive(Subcommand)]
@@ -124,7 +137,18 @@ fn main() -> ExitCode {
         .init();
     let root = cli.root.map(Root::new).unwrap_or_else(Root::default_root);
     let result = match cli.command {
-        Command::Run { driver, stats } => run(driver.as_deref(), stats).map_err(|e| e.to_string()),
+        Command::Run {
+            driver,
+            stats,
+            in_process,
+            confined,
+        } => {
+            if in_process || confined {
+                run(driver.as_deref(), stats, confined).map_err(|e| e.to_string())
+            } else {
+                run_isolated(&cli.log, driver.as_deref(), stats)
+            }
+        }
         Command::Imports { driver } => imports(&driver).map_err(|e| e.to_string()),
         Command::Coverage { reference, missing } => {
             coverage(reference.as_deref(), missing).map_err(|e| e.to_string())
@@ -136,8 +160,21 @@ fn main() -> ExitCode {
             keep_running,
             verbose,
             ifname,
-        } => cli::install(&root, &inf, arch, dry_run, keep_running, verbose, &ifname)
-            .map_err(|e| e.to_string()),
+            in_process,
+        } => {
+            let isolation = (!in_process).then(|| isolation(&cli.log));
+            cli::install(
+                &root,
+                &inf,
+                arch,
+                dry_run,
+                keep_running,
+                verbose,
+                &ifname,
+                isolation,
+            )
+            .map_err(|e| e.to_string())
+        }
         Command::Devices => cli::devices(&root).map_err(|e| e.to_string()),
         Command::List => cli::list(&root).map_err(|e| e.to_string()),
         Command::Remove { name } => cli::remove(&root, &name).map_err(|e| e.to_string()),
@@ -146,6 +183,7 @@ fn main() -> ExitCode {
             RegCommand::Import { file } => cli::reg_import(&root, &file),
         }
         .map_err(|e| e.to_string()),
+        Command::DriverHost => std::process::exit(loader::isolate::driver_host_main()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,6 +192,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Driver hosts run this very program (the hidden `driver-host` subcommand) with the same log
+/// filter.
+fn isolation(log: &str) -> loader::isolate::IsolationConfig {
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut cfg = loader::isolate::IsolationConfig::new(program);
+    cfg.args = vec!["--log".into(), log.into()];
+    cfg
 }
 
 fn imports(path: &Path) -> Result<(), HostError> {
@@ -221,15 +268,56 @@ fn bundled_driver() -> Result<PathBuf, HostError> {
     Ok(path)
 }
 
-fn run(driver: Option<&Path>, stats: bool) -> Result<(), HostError> {
+/// `run` in a confined driver host of its own: this program again with `--confined`, its output
+/// going where ours goes. A driver failure is reported by the driver host; a death without a
+/// report (a signal) by us.
+fn run_isolated(log: &str, driver: Option<&Path>, stats: bool) -> Result<(), String> {
+    let cfg = isolation(log);
+    let mut cmd = std::process::Command::new(&cfg.program);
+    cmd.args(&cfg.args).arg("run").arg("--confined");
+    if let Some(d) = driver {
+        // Bad images are rejected here, before any process is started.
+        read_image(d).map_err(|e| e.to_string())?;
+        cmd.arg(d);
+    }
+    if stats {
+        cmd.arg("--stats");
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start a driver host: {e}"))?;
+    let pid = child.id();
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for the driver host: {e}"))?;
+    use std::os::unix::process::ExitStatusExt;
+    match (status.success(), status.signal()) {
+        (true, _) => Ok(()),
+        (false, Some(sig)) => Err(format!(
+            "the driver host (pid {pid}) was killed by signal {sig} without a report"
+        )),
+        (false, None) => Err(format!(
+            "the driver host (pid {pid}) failed ({status}); its report is above"
+        )),
+    }
+}
+
+fn run(driver: Option<&Path>, stats: bool, confined: bool) -> Result<(), HostError> {
     let (path, demo) = match driver {
         Some(p) => (p.to_path_buf(), false),
         None => (bundled_driver()?, true),
     };
     let started = Instant::now();
+    let file = loader::host::DriverFile::read(&path)?;
     let pe = read_image(&path)?;
     let mut host = DriverHost::new(pe.arch)?;
-    let driver = host.load_driver(&path)?;
+    if confined {
+        loader::isolate::confine().map_err(|e| loader::LoadError {
+            file: path.display().to_string(),
+            problem: format!("cannot confine the driver host: {e}"),
+        })?;
+    }
+    let driver = host.load_driver_file(&file)?;
     println!(
         "{}: DriverEntry returned STATUS_SUCCESS ({} driver)",
         path.display(),

@@ -15,6 +15,7 @@ use host_linux::net::{NetError, NetEvent, NetMiniport};
 use ndis::{AdapterEvent, AdapterSetup, AdapterStats, BusConfig, RequestResult, Resource};
 use ntoskrnl::pnp::Driver;
 
+use crate::host::DriverFile;
 use crate::{DriverHost, HostError};
 
 /// How long a pended OID request may take before the host gives up on it.
@@ -147,7 +148,8 @@ impl NetAdapter {
         config_key: Option<&str>,
         wake: Vec<RawFd>,
     ) -> Result<NetAdapter, HostError> {
-        Self::start_with(host, driver_path, Some(device), config_key, wake)
+        let file = DriverFile::read(driver_path)?;
+        Self::start_file(host, &file, Some(device), config_key, wake)
     }
 
     /// Loads a virtual (hardware-less) miniport and initializes an adapter with no resources and
@@ -158,17 +160,20 @@ impl NetAdapter {
         driver_path: &Path,
         config_key: Option<&str>,
     ) -> Result<NetAdapter, HostError> {
-        Self::start_with(host, driver_path, None, config_key, Vec::new())
+        let file = DriverFile::read(driver_path)?;
+        Self::start_file(host, &file, None, config_key, Vec::new())
     }
 
-    fn start_with(
+    /// [`start`](Self::start) (with a device) or [`start_virtual`](Self::start_virtual)
+    /// (without) of a driver file already read.
+    pub fn start_file(
         mut host: DriverHost,
-        driver_path: &Path,
+        file: &DriverFile,
         device: Option<Box<dyn PciDevice>>,
         config_key: Option<&str>,
         wake: Vec<RawFd>,
     ) -> Result<NetAdapter, HostError> {
-        let driver = host.load_driver(driver_path)?;
+        let driver = host.load_driver_file(file)?;
         let registered =
             ndis::registered_miniport(&mut host.k, driver.object).ok_or_else(|| {
                 HostError::DriverFailed {

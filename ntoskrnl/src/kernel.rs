@@ -4,7 +4,7 @@
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dbt::{Arch, CallConv, Exit, FaultKind, Machine};
 
@@ -66,6 +66,42 @@ pub struct HostStats {
     pub guest_nanos: u64,
 }
 
+/// How long a host -> guest call may run before the kernel stops the guest and reports where it
+/// was (a driver spinning forever): measured from the outermost host -> guest call, and, at
+/// DISPATCH_LEVEL or above, from when the guest was first seen at that IRQL. Checked every
+/// [`WATCHDOG_SLICE`] guest instructions and at every import call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watchdog {
+    /// Limit of one outermost host -> guest call at any IRQL (`None`: unlimited).
+    pub call: Option<Duration>,
+    /// Limit of a stretch at DISPATCH_LEVEL or above (`None`: unlimited).
+    pub raised: Option<Duration>,
+}
+
+impl Default for Watchdog {
+    fn default() -> Self {
+        Watchdog {
+            call: Some(Duration::from_secs(30)),
+            raised: Some(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// Guest instructions run between two watchdog checks (a few milliseconds of guest code).
+pub const WATCHDOG_SLICE: u64 = 1 << 20;
+
+/// DISPATCH_LEVEL.
+const DISPATCH_LEVEL: u64 = 2;
+
+/// The watchdog's clocks.
+#[derive(Debug, Default)]
+struct WatchdogClock {
+    /// When the outermost host -> guest call started.
+    call_started: Option<Instant>,
+    /// When the guest was first seen at DISPATCH_LEVEL or above in this stretch.
+    raised_since: Option<Instant>,
+}
+
 /// The whole kernel: guest machine, loaded images, and the state of every subsystem.
 pub struct Kernel {
     /// The guest CPU and memory.
@@ -91,6 +127,9 @@ pub struct Kernel {
     /// Images whose code the host called into, innermost last (attributes tail-called imports).
     guest_entries: Vec<u64>,
     extensions: HashMap<TypeId, Box<dyn Any>>,
+    /// Time limits of host -> guest calls.
+    pub watchdog: Watchdog,
+    clock: WatchdogClock,
 }
 
 /// How deep host -> guest -> host calls may nest before we call it runaway recursion.
@@ -119,6 +158,8 @@ impl Kernel {
             stats: HostStats::default(),
             guest_entries: Vec::new(),
             extensions: HashMap::new(),
+            watchdog: Watchdog::default(),
+            clock: WatchdogClock::default(),
         };
         ps::init(&mut k)?;
         io::init(&mut k)?;
@@ -224,14 +265,25 @@ impl Kernel {
         let saved = self.m.cpu.clone();
         ke::update_shared_user_data(self)?;
         self.m.prepare_guest_call(func, conv, args)?;
+        if self.guest_entries.is_empty() {
+            self.clock = WatchdogClock {
+                call_started: Some(Instant::now()),
+                raised_since: None,
+            };
+        }
         self.guest_entries.push(func);
         self.stats.guest_calls += 1;
         let result = loop {
             let started = Instant::now();
-            let exit = self.m.run();
-            self.stats.guest_nanos += started.elapsed().as_nanos() as u64;
+            let exit = self.m.run_limited(WATCHDOG_SLICE);
+            let now = Instant::now();
+            self.stats.guest_nanos += now.duration_since(started).as_nanos() as u64;
+            if let Err(e) = self.watchdog_check(now) {
+                break Err(e);
+            }
             match exit {
-                Exit::Thunk(i) => {
+                None => {}
+                Some(Exit::Thunk(i)) => {
                     let (guest_before, host_before) =
                         (self.stats.guest_nanos, self.stats.host_nanos);
                     let started = Instant::now();
@@ -246,11 +298,14 @@ impl Kernel {
                         break Err(e);
                     }
                 }
-                Exit::HostReturn => break Ok(self.m.return_value()),
-                Exit::Fault(f) => break Err(KernelError::Fault(Box::new(f))),
+                Some(Exit::HostReturn) => break Ok(self.m.return_value()),
+                Some(Exit::Fault(f)) => break Err(KernelError::Fault(Box::new(f))),
             }
         };
         self.guest_entries.pop();
+        if self.guest_entries.is_empty() {
+            self.clock = WatchdogClock::default();
+        }
         let irql = self.m.cpu.cr8;
         self.m.cpu = saved;
         if result.is_ok() {
@@ -258,6 +313,37 @@ impl Kernel {
             self.m.cpu.cr8 = irql;
         }
         result
+    }
+
+    /// Stops the guest (a [`FaultKind::Watchdog`] fault at its current instruction) if it ran past
+    /// a [`Watchdog`] limit.
+    fn watchdog_check(&mut self, now: Instant) -> KResult<()> {
+        let irql = self.m.cpu.cr8;
+        if irql < DISPATCH_LEVEL {
+            self.clock.raised_since = None;
+        } else if self.clock.raised_since.is_none() {
+            self.clock.raised_since = Some(now);
+        }
+        let over = |since: Option<Instant>, limit: Option<Duration>| match (since, limit) {
+            (Some(s), Some(l)) => now.duration_since(s) > l,
+            _ => false,
+        };
+        let what = if over(self.clock.raised_since, self.watchdog.raised) {
+            format!(
+                "spun at IRQL {irql} for more than {:?} without returning",
+                self.watchdog.raised.unwrap_or_default()
+            )
+        } else if over(self.clock.call_started, self.watchdog.call) {
+            format!(
+                "a call from the host ran for more than {:?} (IRQL {irql})",
+                self.watchdog.call.unwrap_or_default()
+            )
+        } else {
+            return Ok(());
+        };
+        Err(KernelError::Fault(Box::new(
+            self.m.fault(FaultKind::Watchdog(what)),
+        )))
     }
 
     /// Serves one import call: reads the arguments, runs the host function, returns to the guest.

@@ -32,6 +32,6 @@ pub mod workitem;
 
 pub use error::{KResult, KernelError};
 pub use export::{Export, Module};
-pub use kernel::{Binding, HostStats, Kernel, LoadedImage};
+pub use kernel::{Binding, HostStats, Kernel, LoadedImage, Watchdog};
 pub use layout::Layout;
 pub use tables::MODULE;

@@ -56,6 +56,20 @@
 #define MAX_MCAST 32
 #define LINK_SPEED 1000000000ull /* bits per second */
 
+/* Hooks a variant built from this file defines (netcrash_ndis6.c); empty here.
+ * NV_CONFIG_HOOK runs with the adapter's configuration open, NV_SEND_HOOK once
+ * per sent NBL with the adapter's spin lock held, NV_TIMER_HOOK when the
+ * timer (a DPC) starts. */
+#ifndef NV_CONFIG_HOOK
+#define NV_CONFIG_HOOK(cfg)
+#endif
+#ifndef NV_SEND_HOOK
+#define NV_SEND_HOOK()
+#endif
+#ifndef NV_TIMER_HOOK
+#define NV_TIMER_HOOK()
+#endif
+
 /* Private query: NV_DIAG. */
 #define OID_ICA_NETVIRT_DIAG 0xFF494302u
 
@@ -398,7 +412,10 @@ static VOID NTAPI NvSendNetBufferLists(NDIS_HANDLE Context, PNET_BUFFER_LIST Nbl
     (void)PortNumber; /* only the default port exists */
     NvLock(a, dispatch);
     for (nbl = Nbls; nbl; nbl = next) {
-        NDIS_STATUS status = a->State == NvRunning ? NvTransmit(a, nbl) : NDIS_STATUS_PAUSED;
+        NDIS_STATUS status;
+
+        NV_SEND_HOOK();
+        status = a->State == NvRunning ? NvTransmit(a, nbl) : NDIS_STATUS_PAUSED;
 
         next = NET_BUFFER_LIST_NEXT_NBL(nbl);
         if (status == NDIS_STATUS_PENDING) {
@@ -613,6 +630,7 @@ static VOID NTAPI NvTimer(PVOID SystemSpecific1, PVOID Context, PVOID SystemSpec
     (void)SystemSpecific1;
     (void)SystemSpecific2;
     (void)SystemSpecific3;
+    NV_TIMER_HOOK();
     NdisDprAcquireSpinLock(&a->Lock);
     a->TimerArmed = FALSE;
     oid = a->PendingOid;
@@ -781,6 +799,7 @@ static void NvReadConfig(PNV_ADAPTER a)
         if (p[0] | p[1] | p[2] | p[3] | p[4] | p[5])
             NdisMoveMemory(a->CurrentAddress, p, 6);
     }
+    NV_CONFIG_HOOK(cfg);
     NdisCloseConfiguration(cfg);
 }
 

@@ -15,7 +15,16 @@ mod nic;
 
 /// Subcommand names: an INF given first is `install INF` unless it names one of these.
 const SUBCOMMANDS: &[&str] = &[
-    "run", "imports", "coverage", "install", "devices", "list", "remove", "reg", "help",
+    "run",
+    "imports",
+    "coverage",
+    "install",
+    "devices",
+    "list",
+    "remove",
+    "reg",
+    "help",
+    loader::isolate::SUBCOMMAND,
 ];
 
 /// Global options that take a value (skipped when looking for the first positional argument).
@@ -91,6 +100,7 @@ pub fn install(
     keep_running: bool,
     verbose: bool,
     ifname: &str,
+    isolation: Option<loader::isolate::IsolationConfig>,
 ) -> Result<(), InstallError> {
     let opts = InstallOptions {
         arch,
@@ -218,7 +228,7 @@ pub fn install(
                 || start::vfio_function_for_instance(inst).is_some();
             let virtual_nic = p.plan.net.is_some() && start::is_root_device(inst);
             if on_pci || virtual_nic {
-                let r = nic::run(root, &store, p.arch, inst, ifname, keep_running);
+                let r = nic::run(root, &store, p.arch, inst, ifname, keep_running, isolation);
                 let state = match &r {
                     Ok(()) => "started, then unloaded cleanly".to_string(),
                     Err(e) => format!("failed: {}", first_line(&e.to_string())),

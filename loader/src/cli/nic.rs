@@ -3,17 +3,23 @@
 //! connect it to Linux: a TAP interface (the adapter as Linux sees it) plus, for a model, a second
 //! TAP as the model's wire (the network the card is plugged into; a real card has its own port),
 //! bridged until Ctrl-C. Without the privilege to create TAPs a model runs against an in-process
-//! wire and no interface is created.
+//! wire and no interface is created. The miniport runs in a driver host of its own (restarted
+//! when it fails, see [`loader::isolate`]) unless `--in-process` is given or the card is a real
+//! one through VFIO.
 
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use host_linux::net::{setup_tap, Bridge, UpperSetup};
+use host_linux::net::{setup_tap, Bridge, NetError, NetEvent, NetMiniport, UpperSetup};
 use host_linux::packet::QueuePort;
 use host_linux::tap::TapPort;
-use loader::install::start::{self, NicBackend};
+use loader::install::start::{self, NicBackend, MODEL_MAC};
 use loader::install::{InstallError, Root};
-use loader::net::{format_mac, NicInfo};
+use loader::isolate::{self, IsolatedNic, IsolationConfig};
+use loader::net::{format_mac, NetAdapter, NicInfo};
 use loader::registry::RegistryStore;
 
 fn other(e: impl std::fmt::Display) -> InstallError {
@@ -40,6 +46,77 @@ pub fn print_info(info: &NicInfo) {
     );
 }
 
+/// A started adapter, in this process or in a driver host of its own.
+enum Adapter {
+    InProcess(Box<NetAdapter>),
+    Isolated(Box<IsolatedNic>),
+}
+
+impl Adapter {
+    fn info(&mut self) -> Result<NicInfo, InstallError> {
+        match self {
+            Adapter::InProcess(n) => n.info().map_err(other),
+            Adapter::Isolated(n) => n.info().map_err(other),
+        }
+    }
+
+    fn stop(self) -> Result<Vec<String>, InstallError> {
+        match self {
+            Adapter::InProcess(n) => (*n).stop().map_err(other),
+            Adapter::Isolated(n) => (*n).stop().map_err(other),
+        }
+    }
+
+    fn miniport(&mut self) -> &mut dyn NetMiniport {
+        match self {
+            Adapter::InProcess(n) => n.as_mut(),
+            Adapter::Isolated(n) => n.as_mut(),
+        }
+    }
+}
+
+impl NetMiniport for Adapter {
+    fn send(&mut self, frames: &mut VecDeque<Vec<u8>>) -> Result<(), NetError> {
+        self.miniport().send(frames)
+    }
+    fn service(&mut self, events: &mut Vec<NetEvent>) -> Result<(), NetError> {
+        self.miniport().service(events)
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Adapter::InProcess(n) => n.next_deadline(),
+            Adapter::Isolated(n) => n.next_deadline(),
+        }
+    }
+    fn wake_fds(&self) -> Vec<RawFd> {
+        match self {
+            Adapter::InProcess(n) => n.wake_fds(),
+            Adapter::Isolated(n) => n.wake_fds(),
+        }
+    }
+}
+
+/// Prints what the driver hosts went through.
+fn print_recoveries(nic: &Adapter) {
+    let Adapter::Isolated(n) = nic else { return };
+    for r in n.recoveries() {
+        let recover = r.recover.map_or("not restarted".to_string(), |d| {
+            format!("restarted in {d:.2?}")
+        });
+        println!(
+            "  recovery  {} (detected in {:.2?}, {recover}, {} frames lost)",
+            r.cause, r.detect, r.lost
+        );
+    }
+    if !n.recoveries().is_empty() {
+        println!(
+            "  restarts  {} driver-host failures, {} frames lost in all",
+            n.recoveries().len(),
+            n.lost_frames()
+        );
+    }
+}
+
 /// Sets `stop` on SIGINT or SIGTERM (which are blocked for every thread from now on).
 fn stop_on_signal(stop: Arc<AtomicBool>) {
     let signals = super::block_stop_signals();
@@ -50,7 +127,8 @@ fn stop_on_signal(stop: Arc<AtomicBool>) {
 }
 
 /// Starts the network adapter `instance` and, with TAPs, bridges it to the interface `ifname`
-/// (wire: `<ifname>w`) until Ctrl-C if `keep_running`; then halts and unloads it.
+/// (wire: `<ifname>w`) until Ctrl-C if `keep_running`; then halts and unloads it. `isolation`
+/// runs the miniport in a driver host of its own (VFIO cards always run in this process).
 pub fn run(
     root: &Root,
     store: &RegistryStore,
@@ -58,10 +136,12 @@ pub fn run(
     instance: &str,
     ifname: &str,
     keep_running: bool,
+    isolation: Option<IsolationConfig>,
 ) -> Result<(), InstallError> {
     let mut say = |line: String| println!("  {line}");
     let wire_name = format!("{ifname}w");
-    let on_model = start::model_for_instance(instance).is_some();
+    let model = start::model_for_instance(instance);
+    let on_model = model.is_some();
     let vfio = start::vfio_function_for_instance(instance);
     let upper = match TapPort::open(Some(ifname)) {
         Ok(up) => Some(up),
@@ -79,25 +159,62 @@ pub fn run(
         None if on_model => format!("; {wire_name} is its wire"),
         None => String::new(),
     };
-    let backend = match (vfio, on_model, &upper) {
-        (Some(address), _, _) => NicBackend::Vfio { address },
-        (None, false, _) => NicBackend::Virtual,
-        (None, true, Some(_)) => {
-            let wire = TapPort::open(Some(&wire_name)).map_err(other)?;
-            let wake = vec![std::os::fd::AsRawFd::as_raw_fd(&wire)];
-            NicBackend::Model {
-                wire: Box::new(wire),
-                wake,
-            }
-        }
-        (None, true, None) => NicBackend::Model {
-            wire: Box::new(QueuePort::new().0),
-            wake: Vec::new(),
-        },
+    let wire = match (&vfio, on_model, &upper) {
+        (None, true, Some(_)) => Some(TapPort::open(Some(&wire_name)).map_err(other)?),
+        _ => None,
     };
     println!("Starting {instance}");
-    let mut nic = start::start_nic(root, store, arch, instance, backend, &mut say)?;
-    let info = nic.info().map_err(other)?;
+    let mut nic = match (isolation, vfio) {
+        (Some(cfg), None) => {
+            let backend = match &model {
+                Some(m) => isolate::Backend::Model {
+                    model: m.clone(),
+                    mac: MODEL_MAC,
+                    wire: wire.is_some(),
+                },
+                None => isolate::Backend::Virtual,
+            };
+            let on = match &model {
+                Some(m) => format!("on the {m} model"),
+                None => "as a virtual adapter".to_string(),
+            };
+            let (params, what) = start::isolated_nic_params(root, store, arch, instance, backend)?;
+            let wire_fd = match &wire {
+                Some(w) => Some(w.as_fd().try_clone_to_owned().map_err(other)?),
+                None => None,
+            };
+            let nic = IsolatedNic::start(params, wire_fd, cfg).map_err(other)?;
+            say(format!(
+                "{what} loaded {on}, MiniportInitialize succeeded (driver host pid {}, confined)",
+                nic.host_pid().unwrap_or_default()
+            ));
+            Adapter::Isolated(Box::new(nic))
+        }
+        (isolation, vfio) => {
+            if isolation.is_some() && vfio.is_some() {
+                println!("  VFIO cards run in the manager's process (not isolated)");
+            }
+            let backend = match (vfio, on_model, wire) {
+                (Some(address), _, _) => NicBackend::Vfio { address },
+                (None, false, _) => NicBackend::Virtual,
+                (None, true, Some(wire)) => {
+                    let wake = vec![std::os::fd::AsRawFd::as_raw_fd(&wire)];
+                    NicBackend::Model {
+                        wire: Box::new(wire),
+                        wake,
+                    }
+                }
+                (None, true, None) => NicBackend::Model {
+                    wire: Box::new(QueuePort::new().0),
+                    wake: Vec::new(),
+                },
+            };
+            Adapter::InProcess(Box::new(start::start_nic(
+                root, store, arch, instance, backend, &mut say,
+            )?))
+        }
+    };
+    let info = nic.info()?;
     print_info(&info);
     if let Some(upper) = upper {
         setup_tap(
@@ -123,12 +240,13 @@ pub fn run(
                 stats.frames_down, stats.frames_up, stats.link_changes
             );
             nic = bridge.into_parts().0;
+            print_recoveries(&nic);
             result.map_err(other)?;
-            print_info(&nic.info().map_err(other)?);
+            print_info(&nic.info()?);
         }
     }
     println!("Stopping");
-    let findings = nic.stop().map_err(other)?;
+    let findings = nic.stop()?;
     if findings.is_empty() {
         println!("  adapter halted, driver unloaded, nothing leaked");
         Ok(())

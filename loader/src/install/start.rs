@@ -267,18 +267,16 @@ pub fn start_device(
 /// Factory MAC address of software NIC models (locally administered).
 pub const MODEL_MAC: [u8; 6] = [0x02, 0x1C, 0xA0, 0x00, 0x81, 0x39];
 
-/// Starts an installed network adapter the way NDIS does: the function driver (an NDIS miniport)
-/// is loaded, the device (if any) plugged into the host's PCI bus (a real function gets the guest
-/// memory mapped for its DMA first), and the adapter initialized with the configuration in its
-/// driver key.
-pub fn start_nic(
-    root: &Root,
-    store: &RegistryStore,
-    arch: Arch,
-    instance: &str,
-    backend: NicBackend,
-    say: &mut dyn FnMut(String),
-) -> Result<NetAdapter, InstallError> {
+/// Where an installed network adapter's miniport and configuration are.
+struct NicPlan {
+    service: String,
+    /// The installed driver file.
+    file: std::path::PathBuf,
+    /// The driver key NDIS reads the configuration from.
+    config_key: Option<String>,
+}
+
+fn nic_plan(root: &Root, store: &RegistryStore, instance: &str) -> Result<NicPlan, InstallError> {
     let ekey = enum_key(instance);
     let service = store
         .value(&ekey, "Service")?
@@ -298,7 +296,31 @@ pub fn start_nic(
             "service {service}: ImagePath {image_path} is not a path ICA can place"
         ))
     })?;
-    let config_key = driver.map(|d| driver_key(&d));
+    Ok(NicPlan {
+        service,
+        file,
+        config_key: driver.map(|d| driver_key(&d)),
+    })
+}
+
+/// Starts an installed network adapter the way NDIS does: the function driver (an NDIS miniport)
+/// is loaded, the device (if any) plugged into the host's PCI bus (a real function gets the guest
+/// memory mapped for its DMA first), and the adapter initialized with the configuration in its
+/// driver key. Runs in this process (`--in-process`); see [`isolated_nic_params`] for a driver
+/// host of its own.
+pub fn start_nic(
+    root: &Root,
+    store: &RegistryStore,
+    arch: Arch,
+    instance: &str,
+    backend: NicBackend,
+    say: &mut dyn FnMut(String),
+) -> Result<NetAdapter, InstallError> {
+    let NicPlan {
+        service,
+        file,
+        config_key,
+    } = nic_plan(root, store, instance)?;
     let mut host = new_host(store, arch)?;
     let (device, wake, on): (Option<Box<dyn PciFunction>>, _, _) = match backend {
         NicBackend::Model { wire, wake } => {
@@ -331,6 +353,36 @@ pub fn start_nic(
         file.display()
     ));
     Ok(nic)
+}
+
+/// What a driver host of its own needs to start the installed network adapter `instance` on
+/// `backend` (a software model or none): the driver file, its configuration key and a snapshot of
+/// the registry it may read (its service, driver and device keys); and `SERVICE: FILE` for
+/// messages.
+pub fn isolated_nic_params(
+    root: &Root,
+    store: &RegistryStore,
+    arch: Arch,
+    instance: &str,
+    backend: crate::isolate::Backend,
+) -> Result<(crate::isolate::StartParams, String), InstallError> {
+    let plan = nic_plan(root, store, instance)?;
+    let driver = crate::host::DriverFile::read(&plan.file).map_err(other)?;
+    let mut registry = store.snapshot(&service_key(&plan.service))?;
+    if let Some(k) = &plan.config_key {
+        registry.extend(store.snapshot(k)?);
+    }
+    registry.extend(store.snapshot(&enum_key(instance))?);
+    let what = format!("{}: {}", plan.service, plan.file.display());
+    let params = crate::isolate::StartParams {
+        arch: dbt_arch(arch),
+        driver,
+        config_key: plan.config_key,
+        registry,
+        backend,
+        watchdog: ntoskrnl::Watchdog::default(),
+    };
+    Ok((params, what))
 }
 
 /// Whether `instance` is a root-enumerated device (`ROOT\...`).

@@ -587,6 +587,26 @@ impl RegistryStore {
         self.read(|v| v.subkeys(path))
     }
 
+    /// The key `path` (if it exists) and everything below it, parents first, read in one
+    /// transaction: what a driver host that may read that subtree gets.
+    pub fn snapshot(&self, path: &str) -> RegResult<Snapshot> {
+        self.read(|v| {
+            let mut out = Vec::new();
+            if !v.key_exists(path)? {
+                return Ok(out);
+            }
+            let mut todo = vec![path.to_string()];
+            while let Some(key) = todo.pop() {
+                for sub in v.subkeys(&key)?.into_iter().rev() {
+                    todo.push(format!(r"{key}\{sub}"));
+                }
+                let values = v.values(&key)?;
+                out.push((key, values));
+            }
+            Ok(out)
+        })
+    }
+
     /// The kernel registry backend over this store (each driver write is one transaction).
     pub fn backend(&self) -> StoreBackend {
         StoreBackend {
@@ -594,6 +614,10 @@ impl RegistryStore {
         }
     }
 }
+
+/// Keys (absolute NT paths, parents before children) with their values, as
+/// [`RegistryStore::snapshot`] reads them.
+pub type Snapshot = Vec<(String, Vec<(String, RegValue)>)>;
 
 /// [`RegistryBackend`] over a [`RegistryStore`], for [`ntoskrnl::registry::set_backend`].
 #[derive(Debug, Clone)]

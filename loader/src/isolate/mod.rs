@@ -1,0 +1,81 @@
+//! Isolation and recovery: each network adapter's driver stack runs in its own driver-host
+//! process, confined (see [`host_linux::sandbox`]), while the manager (`ica-load`) keeps the
+//! registry, the Linux-facing ends (the TAP interface, the device model's wire) and the bridge
+//! loop. The manager re-executes its own binary with the hidden `driver-host` subcommand; the two
+//! talk over a socketpair ([`proto`]: length-prefixed request/reply messages).
+//!
+//! ```text
+//!  manager: TAP <-> Bridge <-> IsolatedNic ==socket==> driver host: NetAdapter (guest miniport)
+//!           registry, wire fd (polled for wakeups)        device model on the wire fd, confined
+//! ```
+//!
+//! When the driver host fails (guest fault, watchdog, host-side panic: it sends its report and
+//! exits; SIGKILL or any other death: the manager sees the socket close; no answer in time: the
+//! manager kills it), the manager logs the report, counts the frames the dead host had taken and
+//! not completed as lost (they are never offered again, so nothing is duplicated), shows the
+//! carrier down, starts a new driver host with the same parameters and shows the carrier of the
+//! new adapter. A restart limit stops a crash loop.
+
+mod child;
+mod nic;
+pub mod proto;
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use child::driver_host_main;
+pub use nic::{IsolatedNic, Recovery};
+pub use proto::{Backend, StartParams};
+
+/// The hidden `ica-load` subcommand that runs a driver host.
+pub const SUBCOMMAND: &str = "driver-host";
+/// The driver host's end of the socketpair.
+pub const CHANNEL_FD: RawFd = 3;
+/// The device model's wire (a TAP), when there is one.
+pub const WIRE_FD: RawFd = 4;
+
+/// Address space a driver host may map beyond what it has when it confines itself (the guest
+/// window is reserved by then: this is for the heap and the block cache).
+const ADDRESS_SPACE_SLACK: u64 = 1 << 30;
+/// RLIMIT_NOFILE of a confined driver host.
+const OPEN_FILES: u64 = 16;
+
+/// Confines this process as a driver host, for the rest of its life (see
+/// [`host_linux::sandbox`]): call it after the setup (kernel, image read, device, wire) and
+/// before any guest code runs.
+pub fn confine() -> std::io::Result<()> {
+    let limits = host_linux::sandbox::Limits::current_plus(ADDRESS_SPACE_SLACK, OPEN_FILES)?;
+    host_linux::sandbox::Confinement::new(limits).apply()?;
+    tracing::debug!(target: "ica::isolate", "driver host confined: {limits:?}");
+    Ok(())
+}
+
+/// How the manager runs driver hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolationConfig {
+    /// The program to run (`ica-load` itself) and the arguments before [`SUBCOMMAND`] (such as
+    /// `--log LEVEL`).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// How long the manager waits for an answer before it kills the driver host as hung (past
+    /// the guest watchdog's own limits, which the driver host reports itself).
+    pub reply_timeout: Duration,
+    /// At most this many restarts within [`restart_window`](Self::restart_window); one more
+    /// failure is final.
+    pub max_restarts: usize,
+    pub restart_window: Duration,
+}
+
+impl IsolationConfig {
+    /// Runs `program` with the default limits: 5 restarts within 60 s, 40 s per answer.
+    pub fn new(program: PathBuf) -> IsolationConfig {
+        IsolationConfig {
+            program,
+            args: Vec::new(),
+            reply_timeout: Duration::from_secs(40),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+        }
+    }
+}
