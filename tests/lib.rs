@@ -43,10 +43,15 @@ pub fn driver_path(arch: Arch, name: &str) -> PathBuf {
         .join(format!("{name}.sys"))
 }
 
-/// A fresh driver host for `arch`.
+/// A fresh driver host for `arch`, with the verifier on and strict: a finding the test did not
+/// take (`h.k.verifier.take_findings()`) fails it when the host is dropped.
 pub fn host(arch: Arch) -> DriverHost {
     match DriverHost::new(arch) {
-        Ok(h) => h,
+        Ok(mut h) => {
+            h.k.verifier.set_enabled(true);
+            h.k.verifier.set_strict(true);
+            h
+        }
         Err(e) => panic!("cannot create a {} driver host: {e}", arch.name()),
     }
 }

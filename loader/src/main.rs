@@ -31,6 +31,11 @@ struct Cli {
     /// $XDG_DATA_HOME/ica, else ~/.local/share/ica).
     #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// Run the drivers under the verifier (Driver Verifier's checks: IRQL, spin locks, special
+    /// pool, I/O, leaks at unload); what it finds is reported and fails the command (`run`,
+    /// `install`).
+    #[arg(long, global = true)]
+    verifier: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,7 +129,9 @@ fn main() -> ExitCode {
         .init();
     let root = cli.root.map(Root::new).unwrap_or_else(Root::default_root);
     let result = match cli.command {
-        Command::Run { driver, stats } => run(driver.as_deref(), stats).map_err(|e| e.to_string()),
+        Command::Run { driver, stats } => {
+            run(driver.as_deref(), stats, cli.verifier).map_err(|e| e.to_string())
+        }
         Command::Imports { driver } => imports(&driver).map_err(|e| e.to_string()),
         Command::Coverage { reference, missing } => {
             coverage(reference.as_deref(), missing).map_err(|e| e.to_string())
@@ -136,8 +143,17 @@ fn main() -> ExitCode {
             keep_running,
             verbose,
             ifname,
-        } => cli::install(&root, &inf, arch, dry_run, keep_running, verbose, &ifname)
-            .map_err(|e| e.to_string()),
+        } => cli::install(
+            &root,
+            &inf,
+            arch,
+            dry_run,
+            keep_running,
+            verbose,
+            &ifname,
+            cli.verifier,
+        )
+        .map_err(|e| e.to_string()),
         Command::Devices => cli::devices(&root).map_err(|e| e.to_string()),
         Command::List => cli::list(&root).map_err(|e| e.to_string()),
         Command::Remove { name } => cli::remove(&root, &name).map_err(|e| e.to_string()),
@@ -221,14 +237,14 @@ fn bundled_driver() -> Result<PathBuf, HostError> {
     Ok(path)
 }
 
-fn run(driver: Option<&Path>, stats: bool) -> Result<(), HostError> {
+fn run(driver: Option<&Path>, stats: bool, verifier: bool) -> Result<(), HostError> {
     let (path, demo) = match driver {
         Some(p) => (p.to_path_buf(), false),
         None => (bundled_driver()?, true),
     };
     let started = Instant::now();
     let pe = read_image(&path)?;
-    let mut host = DriverHost::new(pe.arch)?;
+    let mut host = DriverHost::new(pe.arch)?.with_verifier(verifier);
     let driver = host.load_driver(&path)?;
     println!(
         "{}: DriverEntry returned STATUS_SUCCESS ({} driver)",
@@ -264,6 +280,13 @@ fn run(driver: Option<&Path>, stats: bool) -> Result<(), HostError> {
     );
     if stats {
         print_stats(&host, started.elapsed());
+    }
+    let findings = host.k.verifier.take_findings();
+    if !findings.is_empty() {
+        return Err(HostError::Findings(findings));
+    }
+    if verifier {
+        println!("verifier: no findings");
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! Subsystems live in their own files (`ex` pool, `lookaside` lookaside lists, `ke` sync and
 //! clocks, `timer` kernel timers, `workitem` work items, `io` I/O manager, `pnp`, `mm` MDLs, `ps`
 //! threads/processes, `rtl` strings, `crt` C runtime, `dbg` debug output); each declares its
-//! exports next to its code, and [`MODULE`] gathers them.
+//! exports next to its code, and [`MODULE`] gathers them. `verifier` is Driver Verifier's checks.
 
 pub use dbt;
 
@@ -28,6 +28,7 @@ pub mod rtl;
 pub mod status;
 mod tables;
 pub mod timer;
+pub mod verifier;
 pub mod workitem;
 
 pub use error::{KResult, KernelError};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use host_linux::net::{setup_tap, Bridge, UpperSetup};
 use host_linux::packet::QueuePort;
 use host_linux::tap::TapPort;
-use loader::install::start::{self, NicBackend};
+use loader::install::start::{self, HostSetup, NicBackend};
 use loader::install::{InstallError, Root};
 use loader::net::{format_mac, NicInfo};
 use loader::registry::RegistryStore;
@@ -54,7 +54,7 @@ fn stop_on_signal(stop: Arc<AtomicBool>) {
 pub fn run(
     root: &Root,
     store: &RegistryStore,
-    arch: loader::inf::Arch,
+    setup: HostSetup,
     instance: &str,
     ifname: &str,
     keep_running: bool,
@@ -96,7 +96,7 @@ pub fn run(
         },
     };
     println!("Starting {instance}");
-    let mut nic = start::start_nic(root, store, arch, instance, backend, &mut say)?;
+    let mut nic = start::start_nic(root, store, setup, instance, backend, &mut say)?;
     let info = nic.info().map_err(other)?;
     print_info(&info);
     if let Some(upper) = upper {
