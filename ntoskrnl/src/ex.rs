@@ -240,11 +240,17 @@ fn describe(k: &Kernel, addr: u64, size: u64, tag: u32, site: Option<u64>) -> St
 /// the start); with the corrupted address.
 fn check_guard(k: &Kernel, addr: u64, size: u64, region: u64) -> KResult<Option<(Rule, u64)>> {
     let data = region + PAGE;
-    let after = k.m.mem.read_vec(addr + size, (data + PAGE - addr - size) as usize)?;
+    let guard = |from: u64, to: u64| -> KResult<Vec<u8>> {
+        if from == to {
+            return Ok(Vec::new());
+        }
+        Ok(k.m.mem.read_vec(from, (to - from) as usize)?)
+    };
+    let after = guard(addr + size, data + PAGE)?;
     if let Some(i) = after.iter().position(|&b| b != GUARD_FILL) {
         return Ok(Some((Rule::PoolOverrun, addr + size + i as u64)));
     }
-    let before = k.m.mem.read_vec(data, (addr - data) as usize)?;
+    let before = guard(data, addr)?;
     if let Some(i) = before.iter().rposition(|&b| b != GUARD_FILL) {
         return Ok(Some((Rule::PoolUnderrun, data + i as u64)));
     }
