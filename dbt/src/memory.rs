@@ -955,12 +955,12 @@ mod tests {
         let mut m = GuestMemory::new(0x8000_0000, 1 << 30);
         let a = m.alloc(0x3000, Prot::READ | Prot::WRITE).unwrap();
         m.protect(a + 0x1000, 0x1000, Prot::empty()).unwrap();
-        let fault = |addr, write| Err(MemFault { addr, write });
-        assert_eq!(m.load(a + 0x1000, 4), fault(a + 0x1000, false));
-        assert_eq!(m.store(a + 0x1ffc, 4, 1), fault(a + 0x1ffc, true));
-        assert_eq!(m.read_u8(a + 0x1800), fault(a + 0x1800, false));
-        assert_eq!(m.write_u8(a + 0x1800, 1), fault(a + 0x1800, true));
-        assert_eq!(m.write_u32(a + 0xffe, 1), fault(a + 0x1000, true));
+        let fault = |addr, write| MemFault { addr, write };
+        assert_eq!(m.load(a + 0x1000, 4), Err(fault(a + 0x1000, false)));
+        assert_eq!(m.store(a + 0x1ffc, 4, 1), Err(fault(a + 0x1ffc, true)));
+        assert_eq!(m.read_u8(a + 0x1800), Err(fault(a + 0x1800, false)));
+        assert_eq!(m.write_u8(a + 0x1800, 1), Err(fault(a + 0x1800, true)));
+        assert_eq!(m.write_u32(a + 0xffe, 1), Err(fault(a + 0x1000, true)));
         assert!(m.is_mapped(a + 0x1000, 1), "a guard page is not free address space");
         assert!(m.write_u8(a + 0x2000, 1).is_ok() && m.write_u8(a + 0xfff, 1).is_ok());
     }

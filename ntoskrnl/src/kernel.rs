@@ -259,13 +259,16 @@ impl Kernel {
                 Exit::Fault(f) => break Err(self.guest_fault(f)),
             }
         };
+        let depth = self.guest_entries.len();
         let result = match result {
             Ok(v) if self.verifier.enabled() => {
-                let depth = self.guest_entries.len();
                 verifier::check_locks_on_return(self, func, depth).map(|()| v)
             }
             other => other,
         };
+        if result.is_err() {
+            verifier::abandon_locks(self, depth);
+        }
         self.guest_entries.pop();
         let irql = self.m.cpu.cr8;
         self.m.cpu = saved;

@@ -427,7 +427,8 @@ pub fn irql_name(irql: u8) -> String {
         PASSIVE_LEVEL => "PASSIVE_LEVEL".into(),
         APC_LEVEL => "APC_LEVEL".into(),
         DISPATCH_LEVEL => "DISPATCH_LEVEL".into(),
-        crate::ke::HIGH_LEVEL => "HIGH_LEVEL".into(),
+        crate::ke::HIGH_LEVEL => "IRQL 15 (HIGH_LEVEL on x64)".into(),
+        31 => "IRQL 31 (HIGH_LEVEL on x86)".into(),
         n => format!("IRQL {n}"),
     }
 }
@@ -478,6 +479,13 @@ pub(crate) fn lock_acquired(k: &mut Kernel, lock: u64) {
 /// Records that the spin lock at `lock` was released.
 pub(crate) fn lock_released(k: &mut Kernel, lock: u64) {
     k.verifier.locks.remove(&lock);
+}
+
+/// Forgets the spin locks taken at host -> guest call depth `depth` or deeper: that call path
+/// ended in an error, and what it held is no longer the verifier's concern (the lock words stay as
+/// the guest left them).
+pub(crate) fn abandon_locks(k: &mut Kernel, depth: usize) {
+    k.verifier.locks.retain(|_, held| held.depth < depth);
 }
 
 /// ` (acquired at SITE)` for a held lock the verifier saw taken, else nothing.
