@@ -72,6 +72,8 @@ pub mod sin {
     pub const COMPLETE_AT_HIGH: u32 = 0x0022_343C;
     /// SinTimerAtUnload: a timer with its DPC (SinUnloadTimerDpc) in the driver, left set.
     pub const TIMER_AT_UNLOAD: u32 = 0x0022_3440;
+    /// SinLeakReference: IoGetAttachedDeviceReference without ObDereferenceObject.
+    pub const LEAK_REFERENCE: u32 = 0x0022_3444;
 }
 
 /// Path of a committed test driver binary.

@@ -961,7 +961,10 @@ mod tests {
         assert_eq!(m.read_u8(a + 0x1800), Err(fault(a + 0x1800, false)));
         assert_eq!(m.write_u8(a + 0x1800, 1), Err(fault(a + 0x1800, true)));
         assert_eq!(m.write_u32(a + 0xffe, 1), Err(fault(a + 0x1000, true)));
-        assert!(m.is_mapped(a + 0x1000, 1), "a guard page is not free address space");
+        assert!(
+            m.is_mapped(a + 0x1000, 1),
+            "a guard page is not free address space"
+        );
         assert!(m.write_u8(a + 0x2000, 1).is_ok() && m.write_u8(a + 0xfff, 1).is_ok());
     }
 

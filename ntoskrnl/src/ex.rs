@@ -293,7 +293,11 @@ pub fn free(k: &mut Kernel, addr: u64, expected_tag: Option<u32>) -> KResult<()>
     let (size, tag, site, backing) = (block.size, block.tag, block.site, block.backing);
     if let Backing::Special(region) = backing {
         if let Some((rule, at)) = check_guard(k, addr, size, region)? {
-            let kind = if rule == Rule::PoolOverrun { 0x24 } else { 0x23 };
+            let kind = if rule == Rule::PoolOverrun {
+                0x24
+            } else {
+                0x23
+            };
             let detail = format!(
                 "{} of {} at {at:#x} was overwritten; found when it was freed",
                 breach(rule, addr, size, at),
@@ -354,7 +358,12 @@ fn bad_free(k: &mut Kernel, addr: u64) -> KernelError {
             "ExFreePool of the {}, which was already freed{first}",
             describe(k, f.addr, f.size, f.tag, f.alloc_site)
         );
-        return verifier::stop(k, Rule::DoubleFree, StopCode::new(0xC4, [0x13, 0, addr, 0]), detail);
+        return verifier::stop(
+            k,
+            Rule::DoubleFree,
+            StopCode::new(0xC4, [0x13, 0, addr, 0]),
+            detail,
+        );
     }
     let detail = format!(
         "ExFreePool of {addr:#x}, which is not an allocated pool block (double free or bad pointer)"
@@ -387,12 +396,19 @@ pub(crate) fn special_pool_fault(
     }
     let (region, r) = special_region(k, addr)?;
     let access = if write { "write" } else { "read" };
-    let by = if rip.is_some() { "" } else { " by a kernel service" };
+    let by = if rip.is_some() {
+        ""
+    } else {
+        " by a kernel service"
+    };
     let (rule, code, detail) = match r {
         Region::Live(block) => {
             let b = k.pool.blocks.get(block)?;
             let (rule, place) = if addr < region + PAGE {
-                (Rule::PoolUnderrun, format!("{} bytes before the start", block - addr))
+                (
+                    Rule::PoolUnderrun,
+                    format!("{} bytes before the start", block - addr),
+                )
             } else {
                 (
                     Rule::PoolOverrun,
@@ -401,7 +417,11 @@ pub(crate) fn special_pool_fault(
             };
             let what = describe(k, *block, b.size, b.tag, b.site);
             let code = if rip.is_some() { 0xD6 } else { 0xCD };
-            (rule, code, format!("{access}{by} at {addr:#x}, {place} of the {what}"))
+            (
+                rule,
+                code,
+                format!("{access}{by} at {addr:#x}, {place} of the {what}"),
+            )
         }
         Region::Freed(f) => {
             let freed = f
@@ -543,7 +563,9 @@ fn pool_limit(paged: bool) -> IrqlLimit {
 
 /// IRQL rule of ExAllocatePoolWithTag / ExAllocatePool: by the pool type (first argument).
 fn allocate_irql(_k: &Kernel, args: &[u64]) -> KResult<Option<IrqlLimit>> {
-    Ok(Some(pool_limit(is_paged(args.first().copied().unwrap_or(0) as u32))))
+    Ok(Some(pool_limit(is_paged(
+        args.first().copied().unwrap_or(0) as u32,
+    ))))
 }
 
 /// IRQL rule of ExAllocatePool2: by POOL_FLAG_PAGED in its flags (first argument).
@@ -578,3 +600,119 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall ExFreePoolWithTag => free_pool_with_tag(p: u64, tag: u32) @ Irql::By(free_irql);
     stdcall ExFreePool => free_pool(p: u64) @ Irql::By(free_irql);
 ];
+
+#[cfg(test)]
+mod tests {
+    use dbt::Arch;
+
+    use super::*;
+    use crate::crt::test_support::Guest;
+    use crate::LoadedImage;
+
+    const TAG: u32 = u32::from_le_bytes(*b"Test");
+
+    /// A kernel with the verifier on and a driver image `drv.sys` to own pool.
+    fn verified(arch: Arch) -> Guest {
+        let mut g = Guest::new(arch);
+        g.k.verifier.set_enabled(true);
+        g.k.images.push(LoadedImage {
+            name: "drv.sys".into(),
+            base: 0x1000,
+            size: 0x1000,
+            entry: 0x1000,
+            symbols: Vec::new(),
+        });
+        g
+    }
+
+    fn rule_of(e: KernelError) -> Option<(Rule, u32)> {
+        e.finding()
+            .map(|f| (f.rule, f.bug_check.map_or(0, |c| c.code)))
+    }
+
+    #[test]
+    fn special_pool_blocks_end_at_a_guard_page_between_guard_bytes() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = verified(arch);
+            let a = allocate(&mut g.k, 20, TAG, "drv.sys".into()).unwrap();
+            assert!(g.k.pool.is_special(a) && a % ALIGN == 0);
+            assert_eq!(g.k.m.mem.read_vec(a, 20).unwrap(), vec![0; 20]);
+            assert!(
+                g.k.m.mem.read_u8(a + 32).is_err(),
+                "the next page is a guard page"
+            );
+            let fault = special_pool_fault(&mut g.k, a + 40, true, Some(0x1234)).unwrap();
+            assert_eq!(rule_of(fault), Some((Rule::PoolOverrun, 0xD6)));
+            let fault = special_pool_fault(&mut g.k, a - PAGE, false, None).unwrap();
+            assert_eq!(rule_of(fault), Some((Rule::PoolUnderrun, 0xCD)));
+
+            g.k.m.mem.write_u8(a + 21, 7).unwrap();
+            let err = free(&mut g.k, a, None).unwrap_err();
+            assert_eq!(rule_of(err), Some((Rule::PoolOverrun, 0xC1)));
+            g.k.m.mem.write_u8(a + 21, GUARD_FILL).unwrap();
+            g.k.m.mem.write_u8(a - 1, 7).unwrap();
+            let err = free(&mut g.k, a, None).unwrap_err();
+            assert_eq!(rule_of(err), Some((Rule::PoolUnderrun, 0xC1)));
+            g.k.m.mem.write_u8(a - 1, GUARD_FILL).unwrap();
+            free(&mut g.k, a, None).unwrap();
+
+            assert!(g.k.m.mem.read_u8(a).is_err(), "freed blocks stay no-access");
+            let fault = special_pool_fault(&mut g.k, a + 4, false, Some(0x1234)).unwrap();
+            assert_eq!(rule_of(fault), Some((Rule::UseAfterFree, 0xD5)));
+            assert_eq!(
+                rule_of(free(&mut g.k, a, None).unwrap_err()),
+                Some((Rule::DoubleFree, 0xC4))
+            );
+            assert_eq!(
+                rule_of(free(&mut g.k, a + 16, None).unwrap_err()),
+                Some((Rule::BadFree, 0xC4))
+            );
+            assert_eq!(g.k.verifier.take_findings().len(), 7);
+
+            let host = allocate(&mut g.k, 20, TAG, "ntoskrnl.exe".into()).unwrap();
+            assert!(
+                !g.k.pool.is_special(host),
+                "the kernel's own blocks come from arenas"
+            );
+            free(&mut g.k, host, None).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_quarantine_is_bounded() {
+        let mut g = verified(Arch::X64);
+        let first = allocate(&mut g.k, 8, TAG, "drv.sys".into()).unwrap();
+        free(&mut g.k, first, None).unwrap();
+        for _ in 0..QUARANTINE_BLOCKS {
+            let b = allocate(&mut g.k, 8, TAG, "drv.sys".into()).unwrap();
+            free(&mut g.k, b, None).unwrap();
+        }
+        assert_eq!(g.k.pool.quarantine.len(), QUARANTINE_BLOCKS);
+        assert!(
+            special_pool_fault(&mut g.k, first, false, None).is_none(),
+            "forgotten"
+        );
+        assert!(g.k.verifier.findings().is_empty());
+    }
+
+    #[test]
+    fn leaks_at_unload_are_one_finding_per_tag() {
+        let mut g = verified(Arch::X86);
+        for size in [10, 20] {
+            allocate(&mut g.k, size, TAG, "drv.sys".into()).unwrap();
+        }
+        let mdl = allocate(&mut g.k, 40, crate::mm::MDL_TAG, "drv.sys".into()).unwrap();
+        g.k.m.mem.write_u8(mdl + 40, 1).unwrap();
+        check_unload(&mut g.k, "drv.sys").unwrap();
+        let found = g.k.verifier.take_findings();
+        let rules: Vec<Rule> = found.iter().map(|f| f.rule).collect();
+        assert_eq!(rules, [Rule::PoolOverrun, Rule::MdlLeak, Rule::PoolLeak]);
+        assert!(
+            found[2]
+                .detail
+                .contains("2 block(s), 30 bytes with tag 'Test'"),
+            "{}",
+            found[2]
+        );
+    }
+}

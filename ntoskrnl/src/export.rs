@@ -12,8 +12,8 @@
 //! with `@ LIMIT`, the highest IRQL the function may be called at (an [`Irql`]; the verifier
 //! checks it before every call): `... (handle: u64) @ irql::ZW_PASSIVE;`.
 
-use crate::{KResult, Kernel};
 pub use crate::verifier::Irql;
+use crate::{KResult, Kernel};
 pub use dbt::CallConv;
 
 /// A host function standing in for a guest-callable export: gets the raw argument slots.

@@ -642,17 +642,12 @@ pub fn get_attached_device(k: &mut Kernel, dev: u64) -> KResult<u64> {
     )))
 }
 
-/// IoGetAttachedDeviceReference: as IoGetAttachedDevice, plus a reference.
+/// IoGetAttachedDeviceReference: as IoGetAttachedDevice, plus an object reference the caller drops
+/// with ObDereferenceObject.
 pub fn get_attached_device_reference(k: &mut Kernel, dev: u64) -> KResult<u64> {
     let top = get_attached_device(k, dev)?;
-    reference_device(k, top)?;
+    crate::ob::reference(k, top);
     Ok(top)
-}
-
-fn reference_device(k: &mut Kernel, dev: u64) -> KResult<()> {
-    let at = dev + k.layout.device_object_reference_count;
-    let count = k.m.mem.read_u32(at)?;
-    Ok(k.m.mem.write_u32(at, count.wrapping_add(1))?)
 }
 
 /// IoAttachDeviceToDeviceStack(SourceDevice, TargetDevice) -> the device attached to.
@@ -861,7 +856,13 @@ fn check_dispatch_return(
             verifier::irql_name(irql)
         );
         let check = StopCode::new(0xC9, [0x05, dev, u64::from(irql), u64::from(now)]);
-        return Err(verifier::stop_at(k, Rule::IrqlNotRestored, check, Some(site), detail));
+        return Err(verifier::stop_at(
+            k,
+            Rule::IrqlNotRestored,
+            check,
+            Some(site),
+            detail,
+        ));
     }
     if status != status::STATUS_PENDING {
         return Ok(());
@@ -881,7 +882,14 @@ fn check_dispatch_return(
             "dispatch routine {site} returned STATUS_PENDING for irp#{id} without IoMarkIrpPending"
         );
         let check = StopCode::new(0xC9, [0x23D, routine, irp, dev]);
-        verifier::note(k, Rule::IrpPendingNotMarked, &driver, Some(site), Some(check), detail);
+        verifier::note(
+            k,
+            Rule::IrpPendingNotMarked,
+            &driver,
+            Some(site),
+            Some(check),
+            detail,
+        );
     }
     Ok(())
 }
@@ -1513,19 +1521,21 @@ pub fn send_pnp(
 
 /// Unload check (the verifier is on): IRPs the driver image allocated or built and never freed.
 pub(crate) fn check_unload(k: &mut Kernel, image: &str) {
-    let mut leaked: Vec<(u32, Option<u64>)> = k
-        .io
-        .irps
-        .values()
-        .filter_map(|r| match &r.owner {
-            Some((owner, site)) if owner == image => Some((r.id, *site)),
-            _ => None,
-        })
-        .collect();
+    let mut leaked: Vec<(u32, Option<u64>)> =
+        k.io.irps
+            .values()
+            .filter_map(|r| match &r.owner {
+                Some((owner, site)) if owner == image => Some((r.id, *site)),
+                _ => None,
+            })
+            .collect();
     leaked.sort_unstable();
     for (id, site) in leaked {
         let site = site.map(|s| k.site(s));
-        let at = site.as_ref().map(|s| format!(" at {s}")).unwrap_or_default();
+        let at = site
+            .as_ref()
+            .map(|s| format!(" at {s}"))
+            .unwrap_or_default();
         let detail = format!("irp#{id}, allocated{at}, was never freed (IoFreeIrp)");
         verifier::note(k, Rule::IrpLeak, image, site, None, detail);
     }
@@ -1539,7 +1549,7 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall IoAttachDeviceToDeviceStack => attach_device_to_device_stack(source_device: u64, target_device: u64) @ irql::DISPATCH;
     stdcall IoDetachDevice => detach_device(target_device: u64) @ irql::IO_PASSIVE3;
     stdcall IoGetAttachedDevice => get_attached_device(device_object: u64);
-    stdcall IoGetAttachedDeviceReference => get_attached_device_reference(device_object: u64);
+    stdcall IoGetAttachedDeviceReference => get_attached_device_reference(device_object: u64) @ irql::DISPATCH;
     stdcall IoIsWdmVersionAvailable => is_wdm_version_available(major_version: u8, minor_version: u8) @ irql::IO_PASSIVE5;
     stdcall IoAllocateIrp => allocate_irp(stack_size: u8, charge_quota: bool) @ irql::DISPATCH;
     stdcall IoFreeIrp => free_irp(irp: u64) @ irql::DISPATCH;

@@ -220,7 +220,9 @@ fn take_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
             k,
             Rule::SpinLockAlreadyOwned,
             StopCode::sub(0x0F, lock),
-            format!("spinlock {lock:#x} acquired again while held{holder} (deadlock on this processor)"),
+            format!(
+                "spinlock {lock:#x} acquired again while held{holder} (deadlock on this processor)"
+            ),
         ));
     }
     k.write_ptr(lock, SPINLOCK_HELD)?;

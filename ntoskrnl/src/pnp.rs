@@ -89,7 +89,7 @@ pub fn initialize_driver(
 /// behind that Windows would crash on later is an error naming it (bug check 0xCE): a device
 /// object, a lookaside list, a queued DPC or work item or an armed timer that would run its code.
 /// With the verifier on, what it leaks is collected as findings: pool by tag, MDLs, IO_WORKITEMs,
-/// IRPs.
+/// IRPs, object references.
 pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     let l = k.layout;
     let unload = k.read_ptr(driver.object + l.driver_object_driver_unload)?;
@@ -102,8 +102,15 @@ pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     k.call_guest(unload, &[driver.object])?;
     let left = k.read_ptr(driver.object + l.driver_object_device_object)?;
     if left != 0 {
-        let site = k.io.devices.get(&left).and_then(|d| d.site).map(|s| k.site(s));
-        let created = site.as_ref().map(|s| format!(", created at {s}")).unwrap_or_default();
+        let site =
+            k.io.devices
+                .get(&left)
+                .and_then(|d| d.site)
+                .map(|s| k.site(s));
+        let created = site
+            .as_ref()
+            .map(|s| format!(", created at {s}"))
+            .unwrap_or_default();
         return Err(verifier::stop_at(
             k,
             Rule::DeviceLeak,
@@ -124,13 +131,13 @@ pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     crate::ke::check_unload(k, &driver.service, start, end)?;
     crate::workitem::check_unload(k, &driver.service, start, end)?;
     if k.verifier.enabled() {
-        let image = k
-            .io
-            .driver(driver.object)
-            .map(|d| d.image.clone())
-            .unwrap_or_default();
+        let image =
+            k.io.driver(driver.object)
+                .map(|d| d.image.clone())
+                .unwrap_or_default();
         ex::check_unload(k, &image)?;
         io::check_unload(k, &image);
+        crate::ob::check_unload(k, &image);
     }
     release_driver_object(k, driver)
 }

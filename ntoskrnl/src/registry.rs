@@ -24,12 +24,12 @@ use std::collections::{BTreeMap, HashMap};
 use crate::crt::{self, CharSize};
 use crate::export::Export;
 use crate::pnp::PnpManager;
-use crate::verifier::irql;
 use crate::status::{
     self, NtStatus, STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL,
     STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
     STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_INVALID, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
+use crate::verifier::irql;
 use crate::{ex, export_table, io, rtl, KResult, Kernel};
 
 /// Registry value types (`REG_*`).

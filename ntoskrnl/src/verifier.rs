@@ -16,8 +16,8 @@
 //! - I/O ([`crate::io`]): a second completion of an IRP, a dispatch routine returning
 //!   STATUS_PENDING without IoMarkIrpPending, a dispatch routine that changes the IRQL.
 //! - Unload ([`crate::pnp::unload_driver`]): pool still allocated (by tag), IRPs, MDLs, work
-//!   items, lookaside lists and device objects left behind, timers, DPCs and work items that would
-//!   still run the unloaded code.
+//!   items, object references, lookaside lists and device objects left behind, timers, DPCs and
+//!   work items that would still run the unloaded code.
 //!
 //! Each problem is a [`Finding`] naming the rule, the driver and the guest call site. A fatal one
 //! ends the call path as the bug check Windows raises for it ([`stop`]; with the verifier off the
@@ -68,6 +68,8 @@ pub enum Rule {
     WorkItemLeak,
     /// A device object still there when the driver unloaded.
     DeviceLeak,
+    /// Object references the driver took and did not drop before unloading.
+    ReferenceLeak,
     /// A lookaside list still live when the driver unloaded (or its memory freed).
     LookasideLeak,
     /// Resources an NDIS miniport did not release (NDIS reclaimed them).
@@ -102,6 +104,7 @@ impl Rule {
             Rule::MdlLeak => "mdl-leak",
             Rule::WorkItemLeak => "work-item-leak",
             Rule::DeviceLeak => "device-leak",
+            Rule::ReferenceLeak => "reference-leak",
             Rule::LookasideLeak => "lookaside-leak",
             Rule::NdisLeftover => "ndis-leftover",
             Rule::TimerPending => "timer-pending",
@@ -540,4 +543,126 @@ pub(crate) fn check_locks_on_return(k: &mut Kernel, routine: u64, depth: usize) 
         Some(site.clone()),
         format!("{site} returned holding spin lock {lock:#x}{taken}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use dbt::Arch;
+
+    use super::*;
+    use crate::crt::test_support::Guest;
+    use crate::ke::set_irql;
+    use crate::MODULE;
+
+    fn irql_check(g: &mut Guest, name: &str, args: &[u64]) -> Option<StopCode> {
+        let export = MODULE.find(name).expect("exported");
+        let err = check_irql(&mut g.k, export, args).err()?;
+        err.finding().and_then(|f| f.bug_check)
+    }
+
+    #[test]
+    fn irql_limits_come_from_the_export_tables_and_their_arguments() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            g.k.verifier.set_enabled(true);
+            let zero = g.bytes(&0u64.to_le_bytes());
+            let ten_ms = g.bytes(&(-100_000i64).to_le_bytes());
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            let wait = |t| [0, 0, 0, 0, t];
+            assert_eq!(
+                irql_check(&mut g, "KeWaitForSingleObject", &wait(zero)),
+                None
+            );
+            let sub = |s: Option<StopCode>| s.map(|s| (s.code, s.parameters[0]));
+            assert_eq!(
+                sub(irql_check(&mut g, "KeWaitForSingleObject", &wait(ten_ms))),
+                Some((0xC4, 0x122))
+            );
+            assert_eq!(
+                sub(irql_check(&mut g, "KeWaitForSingleObject", &wait(0))),
+                Some((0xC4, 0x121))
+            );
+            assert_eq!(
+                sub(irql_check(&mut g, "ZwClose", &[4])),
+                Some((0xC4, 0x2001F))
+            );
+            assert_eq!(
+                irql_check(&mut g, "ExAllocatePoolWithTag", &[0, 16, 0]),
+                None
+            );
+            assert_eq!(
+                sub(irql_check(&mut g, "ExAllocatePoolWithTag", &[1, 16, 0])),
+                Some((0xC4, 0x01))
+            );
+            assert_eq!(irql_check(&mut g, "KeSetEvent", &[0, 0, 0]), None);
+            assert_eq!(
+                sub(irql_check(&mut g, "KeSetEvent", &[0, 0, 1])),
+                Some((0xC4, 0x20016))
+            );
+            set_irql(&mut g.k, PASSIVE_LEVEL).unwrap();
+            assert_eq!(irql_check(&mut g, "ZwClose", &[4]), None);
+            let found = g.k.verifier.take_findings();
+            assert_eq!(found.len(), 5);
+            assert!(found.iter().all(|f| f.rule == Rule::Irql && f.fatal));
+            assert!(found[0]
+                .detail
+                .contains("KeWaitForSingleObject called at DISPATCH_LEVEL"));
+        }
+    }
+
+    #[test]
+    fn with_the_verifier_off_a_stop_is_the_plain_bug_check_and_nothing_is_noted() {
+        let mut g = Guest::new(Arch::X64);
+        let err = stop(
+            &mut g.k,
+            Rule::SpinLockNotOwned,
+            StopCode::sub(0x10, 1),
+            "x",
+        );
+        assert!(matches!(
+            err,
+            KernelError::BugCheck {
+                code: 0x10,
+                finding: None,
+                ..
+            }
+        ));
+        note(&mut g.k, Rule::PoolLeak, "a.sys", None, None, "y");
+        assert!(g.k.verifier.findings().is_empty());
+        g.k.verifier.set_enabled(true);
+        let err = stop(
+            &mut g.k,
+            Rule::SpinLockNotOwned,
+            StopCode::sub(0x10, 1),
+            "x",
+        );
+        assert_eq!(err.finding().map(|f| f.rule), Some(Rule::SpinLockNotOwned));
+        note(&mut g.k, Rule::PoolLeak, "a.sys", None, None, "y");
+        let found = g.k.verifier.take_findings();
+        assert_eq!(
+            found.iter().map(|f| (f.rule, f.fatal)).collect::<Vec<_>>(),
+            [(Rule::SpinLockNotOwned, true), (Rule::PoolLeak, false)]
+        );
+    }
+
+    #[test]
+    fn a_strict_verifier_fails_when_dropped_with_findings_nobody_took() {
+        let dropped = std::panic::catch_unwind(|| {
+            let mut g = Guest::new(Arch::X64);
+            g.k.verifier.set_enabled(true);
+            g.k.verifier.set_strict(true);
+            note(&mut g.k, Rule::IrpLeak, "a.sys", None, None, "irp#1");
+        });
+        let message = dropped.expect_err("panics");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(text.contains("irp-leak by a.sys: irp#1"), "{text}");
+        let mut g = Guest::new(Arch::X64);
+        g.k.verifier.set_enabled(true);
+        g.k.verifier.set_strict(true);
+        note(&mut g.k, Rule::IrpLeak, "a.sys", None, None, "irp#1");
+        assert_eq!(g.k.verifier.take_findings().len(), 1);
+    }
 }

@@ -174,13 +174,12 @@ pub(crate) fn check_free(k: &mut Kernel, addr: u64, end: u64) -> KResult<()> {
 /// Unload check: a queued work item whose routine lies in the unloading image `[start, end)`
 /// would run code that is gone: bug check 0xCE, a verifier finding naming the routine.
 pub(crate) fn check_unload(k: &mut Kernel, driver: &str, start: u64, end: u64) -> KResult<()> {
-    let pending = k
-        .ke
-        .work
-        .queue
-        .iter()
-        .find(|w| w.routine >= start && w.routine < end)
-        .map(|w| (w.item, w.routine));
+    let pending =
+        k.ke.work
+            .queue
+            .iter()
+            .find(|w| w.routine >= start && w.routine < end)
+            .map(|w| (w.item, w.routine));
     if let Some((item, routine)) = pending {
         let site = k.site(routine);
         return Err(verifier::stop_at(

@@ -27,6 +27,8 @@
  *                                      freed
  *   IOCTL_ICA_SIN_LEAK_IRP             SinLeakIrp: IoAllocateIrp, never freed
  *   IOCTL_ICA_SIN_LEAK_MDL             SinLeakMdl: IoAllocateMdl, never freed
+ *   IOCTL_ICA_SIN_LEAK_REFERENCE       SinLeakReference: IoGetAttachedDeviceReference,
+ *                                      never ObDereferenceObject
  *   IOCTL_ICA_SIN_DOUBLE_COMPLETE      SinDoubleComplete: IoCompleteRequest twice
  *   IOCTL_ICA_SIN_PENDING_UNMARKED     SinPendingUnmarked: returns STATUS_PENDING without
  *                                      IoMarkIrpPending; a 1 ms timer's DPC completes it
@@ -203,6 +205,14 @@ SIN VOID SinLeakMdl(void)
         MmBuildMdlForNonPagedPool(mdl);
 }
 
+SIN VOID SinLeakReference(PDEVICE_OBJECT DeviceObject)
+{
+    PDEVICE_OBJECT top = IoGetAttachedDeviceReference(DeviceObject);
+
+    if (top == NULL)
+        DbgPrint("sins: no device\n");
+}
+
 SIN VOID SinDoubleComplete(PIRP Irp)
 {
     Irp->IoStatus.Status = STATUS_SUCCESS;
@@ -267,8 +277,6 @@ __declspec(dllexport) NTSTATUS NTAPI SinDeviceControl(PDEVICE_OBJECT DeviceObjec
 {
     PIO_STACK_LOCATION stack = IoGetCurrentIrpStackLocation(Irp);
 
-    UNREFERENCED_PARAMETER(DeviceObject);
-
     switch (stack->Parameters.DeviceIoControl.IoControlCode) {
     case IOCTL_ICA_SIN_WAIT_AT_DISPATCH:
         SinWaitAtDispatch();
@@ -308,6 +316,9 @@ __declspec(dllexport) NTSTATUS NTAPI SinDeviceControl(PDEVICE_OBJECT DeviceObjec
         break;
     case IOCTL_ICA_SIN_LEAK_MDL:
         SinLeakMdl();
+        break;
+    case IOCTL_ICA_SIN_LEAK_REFERENCE:
+        SinLeakReference(DeviceObject);
         break;
     case IOCTL_ICA_SIN_DOUBLE_COMPLETE:
         SinDoubleComplete(Irp);

@@ -71,23 +71,168 @@ const fn sin(
 use Caught::*;
 
 const SINS: &[Sin] = &[
-    sin(sin::WAIT_AT_DISPATCH, "SinWaitAtDispatch", Rule::Irql, Some((0xC4, Some((0, 0x122)))), Fatal, &[], Off::BugCheck(0x0A)),
-    sin(sin::PASSIVE_AT_DISPATCH, "SinPassiveAtDispatch", Rule::Irql, Some((0xC4, Some((0, 0x2001F)))), Fatal, &[], Off::Fine),
-    sin(sin::RELEASE_NOT_HELD, "SinReleaseNotHeld", Rule::SpinLockNotOwned, Some((0x10, None)), Fatal, &[], Off::BugCheck(0x10)),
-    sin(sin::ACQUIRE_TWICE, "SinAcquireTwice", Rule::SpinLockAlreadyOwned, Some((0x0F, None)), Fatal, &[], Off::BugCheck(0x0F)),
-    sin(sin::RETURN_HOLDING_LOCK, "SinDeviceControl", Rule::SpinLockHeld, Some((0xC4, Some((0, 0x40009)))), Fatal, &[], Off::Fine),
-    sin(sin::OVERRUN, "SinOverrun", Rule::PoolOverrun, Some((0xC1, Some((3, 0x24)))), Fatal, &[Rule::PoolOverrun, Rule::PoolLeak], Off::Fine),
-    sin(sin::UNDERRUN, "SinUnderrun", Rule::PoolUnderrun, Some((0xC1, Some((3, 0x23)))), Fatal, &[Rule::PoolUnderrun, Rule::PoolLeak], Off::Fine),
-    sin(sin::OVERRUN_PAGE, "SinOverrunPage", Rule::PoolOverrun, Some((0xD6, None)), Fatal, &[Rule::PoolLeak], Off::Fine),
-    sin(sin::USE_AFTER_FREE, "SinUseAfterFree", Rule::UseAfterFree, Some((0xD5, None)), Fatal, &[], Off::Fine),
-    sin(sin::DOUBLE_FREE, "SinDoubleFree", Rule::DoubleFree, Some((0xC4, Some((0, 0x13)))), Fatal, &[], Off::BugCheck(0xC2)),
-    sin(sin::LEAK_POOL, "SinLeakPool", Rule::PoolLeak, Some((0xC4, Some((0, 0x62)))), AtUnload, &[], Off::Fine),
-    sin(sin::LEAK_IRP, "SinLeakIrp", Rule::IrpLeak, None, AtUnload, &[], Off::Fine),
-    sin(sin::LEAK_MDL, "SinLeakMdl", Rule::MdlLeak, Some((0xC4, Some((0, 0x62)))), AtUnload, &[], Off::Fine),
-    sin(sin::DOUBLE_COMPLETE, "SinDoubleComplete", Rule::IrpDoubleCompletion, Some((0x44, None)), Fatal, &[], Off::BugCheck(0x44)),
-    sin(sin::PENDING_UNMARKED, "SinDeviceControl", Rule::IrpPendingNotMarked, Some((0xC9, Some((0, 0x23D)))), Noted, &[], Off::Fine),
-    sin(sin::COMPLETE_AT_HIGH, "SinCompleteAtHigh", Rule::Irql, Some((0xC9, Some((0, 0x0E)))), Fatal, &[], Off::Fine),
-    sin(sin::TIMER_AT_UNLOAD, "SinUnloadTimerDpc", Rule::TimerPending, Some((0xCE, None)), FatalAtUnload, &[], Off::UnloadBugCheck(0xCE)),
+    sin(
+        sin::WAIT_AT_DISPATCH,
+        "SinWaitAtDispatch",
+        Rule::Irql,
+        Some((0xC4, Some((0, 0x122)))),
+        Fatal,
+        &[],
+        Off::BugCheck(0x0A),
+    ),
+    sin(
+        sin::PASSIVE_AT_DISPATCH,
+        "SinPassiveAtDispatch",
+        Rule::Irql,
+        Some((0xC4, Some((0, 0x2001F)))),
+        Fatal,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::RELEASE_NOT_HELD,
+        "SinReleaseNotHeld",
+        Rule::SpinLockNotOwned,
+        Some((0x10, None)),
+        Fatal,
+        &[],
+        Off::BugCheck(0x10),
+    ),
+    sin(
+        sin::ACQUIRE_TWICE,
+        "SinAcquireTwice",
+        Rule::SpinLockAlreadyOwned,
+        Some((0x0F, None)),
+        Fatal,
+        &[],
+        Off::BugCheck(0x0F),
+    ),
+    sin(
+        sin::RETURN_HOLDING_LOCK,
+        "SinDeviceControl",
+        Rule::SpinLockHeld,
+        Some((0xC4, Some((0, 0x40009)))),
+        Fatal,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::OVERRUN,
+        "SinOverrun",
+        Rule::PoolOverrun,
+        Some((0xC1, Some((3, 0x24)))),
+        Fatal,
+        &[Rule::PoolOverrun, Rule::PoolLeak],
+        Off::Fine,
+    ),
+    sin(
+        sin::UNDERRUN,
+        "SinUnderrun",
+        Rule::PoolUnderrun,
+        Some((0xC1, Some((3, 0x23)))),
+        Fatal,
+        &[Rule::PoolUnderrun, Rule::PoolLeak],
+        Off::Fine,
+    ),
+    sin(
+        sin::OVERRUN_PAGE,
+        "SinOverrunPage",
+        Rule::PoolOverrun,
+        Some((0xD6, None)),
+        Fatal,
+        &[Rule::PoolLeak],
+        Off::Fine,
+    ),
+    sin(
+        sin::USE_AFTER_FREE,
+        "SinUseAfterFree",
+        Rule::UseAfterFree,
+        Some((0xD5, None)),
+        Fatal,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::DOUBLE_FREE,
+        "SinDoubleFree",
+        Rule::DoubleFree,
+        Some((0xC4, Some((0, 0x13)))),
+        Fatal,
+        &[],
+        Off::BugCheck(0xC2),
+    ),
+    sin(
+        sin::LEAK_POOL,
+        "SinLeakPool",
+        Rule::PoolLeak,
+        Some((0xC4, Some((0, 0x62)))),
+        AtUnload,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::LEAK_IRP,
+        "SinLeakIrp",
+        Rule::IrpLeak,
+        None,
+        AtUnload,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::LEAK_MDL,
+        "SinLeakMdl",
+        Rule::MdlLeak,
+        Some((0xC4, Some((0, 0x62)))),
+        AtUnload,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::LEAK_REFERENCE,
+        "SinLeakReference",
+        Rule::ReferenceLeak,
+        None,
+        AtUnload,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::DOUBLE_COMPLETE,
+        "SinDoubleComplete",
+        Rule::IrpDoubleCompletion,
+        Some((0x44, None)),
+        Fatal,
+        &[],
+        Off::BugCheck(0x44),
+    ),
+    sin(
+        sin::PENDING_UNMARKED,
+        "SinDeviceControl",
+        Rule::IrpPendingNotMarked,
+        Some((0xC9, Some((0, 0x23D)))),
+        Noted,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::COMPLETE_AT_HIGH,
+        "SinCompleteAtHigh",
+        Rule::Irql,
+        Some((0xC9, Some((0, 0x0E)))),
+        Fatal,
+        &[],
+        Off::Fine,
+    ),
+    sin(
+        sin::TIMER_AT_UNLOAD,
+        "SinUnloadTimerDpc",
+        Rule::TimerPending,
+        Some((0xCE, None)),
+        FatalAtUnload,
+        &[],
+        Off::UnloadBugCheck(0xCE),
+    ),
 ];
 
 /// Every value under `\Registry\Machine`, one line each, sorted.
@@ -119,7 +264,10 @@ fn check(f: &Finding, s: &Sin, image: &LoadedImage, fatal: bool) {
     assert_eq!(f.rule, s.rule, "{what}");
     assert_eq!(f.driver, "sins.sys", "{what}");
     assert_eq!(f.fatal, fatal, "{what}");
-    let site = f.call_site.as_ref().unwrap_or_else(|| panic!("no call site: {what}"));
+    let site = f
+        .call_site
+        .as_ref()
+        .unwrap_or_else(|| panic!("no call site: {what}"));
     let (module, offset) = site.module.clone().unwrap_or_else(|| panic!("{what}"));
     assert_eq!(
         (module.as_str(), site.address),
@@ -141,7 +289,11 @@ fn check(f: &Finding, s: &Sin, image: &LoadedImage, fatal: bool) {
         .filter(|&o| o > start)
         .min()
         .unwrap_or(image.size);
-    assert!(start + into < next, "the site lies inside {}: {what}", s.function);
+    assert!(
+        start + into < next,
+        "the site lies inside {}: {what}",
+        s.function
+    );
     match (s.bug_check, f.bug_check) {
         (None, None) => {}
         (Some((code, param)), Some(found)) => {
@@ -164,12 +316,20 @@ fn caught(arch: Arch, s: &Sin) {
     let mut h = host(arch);
     let other = load(&mut h, arch, "ioctl");
     let sins = load(&mut h, arch, "sins");
-    let image = h.k.images.iter().find(|i| i.name == "sins.sys").cloned().expect("mapped");
+    let image =
+        h.k.images
+            .iter()
+            .find(|i| i.name == "sins.sys")
+            .cloned()
+            .expect("mapped");
     let oh = h.open("\\\\.\\IcaIoctl").unwrap().unwrap();
     h.write(oh, b"kept by ioctl.sys").unwrap();
     let sh = h.open("\\\\.\\IcaSins").unwrap().unwrap();
     let before = registry_dump(&mut h.k);
-    assert!(before.iter().any(|l| l.contains("\\sins\\Sins = ")), "DriverEntry wrote its value");
+    assert!(
+        before.iter().any(|l| l.contains("\\sins\\Sins = ")),
+        "DriverEntry wrote its value"
+    );
 
     let r = h.ioctl(sh, s.code, &[], &[]);
     match s.caught {
@@ -178,9 +338,15 @@ fn caught(arch: Arch, s: &Sin) {
             let HostError::Kernel { error, report } = err else {
                 panic!("{}: {err}", s.function)
             };
-            let f = error.finding().cloned().unwrap_or_else(|| panic!("{error}"));
+            let f = error
+                .finding()
+                .cloned()
+                .unwrap_or_else(|| panic!("{error}"));
             check(&f, s, &image, true);
-            assert!(report.contains(&format!("verifier: {}", s.rule)), "{report}");
+            assert!(
+                report.contains(&format!("verifier: {}", s.rule)),
+                "{report}"
+            );
             assert_eq!(h.k.verifier.take_findings(), vec![f]);
         }
         Noted => {
@@ -196,14 +362,21 @@ fn caught(arch: Arch, s: &Sin) {
     }
 
     // The host goes on: both drivers answer, ioctl.sys kept its data, the registry is as it was.
-    assert_eq!(h.ioctl(sh, ioctl::PING, &[], &[]).unwrap().status, STATUS_SUCCESS);
+    assert_eq!(
+        h.ioctl(sh, ioctl::PING, &[], &[]).unwrap().status,
+        STATUS_SUCCESS
+    );
     assert_eq!(h.read(oh, 64).unwrap().output, b"kept by ioctl.sys");
     let r = h.ioctl(oh, ioctl::REVERSE, b"abc", &[0; 3]).unwrap();
     assert_eq!(r.output, b"cba");
     assert_eq!(registry_dump(&mut h.k), before, "{}", s.function);
     h.close(oh).unwrap();
     h.unload_driver(&other).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(h.k.verifier.take_findings(), vec![], "ioctl.sys unloads clean");
+    assert_eq!(
+        h.k.verifier.take_findings(),
+        vec![],
+        "ioctl.sys unloads clean"
+    );
 
     h.close(sh).unwrap();
     let unloaded = h.unload_driver(&sins);
@@ -218,7 +391,10 @@ fn caught(arch: Arch, s: &Sin) {
             let HostError::Kernel { error, .. } = unloaded.expect_err("the unload fails") else {
                 panic!("{}", s.function)
             };
-            let f = error.finding().cloned().unwrap_or_else(|| panic!("{error}"));
+            let f = error
+                .finding()
+                .cloned()
+                .unwrap_or_else(|| panic!("{error}"));
             check(&f, s, &image, true);
             assert_eq!(found, vec![f]);
         }
@@ -243,22 +419,41 @@ fn uncaught(arch: Arch, s: &Sin) {
         }
         Off::BugCheck(code) => match r {
             Err(HostError::Kernel {
-                error: KernelError::BugCheck { code: c, finding: None, .. },
+                error:
+                    KernelError::BugCheck {
+                        code: c,
+                        finding: None,
+                        ..
+                    },
                 ..
             }) => assert_eq!(c, code, "{}", s.function),
-            other => panic!("{}: bug check {code:#x} expected, got {other:?}", s.function),
+            other => panic!(
+                "{}: bug check {code:#x} expected, got {other:?}",
+                s.function
+            ),
         },
     }
-    assert_eq!(h.ioctl(sh, ioctl::PING, &[], &[]).unwrap().status, STATUS_SUCCESS);
+    assert_eq!(
+        h.ioctl(sh, ioctl::PING, &[], &[]).unwrap().status,
+        STATUS_SUCCESS
+    );
     h.close(sh).unwrap();
     let unloaded = h.unload_driver(&sins);
     match s.off {
         Off::UnloadBugCheck(code) => match unloaded {
             Err(HostError::Kernel {
-                error: KernelError::BugCheck { code: c, finding: None, .. },
+                error:
+                    KernelError::BugCheck {
+                        code: c,
+                        finding: None,
+                        ..
+                    },
                 ..
             }) => assert_eq!(c, code),
-            other => panic!("{}: bug check {code:#x} at unload expected, got {other:?}", s.function),
+            other => panic!(
+                "{}: bug check {code:#x} at unload expected, got {other:?}",
+                s.function
+            ),
         },
         _ => unloaded.unwrap_or_else(|e| panic!("{}: {e}", s.function)),
     }
