@@ -635,7 +635,7 @@ mod tests {
         for arch in [Arch::X86, Arch::X64] {
             let mut g = verified(arch);
             let a = allocate(&mut g.k, 20, TAG, "drv.sys".into()).unwrap();
-            assert!(g.k.pool.is_special(a) && a % ALIGN == 0);
+            assert!(g.k.pool.is_special(a) && a.is_multiple_of(ALIGN));
             assert_eq!(g.k.m.mem.read_vec(a, 20).unwrap(), vec![0; 20]);
             assert!(
                 g.k.m.mem.read_u8(a + 32).is_err(),
