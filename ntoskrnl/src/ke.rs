@@ -473,7 +473,7 @@ fn read_timeout(k: &Kernel, timeout: u64) -> KResult<Option<Duration>> {
 
 /// KeWaitForSingleObject(Object, WaitReason, WaitMode, Alertable, Timeout). At DISPATCH_LEVEL
 /// or above a wait that would block is bug check 0x0A (the verifier stops any wait with a non-zero
-/// timeout there before the call: [`wait_irql`]).
+/// timeout there before the call, by its IRQL rule).
 pub fn wait_for_single_object(
     k: &mut Kernel,
     object: u64,

@@ -2,7 +2,7 @@
 //! IoGetAttachedDeviceReference takes. Objects here are the I/O manager's (devices, drivers,
 //! files); their lifetime is the I/O manager's, so a reference only keeps count: who took it
 //! (driver image and call site), so that the verifier can name, at unload, references a driver took
-//! and never dropped ([`check_unload`]).
+//! and never dropped.
 
 use std::collections::BTreeMap;
 

@@ -5,10 +5,10 @@
 //! What it checks, and where:
 //! - IRQL: every export declares the highest IRQL it may be called at, in its export table
 //!   ([`Irql`], `@` in [`export_table!`](crate::export_table)); the thunk dispatcher checks it
-//!   before the call ([`check_irql`]).
+//!   before the call.
 //! - Spin locks ([`crate::ke`]): acquiring one this processor holds, releasing one nobody holds,
 //!   acquiring or releasing at the wrong IRQL, lowering the IRQL below DISPATCH_LEVEL or returning
-//!   from a driver callback with a lock still held ([`lock_acquired`], [`check_locks_on_return`]).
+//!   from a driver callback with a lock still held.
 //! - Pool ([`crate::ex`]): a driver's small allocations come from special pool, each block alone
 //!   on its page between guard bytes and no-access guard pages; freed blocks stay unmapped for a
 //!   while. Overruns and underruns are caught at the access (guard page) or at free and unload
