@@ -77,8 +77,10 @@ fn slow_bits(p: u8) -> u8 {
 const NEED_READ: u8 = MAPPED | Prot::READ.bits();
 /// Requirement of a guest write.
 const NEED_GUEST_WRITE: u8 = MAPPED | Prot::WRITE.bits();
-/// Requirement of a host write (host writes may patch read-only pages).
-const NEED_HOST_WRITE: u8 = MAPPED;
+/// Requirement of a host write: host writes may patch read-only pages, but a page mapped without
+/// any access (a guard page, see [`GuestMemory::protect`] with [`Prot::empty`]) is closed to the
+/// host too.
+const NEED_HOST_WRITE: u8 = MAPPED | Prot::READ.bits();
 
 /// A failed guest memory access: unmapped page, protection violation or address outside the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -946,6 +948,24 @@ mod tests {
         m.unmap(0x8000_1000, 0x2000);
         m.map(0x8000_1000, 0x2000, Prot::READ).unwrap();
         assert_eq!(m.read_u64(0x8000_1ffc), Ok(0));
+    }
+
+    #[test]
+    fn a_no_access_page_stays_taken_and_is_closed_to_guest_and_host() {
+        let mut m = GuestMemory::new(0x8000_0000, 1 << 30);
+        let a = m.alloc(0x3000, Prot::READ | Prot::WRITE).unwrap();
+        m.protect(a + 0x1000, 0x1000, Prot::empty()).unwrap();
+        let fault = |addr, write| MemFault { addr, write };
+        assert_eq!(m.load(a + 0x1000, 4), Err(fault(a + 0x1000, false)));
+        assert_eq!(m.store(a + 0x1ffc, 4, 1), Err(fault(a + 0x1ffc, true)));
+        assert_eq!(m.read_u8(a + 0x1800), Err(fault(a + 0x1800, false)));
+        assert_eq!(m.write_u8(a + 0x1800, 1), Err(fault(a + 0x1800, true)));
+        assert_eq!(m.write_u32(a + 0xffe, 1), Err(fault(a + 0x1000, true)));
+        assert!(
+            m.is_mapped(a + 0x1000, 1),
+            "a guard page is not free address space"
+        );
+        assert!(m.write_u8(a + 0x2000, 1).is_ok() && m.write_u8(a + 0xfff, 1).is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Implementations of shared kernel mechanisms come from `ntoskrnl`.
 
 use ntoskrnl::export::Export;
+use ntoskrnl::verifier::irql;
 use ntoskrnl::{export_table, ke, KResult, Kernel, Module};
 
 mod port;
@@ -17,9 +18,9 @@ static IRQL: &[Export] = export_table![
     stdcall KeGetCurrentIrql => ke::get_current_irql();
     fastcall KfRaiseIrql => ke::raise_irql(new_irql: u8);
     fastcall KfLowerIrql => ke::lower_irql(new_irql: u8);
-    stdcall KeRaiseIrqlToDpcLevel => ke::raise_irql_to_dpc_level();
+    stdcall KeRaiseIrqlToDpcLevel => ke::raise_irql_to_dpc_level() @ irql::KE_DISPATCH_LTE;
     stdcall KeRaiseIrqlToSynchLevel => raise_irql_to_synch_level();
-    fastcall KfAcquireSpinLock => ke::acquire_spin_lock(spin_lock: u64);
+    fastcall KfAcquireSpinLock => ke::acquire_spin_lock(spin_lock: u64) @ irql::SPIN_LOCK_ACQUIRE;
     fastcall KfReleaseSpinLock => ke::release_spin_lock(spin_lock: u64, new_irql: u8);
     fastcall KeAcquireSpinLockRaiseToSynch => acquire_spin_lock_raise_to_synch(spin_lock: u64);
 ];

@@ -6,6 +6,7 @@ use std::path::Path;
 use dbt::Arch;
 use ntoskrnl::pnp::{self, Driver};
 use ntoskrnl::status::{self, NtStatus};
+use ntoskrnl::verifier::Finding;
 use ntoskrnl::{Kernel, KernelError, LoadedImage, Module};
 
 use host_linux::bus::{GuestDma, PciResources, SharedPciBus};
@@ -61,6 +62,18 @@ pub enum HostError {
         /// The status it returned.
         status: NtStatus,
     },
+    /// The verifier found problems the drivers survived (leaks at unload, ...).
+    #[error("{}", findings_text(.0))]
+    Findings(Vec<Finding>),
+}
+
+/// `the verifier found N problem(s):` and one line per finding.
+pub fn findings_text(findings: &[Finding]) -> String {
+    let mut text = format!("the verifier found {} problem(s):", findings.len());
+    for f in findings {
+        text.push_str(&format!("\n  {f}"));
+    }
+    text
 }
 
 /// A driver file's name and contents: what a driver host loads (it never has to open the file).
@@ -136,6 +149,12 @@ impl DriverHost {
             k,
             pci: SharedPciBus::default(),
         })
+    }
+
+    /// Turns the verifier on or off (before any driver is loaded).
+    pub fn with_verifier(mut self, on: bool) -> DriverHost {
+        self.k.verifier.set_enabled(on);
+        self
     }
 
     /// Backs the kernel's registry API with the persistent store (instead of the in-memory

@@ -46,11 +46,18 @@ pub fn map_image(k: &mut Kernel, name: &str, pe: &PeImage) -> Result<LoadedImage
             })?;
     }
     k.m.invalidate_code(base, size);
+    let mut symbols: Vec<(u64, String)> = pe
+        .exports
+        .iter()
+        .map(|(name, rva)| (u64::from(*rva), name.clone()))
+        .collect();
+    symbols.sort();
     let image = LoadedImage {
         name: name.to_string(),
         base,
         size,
         entry: base + pe.entry_rva as u64,
+        symbols,
     };
     k.images.push(image.clone());
     Ok(image)

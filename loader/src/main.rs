@@ -31,6 +31,11 @@ struct Cli {
     /// $XDG_DATA_HOME/ica, else ~/.local/share/ica).
     #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// Run the drivers under the verifier (Driver Verifier's checks: IRQL, spin locks, special
+    /// pool, I/O, leaks at unload); what it finds is reported and fails the command (`run`,
+    /// `install`).
+    #[arg(long, global = true)]
+    verifier: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -144,9 +149,9 @@ fn main() -> ExitCode {
             confined,
         } => {
             if in_process || confined {
-                run(driver.as_deref(), stats, confined).map_err(|e| e.to_string())
+                run(driver.as_deref(), stats, confined, cli.verifier).map_err(|e| e.to_string())
             } else {
-                run_isolated(&cli.log, driver.as_deref(), stats)
+                run_isolated(&cli.log, driver.as_deref(), stats, cli.verifier)
             }
         }
         Command::Imports { driver } => imports(&driver).map_err(|e| e.to_string()),
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
                 keep_running,
                 verbose,
                 &ifname,
+                cli.verifier,
                 isolation,
             )
             .map_err(|e| e.to_string())
@@ -271,7 +277,12 @@ fn bundled_driver() -> Result<PathBuf, HostError> {
 /// `run` in a confined driver host of its own: this program again with `--confined`, its output
 /// going where ours goes. A driver failure is reported by the driver host; a death without a
 /// report (a signal) by us.
-fn run_isolated(log: &str, driver: Option<&Path>, stats: bool) -> Result<(), String> {
+fn run_isolated(
+    log: &str,
+    driver: Option<&Path>,
+    stats: bool,
+    verifier: bool,
+) -> Result<(), String> {
     let cfg = isolation(log);
     let mut cmd = std::process::Command::new(&cfg.program);
     cmd.args(&cfg.args).arg("run").arg("--confined");
@@ -282,6 +293,9 @@ fn run_isolated(log: &str, driver: Option<&Path>, stats: bool) -> Result<(), Str
     }
     if stats {
         cmd.arg("--stats");
+    }
+    if verifier {
+        cmd.arg("--verifier");
     }
     let mut child = cmd
         .spawn()
@@ -302,7 +316,12 @@ fn run_isolated(log: &str, driver: Option<&Path>, stats: bool) -> Result<(), Str
     }
 }
 
-fn run(driver: Option<&Path>, stats: bool, confined: bool) -> Result<(), HostError> {
+fn run(
+    driver: Option<&Path>,
+    stats: bool,
+    confined: bool,
+    verifier: bool,
+) -> Result<(), HostError> {
     let (path, demo) = match driver {
         Some(p) => (p.to_path_buf(), false),
         None => (bundled_driver()?, true),
@@ -310,7 +329,7 @@ fn run(driver: Option<&Path>, stats: bool, confined: bool) -> Result<(), HostErr
     let started = Instant::now();
     let file = loader::host::DriverFile::read(&path)?;
     let pe = read_image(&path)?;
-    let mut host = DriverHost::new(pe.arch)?;
+    let mut host = DriverHost::new(pe.arch)?.with_verifier(verifier);
     if confined {
         loader::isolate::confine().map_err(|e| loader::LoadError {
             file: path.display().to_string(),
@@ -352,6 +371,13 @@ fn run(driver: Option<&Path>, stats: bool, confined: bool) -> Result<(), HostErr
     );
     if stats {
         print_stats(&host, started.elapsed());
+    }
+    let findings = host.k.verifier.take_findings();
+    if !findings.is_empty() {
+        return Err(HostError::Findings(findings));
+    }
+    if verifier {
+        println!("verifier: no findings");
     }
     Ok(())
 }

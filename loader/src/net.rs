@@ -350,10 +350,15 @@ impl NetAdapter {
 
     /// Halts the adapter and unloads the miniport; returns what the driver failed to release
     /// (resources NDIS had to reclaim, pool still allocated by the image), empty when clean.
+    /// With the verifier on: everything it found (those included), one line each.
     pub fn stop(mut self) -> Result<Vec<String>, HostError> {
         let mut findings =
             ndis::miniport::halt(&mut self.host.k, self.adapter).map_err(|e| self.host.fail(e))?;
         self.host.unload_driver(&self.driver)?;
+        if self.host.k.verifier.enabled() {
+            let found = self.host.k.verifier.take_findings();
+            return Ok(found.iter().map(ToString::to_string).collect());
+        }
         let leaked = self.host.k.pool.bytes_owned_by(&self.image);
         if leaked != 0 {
             findings.push(format!(

@@ -155,6 +155,20 @@ fn the_bundled_default_runs_without_arguments() {
 }
 
 #[test]
+fn verifier_runs_the_demo_and_a_clean_driver_without_findings() {
+    let (ok, stdout, stderr) = ica_load(&["--verifier", "run"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    assert!(stdout.contains("verifier: no findings"), "{stdout}");
+    for arch in ["x86", "x64"] {
+        let sins = driver(arch, "sins");
+        let (ok, stdout, stderr) = ica_load(&["run", "--verifier", sins.to_str().unwrap()]);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("verifier: no findings"), "{stdout}");
+    }
+}
+
+#[test]
 fn coverage_counts_ndis5_macros_through_the_miniport_block() {
     let reference = scratch(
         "interfaces.tsv",

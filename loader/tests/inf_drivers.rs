@@ -68,6 +68,7 @@ fn legacy_drivers_install_as_demand_start_services() {
         ("unknownimport.inf", "IcaUnknown"),
         ("nullderef.inf", "IcaNull"),
         ("norelocs.inf", "IcaNoRelocs"),
+        ("sins.inf", "IcaSins"),
     ] {
         let inf = open(inf_name);
         assert_eq!(inf.version().signature, "$Windows NT$");

@@ -55,6 +55,8 @@ fn params(arch: dbt::Arch, misbehave: u32, after: u32) -> StartParams {
             call: Some(Duration::from_secs(10)),
             raised: Some(Duration::from_millis(300)),
         },
+        // Tests run drivers under the verifier.
+        verifier: true,
     }
 }
 

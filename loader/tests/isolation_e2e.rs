@@ -44,6 +44,8 @@ fn params(arch: dbt::Arch) -> StartParams {
             wire: true,
         },
         watchdog: ntoskrnl::Watchdog::default(),
+        // Tests run drivers under the verifier.
+        verifier: true,
     }
 }
 

@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ntoskrnl::export::Export;
+use ntoskrnl::verifier::{self, Rule};
 use ntoskrnl::{ex, export_table, ke, KResult, Kernel, KernelError};
 
 use crate::ndis6::Ndis6;
@@ -641,11 +642,17 @@ fn initialize5(
 
 /// Frees what NDIS allocated for an adapter and what the miniport left behind; returns a line
 /// per leftover and per driver bug recorded while the adapter ran (each a miniport bug: it should
-/// have released the thing in Halt or on failure).
+/// have released the thing in Halt or on failure). With the verifier on, each is also a finding
+/// ([`Rule::NdisLeftover`]).
 pub(crate) fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
     let Some(mut a) = k.extension::<NdisState>().adapters.remove(&block) else {
         return Ok(Vec::new());
     };
+    let halt = match &a.kind {
+        Kind::Ndis5(v) => v.chars.handler(Handler::Halt),
+        Kind::Ndis6(v) => v.chars.halt,
+    };
+    let image = k.image_at(halt).map(|i| i.name.clone()).unwrap_or_default();
     let mut leftovers = std::mem::take(&mut a.findings);
     if let Some(req) = a.pending_request {
         leftovers.push(format!("{}: an OID request never completed", a.name));
@@ -735,6 +742,9 @@ pub(crate) fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
     }
     ex::free(k, a.scratch, None)?;
     ex::free(k, block, None)?;
+    for l in &leftovers {
+        verifier::note(k, Rule::NdisLeftover, &image, None, None, l.clone());
+    }
     Ok(leftovers)
 }
 

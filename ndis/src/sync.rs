@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use ntoskrnl::export::Export;
+use ntoskrnl::verifier::irql;
 use ntoskrnl::{ex, export_table, interlocked, ke, KResult, Kernel, KernelError};
 
 use crate::resources::NDIS_STATUS_BUFFER_TOO_SHORT;
@@ -58,7 +59,7 @@ pub fn dpr_release_spin_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisAllocateSpinLock => allocate_spin_lock(spin_lock: u64);
     stdcall NdisFreeSpinLock => free_spin_lock(spin_lock: u64);
-    stdcall NdisAcquireSpinLock => acquire_spin_lock(spin_lock: u64);
+    stdcall NdisAcquireSpinLock => acquire_spin_lock(spin_lock: u64) @ irql::SPIN_LOCK_ACQUIRE;
     stdcall NdisReleaseSpinLock => release_spin_lock(spin_lock: u64);
     stdcall NdisDprAcquireSpinLock => dpr_acquire_spin_lock(spin_lock: u64);
     stdcall NdisDprReleaseSpinLock => dpr_release_spin_lock(spin_lock: u64);
@@ -75,13 +76,13 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisInitializeEvent => initialize_event(event: u64);
     stdcall NdisSetEvent => set_event(event: u64);
     stdcall NdisResetEvent => reset_event(event: u64);
-    stdcall NdisWaitEvent => wait_event(event: u64, ms_to_wait: u32);
+    stdcall NdisWaitEvent => wait_event(event: u64, ms_to_wait: u32) @ irql::PASSIVE;
     stdcall NdisInterlockedIncrement => interlocked::increment(addend: u64);
     stdcall NdisInterlockedDecrement => interlocked::decrement(addend: u64);
     stdcall NdisInterlockedInsertHeadList => interlocked_insert_head_list(list_head: u64, list_entry: u64, spin_lock: u64);
     stdcall NdisInterlockedInsertTailList => interlocked_insert_tail_list(list_head: u64, list_entry: u64, spin_lock: u64);
     stdcall NdisInterlockedRemoveHeadList => interlocked_remove_head_list(list_head: u64, spin_lock: u64);
-    stdcall NdisMSleep => sleep(microseconds_to_sleep: u32);
+    stdcall NdisMSleep => sleep(microseconds_to_sleep: u32) @ irql::PASSIVE;
     stdcall NdisGetSystemUpTime => get_system_up_time(system_up_time: u64);
     stdcall NdisGetVersion => get_version();
     stdcall NdisSystemProcessorCount => system_processor_count();

@@ -2,6 +2,8 @@
 
 use dbt::{GuestFault, MemFault};
 
+use crate::verifier::Finding;
+
 /// Why a call into the driver could not finish. Any of these unwinds the whole call path back to the
 /// outermost host caller (DriverEntry, a dispatch routine ...); the host process keeps running.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum KernelError {
         name: &'static str,
         /// What happened, in words.
         detail: String,
+        /// The verifier's finding (rule, driver, guest call site) when the verifier raised it.
+        finding: Option<Box<Finding>>,
     },
     /// A wait that nothing left to run could ever satisfy.
     #[error("deadlock: {0}")]
@@ -80,22 +84,47 @@ impl KernelError {
 
     /// A bug check with its well-known name.
     pub fn bug_check(code: u32, detail: impl Into<String>) -> Self {
-        let name = match code {
-            0x0A => "IRQL_NOT_LESS_OR_EQUAL",
-            0x35 => "NO_MORE_IRP_STACK_LOCATIONS",
-            0x44 => "MULTIPLE_IRP_COMPLETE_REQUESTS",
-            0xC2 => "BAD_POOL_CALLER",
-            0x19 => "BAD_POOL_HEADER",
-            0xC4 => "DRIVER_VERIFIER_DETECTED_VIOLATION",
-            0xCE => "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
-            0x0F => "SPIN_LOCK_ALREADY_OWNED",
-            0x10 => "SPIN_LOCK_NOT_OWNED",
-            _ => "BUGCHECK",
-        };
         KernelError::BugCheck {
             code,
-            name,
+            name: bug_check_name(code),
             detail: detail.into(),
+            finding: None,
         }
+    }
+
+    /// The verifier's finding this error carries, if the verifier raised it.
+    pub fn finding(&self) -> Option<&Finding> {
+        match self {
+            KernelError::BugCheck { finding, .. } => finding.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The symbolic name of a Windows bug-check code.
+pub fn bug_check_name(code: u32) -> &'static str {
+    match code {
+        0x09 => "IRQL_NOT_GREATER_OR_EQUAL",
+        0x0A => "IRQL_NOT_LESS_OR_EQUAL",
+        0x0F => "SPIN_LOCK_ALREADY_OWNED",
+        0x10 => "SPIN_LOCK_NOT_OWNED",
+        0x19 => "BAD_POOL_HEADER",
+        0x1E => "KMODE_EXCEPTION_NOT_HANDLED",
+        0x35 => "NO_MORE_IRP_STACK_LOCATIONS",
+        0x44 => "MULTIPLE_IRP_COMPLETE_REQUESTS",
+        0x7C => "BUGCODE_NDIS_DRIVER",
+        0xC1 => "SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION",
+        0xC2 => "BAD_POOL_CALLER",
+        0xC4 => "DRIVER_VERIFIER_DETECTED_VIOLATION",
+        0xC7 => "TIMER_OR_DPC_INVALID",
+        0xC9 => "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+        0xCC => "PAGE_FAULT_IN_FREED_SPECIAL_POOL",
+        0xCD => "PAGE_FAULT_BEYOND_END_OF_ALLOCATION",
+        0xCE => "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
+        0xD5 => "DRIVER_PAGE_FAULT_IN_FREED_SPECIAL_POOL",
+        0xD6 => "DRIVER_PAGE_FAULT_BEYOND_END_OF_ALLOCATION",
+        0xE1 => "WORKER_THREAD_RETURNED_AT_BAD_IRQL",
+        0xE4 => "WORKER_INVALID",
+        _ => "BUGCHECK",
     }
 }

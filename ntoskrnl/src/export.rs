@@ -8,8 +8,11 @@
 //! ];
 //! ```
 //! Parameter types decide how arguments are taken from the guest: `u64` is pointer-sized (one stack
-//! slot on x86), [`Quad`] is a 64-bit value passed by value (two slots on x86).
+//! slot on x86), [`Quad`] is a 64-bit value passed by value (two slots on x86). An entry may end
+//! with `@ LIMIT`, the highest IRQL the function may be called at (an [`Irql`]; the verifier
+//! checks it before every call): `... (handle: u64) @ irql::ZW_PASSIVE;`.
 
+pub use crate::verifier::Irql;
 use crate::{KResult, Kernel};
 pub use dbt::CallConv;
 
@@ -31,6 +34,8 @@ pub struct Export {
     pub params: &'static [&'static str],
     /// The implementation.
     pub func: HostFn,
+    /// The highest IRQL it may be called at.
+    pub irql: Irql,
 }
 
 /// A Windows module the personality provides.
@@ -161,12 +166,13 @@ impl IntoRet for Quad {
     }
 }
 
-/// Declares a module's export table: `conv Name => path::to::function(param: Type, ...);`.
+/// Declares a module's export table: `conv Name => path::to::function(param: Type, ...) @ LIMIT;`.
 /// `conv` is `stdcall`, `cdecl` or `fastcall` (the x86-32 convention). The function takes
-/// `&mut Kernel` followed by the parameters and returns `KResult<impl IntoRet>`.
+/// `&mut Kernel` followed by the parameters and returns `KResult<impl IntoRet>`. `@ LIMIT` (an
+/// [`Irql`](crate::export::Irql) expression) is optional; without it any IRQL is allowed.
 #[macro_export]
 macro_rules! export_table {
-    ($($conv:ident $name:ident => $($func:ident)::+ ( $($arg:ident : $ty:ty),* $(,)? );)*) => {
+    ($($conv:ident $name:ident => $($func:ident)::+ ( $($arg:ident : $ty:ty),* $(,)? ) $(@ $irql:expr)?;)*) => {
         &[$({
             #[allow(non_snake_case, unused_mut, unused_variables)]
             fn $name(k: &mut $crate::Kernel, raw: &[u64]) -> $crate::KResult<u64> {
@@ -182,6 +188,7 @@ macro_rules! export_table {
                 slots64: 0 $(+ $crate::export_table!(@one $arg))*,
                 params: &[$(stringify!($arg)),*],
                 func: $name,
+                irql: $crate::export_table!(@irql $($irql)?),
             }
         }),*]
     };
@@ -189,4 +196,6 @@ macro_rules! export_table {
     (@conv cdecl) => { $crate::export::CallConv::Cdecl };
     (@conv fastcall) => { $crate::export::CallConv::Fastcall };
     (@one $arg:ident) => { 1 };
+    (@irql) => { $crate::export::Irql::Any };
+    (@irql $irql:expr) => { $irql };
 }

@@ -16,6 +16,7 @@
 use dbt::Arch;
 
 use crate::export::{Export, Quad};
+use crate::verifier::{self, Rule, StopCode};
 use crate::{export_table, KResult, Kernel, KernelError};
 
 fn read_i32(k: &Kernel, addr: u64) -> KResult<i32> {
@@ -27,11 +28,14 @@ fn write_i32(k: &mut Kernel, addr: u64, v: i32) -> KResult<()> {
 }
 
 /// Bug-checks if the spin lock at `lock` is held (acquiring it would never return).
-fn check_lock(k: &Kernel, lock: u64, function: &str) -> KResult<()> {
+fn check_lock(k: &mut Kernel, lock: u64, function: &str) -> KResult<()> {
     if k.read_ptr(lock)? & 1 != 0 {
-        return Err(KernelError::bug_check(
-            0x0F,
-            format!("{function} with spinlock {lock:#x}, which is already held (deadlock on this processor)"),
+        let holder = verifier::lock_holder(k, lock);
+        return Err(verifier::stop(
+            k,
+            Rule::SpinLockAlreadyOwned,
+            StopCode::sub(0x0F, lock),
+            format!("{function} with spinlock {lock:#x}, which is already held{holder} (deadlock on this processor)"),
         ));
     }
     Ok(())

@@ -11,6 +11,7 @@ use dbt::Prot;
 
 use crate::export::Export;
 use crate::status::{self, NtStatus};
+use crate::verifier::{self, irql, Rule, StopCode};
 use crate::{ex, export_table, ke, mm, rtl, KResult, Kernel, KernelError};
 
 /// IRP major function codes.
@@ -264,6 +265,8 @@ pub struct DeviceRecord {
     pub name: Option<String>,
     /// The device this one is attached on top of.
     pub attached_to: Option<u64>,
+    /// Return address of the IoCreateDevice call that created it, if a driver did.
+    pub site: Option<u64>,
 }
 
 /// Who created an IRP, which decides what happens when its completion reaches the top.
@@ -290,6 +293,12 @@ struct IrpRecord {
     completed: bool,
     status: NtStatus,
     information: u64,
+    /// The driver image that allocated (or built) it and the return address of that call.
+    owner: Option<(String, Option<u64>)>,
+    /// Who called IoCompleteRequest last, and from where.
+    last_completion: Option<(String, Option<u64>)>,
+    /// Stack locations the completion passed with SL_PENDING_RETURNED set.
+    marked_pending: Vec<u64>,
 }
 
 /// An open handle of the host-side request API.
@@ -537,12 +546,14 @@ pub fn create_device(
     if let Some(n) = &name {
         k.io.names.insert(normalize_name(n), dev);
     }
+    let site = k.call_site().map(|s| s.address);
     k.io.devices.insert(
         dev,
         DeviceRecord {
             driver,
             name,
             attached_to: None,
+            site,
         },
     );
     k.write_ptr(out, dev)?;
@@ -631,17 +642,12 @@ pub fn get_attached_device(k: &mut Kernel, dev: u64) -> KResult<u64> {
     )))
 }
 
-/// IoGetAttachedDeviceReference: as IoGetAttachedDevice, plus a reference.
+/// IoGetAttachedDeviceReference: as IoGetAttachedDevice, plus an object reference the caller drops
+/// with ObDereferenceObject.
 pub fn get_attached_device_reference(k: &mut Kernel, dev: u64) -> KResult<u64> {
     let top = get_attached_device(k, dev)?;
-    reference_device(k, top)?;
+    crate::ob::reference(k, top);
     Ok(top)
-}
-
-fn reference_device(k: &mut Kernel, dev: u64) -> KResult<()> {
-    let at = dev + k.layout.device_object_reference_count;
-    let count = k.m.mem.read_u32(at)?;
-    Ok(k.m.mem.write_u32(at, count.wrapping_add(1))?)
 }
 
 /// IoAttachDeviceToDeviceStack(SourceDevice, TargetDevice) -> the device attached to.
@@ -714,6 +720,10 @@ fn new_irp(k: &mut Kernel, stack_size: u8, origin: IrpOrigin) -> KResult<u64> {
     initialize_irp(k, irp, size as u16, stack_size)?;
     k.io.next_irp_id += 1;
     let id = k.io.next_irp_id;
+    let owner = match origin {
+        IrpOrigin::Host => None,
+        _ => Some((k.caller_image(), k.call_site().map(|s| s.address))),
+    };
     k.io.irps.insert(
         irp,
         IrpRecord {
@@ -722,6 +732,9 @@ fn new_irp(k: &mut Kernel, stack_size: u8, origin: IrpOrigin) -> KResult<u64> {
             completed: false,
             status: 0,
             information: 0,
+            owner,
+            last_completion: None,
+            marked_pending: Vec::new(),
         },
     );
     Ok(irp)
@@ -752,6 +765,8 @@ pub fn reuse_irp(k: &mut Kernel, irp: u64, status: NtStatus) -> KResult<()> {
     k.m.mem.write_u32(irp + l.irp_io_status_status, status)?;
     if let Some(rec) = k.io.irps.get_mut(&irp) {
         rec.completed = false;
+        rec.last_completion = None;
+        rec.marked_pending.clear();
     }
     Ok(())
 }
@@ -807,13 +822,76 @@ pub fn call_driver(k: &mut Kernel, dev: u64, irp: u64) -> KResult<NtStatus> {
         minor,
         ioctl,
     });
+    let irql = ke::current_irql(k);
     let status = k.call_guest(routine, &[dev, irp])? as u32;
+    if k.verifier.enabled() {
+        check_dispatch_return(k, routine, dev, irp, sl, irql, status)?;
+    }
     k.io.trace.push(IrpEvent::Returned {
         irp: id,
         driver: name,
         status,
     });
     Ok(status)
+}
+
+/// The verifier's checks after the dispatch routine `routine` returned `status` for `irp`, whose
+/// stack location it was given is `sl`, having been called at `irql`: the IRQL must be the same
+/// (0xC9 / 0x05), and STATUS_PENDING must come with IoMarkIrpPending (non-fatal, I/O error 0x23D).
+fn check_dispatch_return(
+    k: &mut Kernel,
+    routine: u64,
+    dev: u64,
+    irp: u64,
+    sl: u64,
+    irql: u8,
+    status: NtStatus,
+) -> KResult<()> {
+    let now = ke::current_irql(k);
+    let site = k.site(routine);
+    if now != irql {
+        let detail = format!(
+            "dispatch routine {site} returned at {} but was called at {}",
+            verifier::irql_name(now),
+            verifier::irql_name(irql)
+        );
+        let check = StopCode::new(0xC9, [0x05, dev, u64::from(irql), u64::from(now)]);
+        return Err(verifier::stop_at(
+            k,
+            Rule::IrqlNotRestored,
+            check,
+            Some(site),
+            detail,
+        ));
+    }
+    if status != status::STATUS_PENDING {
+        return Ok(());
+    }
+    let Some(rec) = k.io.irps.get(&irp) else {
+        return Ok(());
+    };
+    let (id, seen) = (rec.id, rec.marked_pending.contains(&sl));
+    let marked = seen || k.m.mem.read_u8(sl + k.layout.isl_control)? & SL_PENDING_RETURNED != 0;
+    if !marked {
+        let driver = site
+            .module
+            .as_ref()
+            .map(|(m, _)| m.clone())
+            .unwrap_or_else(|| device_driver_name(k, dev));
+        let detail = format!(
+            "dispatch routine {site} returned STATUS_PENDING for irp#{id} without IoMarkIrpPending"
+        );
+        let check = StopCode::new(0xC9, [0x23D, routine, irp, dev]);
+        verifier::note(
+            k,
+            Rule::IrpPendingNotMarked,
+            &driver,
+            Some(site),
+            Some(check),
+            detail,
+        );
+    }
+    Ok(())
 }
 
 /// IofCompleteRequest(Irp, PriorityBoost), called by a driver.
@@ -826,17 +904,28 @@ pub fn complete_request_from_guest(k: &mut Kernel, irp: u64, _boost: u8) -> KRes
 /// STATUS_MORE_PROCESSING_REQUIRED), propagates pending, then finishes the IRP for its originator.
 pub fn complete_request(k: &mut Kernel, irp: u64, by: String) -> KResult<()> {
     let l = k.layout;
-    let (id, already) = match k.io.irps.get(&irp) {
-        Some(r) => (r.id, r.completed),
-        None => (0, false),
+    let (id, already, last) = match k.io.irps.get(&irp) {
+        Some(r) => (r.id, r.completed, r.last_completion.clone()),
+        None => (0, false, None),
     };
     let count = k.m.mem.read_u8(irp + l.irp_stack_count)? as i8;
     let mut location = k.m.mem.read_u8(irp + l.irp_current_location)? as i8;
     if already || location > count + 1 {
-        return Err(KernelError::bug_check(
-            0x44,
-            format!("IoCompleteRequest of irp#{id} by {by}, which was already completed"),
+        let first = match last {
+            Some((who, Some(site))) => format!(" (completed before by {who} at {})", k.site(site)),
+            Some((who, None)) => format!(" (completed before by {who})"),
+            None => String::new(),
+        };
+        return Err(verifier::stop(
+            k,
+            Rule::IrpDoubleCompletion,
+            StopCode::new(0x44, [irp, u64::from(id), 0, 0]),
+            format!("IoCompleteRequest of irp#{id} by {by}, which was already completed{first}"),
         ));
+    }
+    let site = k.call_site().map(|s| s.address);
+    if let Some(rec) = k.io.irps.get_mut(&irp) {
+        rec.last_completion = Some((by.clone(), site));
     }
     let status = k.m.mem.read_u32(irp + l.irp_io_status_status)?;
     let information = k.read_ptr(irp + l.irp_io_status_information)?;
@@ -848,7 +937,7 @@ pub fn complete_request(k: &mut Kernel, irp: u64, by: String) -> KResult<()> {
     });
     if status == status::STATUS_PENDING {
         return Err(KernelError::bug_check(
-            0xC4,
+            0xC9,
             format!("irp#{id} completed with STATUS_PENDING"),
         ));
     }
@@ -856,6 +945,11 @@ pub fn complete_request(k: &mut Kernel, irp: u64, by: String) -> KResult<()> {
     while location <= count {
         let control = k.m.mem.read_u8(sl + l.isl_control)?;
         let pending = control & SL_PENDING_RETURNED != 0;
+        if pending {
+            if let Some(rec) = k.io.irps.get_mut(&irp) {
+                rec.marked_pending.push(sl);
+            }
+        }
         k.m.mem
             .write_u8(irp + l.irp_pending_returned, pending as u8)?;
         let routine = k.read_ptr(sl + l.isl_completion_routine)?;
@@ -1425,23 +1519,45 @@ pub fn send_pnp(
     Ok((done.status, done.information))
 }
 
+/// Unload check (the verifier is on): IRPs the driver image allocated or built and never freed.
+pub(crate) fn check_unload(k: &mut Kernel, image: &str) {
+    let mut leaked: Vec<(u32, Option<u64>)> =
+        k.io.irps
+            .values()
+            .filter_map(|r| match &r.owner {
+                Some((owner, site)) if owner == image => Some((r.id, *site)),
+                _ => None,
+            })
+            .collect();
+    leaked.sort_unstable();
+    for (id, site) in leaked {
+        let site = site.map(|s| k.site(s));
+        let at = site
+            .as_ref()
+            .map(|s| format!(" at {s}"))
+            .unwrap_or_default();
+        let detail = format!("irp#{id}, allocated{at}, was never freed (IoFreeIrp)");
+        verifier::note(k, Rule::IrpLeak, image, site, None, detail);
+    }
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
-    stdcall IoCreateDevice => create_device(driver_object: u64, device_extension_size: u32, device_name: u64, device_type: u32, device_characteristics: u32, exclusive: bool, device_object: u64);
-    stdcall IoDeleteDevice => delete_device(device_object: u64);
-    stdcall IoCreateSymbolicLink => create_symbolic_link(symbolic_link_name: u64, device_name: u64);
-    stdcall IoDeleteSymbolicLink => delete_symbolic_link(symbolic_link_name: u64);
-    stdcall IoAttachDeviceToDeviceStack => attach_device_to_device_stack(source_device: u64, target_device: u64);
-    stdcall IoDetachDevice => detach_device(target_device: u64);
+    stdcall IoCreateDevice => create_device(driver_object: u64, device_extension_size: u32, device_name: u64, device_type: u32, device_characteristics: u32, exclusive: bool, device_object: u64) @ irql::IO_PASSIVE1;
+    stdcall IoDeleteDevice => delete_device(device_object: u64) @ irql::IO_APC_LTE;
+    stdcall IoCreateSymbolicLink => create_symbolic_link(symbolic_link_name: u64, device_name: u64) @ irql::IO_PASSIVE4;
+    stdcall IoDeleteSymbolicLink => delete_symbolic_link(symbolic_link_name: u64) @ irql::IO_PASSIVE4;
+    stdcall IoAttachDeviceToDeviceStack => attach_device_to_device_stack(source_device: u64, target_device: u64) @ irql::DISPATCH;
+    stdcall IoDetachDevice => detach_device(target_device: u64) @ irql::IO_PASSIVE3;
     stdcall IoGetAttachedDevice => get_attached_device(device_object: u64);
-    stdcall IoGetAttachedDeviceReference => get_attached_device_reference(device_object: u64);
-    stdcall IoIsWdmVersionAvailable => is_wdm_version_available(major_version: u8, minor_version: u8);
-    stdcall IoAllocateIrp => allocate_irp(stack_size: u8, charge_quota: bool);
-    stdcall IoFreeIrp => free_irp(irp: u64);
+    stdcall IoGetAttachedDeviceReference => get_attached_device_reference(device_object: u64) @ irql::DISPATCH;
+    stdcall IoIsWdmVersionAvailable => is_wdm_version_available(major_version: u8, minor_version: u8) @ irql::IO_PASSIVE5;
+    stdcall IoAllocateIrp => allocate_irp(stack_size: u8, charge_quota: bool) @ irql::DISPATCH;
+    stdcall IoFreeIrp => free_irp(irp: u64) @ irql::DISPATCH;
     stdcall IoInitializeIrp => initialize_irp(irp: u64, packet_size: u16, stack_size: u8);
     stdcall IoReuseIrp => reuse_irp(irp: u64, status: u32);
-    stdcall IoBuildDeviceIoControlRequest => build_device_io_control_request(io_control_code: u32, device_object: u64, input_buffer: u64, input_buffer_length: u32, output_buffer: u64, output_buffer_length: u32, internal_device_io_control: bool, event: u64, io_status_block: u64);
-    fastcall IofCallDriver => call_driver(device_object: u64, irp: u64);
-    stdcall IoCallDriver => call_driver(device_object: u64, irp: u64);
-    fastcall IofCompleteRequest => complete_request_from_guest(irp: u64, priority_boost: u8);
-    stdcall IoCompleteRequest => complete_request_from_guest(irp: u64, priority_boost: u8);
+    stdcall IoBuildDeviceIoControlRequest => build_device_io_control_request(io_control_code: u32, device_object: u64, input_buffer: u64, input_buffer_length: u32, output_buffer: u64, output_buffer_length: u32, internal_device_io_control: bool, event: u64, io_status_block: u64) @ irql::IO_PASSIVE1_APC;
+    fastcall IofCallDriver => call_driver(device_object: u64, irp: u64) @ irql::CALL_DRIVER;
+    stdcall IoCallDriver => call_driver(device_object: u64, irp: u64) @ irql::CALL_DRIVER;
+    fastcall IofCompleteRequest => complete_request_from_guest(irp: u64, priority_boost: u8) @ irql::COMPLETE_REQUEST;
+    stdcall IoCompleteRequest => complete_request_from_guest(irp: u64, priority_boost: u8) @ irql::COMPLETE_REQUEST;
 ];

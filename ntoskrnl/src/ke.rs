@@ -12,9 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dbt::{Arch, Prot};
 
-use crate::export::{Export, Quad};
+use crate::export::{Export, Irql, Quad};
 use crate::status::{STATUS_SUCCESS, STATUS_TIMEOUT};
 use crate::timer::{self, Timers};
+use crate::verifier::{self, irql, IrqlLimit, Rule, StopCode};
 use crate::workitem::{self, WorkQueue};
 use crate::{export_table, KResult, Kernel, KernelError};
 
@@ -183,7 +184,8 @@ pub fn raise_irql(k: &mut Kernel, new: u8) -> KResult<u8> {
     Ok(old)
 }
 
-/// KfLowerIrql(NewIrql). Lowering to a higher level is a bug check.
+/// KfLowerIrql(NewIrql). Lowering to a higher level is a bug check; with the verifier, so is
+/// dropping below DISPATCH_LEVEL with a spin lock held.
 pub fn lower_irql(k: &mut Kernel, new: u8) -> KResult<()> {
     let old = current_irql(k);
     if new > old {
@@ -192,6 +194,7 @@ pub fn lower_irql(k: &mut Kernel, new: u8) -> KResult<()> {
             format!("KeLowerIrql to {new} above the current IRQL {old}"),
         ));
     }
+    verifier::check_lower_irql(k, new)?;
     set_irql(k, new)
 }
 
@@ -212,22 +215,44 @@ pub fn initialize_spin_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
 
 fn take_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
     if k.read_ptr(lock)? & SPINLOCK_HELD != 0 {
-        return Err(KernelError::bug_check(
-            0x0F,
-            format!("spinlock {lock:#x} acquired again while held (deadlock on this processor)"),
+        let holder = verifier::lock_holder(k, lock);
+        return Err(verifier::stop(
+            k,
+            Rule::SpinLockAlreadyOwned,
+            StopCode::sub(0x0F, lock),
+            format!(
+                "spinlock {lock:#x} acquired again while held{holder} (deadlock on this processor)"
+            ),
         ));
     }
-    k.write_ptr(lock, SPINLOCK_HELD)
+    k.write_ptr(lock, SPINLOCK_HELD)?;
+    verifier::lock_acquired(k, lock);
+    Ok(())
 }
 
 fn drop_lock(k: &mut Kernel, lock: u64) -> KResult<()> {
     if k.read_ptr(lock)? & SPINLOCK_HELD == 0 {
-        return Err(KernelError::bug_check(
-            0x10,
+        return Err(verifier::stop(
+            k,
+            Rule::SpinLockNotOwned,
+            StopCode::sub(0x10, lock),
             format!("spinlock {lock:#x} released but not held"),
         ));
     }
-    k.write_ptr(lock, 0)
+    k.write_ptr(lock, 0)?;
+    verifier::lock_released(k, lock);
+    Ok(())
+}
+
+/// A spin-lock routine called at the wrong IRQL (0xC4 with `param1`, the verifier's code for it).
+fn lock_irql(k: &mut Kernel, lock: u64, param1: u64, detail: String) -> KernelError {
+    let irql = u64::from(current_irql(k));
+    verifier::stop(
+        k,
+        Rule::SpinLockIrql,
+        StopCode::new(0xC4, [param1, irql, lock, 0]),
+        detail,
+    )
 }
 
 /// KfAcquireSpinLock / KeAcquireSpinLockRaiseToDpc -> old IRQL.
@@ -237,26 +262,39 @@ pub fn acquire_spin_lock(k: &mut Kernel, lock: u64) -> KResult<u8> {
     Ok(old)
 }
 
-/// KfReleaseSpinLock / KeReleaseSpinLock(SpinLock, NewIrql).
+/// KfReleaseSpinLock / KeReleaseSpinLock(SpinLock, NewIrql). With the verifier, releasing at an
+/// IRQL other than DISPATCH_LEVEL is 0xC4 / 0x32.
 pub fn release_spin_lock(k: &mut Kernel, lock: u64, new_irql: u8) -> KResult<()> {
+    let irql = current_irql(k);
+    if k.verifier.enabled() && irql != DISPATCH_LEVEL {
+        let detail = format!(
+            "KeReleaseSpinLock of {lock:#x} at {} (must be DISPATCH_LEVEL)",
+            verifier::irql_name(irql)
+        );
+        return Err(lock_irql(k, lock, 0x32, detail));
+    }
     drop_lock(k, lock)?;
     lower_irql(k, new_irql)
 }
 
-/// KeAcquireSpinLockAtDpcLevel: the caller is already at DISPATCH_LEVEL.
+/// KeAcquireSpinLockAtDpcLevel: the caller is already at DISPATCH_LEVEL (else 0xC4 / 0x40).
 pub fn acquire_spin_lock_at_dpc_level(k: &mut Kernel, lock: u64) -> KResult<()> {
     let irql = current_irql(k);
     if irql < DISPATCH_LEVEL {
-        return Err(KernelError::bug_check(
-            0xC4,
-            format!("KeAcquireSpinLockAtDpcLevel at IRQL {irql} (must be DISPATCH_LEVEL)"),
-        ));
+        let detail = format!("KeAcquireSpinLockAtDpcLevel at IRQL {irql} (must be DISPATCH_LEVEL)");
+        return Err(lock_irql(k, lock, 0x40, detail));
     }
     take_lock(k, lock)
 }
 
-/// KeReleaseSpinLockFromDpcLevel.
+/// KeReleaseSpinLockFromDpcLevel. With the verifier, below DISPATCH_LEVEL is 0xC4 / 0x41.
 pub fn release_spin_lock_from_dpc_level(k: &mut Kernel, lock: u64) -> KResult<()> {
+    let irql = current_irql(k);
+    if k.verifier.enabled() && irql < DISPATCH_LEVEL {
+        let detail =
+            format!("KeReleaseSpinLockFromDpcLevel at IRQL {irql} (must be DISPATCH_LEVEL)");
+        return Err(lock_irql(k, lock, 0x41, detail));
+    }
     drop_lock(k, lock)
 }
 
@@ -433,7 +471,9 @@ fn read_timeout(k: &Kernel, timeout: u64) -> KResult<Option<Duration>> {
     Ok(Some(Duration::from_nanos(hundreds.saturating_mul(100))))
 }
 
-/// KeWaitForSingleObject(Object, WaitReason, WaitMode, Alertable, Timeout).
+/// KeWaitForSingleObject(Object, WaitReason, WaitMode, Alertable, Timeout). At DISPATCH_LEVEL
+/// or above a wait that would block is bug check 0x0A (the verifier stops any wait with a non-zero
+/// timeout there before the call, by its IRQL rule).
 pub fn wait_for_single_object(
     k: &mut Kernel,
     object: u64,
@@ -445,9 +485,12 @@ pub fn wait_for_single_object(
     let limit = read_timeout(k, timeout)?;
     let irql = current_irql(k);
     if irql >= DISPATCH_LEVEL && limit != Some(Duration::ZERO) {
+        if try_satisfy(k, object)? {
+            return Ok(STATUS_SUCCESS);
+        }
         return Err(KernelError::bug_check(
             0x0A,
-            format!("KeWaitForSingleObject at IRQL {irql} with a non-zero timeout (waits need IRQL < DISPATCH_LEVEL)"),
+            format!("KeWaitForSingleObject at IRQL {irql} with a non-zero timeout would block (waits need IRQL < DISPATCH_LEVEL)"),
         ));
     }
     let deadline = limit.map(|d| Instant::now() + d);
@@ -459,6 +502,38 @@ pub fn wait_for_single_object(
     } else {
         STATUS_TIMEOUT
     })
+}
+
+/// IRQL rule of the Ke waits (Timeout is the fifth argument): above DISPATCH_LEVEL never
+/// (0xC4 / 0x120); at DISPATCH_LEVEL only with a zero timeout (0xC4 / 0x121 without a timeout,
+/// 0x122 with a non-zero one).
+fn wait_irql(k: &Kernel, args: &[u64]) -> KResult<Option<IrqlLimit>> {
+    let timeout = args.get(4).copied().unwrap_or(0);
+    let (max, param1) = if current_irql(k) > DISPATCH_LEVEL {
+        (DISPATCH_LEVEL, 0x120)
+    } else if timeout == 0 {
+        (APC_LEVEL, 0x121)
+    } else if read_timeout(k, timeout)? != Some(Duration::ZERO) {
+        (APC_LEVEL, 0x122)
+    } else {
+        (DISPATCH_LEVEL, 0x120)
+    };
+    Ok(Some(IrqlLimit {
+        max,
+        source: "KeWaitForSingleObject",
+        check: StopCode::sub(0xC4, param1),
+    }))
+}
+
+/// IRQL rule of KeSetEvent (IrqlKeSetEvent): DISPATCH_LEVEL or below, APC_LEVEL or below when Wait
+/// (the third argument) is TRUE.
+fn set_event_irql(_k: &Kernel, args: &[u64]) -> KResult<Option<IrqlLimit>> {
+    let wait = args.get(2).copied().unwrap_or(0) as u8 != 0;
+    Ok(Some(IrqlLimit {
+        max: if wait { APC_LEVEL } else { DISPATCH_LEVEL },
+        source: "IrqlKeSetEvent",
+        check: StopCode::sub(0xC4, 0x20016),
+    }))
 }
 
 /// Runs the deferred work that could satisfy a waiter: queued DPCs, and below DISPATCH_LEVEL also
@@ -662,6 +737,27 @@ pub(crate) fn check_free(k: &mut Kernel, addr: u64, len: u64) -> KResult<()> {
     crate::lookaside::check_free(k, addr, end)
 }
 
+/// Unload check: a queued DPC in the unloading image `[start, end)`, or whose routine is there,
+/// would run code that is gone: bug check 0xCE; then the armed timers ([`timer::check_unload`]).
+pub(crate) fn check_unload(k: &mut Kernel, driver: &str, start: u64, end: u64) -> KResult<()> {
+    let inside = |a: u64| a >= start && a < end;
+    let dpcs: Vec<u64> = k.ke.dpcs.iter().copied().collect();
+    for dpc in dpcs {
+        let routine = k.read_ptr(dpc + k.layout.kdpc_deferred_routine)?;
+        if inside(dpc) || inside(routine) {
+            let site = k.site(routine);
+            return Err(verifier::stop_at(
+                k,
+                Rule::TimerPending,
+                StopCode::new(0xCE, [routine, 0, 0, 0]),
+                Some(site.clone()),
+                format!("driver {driver} unloaded with DPC {dpc:#x} ({site}) still queued"),
+            ));
+        }
+    }
+    timer::check_unload(k, driver, start, end)
+}
+
 /// KeFlushQueuedDpcs(): returns once every queued DPC has run (callers are at PASSIVE_LEVEL).
 pub fn flush_queued_dpcs(k: &mut Kernel) -> KResult<()> {
     run_dpcs(k).map(drop)
@@ -669,29 +765,29 @@ pub fn flush_queued_dpcs(k: &mut Kernel) -> KResult<()> {
 
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall KeGetCurrentIrql => get_current_irql();
-    stdcall KeFlushQueuedDpcs => flush_queued_dpcs();
-    stdcall KeRaiseIrqlToDpcLevel => raise_irql_to_dpc_level();
+    stdcall KeFlushQueuedDpcs => flush_queued_dpcs() @ irql::PASSIVE;
+    stdcall KeRaiseIrqlToDpcLevel => raise_irql_to_dpc_level() @ irql::KE_DISPATCH_LTE;
     stdcall KeInitializeSpinLock => initialize_spin_lock(spin_lock: u64);
-    stdcall KeAcquireSpinLockRaiseToDpc => acquire_spin_lock(spin_lock: u64);
+    stdcall KeAcquireSpinLockRaiseToDpc => acquire_spin_lock(spin_lock: u64) @ irql::SPIN_LOCK_ACQUIRE;
     stdcall KeReleaseSpinLock => release_spin_lock(spin_lock: u64, new_irql: u8);
     stdcall KeAcquireSpinLockAtDpcLevel => acquire_spin_lock_at_dpc_level(spin_lock: u64);
     stdcall KeReleaseSpinLockFromDpcLevel => release_spin_lock_from_dpc_level(spin_lock: u64);
     fastcall KefAcquireSpinLockAtDpcLevel => acquire_spin_lock_at_dpc_level(spin_lock: u64);
     fastcall KefReleaseSpinLockFromDpcLevel => release_spin_lock_from_dpc_level(spin_lock: u64);
     stdcall KeInitializeEvent => initialize_event(event: u64, event_type: u32, state: bool);
-    stdcall KeSetEvent => set_event(event: u64, increment: i32, wait: bool);
-    stdcall KeResetEvent => reset_event(event: u64);
-    stdcall KeClearEvent => clear_event(event: u64);
-    stdcall KeReadStateEvent => read_state_event(event: u64);
+    stdcall KeSetEvent => set_event(event: u64, increment: i32, wait: bool) @ Irql::By(set_event_irql);
+    stdcall KeResetEvent => reset_event(event: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeClearEvent => clear_event(event: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeReadStateEvent => read_state_event(event: u64) @ irql::KE_DISPATCH_LTE;
     stdcall KeInitializeMutex => initialize_mutex(mutex: u64, level: u32);
-    stdcall KeReleaseMutex => release_mutex(mutex: u64, wait: bool);
+    stdcall KeReleaseMutex => release_mutex(mutex: u64, wait: bool) @ irql::KE_DISPATCH_LTE;
     stdcall KeReadStateMutex => read_state_mutex(mutex: u64);
-    stdcall KeInitializeSemaphore => initialize_semaphore(semaphore: u64, count: i32, limit: i32);
+    stdcall KeInitializeSemaphore => initialize_semaphore(semaphore: u64, count: i32, limit: i32) @ irql::KE_DISPATCH_LTE;
     stdcall KeReleaseSemaphore => release_semaphore(semaphore: u64, increment: i32, adjustment: i32, wait: bool);
     stdcall KeReadStateSemaphore => read_state_semaphore(semaphore: u64);
-    stdcall KeWaitForSingleObject => wait_for_single_object(object: u64, wait_reason: u32, wait_mode: u8, alertable: bool, timeout: u64);
-    stdcall KeWaitForMutexObject => wait_for_single_object(mutex: u64, wait_reason: u32, wait_mode: u8, alertable: bool, timeout: u64);
-    stdcall KeDelayExecutionThread => delay_execution_thread(wait_mode: u8, alertable: bool, interval: u64);
+    stdcall KeWaitForSingleObject => wait_for_single_object(object: u64, wait_reason: u32, wait_mode: u8, alertable: bool, timeout: u64) @ Irql::By(wait_irql);
+    stdcall KeWaitForMutexObject => wait_for_single_object(mutex: u64, wait_reason: u32, wait_mode: u8, alertable: bool, timeout: u64) @ Irql::By(wait_irql);
+    stdcall KeDelayExecutionThread => delay_execution_thread(wait_mode: u8, alertable: bool, interval: u64) @ irql::KE_APC_LTE1;
     stdcall KeQuerySystemTime => query_system_time(current_time: u64);
     stdcall KeQueryInterruptTime => query_interrupt_time();
     stdcall KeQueryTimeIncrement => query_time_increment();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use dbt::{Arch, CallConv, Exit, FaultKind, Machine};
 
 use crate::export::{Export, Module};
+use crate::verifier::{self, CallSite, Verifier};
 use crate::{ex, io, ke, ps, KResult, KernelError, Layout};
 
 /// A driver image mapped into guest memory (the kernel's loaded-module list).
@@ -22,6 +23,8 @@ pub struct LoadedImage {
     pub size: u64,
     /// Guest address of the entry point (DriverEntry).
     pub entry: u64,
+    /// The functions the image exports: (offset from the base, name), by offset.
+    pub symbols: Vec<(u64, String)>,
 }
 
 /// What one import thunk is bound to.
@@ -124,8 +127,12 @@ pub struct Kernel {
     pub ps: ps::ProcessState,
     /// Host-side counters.
     pub stats: HostStats,
+    /// The verifier's switch, findings and state.
+    pub verifier: Verifier,
     /// Images whose code the host called into, innermost last (attributes tail-called imports).
     guest_entries: Vec<u64>,
+    /// Return addresses of the import calls being served, innermost last.
+    callers: Vec<u64>,
     extensions: HashMap<TypeId, Box<dyn Any>>,
     /// Time limits of host -> guest calls.
     pub watchdog: Watchdog,
@@ -156,7 +163,9 @@ impl Kernel {
             ke: ke::Dispatcher::new(),
             ps: ps::ProcessState::default(),
             stats: HostStats::default(),
+            verifier: Verifier::default(),
             guest_entries: Vec::new(),
+            callers: Vec::new(),
             extensions: HashMap::new(),
             watchdog: Watchdog::default(),
             clock: WatchdogClock::default(),
@@ -299,9 +308,19 @@ impl Kernel {
                     }
                 }
                 Some(Exit::HostReturn) => break Ok(self.m.return_value()),
-                Some(Exit::Fault(f)) => break Err(KernelError::Fault(Box::new(f))),
+                Some(Exit::Fault(f)) => break Err(self.guest_fault(f)),
             }
         };
+        let depth = self.guest_entries.len();
+        let result = match result {
+            Ok(v) if self.verifier.enabled() => {
+                verifier::check_locks_on_return(self, func, depth).map(|()| v)
+            }
+            other => other,
+        };
+        if result.is_err() {
+            verifier::abandon_locks(self, depth);
+        }
         self.guest_entries.pop();
         if self.guest_entries.is_empty() {
             self.clock = WatchdogClock::default();
@@ -379,6 +398,20 @@ impl Kernel {
             Arch::X64 => (CallConv::Win64, export.slots64),
         };
         let args = self.m.host_call_args(conv, slots)?;
+        self.callers.push(caller);
+        let ret = self.serve(export, &args, caller);
+        self.callers.pop();
+        let ret = ret?;
+        self.stats.host_calls += 1;
+        self.m.host_call_return(conv, slots, ret)?;
+        Ok(())
+    }
+
+    /// Runs the host function of an import call with its arguments (the call is on `callers`).
+    fn serve(&mut self, export: &'static Export, args: &[u64], caller: u64) -> KResult<u64> {
+        if self.verifier.enabled() {
+            verifier::check_irql(self, export, args)?;
+        }
         if tracing::enabled!(target: "ica::call", tracing::Level::TRACE) {
             let mut text = String::new();
             for (i, name) in export.params.iter().enumerate() {
@@ -387,20 +420,33 @@ impl Kernel {
             }
             tracing::trace!(target: "ica::call", "{}({text}) from {}", export.name, self.symbolize(caller));
         }
-        let ret = (export.func)(self, &args).map_err(|e| match e {
-            KernelError::Mem(fault) => KernelError::BadPointer {
-                function: export.name,
-                fault,
-                at: Box::new(self.m.fault(FaultKind::PageFault {
-                    addr: fault.addr,
-                    write: fault.write,
-                })),
-            },
+        (export.func)(self, args).map_err(|e| match e {
+            KernelError::Mem(fault) => {
+                if let Some(found) = ex::special_pool_fault(self, fault.addr, fault.write, None) {
+                    return found;
+                }
+                KernelError::BadPointer {
+                    function: export.name,
+                    fault,
+                    at: Box::new(self.m.fault(FaultKind::PageFault {
+                        addr: fault.addr,
+                        write: fault.write,
+                    })),
+                }
+            }
             other => other,
-        })?;
-        self.stats.host_calls += 1;
-        self.m.host_call_return(conv, slots, ret)?;
-        Ok(())
+        })
+    }
+
+    /// The error for a guest fault: the verifier's finding if the access hit special pool (a guard
+    /// page or a freed block), else the fault itself.
+    fn guest_fault(&mut self, f: dbt::GuestFault) -> KernelError {
+        if let FaultKind::PageFault { addr, write } = f.kind {
+            if let Some(found) = ex::special_pool_fault(self, addr, write, Some(f.rip)) {
+                return found;
+            }
+        }
+        KernelError::Fault(Box::new(f))
     }
 
     /// Reads argument slot `index` of the import call being served (for variadic functions, whose
@@ -414,21 +460,55 @@ impl Kernel {
         Ok(args.get(index).copied().unwrap_or(0))
     }
 
-    /// `image.sys+0x1234`, `ntoskrnl.exe!Name` for thunks, or plain hex.
+    /// `image.sys+0x1234 (Symbol+0x10)`, `ntoskrnl.exe!Name` for thunks, or plain hex.
     pub fn symbolize(&self, addr: u64) -> String {
-        if let Some(img) = self
-            .images
-            .iter()
-            .find(|i| addr >= i.base && addr < i.base + i.size)
-        {
-            return format!("{}+{:#x}", img.name, addr - img.base);
-        }
-        for (i, b) in self.bindings.iter().enumerate() {
-            if self.m.thunk_address(i as u32) == addr {
-                return b.qualified();
+        if self.image_at(addr).is_none() {
+            for (i, b) in self.bindings.iter().enumerate() {
+                if self.m.thunk_address(i as u32) == addr {
+                    return b.qualified();
+                }
             }
         }
-        format!("{addr:#x}")
+        self.site(addr).to_string()
+    }
+
+    /// Locates a guest code address: its image and the nearest symbol the image exports.
+    pub fn site(&self, addr: u64) -> CallSite {
+        let image = self.image_at(addr);
+        let module = image.map(|i| (i.name.clone(), addr - i.base));
+        let symbol = image.and_then(|i| {
+            let offset = addr - i.base;
+            let at = i.symbols.partition_point(|(o, _)| *o <= offset);
+            at.checked_sub(1)
+                .map(|s| (i.symbols[s].1.clone(), offset - i.symbols[s].0))
+        });
+        CallSite {
+            address: addr,
+            module,
+            symbol,
+        }
+    }
+
+    /// Where the driver made the import call being served: its return address, or (for a tail
+    /// call, whose return address is the host's) the guest function the host called last. None
+    /// outside an import call.
+    pub fn call_site(&self) -> Option<CallSite> {
+        let caller = *self.callers.last()?;
+        let addr = if self.image_at(caller).is_some() {
+            caller
+        } else {
+            self.guest_entries
+                .last()
+                .copied()
+                .filter(|&f| self.image_at(f).is_some())
+                .unwrap_or(caller)
+        };
+        Some(self.site(addr))
+    }
+
+    /// How deeply host -> guest calls are nested now.
+    pub fn guest_depth(&self) -> usize {
+        self.guest_entries.len()
     }
 
     /// A multi-line report of an error: what happened, registers and a symbolized guest backtrace,
@@ -454,6 +534,9 @@ impl Kernel {
             other => {
                 let _ = writeln!(out, "{other}");
             }
+        }
+        if let Some(f) = err.finding() {
+            let _ = writeln!(out, "verifier: {f}");
         }
         if let Some(f) = fault {
             let _ = writeln!(out, "{f}");

@@ -2,9 +2,9 @@
 //! ([`Kernel`]) all module crates (hal, ndis, portcls, ks) build on.
 //!
 //! Subsystems live in their own files (`ex` pool, `lookaside` lookaside lists, `ke` sync and
-//! clocks, `timer` kernel timers, `workitem` work items, `io` I/O manager, `pnp`, `mm` MDLs, `ps`
-//! threads/processes, `rtl` strings, `crt` C runtime, `dbg` debug output); each declares its
-//! exports next to its code, and [`MODULE`] gathers them.
+//! clocks, `timer` kernel timers, `workitem` work items, `io` I/O manager, `pnp`, `mm` MDLs, `ob`
+//! object references, `ps` threads/processes, `rtl` strings, `crt` C runtime, `dbg` debug output); each declares its
+//! exports next to its code, and [`MODULE`] gathers them. `verifier` is Driver Verifier's checks.
 
 pub use dbt;
 
@@ -21,6 +21,7 @@ mod kernel;
 pub mod layout;
 pub mod lookaside;
 pub mod mm;
+pub mod ob;
 pub mod pnp;
 pub mod ps;
 pub mod registry;
@@ -28,6 +29,7 @@ pub mod rtl;
 pub mod status;
 mod tables;
 pub mod timer;
+pub mod verifier;
 pub mod workitem;
 
 pub use error::{KResult, KernelError};

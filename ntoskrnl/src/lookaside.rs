@@ -21,7 +21,8 @@
 use std::collections::BTreeMap;
 
 use crate::export::Export;
-use crate::{export_table, interlocked, KResult, Kernel, KernelError};
+use crate::verifier::{self, Rule, StopCode};
+use crate::{export_table, interlocked, KResult, Kernel};
 
 /// NonPagedPool (POOL_TYPE).
 const NON_PAGED_POOL: u32 = 0;
@@ -133,13 +134,16 @@ pub fn delete_npaged_lookaside_list(k: &mut Kernel, lookaside: u64) -> KResult<(
 pub(crate) fn check_free(k: &mut Kernel, addr: u64, end: u64) -> KResult<()> {
     let live = k.extension::<Lookasides>().lists.range(addr..end).next();
     if let Some((&list, info)) = live {
-        return Err(KernelError::bug_check(
-            0xC4,
-            format!(
-                "memory at {addr:#x} freed while it holds the lookaside list {list:#x} of {} \
-                 (ExDeleteNPagedLookasideList it first)",
-                info.owner
-            ),
+        let detail = format!(
+            "memory at {addr:#x} freed while it holds the lookaside list {list:#x} of {} \
+             (ExDeleteNPagedLookasideList it first)",
+            info.owner
+        );
+        return Err(verifier::stop(
+            k,
+            Rule::LookasideLeak,
+            StopCode::new(0xC4, [0xCC, list, addr, end - addr]),
+            detail,
         ));
     }
     Ok(())
@@ -152,8 +156,11 @@ pub(crate) fn check_unload(k: &mut Kernel, driver: &str, start: u64, size: u64) 
     let end = start.saturating_add(size);
     let live = k.extension::<Lookasides>().lists.range(start..end).next();
     if let Some((&list, _)) = live {
-        return Err(KernelError::bug_check(
-            0xCE,
+        return Err(verifier::stop_at(
+            k,
+            Rule::LookasideLeak,
+            StopCode::new(0xCE, [list, 0, 0, 0]),
+            None,
             format!("driver {driver} unloaded without deleting its lookaside list {list:#x}"),
         ));
     }

@@ -8,6 +8,7 @@
 use dbt::Prot;
 
 use crate::export::Export;
+use crate::verifier::irql;
 use crate::{ex, export_table, rtl, KResult, Kernel};
 
 const PAGE: u64 = 0x1000;
@@ -17,7 +18,7 @@ const MDL_MAPPED_TO_SYSTEM_VA: u16 = 0x0001;
 const MDL_PAGES_LOCKED: u16 = 0x0002;
 /// MDL_SOURCE_IS_NONPAGED_POOL.
 const MDL_SOURCE_IS_NONPAGED_POOL: u16 = 0x0004;
-const MDL_TAG: u32 = u32::from_le_bytes(*b"Mdl ");
+pub(crate) const MDL_TAG: u32 = u32::from_le_bytes(*b"Mdl ");
 
 fn pages_spanned(addr: u64, len: u64) -> u64 {
     if len == 0 {
@@ -321,21 +322,21 @@ pub fn write_register_ulong(k: &mut Kernel, register: u64, value: u32) -> KResul
 
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall MmSizeOfMdl => size_of_mdl(base: u64, length: u64);
-    stdcall IoAllocateMdl => allocate_mdl(virtual_address: u64, length: u32, secondary_buffer: bool, charge_quota: bool, irp: u64);
-    stdcall IoFreeMdl => io_free_mdl(mdl: u64);
-    stdcall MmBuildMdlForNonPagedPool => build_mdl_for_non_paged_pool(mdl: u64);
-    stdcall MmProbeAndLockPages => probe_and_lock_pages(mdl: u64, access_mode: u8, operation: u32);
-    stdcall MmUnlockPages => unlock_pages(mdl: u64);
-    stdcall MmMapLockedPagesSpecifyCache => map_locked_pages_specify_cache(mdl: u64, access_mode: u8, cache_type: u32, requested_address: u64, bug_check_on_failure: u32, priority: u32);
+    stdcall IoAllocateMdl => allocate_mdl(virtual_address: u64, length: u32, secondary_buffer: bool, charge_quota: bool, irp: u64) @ irql::DISPATCH;
+    stdcall IoFreeMdl => io_free_mdl(mdl: u64) @ irql::DISPATCH;
+    stdcall MmBuildMdlForNonPagedPool => build_mdl_for_non_paged_pool(mdl: u64) @ irql::DISPATCH;
+    stdcall MmProbeAndLockPages => probe_and_lock_pages(mdl: u64, access_mode: u8, operation: u32) @ irql::PROBE_AND_LOCK;
+    stdcall MmUnlockPages => unlock_pages(mdl: u64) @ irql::UNLOCK_PAGES;
+    stdcall MmMapLockedPagesSpecifyCache => map_locked_pages_specify_cache(mdl: u64, access_mode: u8, cache_type: u32, requested_address: u64, bug_check_on_failure: u32, priority: u32) @ irql::MAP_LOCKED_PAGES;
     stdcall MmMapLockedPages => map_locked_pages(mdl: u64, access_mode: u8);
-    stdcall MmUnmapLockedPages => unmap_locked_pages(base_address: u64, mdl: u64);
+    stdcall MmUnmapLockedPages => unmap_locked_pages(base_address: u64, mdl: u64) @ irql::UNMAP_LOCKED_PAGES;
     stdcall MmIsAddressValid => is_address_valid(virtual_address: u64);
     stdcall MmGetPhysicalAddress => get_physical_address(base_address: u64);
-    stdcall MmAllocateContiguousMemory => allocate_contiguous_memory(number_of_bytes: u64, highest_acceptable_address: crate::export::Quad);
+    stdcall MmAllocateContiguousMemory => allocate_contiguous_memory(number_of_bytes: u64, highest_acceptable_address: crate::export::Quad) @ irql::PASSIVE;
     stdcall MmFreeContiguousMemory => free_contiguous_memory(base_address: u64);
-    stdcall MmGetSystemRoutineAddress => get_system_routine_address(system_routine_name: u64);
-    stdcall MmMapIoSpace => mm_map_io_space(physical_address: crate::export::Quad, number_of_bytes: u64, cache_type: u32);
-    stdcall MmUnmapIoSpace => unmap_io_space(base_address: u64, number_of_bytes: u64);
+    stdcall MmGetSystemRoutineAddress => get_system_routine_address(system_routine_name: u64) @ irql::PASSIVE;
+    stdcall MmMapIoSpace => mm_map_io_space(physical_address: crate::export::Quad, number_of_bytes: u64, cache_type: u32) @ irql::MAP_IO_SPACE;
+    stdcall MmUnmapIoSpace => unmap_io_space(base_address: u64, number_of_bytes: u64) @ irql::UNMAP_IO_SPACE;
     stdcall READ_REGISTER_UCHAR => read_register_uchar(register: u64);
     stdcall READ_REGISTER_USHORT => read_register_ushort(register: u64);
     stdcall READ_REGISTER_ULONG => read_register_ulong(register: u64);

@@ -4,6 +4,7 @@
 use crate::export::Export;
 use crate::io::{self, major};
 use crate::status::{self, NtStatus};
+use crate::verifier::{self, Rule, StopCode};
 use crate::{ex, export_table, rtl, KResult, Kernel, KernelError, LoadedImage};
 
 /// PnP minor function codes.
@@ -84,8 +85,11 @@ pub fn initialize_driver(
     Ok((driver, status))
 }
 
-/// Runs DriverUnload (if the driver has one) and frees the driver object. Devices or lookaside
-/// lists the driver left behind are an error naming them.
+/// Runs DriverUnload (if the driver has one) and frees the driver object. What the driver leaves
+/// behind that Windows would crash on later is an error naming it (bug check 0xCE): a device
+/// object, a lookaside list, a queued DPC or work item or an armed timer that would run its code.
+/// With the verifier on, what it leaks is collected as findings: pool by tag, MDLs, IO_WORKITEMs,
+/// IRPs, object references.
 pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     let l = k.layout;
     let unload = k.read_ptr(driver.object + l.driver_object_driver_unload)?;
@@ -98,10 +102,22 @@ pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     k.call_guest(unload, &[driver.object])?;
     let left = k.read_ptr(driver.object + l.driver_object_device_object)?;
     if left != 0 {
-        return Err(KernelError::bug_check(
-            0xCE,
+        let site =
+            k.io.devices
+                .get(&left)
+                .and_then(|d| d.site)
+                .map(|s| k.site(s));
+        let created = site
+            .as_ref()
+            .map(|s| format!(", created at {s}"))
+            .unwrap_or_default();
+        return Err(verifier::stop_at(
+            k,
+            Rule::DeviceLeak,
+            StopCode::new(0xCE, [left, 0, 0, 0]),
+            site,
             format!(
-                "driver {} unloaded but its device object {left:#x} still exists",
+                "driver {} unloaded but its device object {left:#x} still exists{created}",
                 driver.service
             ),
         ));
@@ -110,7 +126,19 @@ pub fn unload_driver(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     let size =
         k.m.mem
             .read_u32(driver.object + l.driver_object_driver_size)?;
+    let end = start + u64::from(size);
     crate::lookaside::check_unload(k, &driver.service, start, u64::from(size))?;
+    crate::ke::check_unload(k, &driver.service, start, end)?;
+    crate::workitem::check_unload(k, &driver.service, start, end)?;
+    if k.verifier.enabled() {
+        let image =
+            k.io.driver(driver.object)
+                .map(|d| d.image.clone())
+                .unwrap_or_default();
+        ex::check_unload(k, &image)?;
+        io::check_unload(k, &image);
+        crate::ob::check_unload(k, &image);
+    }
     release_driver_object(k, driver)
 }
 

@@ -29,6 +29,7 @@ use crate::status::{
     STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
     STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_INVALID, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
+use crate::verifier::irql;
 use crate::{ex, export_table, io, rtl, KResult, Kernel};
 
 /// Registry value types (`REG_*`).
@@ -2303,27 +2304,27 @@ pub fn io_set_device_interface_state(k: &mut Kernel, link: u64, enable: bool) ->
 }
 
 pub(crate) static EXPORTS: &[Export] = export_table![
-    stdcall ZwCreateKey => zw_create_key(key_handle: u64, desired_access: u32, object_attributes: u64, title_index: u32, class: u64, create_options: u32, disposition: u64);
-    stdcall ZwOpenKey => zw_open_key(key_handle: u64, desired_access: u32, object_attributes: u64);
-    stdcall ZwOpenKeyEx => zw_open_key_ex(key_handle: u64, desired_access: u32, object_attributes: u64, open_options: u32);
-    stdcall ZwQueryValueKey => zw_query_value_key(key_handle: u64, value_name: u64, key_value_information_class: u32, key_value_information: u64, length: u32, result_length: u64);
-    stdcall ZwSetValueKey => zw_set_value_key(key_handle: u64, value_name: u64, title_index: u32, value_type: u32, data: u64, data_size: u32);
-    stdcall ZwDeleteValueKey => zw_delete_value_key(key_handle: u64, value_name: u64);
-    stdcall ZwEnumerateKey => zw_enumerate_key(key_handle: u64, index: u32, key_information_class: u32, key_information: u64, length: u32, result_length: u64);
-    stdcall ZwEnumerateValueKey => zw_enumerate_value_key(key_handle: u64, index: u32, key_value_information_class: u32, key_value_information: u64, length: u32, result_length: u64);
-    stdcall ZwQueryKey => zw_query_key(key_handle: u64, key_information_class: u32, key_information: u64, length: u32, result_length: u64);
-    stdcall ZwDeleteKey => zw_delete_key(key_handle: u64);
-    stdcall ZwFlushKey => zw_flush_key(key_handle: u64);
-    stdcall ZwClose => zw_close(handle: u64);
-    stdcall RtlQueryRegistryValues => rtl_query_registry_values(relative_to: u32, path: u64, query_table: u64, context: u64, environment: u64);
-    stdcall RtlWriteRegistryValue => rtl_write_registry_value(relative_to: u32, path: u64, value_name: u64, value_type: u32, value_data: u64, value_length: u32);
-    stdcall RtlDeleteRegistryValue => rtl_delete_registry_value(relative_to: u32, path: u64, value_name: u64);
-    stdcall RtlCreateRegistryKey => rtl_create_registry_key(relative_to: u32, path: u64);
-    stdcall RtlCheckRegistryKey => rtl_check_registry_key(relative_to: u32, path: u64);
-    stdcall IoOpenDeviceRegistryKey => io_open_device_registry_key(device_object: u64, dev_inst_key_type: u32, desired_access: u32, device_reg_key: u64);
-    stdcall IoGetDeviceProperty => io_get_device_property(device_object: u64, device_property: u32, buffer_length: u32, property_buffer: u64, result_length: u64);
-    stdcall IoRegisterDeviceInterface => io_register_device_interface(physical_device_object: u64, interface_class_guid: u64, reference_string: u64, symbolic_link_name: u64);
-    stdcall IoSetDeviceInterfaceState => io_set_device_interface_state(symbolic_link_name: u64, enable: bool);
+    stdcall ZwCreateKey => zw_create_key(key_handle: u64, desired_access: u32, object_attributes: u64, title_index: u32, class: u64, create_options: u32, disposition: u64) @ irql::ZW_PASSIVE;
+    stdcall ZwOpenKey => zw_open_key(key_handle: u64, desired_access: u32, object_attributes: u64) @ irql::ZW_PASSIVE;
+    stdcall ZwOpenKeyEx => zw_open_key_ex(key_handle: u64, desired_access: u32, object_attributes: u64, open_options: u32) @ irql::PASSIVE;
+    stdcall ZwQueryValueKey => zw_query_value_key(key_handle: u64, value_name: u64, key_value_information_class: u32, key_value_information: u64, length: u32, result_length: u64) @ irql::ZW_PASSIVE;
+    stdcall ZwSetValueKey => zw_set_value_key(key_handle: u64, value_name: u64, title_index: u32, value_type: u32, data: u64, data_size: u32) @ irql::ZW_PASSIVE;
+    stdcall ZwDeleteValueKey => zw_delete_value_key(key_handle: u64, value_name: u64) @ irql::PASSIVE;
+    stdcall ZwEnumerateKey => zw_enumerate_key(key_handle: u64, index: u32, key_information_class: u32, key_information: u64, length: u32, result_length: u64) @ irql::ZW_PASSIVE;
+    stdcall ZwEnumerateValueKey => zw_enumerate_value_key(key_handle: u64, index: u32, key_value_information_class: u32, key_value_information: u64, length: u32, result_length: u64) @ irql::ZW_PASSIVE;
+    stdcall ZwQueryKey => zw_query_key(key_handle: u64, key_information_class: u32, key_information: u64, length: u32, result_length: u64) @ irql::ZW_PASSIVE;
+    stdcall ZwDeleteKey => zw_delete_key(key_handle: u64) @ irql::ZW_PASSIVE;
+    stdcall ZwFlushKey => zw_flush_key(key_handle: u64) @ irql::ZW_PASSIVE;
+    stdcall ZwClose => zw_close(handle: u64) @ irql::ZW_PASSIVE;
+    stdcall RtlQueryRegistryValues => rtl_query_registry_values(relative_to: u32, path: u64, query_table: u64, context: u64, environment: u64) @ irql::PASSIVE;
+    stdcall RtlWriteRegistryValue => rtl_write_registry_value(relative_to: u32, path: u64, value_name: u64, value_type: u32, value_data: u64, value_length: u32) @ irql::PASSIVE;
+    stdcall RtlDeleteRegistryValue => rtl_delete_registry_value(relative_to: u32, path: u64, value_name: u64) @ irql::RTL_PASSIVE;
+    stdcall RtlCreateRegistryKey => rtl_create_registry_key(relative_to: u32, path: u64) @ irql::PASSIVE;
+    stdcall RtlCheckRegistryKey => rtl_check_registry_key(relative_to: u32, path: u64) @ irql::PASSIVE;
+    stdcall IoOpenDeviceRegistryKey => io_open_device_registry_key(device_object: u64, dev_inst_key_type: u32, desired_access: u32, device_reg_key: u64) @ irql::PASSIVE;
+    stdcall IoGetDeviceProperty => io_get_device_property(device_object: u64, device_property: u32, buffer_length: u32, property_buffer: u64, result_length: u64) @ irql::PASSIVE;
+    stdcall IoRegisterDeviceInterface => io_register_device_interface(physical_device_object: u64, interface_class_guid: u64, reference_string: u64, symbolic_link_name: u64) @ irql::IO_PASSIVE3;
+    stdcall IoSetDeviceInterfaceState => io_set_device_interface_state(symbolic_link_name: u64, enable: bool) @ irql::IO_PASSIVE1;
 ];
 
 #[cfg(test)]

@@ -1009,13 +1009,12 @@ pub fn assert(k: &mut Kernel, failed: u64, file: u64, line: u32, message: u64) -
     let report =
         format!("*** Assertion failed: {message}{expr}\n***   Source File: {file}, line {line}");
     dbg::print(k, &report);
-    Err(KernelError::BugCheck {
-        code: 0x1E,
-        name: "KMODE_EXCEPTION_NOT_HANDLED",
-        detail: format!(
+    Err(KernelError::bug_check(
+        0x1E,
+        format!(
             "RtlAssert: assertion failed (STATUS_ASSERTION_FAILURE): {message}{expr} at {file}:{line}"
         ),
-    })
+    ))
 }
 
 pub(crate) static EXPORTS: &[Export] = export_table![

@@ -1,7 +1,8 @@
 //! The ntoskrnl.exe module: every subsystem's export table.
 
 use crate::{
-    crt, dbg, ex, interlocked, io, ke, lookaside, mm, ps, registry, rtl, timer, workitem, Module,
+    crt, dbg, ex, interlocked, io, ke, lookaside, mm, ob, ps, registry, rtl, timer, workitem,
+    Module,
 };
 
 /// ntoskrnl.exe as drivers import it.
@@ -15,6 +16,7 @@ pub static MODULE: Module = Module {
         workitem::EXPORTS,
         io::EXPORTS,
         mm::EXPORTS,
+        ob::EXPORTS,
         ps::EXPORTS,
         rtl::EXPORTS,
         crt::EXPORTS,

@@ -24,6 +24,7 @@ use crate::ke::{
     self, current_irql, DISPATCH_LEVEL, DPC_OBJECT, THREADED_DPC_OBJECT, TIMER_NOTIFICATION,
     TIMER_SYNCHRONIZATION,
 };
+use crate::verifier::{self, irql, Rule, StopCode};
 use crate::{export_table, KResult, Kernel, KernelError};
 
 /// TIMER_TYPE values of KeInitializeTimerEx.
@@ -160,6 +161,36 @@ pub fn run_due_timers(k: &mut Kernel) -> KResult<usize> {
         ke::run_dpcs(k)?;
     }
     Ok(due.len())
+}
+
+/// Unload check: a timer still armed that lies in the unloading image `[start, end)` or whose DPC
+/// (or its routine) does would run code or touch memory that is gone: bug check 0xCE
+/// (DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS), a verifier finding naming the routine.
+pub(crate) fn check_unload(k: &mut Kernel, driver: &str, start: u64, end: u64) -> KResult<()> {
+    let inside = |a: u64| a >= start && a < end;
+    let armed: Vec<(u64, u64)> = k.ke.timers.armed.iter().map(|(&t, a)| (t, a.dpc)).collect();
+    for (timer, dpc) in armed {
+        let routine = if dpc != 0 {
+            k.read_ptr(dpc + k.layout.kdpc_deferred_routine)?
+        } else {
+            0
+        };
+        if inside(timer) || inside(dpc) || inside(routine) {
+            let site = (routine != 0).then(|| k.site(routine));
+            let detail = format!(
+                "driver {driver} unloaded with timer {timer:#x} still set (its DPC routine {}); KeCancelTimer it in DriverUnload",
+                site.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "none".into())
+            );
+            return Err(verifier::stop_at(
+                k,
+                Rule::TimerPending,
+                StopCode::new(0xCE, [routine, 0, 0, 0]),
+                site,
+                detail,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Drops `timer` from the queue; whether it was armed.
@@ -299,13 +330,13 @@ pub fn read_state_timer(k: &mut Kernel, timer: u64) -> KResult<bool> {
 }
 
 pub(crate) static EXPORTS: &[Export] = export_table![
-    stdcall KeInitializeTimer => initialize_timer(timer: u64);
-    stdcall KeInitializeTimerEx => initialize_timer_ex(timer: u64, timer_type: u32);
-    stdcall KeSetTimer => set_timer(timer: u64, due_time: Quad, dpc: u64);
-    stdcall KeSetTimerEx => set_timer_ex(timer: u64, due_time: Quad, period: i32, dpc: u64);
-    stdcall KeSetCoalescableTimer => set_coalescable_timer(timer: u64, due_time: Quad, period: u32, tolerable_delay: u32, dpc: u64);
-    stdcall KeCancelTimer => cancel_timer(timer: u64);
-    stdcall KeReadStateTimer => read_state_timer(timer: u64);
+    stdcall KeInitializeTimer => initialize_timer(timer: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeInitializeTimerEx => initialize_timer_ex(timer: u64, timer_type: u32) @ irql::KE_DISPATCH_LTE;
+    stdcall KeSetTimer => set_timer(timer: u64, due_time: Quad, dpc: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeSetTimerEx => set_timer_ex(timer: u64, due_time: Quad, period: i32, dpc: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeSetCoalescableTimer => set_coalescable_timer(timer: u64, due_time: Quad, period: u32, tolerable_delay: u32, dpc: u64) @ irql::DISPATCH;
+    stdcall KeCancelTimer => cancel_timer(timer: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeReadStateTimer => read_state_timer(timer: u64) @ irql::KE_DISPATCH_LTE;
 ];
 
 #[cfg(test)]

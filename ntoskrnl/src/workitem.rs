@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::export::Export;
 use crate::ke::{current_irql, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::verifier::{self, irql, Rule, StopCode};
 use crate::{ex, export_table, KResult, Kernel, KernelError};
 
 /// Most work items one [`run_work_items`] call runs (items that keep queuing themselves would
@@ -167,6 +168,28 @@ pub(crate) fn check_free(k: &mut Kernel, addr: u64, end: u64) -> KResult<()> {
         )));
     }
     k.ke.work.io_items.retain(|&a, _| !inside(a));
+    Ok(())
+}
+
+/// Unload check: a queued work item whose routine lies in the unloading image `[start, end)`
+/// would run code that is gone: bug check 0xCE, a verifier finding naming the routine.
+pub(crate) fn check_unload(k: &mut Kernel, driver: &str, start: u64, end: u64) -> KResult<()> {
+    let pending =
+        k.ke.work
+            .queue
+            .iter()
+            .find(|w| w.routine >= start && w.routine < end)
+            .map(|w| (w.item, w.routine));
+    if let Some((item, routine)) = pending {
+        let site = k.site(routine);
+        return Err(verifier::stop_at(
+            k,
+            Rule::WorkItemPending,
+            StopCode::new(0xCE, [routine, 0, 0, 0]),
+            Some(site.clone()),
+            format!("driver {driver} unloaded with work item {item:#x} ({site}) still queued"),
+        ));
+    }
     Ok(())
 }
 
@@ -328,13 +351,13 @@ pub fn ex_queue_work_item(k: &mut Kernel, item: u64, _queue_type: u32) -> KResul
 
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall IoSizeofWorkItem => sizeof_work_item();
-    stdcall IoAllocateWorkItem => allocate_work_item(device_object: u64);
-    stdcall IoFreeWorkItem => free_work_item(io_work_item: u64);
+    stdcall IoAllocateWorkItem => allocate_work_item(device_object: u64) @ irql::DISPATCH;
+    stdcall IoFreeWorkItem => free_work_item(io_work_item: u64) @ irql::DISPATCH;
     stdcall IoInitializeWorkItem => initialize_work_item(io_object: u64, io_work_item: u64);
     stdcall IoUninitializeWorkItem => uninitialize_work_item(io_work_item: u64);
-    stdcall IoQueueWorkItem => queue_work_item(io_work_item: u64, worker_routine: u64, queue_type: u32, context: u64);
-    stdcall IoQueueWorkItemEx => queue_work_item_ex(io_work_item: u64, worker_routine: u64, queue_type: u32, context: u64);
-    stdcall ExQueueWorkItem => ex_queue_work_item(work_item: u64, queue_type: u32);
+    stdcall IoQueueWorkItem => queue_work_item(io_work_item: u64, worker_routine: u64, queue_type: u32, context: u64) @ irql::DISPATCH;
+    stdcall IoQueueWorkItemEx => queue_work_item_ex(io_work_item: u64, worker_routine: u64, queue_type: u32, context: u64) @ irql::DISPATCH;
+    stdcall ExQueueWorkItem => ex_queue_work_item(work_item: u64, queue_type: u32) @ irql::DISPATCH;
 ];
 
 #[cfg(test)]

@@ -336,8 +336,10 @@ type MakeMiniport = Box<dyn Fn() -> Result<Box<dyn NetMiniport>, String>>;
 fn ndis_loopback(arch: Arch, driver: &'static str) -> MakeMiniport {
     Box::new(move || {
         let dev = Box::new(Rtl8139::new(NDIS_MAC, Box::new(LoopbackPort::new())));
+        // Measured as users run it: without the verifier (special pool costs pages per block).
+        let host = loader::DriverHost::new(arch).map_err(|e| e.to_string())?;
         let nic = NetAdapter::start(
-            ica_tests::host(arch),
+            host,
             &ica_tests::driver_path(arch, driver),
             dev,
             None,

@@ -15,7 +15,7 @@ mkdir -p "$outdir"
 outdir=$(cd "$outdir" && pwd)
 
 DRIVERS="ioctl function filter unknownimport nullderef norelocs regtest rtl8139_ndis5
-  rtl8139_ndis6 netvirt_ndis6 netcrash_ndis6"
+  rtl8139_ndis6 netvirt_ndis6 netcrash_ndis6 sins"
 
 CC_X86=${CC_X86:-i686-w64-mingw32-gcc}
 CC_X64=${CC_X64:-x86_64-w64-mingw32-gcc}
@@ -36,6 +36,7 @@ cd "$here"
 extra_cflags() {
     case $1 in
     nullderef) echo "-fno-omit-frame-pointer" ;; # walkable x86 EBP chain
+    sins) echo "-fno-reorder-blocks-and-partition -fno-optimize-sibling-calls" ;; # each sin calls from its own function
     rtl8139_ndis5) echo "-DNDIS_MINIPORT_DRIVER -DNDIS51_MINIPORT=1" ;; # ndis51_fix.h
     rtl8139_ndis6 | netvirt_ndis6) echo "-DNDIS_MINIPORT_DRIVER" ;; # ndis6.h
     # ndis6.h; no tail calls, so every misbehaving frame stays in the guest backtrace

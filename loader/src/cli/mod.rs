@@ -8,6 +8,7 @@ use loader::install::devices::{self, Bus};
 use loader::install::installer::{record_start, CopyOutcome};
 use loader::install::manage::{self, start_type_name};
 use loader::install::package::Stored;
+use loader::install::start::HostSetup;
 use loader::install::{self, start, InstallError, InstallOptions, Root};
 use loader::registry::reg_file::hkey_to_nt;
 
@@ -91,7 +92,9 @@ fn wait_for_stop_signal(set: libc::sigset_t) {
     unsafe { libc::sigwait(&set, &mut sig) };
 }
 
-/// `ica-load install INF`.
+/// `ica-load install INF` (`verifier`: run the started drivers under the verifier; `isolation`:
+/// run a network adapter in a confined driver host, None: in this process).
+#[allow(clippy::too_many_arguments)]
 pub fn install(
     root: &Root,
     inf: &Path,
@@ -100,6 +103,7 @@ pub fn install(
     keep_running: bool,
     verbose: bool,
     ifname: &str,
+    verifier: bool,
     isolation: Option<loader::isolate::IsolationConfig>,
 ) -> Result<(), InstallError> {
     let opts = InstallOptions {
@@ -214,6 +218,10 @@ pub fn install(
     }
     let store = root.open_registry()?;
     let mut say = |line: String| println!("  {line}");
+    let setup = HostSetup {
+        arch: p.arch,
+        verifier,
+    };
     let running = match (&p.binding, &report.instance_id) {
         (Some(_), Some(inst)) => {
             if let Some(why) = start::cannot_start(inst) {
@@ -228,7 +236,7 @@ pub fn install(
                 || start::vfio_function_for_instance(inst).is_some();
             let virtual_nic = p.plan.net.is_some() && start::is_root_device(inst);
             if on_pci || virtual_nic {
-                let r = nic::run(root, &store, p.arch, inst, ifname, keep_running, isolation);
+                let r = nic::run(root, &store, setup, inst, ifname, keep_running, isolation);
                 let state = match &r {
                     Ok(()) => "started, then unloaded cleanly".to_string(),
                     Err(e) => format!("failed: {}", first_line(&e.to_string())),
@@ -237,7 +245,7 @@ pub fn install(
                 return r;
             }
             println!("Starting {inst}");
-            start::start_device(root, &store, p.arch, inst, &mut say)
+            start::start_device(root, &store, setup, inst, &mut say)
         }
         _ => {
             let names: Vec<String> = p
@@ -251,7 +259,7 @@ pub fn install(
                 return Ok(());
             }
             println!("Starting service {}", names.join(", "));
-            start::start_services(root, &store, p.arch, &names, &mut say)
+            start::start_services(root, &store, setup, &names, &mut say)
         }
     };
     let running = match running {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use host_linux::net::{setup_tap, Bridge, NetError, NetEvent, NetMiniport, UpperSetup};
 use host_linux::packet::QueuePort;
 use host_linux::tap::TapPort;
-use loader::install::start::{self, NicBackend, MODEL_MAC};
+use loader::install::start::{self, HostSetup, NicBackend, MODEL_MAC};
 use loader::install::{InstallError, Root};
 use loader::isolate::{self, IsolatedNic, IsolationConfig};
 use loader::net::{format_mac, NetAdapter, NicInfo};
@@ -132,7 +132,7 @@ fn stop_on_signal(stop: Arc<AtomicBool>) {
 pub fn run(
     root: &Root,
     store: &RegistryStore,
-    arch: loader::inf::Arch,
+    setup: HostSetup,
     instance: &str,
     ifname: &str,
     keep_running: bool,
@@ -178,7 +178,7 @@ pub fn run(
                 Some(m) => format!("on the {m} model"),
                 None => "as a virtual adapter".to_string(),
             };
-            let (params, what) = start::isolated_nic_params(root, store, arch, instance, backend)?;
+            let (params, what) = start::isolated_nic_params(root, store, setup, instance, backend)?;
             let wire_fd = match &wire {
                 Some(w) => Some(w.as_fd().try_clone_to_owned().map_err(other)?),
                 None => None,
@@ -210,7 +210,7 @@ pub fn run(
                 },
             };
             Adapter::InProcess(Box::new(start::start_nic(
-                root, store, arch, instance, backend, &mut say,
+                root, store, setup, instance, backend, &mut say,
             )?))
         }
     };

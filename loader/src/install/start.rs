@@ -125,9 +125,19 @@ fn fails(what: &str, s: NtStatus) -> InstallError {
     InstallError::Other(format!("{what} failed with {}", status::name(s)))
 }
 
-fn new_host(store: &RegistryStore, arch: Arch) -> Result<DriverHost, InstallError> {
-    Ok(DriverHost::new(dbt_arch(arch))
+/// How the driver host that runs an install's drivers is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostSetup {
+    /// The drivers' architecture.
+    pub arch: Arch,
+    /// Whether the verifier checks them.
+    pub verifier: bool,
+}
+
+fn new_host(store: &RegistryStore, setup: HostSetup) -> Result<DriverHost, InstallError> {
+    Ok(DriverHost::new(dbt_arch(setup.arch))
         .map_err(other)?
+        .with_verifier(setup.verifier)
         .with_registry(store))
 }
 
@@ -202,7 +212,7 @@ pub fn objects(host: &DriverHost) -> Vec<String> {
 pub fn start_device(
     root: &Root,
     store: &RegistryStore,
-    arch: Arch,
+    setup: HostSetup,
     instance: &str,
     say: &mut dyn FnMut(String),
 ) -> Result<Running, InstallError> {
@@ -223,7 +233,7 @@ pub fn start_device(
     stack.extend(function);
     stack.extend(upper);
     let mut run = Running {
-        host: new_host(store, arch)?,
+        host: new_host(store, setup)?,
         drivers: Vec::new(),
         pdo: None,
         instance: Some(instance.to_string()),
@@ -311,7 +321,7 @@ fn nic_plan(root: &Root, store: &RegistryStore, instance: &str) -> Result<NicPla
 pub fn start_nic(
     root: &Root,
     store: &RegistryStore,
-    arch: Arch,
+    setup: HostSetup,
     instance: &str,
     backend: NicBackend,
     say: &mut dyn FnMut(String),
@@ -321,7 +331,7 @@ pub fn start_nic(
         file,
         config_key,
     } = nic_plan(root, store, instance)?;
-    let mut host = new_host(store, arch)?;
+    let mut host = new_host(store, setup)?;
     let (device, wake, on): (Option<Box<dyn PciFunction>>, _, _) = match backend {
         NicBackend::Model { wire, wake } => {
             let model = model_for_instance(instance)
@@ -362,7 +372,7 @@ pub fn start_nic(
 pub fn isolated_nic_params(
     root: &Root,
     store: &RegistryStore,
-    arch: Arch,
+    setup: HostSetup,
     instance: &str,
     backend: crate::isolate::Backend,
 ) -> Result<(crate::isolate::StartParams, String), InstallError> {
@@ -375,12 +385,13 @@ pub fn isolated_nic_params(
     registry.extend(store.snapshot(&enum_key(instance))?);
     let what = format!("{}: {}", plan.service, plan.file.display());
     let params = crate::isolate::StartParams {
-        arch: dbt_arch(arch),
+        arch: dbt_arch(setup.arch),
         driver,
         config_key: plan.config_key,
         registry,
         backend,
         watchdog: ntoskrnl::Watchdog::default(),
+        verifier: setup.verifier,
     };
     Ok((params, what))
 }
@@ -394,12 +405,12 @@ pub fn is_root_device(instance: &str) -> bool {
 pub fn start_services(
     root: &Root,
     store: &RegistryStore,
-    arch: Arch,
+    setup: HostSetup,
     services: &[String],
     say: &mut dyn FnMut(String),
 ) -> Result<Running, InstallError> {
     let mut run = Running {
-        host: new_host(store, arch)?,
+        host: new_host(store, setup)?,
         drivers: Vec::new(),
         pdo: None,
         instance: None,
@@ -411,7 +422,7 @@ pub fn start_services(
 }
 
 /// Removes the device stack and unloads every driver (DriverUnload), newest first, reporting pool
-/// the drivers did not free.
+/// the drivers did not free; with the verifier on, what it found fails the stop.
 pub fn stop(mut run: Running, say: &mut dyn FnMut(String)) -> Result<(), InstallError> {
     if let Some(pdo) = run.pdo.take() {
         let q = pnp::remove_device(&mut run.host.k, pdo).map_err(|e| other(run.host.fail(e)))?;
@@ -436,5 +447,9 @@ pub fn stop(mut run: Running, say: &mut dyn FnMut(String)) -> Result<(), Install
             ));
         }
     }
-    Ok(())
+    let findings = run.host.k.verifier.take_findings();
+    if findings.is_empty() {
+        return Ok(());
+    }
+    Err(other(crate::host::findings_text(&findings)))
 }

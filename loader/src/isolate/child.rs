@@ -62,7 +62,9 @@ pub fn driver_host_main() -> i32 {
 
 /// Builds the driver host from `p`, confines the process and starts the adapter.
 fn start(p: &StartParams) -> Result<NetAdapter, String> {
-    let mut host = DriverHost::new(p.arch).map_err(|e| e.to_string())?;
+    let mut host = DriverHost::new(p.arch)
+        .map_err(|e| e.to_string())?
+        .with_verifier(p.verifier);
     host.k.watchdog = p.watchdog;
     let reg = ntoskrnl::registry::backend(&mut host.k);
     for (key, values) in &p.registry {

@@ -42,6 +42,8 @@ pub struct StartParams {
     pub backend: Backend,
     /// The kernel's watchdog limits.
     pub watchdog: ntoskrnl::Watchdog,
+    /// Whether the verifier checks the driver.
+    pub verifier: bool,
 }
 
 /// Manager -> driver host.
@@ -262,7 +264,8 @@ impl Request {
                 };
                 let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
                 e.opt_u64(ms(p.watchdog.call))
-                    .opt_u64(ms(p.watchdog.raised));
+                    .opt_u64(ms(p.watchdog.raised))
+                    .u8(p.verifier.into());
             }
             Request::Send(frames) => {
                 e.u8(1).u32(frames.len() as u32);
@@ -322,6 +325,7 @@ impl Request {
                     call: ms(d.opt_u64()?),
                     raised: ms(d.opt_u64()?),
                 };
+                let verifier = d.u8()? != 0;
                 Request::Start(Box::new(StartParams {
                     arch,
                     driver,
@@ -329,6 +333,7 @@ impl Request {
                     registry,
                     backend,
                     watchdog,
+                    verifier,
                 }))
             }
             1 => Request::Send(d.list(Dec::bytes)?),
@@ -487,6 +492,7 @@ mod tests {
                     call: None,
                     raised: Some(Duration::from_millis(250)),
                 },
+                verifier: true,
             })),
             Request::Send(vec![vec![1; 60], vec![]]),
             Request::Service,
