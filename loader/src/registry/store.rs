@@ -496,13 +496,27 @@ impl RegistryStore {
         RegistryStore::open_database(path)
     }
 
+    /// A store in memory only, with the same tables, skeleton and transactions (a scratch store
+    /// for tests and fuzzing); its [`path`](Self::path) is empty.
+    pub fn in_memory() -> RegResult<RegistryStore> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db_err)?;
+        RegistryStore::init(db, PathBuf::new())
+    }
+
     /// Opens or creates the database at `path` and makes sure the root keys exist.
     fn open_database(path: &Path) -> RegResult<RegistryStore> {
         let db = Database::create(path)
             .map_err(|e| RegError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        RegistryStore::init(db, path.to_path_buf())
+    }
+
+    /// Wraps an open database, creating the root keys and the skeleton where missing.
+    fn init(db: Database, path: PathBuf) -> RegResult<RegistryStore> {
         let store = RegistryStore {
             db: Arc::new(db),
-            path: path.to_path_buf(),
+            path,
         };
         store.write(|b| {
             for root in reg::ROOTS {
