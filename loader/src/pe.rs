@@ -219,6 +219,22 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
             bytes.len()
         ));
     }
+    // pelite checks the alignment of a table by its RVA, then reads it at its file offset: a
+    // section whose file offset and RVA are aligned differently would have it read misaligned
+    // structures. Real images align both to at least 8 (FileAlignment, SectionAlignment).
+    for i in 0..sections {
+        let at = table + i * 40;
+        let (rva, raw_size, raw_ptr) = (
+            u32_at(bytes, at + 12).unwrap_or(0),
+            u32_at(bytes, at + 16).unwrap_or(0),
+            u32_at(bytes, at + 20).unwrap_or(0),
+        );
+        if raw_size != 0 && raw_ptr.wrapping_sub(rva) % 8 != 0 {
+            return err(format!(
+                "corrupt section header at {at:#x}: file offset {raw_ptr:#x} and RVA {rva:#x} are not aligned alike (their difference must be a multiple of 8)"
+            ));
+        }
+    }
     let entry = u32_at(bytes, opt + 16).unwrap_or(0);
     if entry == 0 {
         return err(format!(
