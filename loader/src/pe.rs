@@ -212,6 +212,13 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
     }
     let sections = u16_at(bytes, nt + 6).unwrap_or(0) as usize;
     let opt_size = u16_at(bytes, nt + 20).unwrap_or(0) as usize;
+    if opt_size % 4 != 0 {
+        // pelite reads the section table in place, as 4-aligned structures.
+        return err(format!(
+            "corrupt file header at {:#x}: SizeOfOptionalHeader {opt_size:#x} is not a multiple of 4",
+            nt + 4
+        ));
+    }
     let table = opt + opt_size;
     if table + sections * 40 > bytes.len() {
         return err(format!(

@@ -46,3 +46,21 @@ fn section_whose_file_offset_and_rva_align_differently_is_refused() {
         );
     }
 }
+
+#[test]
+fn optional_header_size_that_misaligns_the_section_table_is_refused() {
+    // pelite builds the section table slice at the end of the optional header without checking
+    // its alignment: an odd SizeOfOptionalHeader aborted the process (misaligned slice).
+    for arch in ["x86", "x64"] {
+        let mut image = driver(arch, "ioctl");
+        let nt = u32_at(&image, 0x3c) as usize;
+        let size = u16::from_le_bytes([image[nt + 20], image[nt + 21]]) + 2;
+        image[nt + 20..nt + 22].copy_from_slice(&size.to_le_bytes());
+        let e = pe::parse(&image).expect_err("a misaligned section table is refused");
+        assert!(
+            e.problem.contains("is not a multiple of 4"),
+            "{arch}: {}",
+            e.problem
+        );
+    }
+}
