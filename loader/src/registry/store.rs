@@ -419,11 +419,20 @@ impl WriteBatch<'_> {
         Ok(())
     }
 
-    /// Deletes a key with all its subkeys; returns whether it existed.
+    /// Deletes a key with all its subkeys; returns whether it existed. The hive roots, the
+    /// skeleton keys and their ancestors cannot be deleted (`CannotDelete`): every store has them,
+    /// and opening a store would bring them back.
     pub fn delete_tree(&mut self, path: &str) -> RegResult<bool> {
         let canon = canonical_path(path)?;
         if self.record(&canon)?.is_none() {
             return Ok(false);
+        }
+        let below = format!("{canon}\\");
+        for key in reg::SKELETON {
+            let skeleton = canonical_path(key)?;
+            if skeleton == canon || skeleton.starts_with(&below) {
+                return Err(RegError::CannotDelete(path.to_string()));
+            }
         }
         if is_root(&canon) {
             return Err(RegError::CannotDelete(path.to_string()));
