@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use loader::pe;
+use dbt::Arch;
+use loader::{image, pe, DriverHost};
 
 fn driver(arch: &str, name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -15,6 +16,27 @@ fn driver(arch: &str, name: &str) -> Vec<u8> {
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// File offset of `rva`.
+fn file_offset(image: &[u8], rva: u32) -> usize {
+    let nt = u32_at(image, 0x3c) as usize;
+    let count = u16::from_le_bytes([image[nt + 6], image[nt + 7]]) as usize;
+    let opt_size = u16::from_le_bytes([image[nt + 20], image[nt + 21]]) as usize;
+    let table = nt + 24 + opt_size;
+    (0..count)
+        .map(|i| table + i * 40)
+        .find_map(|at| {
+            let (va, size, raw) = (
+                u32_at(image, at + 12),
+                u32_at(image, at + 8),
+                u32_at(image, at + 20),
+            );
+            (va..va + size)
+                .contains(&rva)
+                .then(|| (raw + rva - va) as usize)
+        })
+        .unwrap_or_else(|| panic!("RVA {rva:#x} is in no section"))
 }
 
 /// Offset of the section header called `name`.
@@ -62,5 +84,34 @@ fn optional_header_size_that_misaligns_the_section_table_is_refused() {
             "{arch}: {}",
             e.problem
         );
+    }
+}
+
+#[test]
+fn a_failed_import_binding_unmaps_the_image() {
+    // An import whose IAT slot lies outside the image failed the load but left the image's
+    // guest memory allocated (found by the pe fuzz target's "a failed load leaves guest memory as
+    // it was" check).
+    for arch in [Arch::X86, Arch::X64] {
+        let mut image = driver(arch.name(), "ioctl");
+        let nt = u32_at(&image, 0x3c) as usize;
+        let directories = nt + 24 + if arch == Arch::X86 { 96 } else { 112 };
+        let imports = file_offset(&image, u32_at(&image, directories + 8));
+        // IMAGE_IMPORT_DESCRIPTOR.FirstThunk of the first imported module: 16 MiB out.
+        image[imports + 16..imports + 20].copy_from_slice(&0x0100_0000u32.to_le_bytes());
+        let pe = pe::parse(&image).expect("the headers and tables parse");
+        let mut h = DriverHost::new(arch).unwrap_or_else(|e| panic!("{e}"));
+        let before: Vec<_> = h.k.m.mem.regions().collect();
+        let e = image::map_image(&mut h.k, "ioctl.sys", &pe).expect_err("the IAT slot is outside");
+        assert!(
+            e.contains("IAT slot at RVA 0x1000000 is not in the image"),
+            "{e}"
+        );
+        assert_eq!(
+            h.k.m.mem.regions().collect::<Vec<_>>(),
+            before,
+            "nothing stays mapped"
+        );
+        assert!(h.k.images.is_empty());
     }
 }
