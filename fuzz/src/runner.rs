@@ -91,11 +91,27 @@ pub fn save_current(artifacts: &Path, kind: &str) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-/// An outcome class with numbers (offsets, lengths, line numbers) folded, so that classes stay few.
+/// An outcome class with numbers (offsets, lengths, line numbers) and quoted input text folded,
+/// so that classes stay few.
 fn class(label: &str) -> String {
     let mut out = String::new();
     let mut in_number = false;
+    let (mut in_quote, mut escaped) = (false, false);
     for c in label.chars().take(160) {
+        if in_quote {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_quote = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c == '"' {
+            in_quote = true;
+            out.push_str("\"…\"");
+            continue;
+        }
         if c.is_ascii_digit() && !in_number && !out.ends_with(|p: char| p.is_alphanumeric()) {
             in_number = true;
             out.push('#');
@@ -225,5 +241,9 @@ mod tests {
         );
         assert_eq!(class("fuzz.inf:12: bad"), "fuzz.inf:#: bad");
         assert_eq!(class("hex(7) in utf16"), "hex(#) in utf16");
+        assert_eq!(
+            class(r#"error: unknown value data "x\"y" at 3"#),
+            r#"error: unknown value data "…" at #"#
+        );
     }
 }
