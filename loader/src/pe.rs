@@ -262,6 +262,35 @@ fn pelite_problem(what: &str, e: pelite::Error) -> PeError {
     PeError { problem }
 }
 
+/// The (RVA, type) entries of a base relocation directory, walked the way the Windows loader
+/// does: block after block until a block of size 0 or the end (pelite's walk loops forever on a
+/// SizeOfBlock near 4 GiB). IMAGE_REL_BASED_ABSOLUTE padding entries are left out.
+fn relocation_entries(dir: &[u8]) -> Result<Vec<(u32, u8)>, PeError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let (Some(page), Some(size)) = (u32_at(dir, at), u32_at(dir, at + 4)) {
+        if size == 0 {
+            break;
+        }
+        let size = size as usize;
+        if size < 8 || size > dir.len() - at {
+            return err(format!(
+                "corrupt relocation block at directory offset {at:#x}: SizeOfBlock {size:#x} (at least 8, at most the {:#x} bytes left)",
+                dir.len() - at
+            ));
+        }
+        for word in dir[at + 8..at + size].chunks_exact(2) {
+            let word = u16::from_le_bytes([word[0], word[1]]);
+            let kind = (word >> 12) as u8;
+            if kind != 0 {
+                out.push((page.wrapping_add(u32::from(word & 0xfff)), kind));
+            }
+        }
+        at += size;
+    }
+    Ok(out)
+}
+
 macro_rules! describe_image {
     ($module:ident, $pe:expr, $arch:expr, $bytes:expr) => {{
         use pelite::$module::Pe as _;
@@ -300,7 +329,7 @@ macro_rules! describe_image {
         }
         let mut relocations = Vec::new();
         match pe.base_relocs() {
-            Ok(relocs) => relocs.for_each(|rva, ty| relocations.push((rva, ty))),
+            Ok(relocs) => relocations = relocation_entries(relocs.image())?,
             Err(pelite::Error::Null) => {}
             Err(e) => return Err(pelite_problem("relocation directory", e)),
         }

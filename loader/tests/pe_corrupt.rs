@@ -115,3 +115,26 @@ fn a_failed_import_binding_unmaps_the_image() {
         assert!(h.k.images.is_empty());
     }
 }
+
+#[test]
+fn relocation_block_size_near_4_gib_is_refused_not_looped_on() {
+    // pelite's relocation walk rounds SizeOfBlock up to 4 with wrapping arithmetic: 0xFFFFFFFF
+    // became a step of 0 and the load never finished (found by the pe fuzz target's watchdog).
+    for arch in ["x86", "x64"] {
+        let mut image = driver(arch, "ioctl");
+        let reloc = section_header(&image, ".reloc");
+        let block = u32_at(&image, reloc + 20) as usize;
+        image[block + 4..block + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(pe::parse(&image).map(|_| ())));
+        let parsed = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{arch}: parsing did not finish"));
+        let e = parsed.expect_err("the block is bigger than the directory");
+        assert!(
+            e.problem.contains("SizeOfBlock 0xffffffff"),
+            "{arch}: {}",
+            e.problem
+        );
+    }
+}
