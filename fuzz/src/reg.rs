@@ -4,7 +4,7 @@
 //! (export -> import -> export is stable).
 
 use loader::registry::reg_file::decode_text;
-use loader::registry::RegistryStore;
+use loader::registry::{RegFileError, RegistryStore};
 
 use crate::mutate::{reencode, Havoc};
 use crate::rng::Rng;
@@ -240,7 +240,11 @@ pub fn run(data: &[u8]) -> String {
                 "a failed import ({e}) changed the store: {}",
                 first_difference(&before, &after)
             );
-            format!("error: {e}")
+            match e {
+                // Debug quotes the key path, which the runner folds out of the class.
+                RegFileError::Registry { error, .. } => format!("error: {error:?}"),
+                other => format!("error: {other}"),
+            }
         }
         Ok(s) => {
             let exported = export(&store);
