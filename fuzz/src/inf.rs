@@ -247,7 +247,7 @@ pub fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
             }
             3 if len > 0 => {
                 let at = rng.below(len);
-                bytes[at] = rng.next() as u8;
+                bytes[at] = rng.next_u64() as u8;
             }
             4 => bytes.truncate(rng.below(len + 1)),
             5 if len > 1 => {
@@ -281,7 +281,7 @@ pub fn random_bytes(rng: &mut Rng) -> Vec<u8> {
         if rng.chance(30) {
             out.extend_from_slice(rng.pick(SPECIAL).as_bytes());
         } else {
-            out.push(rng.next() as u8);
+            out.push(rng.next_u64() as u8);
         }
     }
     out

@@ -56,7 +56,7 @@ impl Havoc<'_> {
                 }
                 1 if len > 0 => {
                     let at = self.pos(rng, len);
-                    b[at] = rng.next() as u8;
+                    b[at] = rng.next_u64() as u8;
                 }
                 2 if len > 0 => {
                     // An interesting integer, 1, 2 or 4 bytes little-endian.
@@ -112,10 +112,10 @@ impl Havoc<'_> {
                     // A run of one byte.
                     let at = rng.below(len);
                     let n = 1 + rng.below(32);
-                    let byte = rng.next() as u8;
+                    let byte = rng.next_u64() as u8;
                     b.splice(at..at, std::iter::repeat_n(byte, n));
                 }
-                _ => b.push(rng.next() as u8),
+                _ => b.push(rng.next_u64() as u8),
             }
         }
         b.truncate(self.max_len);

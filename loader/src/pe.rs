@@ -212,7 +212,7 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
     }
     let sections = u16_at(bytes, nt + 6).unwrap_or(0) as usize;
     let opt_size = u16_at(bytes, nt + 20).unwrap_or(0) as usize;
-    if opt_size % 4 != 0 {
+    if !opt_size.is_multiple_of(4) {
         // pelite reads the section table in place, as 4-aligned structures.
         return err(format!(
             "corrupt file header at {:#x}: SizeOfOptionalHeader {opt_size:#x} is not a multiple of 4",
@@ -236,7 +236,7 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
             u32_at(bytes, at + 16).unwrap_or(0),
             u32_at(bytes, at + 20).unwrap_or(0),
         );
-        if raw_size != 0 && raw_ptr.wrapping_sub(rva) % 8 != 0 {
+        if raw_size != 0 && !raw_ptr.wrapping_sub(rva).is_multiple_of(8) {
             return err(format!(
                 "corrupt section header at {at:#x}: file offset {raw_ptr:#x} and RVA {rva:#x} are not aligned alike (their difference must be a multiple of 8)"
             ));
