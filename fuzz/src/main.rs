@@ -174,7 +174,7 @@ fn main() -> ExitCode {
             args,
         } => targets(&names)
             .and_then(|ts| run(&ts, &args))
-            .map(|clean| clean as i32 ^ 1),
+            .map(|clean| if clean { 0 } else { 1 }),
         Cmd::Worker { target: name, args } => targets(&[name]).map(|ts| worker(ts[0], &args)),
         Cmd::Repro {
             target: name,
