@@ -77,12 +77,23 @@ fn targets(names: &[String]) -> Result<Vec<&'static Target>, String> {
         .collect()
 }
 
+/// How to replay a saved input; a small one is printed too (hex), so that a CI log is enough.
 fn repro_hint(t: &Target, path: &Path) -> String {
-    format!(
+    let mut hint = format!(
         "reproduce with: cargo run -p ica-fuzz -- repro {} {}",
         t.name,
         path.display()
-    )
+    );
+    if let Ok(bytes) = std::fs::read(path) {
+        if bytes.len() <= 4096 {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            hint.push_str(&format!(
+                "\n{} bytes (hex; `xxd -r -p` writes them back):\n{hex}",
+                bytes.len()
+            ));
+        }
+    }
+    hint
 }
 
 /// Runs each target in a child process, so that an input that kills the process is caught too.
