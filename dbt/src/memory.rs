@@ -434,6 +434,12 @@ impl GuestMemory {
         }
     }
 
+    /// The live regions of [`alloc`](Self::alloc) and [`alloc_at_or_near`](Self::alloc_at_or_near):
+    /// (address, length), in address order.
+    pub fn regions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.regions.iter().map(|(&a, &l)| (a, l))
+    }
+
     /// Whether every page of `[addr, addr + len)` is mapped (whatever its protection), as RAM or
     /// MMIO.
     pub fn is_mapped(&self, addr: u64, len: u64) -> bool {

@@ -26,24 +26,12 @@ pub fn map_image(k: &mut Kernel, name: &str, pe: &PeImage) -> Result<LoadedImage
             pe.image_base
         ));
     }
-    let mapped = copy_and_relocate(k, base, pe).and_then(|()| protect_sections(k, base, pe));
+    let mapped = copy_and_relocate(k, base, pe)
+        .and_then(|()| protect_sections(k, base, pe))
+        .and_then(|()| bind_imports(k, base, pe));
     if let Err(e) = mapped {
         let _ = k.m.mem.free(base);
         return Err(e);
-    }
-    for import in &pe.imports {
-        let name = match &import.name {
-            ImportName::Name(n) => n.clone(),
-            ImportName::Ordinal(o) => format!("#{o}"),
-        };
-        let thunk = k.bind_import(&import.module, &name);
-        k.write_ptr(base + import.iat_rva as u64, thunk)
-            .map_err(|e| {
-                format!(
-                    "import {}!{name}: IAT slot at RVA {:#x} is not in the image: {e}",
-                    import.module, import.iat_rva
-                )
-            })?;
     }
     k.m.invalidate_code(base, size);
     let mut symbols: Vec<(u64, String)> = pe
@@ -96,6 +84,24 @@ fn copy_and_relocate(k: &mut Kernel, base: u64, pe: &PeImage) -> Result<(), Stri
         fixed.map_err(|e| {
             format!("base relocation at RVA {rva:#x} points outside the image: {e}")
         })?;
+    }
+    Ok(())
+}
+
+fn bind_imports(k: &mut Kernel, base: u64, pe: &PeImage) -> Result<(), String> {
+    for import in &pe.imports {
+        let name = match &import.name {
+            ImportName::Name(n) => n.clone(),
+            ImportName::Ordinal(o) => format!("#{o}"),
+        };
+        let thunk = k.bind_import(&import.module, &name);
+        k.write_ptr(base + import.iat_rva as u64, thunk)
+            .map_err(|e| {
+                format!(
+                    "import {}!{name}: IAT slot at RVA {:#x} is not in the image: {e}",
+                    import.module, import.iat_rva
+                )
+            })?;
     }
     Ok(())
 }

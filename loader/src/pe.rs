@@ -212,12 +212,35 @@ fn check_headers(bytes: &[u8]) -> Result<Arch, PeError> {
     }
     let sections = u16_at(bytes, nt + 6).unwrap_or(0) as usize;
     let opt_size = u16_at(bytes, nt + 20).unwrap_or(0) as usize;
+    if !opt_size.is_multiple_of(4) {
+        // pelite reads the section table in place, as 4-aligned structures.
+        return err(format!(
+            "corrupt file header at {:#x}: SizeOfOptionalHeader {opt_size:#x} is not a multiple of 4",
+            nt + 4
+        ));
+    }
     let table = opt + opt_size;
     if table + sections * 40 > bytes.len() {
         return err(format!(
             "truncated: the section table at {table:#x} ({sections} sections) extends past the end of the file ({:#x} bytes)",
             bytes.len()
         ));
+    }
+    // pelite checks the alignment of a table by its RVA, then reads it at its file offset: a
+    // section whose file offset and RVA are aligned differently would have it read misaligned
+    // structures. Real images align both to at least 8 (FileAlignment, SectionAlignment).
+    for i in 0..sections {
+        let at = table + i * 40;
+        let (rva, raw_size, raw_ptr) = (
+            u32_at(bytes, at + 12).unwrap_or(0),
+            u32_at(bytes, at + 16).unwrap_or(0),
+            u32_at(bytes, at + 20).unwrap_or(0),
+        );
+        if raw_size != 0 && !raw_ptr.wrapping_sub(rva).is_multiple_of(8) {
+            return err(format!(
+                "corrupt section header at {at:#x}: file offset {raw_ptr:#x} and RVA {rva:#x} are not aligned alike (their difference must be a multiple of 8)"
+            ));
+        }
     }
     let entry = u32_at(bytes, opt + 16).unwrap_or(0);
     if entry == 0 {
@@ -237,6 +260,35 @@ fn pelite_problem(what: &str, e: pelite::Error) -> PeError {
         other => format!("corrupt {what}: {other}"),
     };
     PeError { problem }
+}
+
+/// The (RVA, type) entries of a base relocation directory, walked the way the Windows loader
+/// does: block after block until a block of size 0 or the end (pelite's walk loops forever on a
+/// SizeOfBlock near 4 GiB). IMAGE_REL_BASED_ABSOLUTE padding entries are left out.
+fn relocation_entries(dir: &[u8]) -> Result<Vec<(u32, u8)>, PeError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let (Some(page), Some(size)) = (u32_at(dir, at), u32_at(dir, at + 4)) {
+        if size == 0 {
+            break;
+        }
+        let size = size as usize;
+        if size < 8 || size > dir.len() - at {
+            return err(format!(
+                "corrupt relocation block at directory offset {at:#x}: SizeOfBlock {size:#x} (at least 8, at most the {:#x} bytes left)",
+                dir.len() - at
+            ));
+        }
+        for word in dir[at + 8..at + size].chunks_exact(2) {
+            let word = u16::from_le_bytes([word[0], word[1]]);
+            let kind = (word >> 12) as u8;
+            if kind != 0 {
+                out.push((page.wrapping_add(u32::from(word & 0xfff)), kind));
+            }
+        }
+        at += size;
+    }
+    Ok(out)
 }
 
 macro_rules! describe_image {
@@ -277,7 +329,7 @@ macro_rules! describe_image {
         }
         let mut relocations = Vec::new();
         match pe.base_relocs() {
-            Ok(relocs) => relocs.for_each(|rva, ty| relocations.push((rva, ty))),
+            Ok(relocs) => relocations = relocation_entries(relocs.image())?,
             Err(pelite::Error::Null) => {}
             Err(e) => return Err(pelite_problem("relocation directory", e)),
         }

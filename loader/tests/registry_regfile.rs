@@ -237,3 +237,58 @@ fn files_on_disk() {
     assert!(err.contains(&missing.display().to_string()), "{err}");
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn key_names_with_edge_spaces_round_trip() {
+    // Found by fuzzing (`fuzz/`, target `reg`): the importer trimmed the text between the
+    // brackets, so a key whose last component is a space was exported as `[...\ ]` and imported
+    // back as its parent.
+    let s = store("spaces");
+    let text = "Windows Registry Editor Version 5.00\r\n\r\n\
+        [HKEY_LOCAL_MACHINE\\Software\\IcaSpaces\\ ]\r\n\
+        \"V\"=dword:00000001\r\n\r\n\
+        [HKEY_LOCAL_MACHINE\\Software\\IcaSpaces\\trailing ]\r\n";
+    s.import_reg(text.as_bytes(), "spaces.reg").unwrap();
+    let key = r"\Registry\Machine\Software\IcaSpaces";
+    assert_eq!(
+        s.value(&format!(r"{key}\ "), "V").unwrap(),
+        Some(RegValue::dword(1))
+    );
+    assert_eq!(s.value(key, "V").unwrap(), None, "not the parent's value");
+    assert!(s.key_exists(&format!(r"{key}\trailing ")).unwrap());
+    let exported = s.export_reg(key).unwrap();
+    let copy = store("spaces-copy");
+    copy.import_reg(&exported, "export.reg").unwrap();
+    assert_eq!(copy.export_reg(key).unwrap(), exported);
+}
+
+#[test]
+fn deleting_a_root_key_fails_and_changes_nothing() {
+    // Found by fuzzing (`fuzz/`, target `reg`): `[-HKEY_CURRENT_USER]` deleted
+    // `\Registry\User\.Default`, which the store recreates empty whenever it is opened.
+    let s = store("delroot");
+    let key = r"\Registry\User\.Default\Software\Ica";
+    s.write(|b| b.set_value(key, "v", &RegValue::dword(1)))
+        .unwrap();
+    for text in [
+        "[-HKEY_CURRENT_USER]",
+        "[-HKEY_LOCAL_MACHINE\\SYSTEM]",
+        "[-HKEY_USERS]",
+    ] {
+        let file =
+            format!("Windows Registry Editor Version 5.00\r\n\r\n[HKCU\\New]\r\n\r\n{text}\r\n");
+        let err = s.import_reg(file.as_bytes(), "root.reg").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RegFileError::Registry {
+                    error: loader::registry::RegError::CannotDelete(_),
+                    ..
+                }
+            ),
+            "{text}: {err}"
+        );
+        assert_eq!(s.value(key, "v").unwrap(), Some(RegValue::dword(1)));
+        assert!(!s.key_exists(r"\Registry\User\.Default\New").unwrap());
+    }
+}

@@ -181,6 +181,19 @@ fn delete_follows_windows() {
     assert_eq!(s.write(|b| b.delete_tree(&key)), Ok(true));
     assert!(!s.key_exists(&key).unwrap());
     assert_eq!(s.write(|b| b.delete_tree(&key)), Ok(false));
+    // Skeleton keys and their ancestors stay (a store gets them back whenever it is opened).
+    for kept in [
+        r"\Registry\User\.Default",
+        r"\Registry\Machine\System",
+        r"\Registry\Machine\SYSTEM\CurrentControlSet\Services",
+        r"\Registry\Machine",
+    ] {
+        assert_eq!(
+            s.write(|b| b.delete_tree(kept)),
+            Err(RegError::CannotDelete(kept.to_string()))
+        );
+        assert!(s.key_exists(kept).unwrap());
+    }
     assert!(matches!(
         backend.create_key(r"\Registry\Hive", ""),
         Err(RegError::AccessDenied(_))

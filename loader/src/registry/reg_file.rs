@@ -312,9 +312,11 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<Vec<RegOp>, RegFileError> {
             let Some(end) = inner.rfind(']') else {
                 return p.err("key name without closing ]");
             };
-            let (delete, name) = match inner[..end].trim().strip_prefix('-') {
-                Some(n) => (true, n.trim()),
-                None => (false, inner[..end].trim()),
+            // Everything between `[` (or `[-`) and the last `]` is the name, spaces included: key
+            // names may begin or end with spaces, and the export writes them so.
+            let (delete, name) = match inner[..end].strip_prefix('-') {
+                Some(n) => (true, n),
+                None => (false, &inner[..end]),
             };
             let Some(path) = hkey_to_nt(name) else {
                 return p.err(format!(

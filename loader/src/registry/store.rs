@@ -419,11 +419,20 @@ impl WriteBatch<'_> {
         Ok(())
     }
 
-    /// Deletes a key with all its subkeys; returns whether it existed.
+    /// Deletes a key with all its subkeys; returns whether it existed. The hive roots, the
+    /// skeleton keys and their ancestors cannot be deleted (`CannotDelete`): every store has them,
+    /// and opening a store would bring them back.
     pub fn delete_tree(&mut self, path: &str) -> RegResult<bool> {
         let canon = canonical_path(path)?;
         if self.record(&canon)?.is_none() {
             return Ok(false);
+        }
+        let below = format!("{canon}\\");
+        for key in reg::SKELETON {
+            let skeleton = canonical_path(key)?;
+            if skeleton == canon || skeleton.starts_with(&below) {
+                return Err(RegError::CannotDelete(path.to_string()));
+            }
         }
         if is_root(&canon) {
             return Err(RegError::CannotDelete(path.to_string()));
@@ -496,13 +505,27 @@ impl RegistryStore {
         RegistryStore::open_database(path)
     }
 
+    /// A store in memory only, with the same tables, skeleton and transactions (a scratch store
+    /// for tests and fuzzing); its [`path`](Self::path) is empty.
+    pub fn in_memory() -> RegResult<RegistryStore> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db_err)?;
+        RegistryStore::init(db, PathBuf::new())
+    }
+
     /// Opens or creates the database at `path` and makes sure the root keys exist.
     fn open_database(path: &Path) -> RegResult<RegistryStore> {
         let db = Database::create(path)
             .map_err(|e| RegError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        RegistryStore::init(db, path.to_path_buf())
+    }
+
+    /// Wraps an open database, creating the root keys and the skeleton where missing.
+    fn init(db: Database, path: PathBuf) -> RegResult<RegistryStore> {
         let store = RegistryStore {
             db: Arc::new(db),
-            path: path.to_path_buf(),
+            path,
         };
         store.write(|b| {
             for root in reg::ROOTS {

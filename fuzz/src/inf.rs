@@ -1,45 +1,17 @@
-//! Property test: the INF parser never panics. Arbitrary bytes, mutated real INFs and randomly
-//! generated structured INFs go through both layers (lexing, [Version], models for several
-//! targets, device matching, install plans with Include resolution, DefaultInstall); every
-//! outcome must be `Ok` or an `InfError`. A small hand-written generator (xorshift), bounded in
-//! time: `ICA_INF_FUZZ_SECS` (default 3) and `ICA_INF_FUZZ_SEED` to reproduce a run.
+//! INF parser target: both layers (lexing, [Version], models for several targets, device matching,
+//! install plans with Include resolution, DefaultInstall) on any bytes. Every outcome must be `Ok`
+//! or an `InfError`. The generator builds structured INFs from meaningful pieces so that inputs
+//! reach the semantic layer; the INF property test (`fuzz/tests/inf_property.rs`) uses it too.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use loader::inf::{Arch, IncludedInf, Inf, InfFile, ParseOptions, TargetOs};
 
-struct Rng(u64);
+use crate::mutate::{reencode, Havoc};
+use crate::rng::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
-const SPECIAL: &[&str] = &[
+/// Characters and tokens with a meaning in INF syntax.
+pub const SPECIAL: &[&str] = &[
     "\"",
     "\"\"",
     ",",
@@ -80,7 +52,8 @@ const SPECIAL: &[&str] = &[
     "}",
 ];
 
-const SECTIONS: &[&str] = &[
+/// Section names, real and near-real.
+pub const SECTIONS: &[&str] = &[
     "Version",
     "Manufacturer",
     "M",
@@ -114,7 +87,8 @@ const SECTIONS: &[&str] = &[
     "Strings.0409",
 ];
 
-const KEYS: &[&str] = &[
+/// Keys of the sections above.
+pub const KEYS: &[&str] = &[
     "Signature",
     "Class",
     "ClassGuid",
@@ -152,7 +126,8 @@ const KEYS: &[&str] = &[
     "Frob",
 ];
 
-const VALUES: &[&str] = &[
+/// Values, well-formed and broken.
+pub const VALUES: &[&str] = &[
     "\"$Windows NT$\"",
     "$Chicago$",
     "Net",
@@ -215,7 +190,7 @@ const VALUES: &[&str] = &[
 ];
 
 /// A random INF built from meaningful pieces, so that the semantic layer is reached.
-fn structured(rng: &mut Rng) -> String {
+pub fn structured(rng: &mut Rng) -> String {
     let mut out = String::new();
     if rng.chance(80) {
         out.push_str("[Version]\nSignature=\"$Windows NT$\"\n");
@@ -250,7 +225,9 @@ fn structured(rng: &mut Rng) -> String {
     out
 }
 
-fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
+/// An INF-aware mutation of `bytes`: deletions, syntax tokens, values and section headers
+/// inserted, bit flips, truncation, duplicated chunks; then maybe re-encoded.
+pub fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
     for _ in 0..1 + rng.below(8) {
         let len = bytes.len();
         match rng.below(8) {
@@ -270,7 +247,7 @@ fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
             }
             3 if len > 0 => {
                 let at = rng.below(len);
-                bytes[at] = rng.next() as u8;
+                bytes[at] = rng.next_u64() as u8;
             }
             4 => bytes.truncate(rng.below(len + 1)),
             5 if len > 1 => {
@@ -293,38 +270,35 @@ fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
             }
         }
     }
-    match rng.below(12) {
-        0 => {
-            // As UTF-16LE with a BOM (possibly with an odd trailing byte).
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let mut out = vec![0xFF, 0xFE];
-            out.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
-            if rng.chance(30) {
-                out.push(0x41);
-            }
-            out
-        }
-        1 => [&[0xEF, 0xBB, 0xBF][..], &bytes].concat(),
-        2 => [&[0xFE, 0xFF][..], &bytes].concat(),
-        _ => bytes,
-    }
+    reencode(rng, bytes)
 }
 
-fn random_bytes(rng: &mut Rng) -> Vec<u8> {
+/// Random bytes sprinkled with INF syntax characters.
+pub fn random_bytes(rng: &mut Rng) -> Vec<u8> {
     let len = rng.below(600);
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         if rng.chance(30) {
             out.extend_from_slice(rng.pick(SPECIAL).as_bytes());
         } else {
-            out.push(rng.next() as u8);
+            out.push(rng.next_u64() as u8);
         }
     }
     out
 }
 
-/// Run every entry point of both layers on `bytes`; errors are fine, panics are not.
-fn exercise(bytes: &[u8], include: &[u8]) -> (usize, usize) {
+/// How far an input got: sections, lines and models looked at, install plans built.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reached {
+    /// Sections and models exercised.
+    pub work: usize,
+    /// Install plans built.
+    pub plans: usize,
+}
+
+/// Runs every entry point of both layers on `bytes` (`Include=` resolves to `include`); errors are
+/// fine, panics are not.
+pub fn exercise(bytes: &[u8], include: &[u8]) -> Reached {
     let (mut work, mut plans) = (0, 0);
     for locale in [0x0409u16, 0x0407] {
         let options = ParseOptions { locale };
@@ -381,79 +355,57 @@ fn exercise(bytes: &[u8], include: &[u8]) -> (usize, usize) {
             }
         }
     }
-    (work, plans)
+    Reached { work, plans }
 }
 
-fn seeds() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// The repository's INFs (test drivers and loader fixtures).
+pub fn seeds() -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut out = Vec::new();
-    for sub in ["../tests/drivers", "tests/inf"] {
-        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
-            for e in entries.flatten() {
-                if e.path()
-                    .extension()
-                    .is_some_and(|x| x.eq_ignore_ascii_case("inf"))
-                {
-                    if let Ok(b) = std::fs::read(e.path()) {
-                        out.push(b);
-                    }
+    for sub in ["tests/drivers", "loader/tests/inf"] {
+        let Ok(entries) = std::fs::read_dir(root.join(sub)) else {
+            continue;
+        };
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("inf")) {
+                if let Ok(b) = std::fs::read(&p) {
+                    out.push(b);
                 }
             }
         }
     }
-    assert!(out.len() >= 6, "seed INFs not found");
     out
 }
 
-#[test]
-fn inf_parser_never_panics() {
-    let secs: u64 = std::env::var("ICA_INF_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let seed: u64 = std::env::var("ICA_INF_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x1CA_1AF5);
-    let mut rng = Rng(seed | 1);
-    let seeds = seeds();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let (mut cases, mut work, mut plans) = (0u64, 0usize, 0usize);
-    while Instant::now() < deadline {
-        let input = match rng.below(4) {
-            0 => random_bytes(&mut rng),
-            1 => structured(&mut rng).into_bytes(),
-            2 => {
-                let s = structured(&mut rng).into_bytes();
-                mutate(&mut rng, s)
-            }
-            _ => {
-                let s = seeds[rng.below(seeds.len())].clone();
-                mutate(&mut rng, s)
-            }
-        };
-        let include = if rng.chance(50) {
-            structured(&mut rng).into_bytes()
-        } else {
-            input.clone()
-        };
-        match catch_unwind(AssertUnwindSafe(|| exercise(&input, &include))) {
-            Ok((w, p)) => {
-                work += w;
-                plans += p;
-            }
-            Err(_) => panic!(
-                "INF parser panicked (seed {seed}, case {cases}) on input:\n{:?}\nwith include:\n{:?}",
-                String::from_utf8_lossy(&input),
-                String::from_utf8_lossy(&include)
-            ),
+const HAVOC: Havoc = Havoc {
+    dict: &[
+        b"[", b"]", b"=", b",", b"\"", b";", b"%", b"\\\n", b"\r\n", b"\0",
+    ],
+    max_len: 64 * 1024,
+    hot: 0,
+};
+
+/// A new input: random bytes, a structured INF (maybe mutated), or `parent` mutated (INF-aware or
+/// byte-level, maybe spliced with `other`).
+pub fn next_input(rng: &mut Rng, parent: &[u8], other: &[u8]) -> Vec<u8> {
+    match rng.below(5) {
+        0 => random_bytes(rng),
+        1 => structured(rng).into_bytes(),
+        2 => {
+            let s = structured(rng).into_bytes();
+            mutate(rng, s)
         }
-        cases += 1;
+        3 => HAVOC.mutate(rng, parent, other),
+        _ => mutate(rng, parent.to_vec()),
     }
-    println!("{cases} fuzz cases, {work} sections/models exercised, {plans} install plans built, no panic");
-    assert!(cases > 100, "only {cases} cases ran");
-    assert!(
-        work > 0 && plans > 0,
-        "the generator no longer reaches the semantic layer"
-    );
+}
+
+/// The target: `data` as an INF that includes itself. The outcome class is how far it got.
+pub fn run(data: &[u8]) -> String {
+    let r = exercise(data, data);
+    // Words, not numbers: the runner folds numbers out of outcome classes.
+    let scale = |n: usize| "+".repeat((usize::BITS - n.leading_zeros()) as usize);
+    format!("work {} plans {}", scale(r.work), scale(r.plans.min(15)))
 }
