@@ -12,7 +12,7 @@ use host_linux::device::{Bar, Dma, DmaError, PciDevice};
 use host_linux::net::{NetEvent, NetMiniport};
 use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::{Cable, Rtl8139};
-use loader::net::NetAdapter;
+use loader::net::{oid, NetAdapter};
 use loader::DriverHost;
 use ntoskrnl::pnp::Driver;
 use ntoskrnl::registry::{self, RegValue};
@@ -351,6 +351,24 @@ pub fn default_filter_and_receive_counters(arch: Arch, nic: &mut NetAdapter, wir
     assert!(stats.returns >= 30, "{}: {stats:?}", arch.name());
     assert!(stats.interrupts > 0);
     assert_eq!(nic.info().unwrap().rcv_ok, 41);
+}
+
+/// An unsupported OID, a short query buffer and a short set buffer are clean errors (with the
+/// bytes needed where the miniport says), and a multicast list is accepted and read back.
+pub fn bad_oids_are_clean_errors_and_multicast_reads_back(nic: &mut NetAdapter) {
+    let r = nic.query(0x00FF_FFFF, 64).unwrap();
+    assert_eq!(r.status, ndis::miniport::NDIS_STATUS_NOT_SUPPORTED);
+    let r = nic.query(oid::P802_3_CURRENT_ADDRESS, 2).unwrap();
+    assert_eq!(r.status, ndis::miniport::NDIS_STATUS_BUFFER_TOO_SHORT);
+    assert_eq!(r.bytes_needed, 6);
+    let r = nic.set(oid::GEN_CURRENT_PACKET_FILTER, &[1]).unwrap();
+    assert_eq!(r.status, ndis::miniport::NDIS_STATUS_INVALID_LENGTH);
+    let list = [0x01, 0x00, 0x5E, 0x00, 0x00, 0xFB];
+    let r = nic.set(oid::P802_3_MULTICAST_LIST, &list).unwrap();
+    assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
+    assert_eq!(r.bytes_read, 6);
+    let r = nic.query(oid::P802_3_MULTICAST_LIST, 64).unwrap();
+    assert_eq!(r.data, list);
 }
 
 /// Live pool blocks and bytes per tag.

@@ -23,10 +23,11 @@ use host_linux::net::{NetEvent, NetMiniport};
 use host_linux::packet::{PortHandle, QueuePort};
 use host_linux::rtl8139::Rtl8139;
 use ica_tests::nic::{
-    adapter_key, assert_sent, default_filter_and_receive_counters, drain_sends,
-    forty_receives_arrive_intact, frame, load_and_initialize, one_frame_each_way_then_unload,
-    pool_by_tag, received, rtl_diag, send_all, service, start_probed_rtl8139, start_rtl8139,
-    start_rtl8139_in, ten_sends_leave_intact, MAC, PEER,
+    adapter_key, assert_sent, bad_oids_are_clean_errors_and_multicast_reads_back,
+    default_filter_and_receive_counters, drain_sends, forty_receives_arrive_intact, frame,
+    load_and_initialize, one_frame_each_way_then_unload, pool_by_tag, received, rtl_diag, send_all,
+    service, start_probed_rtl8139, start_rtl8139, start_rtl8139_in, ten_sends_leave_intact, MAC,
+    PEER,
 };
 use ica_tests::{driver_path, host, ARCHES};
 use loader::net::{oid, NetAdapter};
@@ -78,20 +79,7 @@ fn frames_come_in_through_interrupts_and_indications() {
 fn unsupported_oid_and_short_buffers_are_clean_errors() {
     for arch in ARCHES {
         let (mut nic, _wire) = start(arch);
-        let r = nic.query(0x00FF_FFFF, 64).unwrap();
-        assert_eq!(r.status, ndis::miniport::NDIS_STATUS_NOT_SUPPORTED);
-        let r = nic.query(oid::P802_3_CURRENT_ADDRESS, 2).unwrap();
-        assert_eq!(r.status, ndis::miniport::NDIS_STATUS_BUFFER_TOO_SHORT);
-        assert_eq!(r.bytes_needed, 6);
-        let r = nic.set(oid::GEN_CURRENT_PACKET_FILTER, &[1]).unwrap();
-        assert_eq!(r.status, ndis::miniport::NDIS_STATUS_INVALID_LENGTH);
-        // A multicast list is accepted and read back.
-        let list = [0x01, 0x00, 0x5E, 0x00, 0x00, 0xFB];
-        let r = nic.set(oid::P802_3_MULTICAST_LIST, &list).unwrap();
-        assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
-        assert_eq!(r.bytes_read, 6);
-        let r = nic.query(oid::P802_3_MULTICAST_LIST, 64).unwrap();
-        assert_eq!(r.data, list);
+        bad_oids_are_clean_errors_and_multicast_reads_back(&mut nic);
         assert!(nic.stop().unwrap().is_empty());
     }
 }
