@@ -338,7 +338,11 @@ fn run(
             if demo {
                 demo_requests(&mut host).map_err(e)?;
             }
-            let stats = if stats { Some(host.stats().map_err(e)?) } else { None };
+            let stats = if stats {
+                Some(host.stats().map_err(e)?)
+            } else {
+                None
+            };
             let (lines, findings) = host.stop().map_err(e)?;
             lines.into_iter().for_each(&mut say);
             (stats, findings)

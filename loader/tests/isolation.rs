@@ -460,7 +460,11 @@ fn isr_fault_on_the_rtl8139_model_is_reported_and_frames_flow_again() {
             "#1 rtlcrash_ndis6.sys+0x",
             "last kernel calls",
         ] {
-            assert!(r.report.contains(needle), "{name}: no {needle:?} in\n{}", r.report);
+            assert!(
+                r.report.contains(needle),
+                "{name}: no {needle:?} in\n{}",
+                r.report
+            );
         }
         // Both ways, the frames of the last two rounds went through the new driver host, each
         // once and in order.
@@ -468,7 +472,11 @@ fn isr_fault_on_the_rtl8139_model_is_reported_and_frames_flow_again() {
             let tail: Vec<u32> = (sent - 8..sent).collect();
             assert!(seqs.ends_with(&tail), "{name} {dir}: {seqs:?}");
             let unique: BTreeSet<u32> = seqs.iter().copied().collect();
-            assert_eq!(unique.len(), seqs.len(), "{name} {dir}: duplicates in {seqs:?}");
+            assert_eq!(
+                unique.len(),
+                seqs.len(),
+                "{name} {dir}: duplicates in {seqs:?}"
+            );
         }
         let (nic, _, _) = b.into_parts();
         let findings = nic.stop().unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -23,8 +23,8 @@ use loader::host::DriverFile;
 use loader::install::start::MODEL_MAC;
 use loader::isolate::{Backend, HostRegistry, IsolatedNic, IsolationConfig, Stack, StartParams};
 use loader::registry::RegistryStore;
-use ntoskrnl::registry::{service_path, RegValue};
 use netns::{tcp_transfer, E2e, E2eConfig, B_ADDR, TCP_PORT, UP_TAP};
+use ntoskrnl::registry::{service_path, RegValue};
 
 /// The verified transfer after the recovery (the same size as tests/tests/ndis_e2e.rs, whose
 /// in-process throughput it can be compared with).
@@ -77,7 +77,12 @@ fn params(arch: dbt::Arch, failure: Failure) -> (StartParams, HostRegistry, Regi
         // Tests run drivers under the verifier.
         verifier: true,
     };
-    (params, HostRegistry::new(store.clone(), vec![service]), store, key)
+    (
+        params,
+        HostRegistry::new(store.clone(), vec![service]),
+        store,
+        key,
+    )
 }
 
 fn failed_and_recovered(arch: dbt::Arch, failure: Failure) {

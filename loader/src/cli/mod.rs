@@ -279,7 +279,7 @@ pub fn install(
             println!("Starting {inst}");
             match isolation {
                 Some(i) => start::device_stack(root, &store, inst)
-                    .map(|stack| Running::Isolated(stack, i.stack)),
+                    .map(|stack| Running::Isolated(Box::new((stack, i.stack)))),
                 None => start::start_device(root, &store, setup, inst, &mut say)
                     .map(|r| Running::InProcess(Box::new(r))),
             }
@@ -298,7 +298,7 @@ pub fn install(
             println!("Starting service {}", names.join(", "));
             match isolation {
                 Some(i) => start::services_stack(root, &store, &names)
-                    .map(|stack| Running::Isolated(stack, i.stack)),
+                    .map(|stack| Running::Isolated(Box::new((stack, i.stack)))),
                 None => start::start_services(root, &store, setup, &names, &mut say)
                     .map(|r| Running::InProcess(Box::new(r))),
             }
@@ -310,7 +310,8 @@ pub fn install(
         InstallError::Other(format!("installed, but the start failed: {e}"))
     };
     let running = match running {
-        Ok(Running::Isolated(stack, cfg)) => {
+        Ok(Running::Isolated(isolated)) => {
+            let (stack, cfg) = *isolated;
             let (params, registry) = start::isolated_stack_params(&store, setup, stack)?;
             let host = IsolatedStack::start(params, registry, cfg).map_err(|e| failed(&e))?;
             for l in host.started() {
@@ -389,7 +390,7 @@ pub fn install(
 /// A stack to start: in this process (started already) or in a driver host of its own.
 enum Running {
     InProcess(Box<start::Running>),
-    Isolated(Stack, IsolationConfig),
+    Isolated(Box<(Stack, IsolationConfig)>),
 }
 
 /// A started stack.

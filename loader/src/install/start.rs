@@ -146,7 +146,11 @@ fn new_host(store: &RegistryStore, setup: HostSetup) -> Result<DriverHost, Insta
 }
 
 /// The installed file of service `name` (its ImagePath), read.
-fn service_image(root: &Root, store: &RegistryStore, name: &str) -> Result<ServiceImage, InstallError> {
+fn service_image(
+    root: &Root,
+    store: &RegistryStore,
+    name: &str,
+) -> Result<ServiceImage, InstallError> {
     let key = service_key(name);
     if !store.key_exists(&key)? {
         return Err(other(format!(
@@ -337,7 +341,10 @@ pub fn start_stack(
                     .host
                     .build_stack(&driver.service, &[&driver])
                     .map_err(other)?;
-                say("PnP: AddDevice and IRP_MN_START_DEVICE succeeded on a root-enumerated device".into());
+                say(
+                    "PnP: AddDevice and IRP_MN_START_DEVICE succeeded on a root-enumerated device"
+                        .into(),
+                );
                 objects(&run.host).into_iter().for_each(&mut *say);
                 let query = run.host.remove_stack(pdo).map_err(other)?;
                 say(format!(
@@ -365,7 +372,12 @@ fn has_add_device(host: &DriverHost, driver: &Driver) -> bool {
         .k
         .read_ptr(driver.object + l.driver_object_driver_extension)
         .unwrap_or(0);
-    ext != 0 && host.k.read_ptr(ext + l.driver_extension_add_device).unwrap_or(0) != 0
+    ext != 0
+        && host
+            .k
+            .read_ptr(ext + l.driver_extension_add_device)
+            .unwrap_or(0)
+            != 0
 }
 
 /// Starts an installed root device in this process (see [`start_stack`]).

@@ -36,7 +36,11 @@ fn fd_open(fd: i32) -> bool {
 /// What a driver host runs.
 enum Hosted {
     Nic(Box<NetAdapter>),
-    Stack { run: Box<Running>, since: Instant },
+    /// A device stack, services or a `run`, started at `since`.
+    Stack {
+        run: Box<Running>,
+        since: Instant,
+    },
 }
 
 impl Hosted {
@@ -76,6 +80,7 @@ pub fn driver_host_main() -> i32 {
 /// Builds the driver host from `p` (its registry forwarding writes over `chan`), confines the
 /// process and starts the stack; returns it with its start answer.
 fn start(p: &StartParams, chan: &UnixStream) -> Result<(Hosted, Reply), String> {
+    let since = Instant::now();
     let mut host = DriverHost::new(p.arch)
         .map_err(|e| e.to_string())?
         .with_verifier(p.verifier);
@@ -84,8 +89,7 @@ fn start(p: &StartParams, chan: &UnixStream) -> Result<(Hosted, Reply), String> 
         .try_clone()
         .map_err(|e| format!("cannot share the channel with the registry: {e}"))
         .and_then(|c| {
-            ForwardedRegistry::new(&p.registry, c)
-                .map_err(|e| format!("registry snapshot: {e}"))
+            ForwardedRegistry::new(&p.registry, c).map_err(|e| format!("registry snapshot: {e}"))
         })?;
     ntoskrnl::registry::set_backend(&mut host.k, Box::new(forwarded));
     let device = match &p.stack {
@@ -129,7 +133,7 @@ fn start(p: &StartParams, chan: &UnixStream) -> Result<(Hosted, Reply), String> 
             let state = stack_state(&run.host);
             let hosted = Hosted::Stack {
                 run: Box::new(run),
-                since: Instant::now(),
+                since,
             };
             Ok((hosted, Reply::StackStarted(lines, state)))
         }

@@ -105,14 +105,20 @@ pub struct StartParams {
 /// registry (the [`RegistryBackend`](ntoskrnl::registry::RegistryBackend) calls that write).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegWrite {
-    CreateKey { path: String, class: String },
+    CreateKey {
+        path: String,
+        class: String,
+    },
     DeleteKey(String),
     SetValue {
         path: String,
         name: String,
         value: RegValue,
     },
-    DeleteValue { path: String, name: String },
+    DeleteValue {
+        path: String,
+        name: String,
+    },
 }
 
 /// The manager's answer to a [`RegWrite`]: what the backend call returns (`CreateKey`: whether

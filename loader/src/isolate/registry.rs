@@ -54,7 +54,12 @@ impl HostRegistry {
     fn writable(&self, path: &str) -> RegResult<bool> {
         let canon = canonical_path(path)?;
         let classes = format!(r"{CURRENT_CONTROL_SET}\Control\DeviceClasses");
-        for root in self.roots.iter().map(String::as_str).chain([classes.as_str()]) {
+        for root in self
+            .roots
+            .iter()
+            .map(String::as_str)
+            .chain([classes.as_str()])
+        {
             let root = canonical_path(root)?;
             if canon == root || canon.starts_with(&format!("{root}\\")) {
                 return Ok(true);
@@ -246,6 +251,10 @@ mod tests {
         assert_eq!(reg.writes(), 3);
         assert_eq!(store.value(&mine, "X").unwrap(), Some(RegValue::dword(1)));
         assert!(store.value(&other, "X").unwrap().is_none());
-        assert_eq!(reg.snapshot().unwrap().len(), 2, "the new key is read next time");
+        assert_eq!(
+            reg.snapshot().unwrap().len(),
+            2,
+            "the new key is read next time"
+        );
     }
 }

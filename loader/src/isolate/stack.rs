@@ -120,9 +120,8 @@ impl IsolatedStack {
             .values()
             .filter(|h| h.generation == self.generation)
             .count();
-        let note = format!(
-            "{lost} client requests failed, {open} open handles are gone (clients reopen)"
-        );
+        let note =
+            format!("{lost} client requests failed, {open} open handles are gone (clients reopen)");
         let cause = self.sup.record(f, pid, during, lost, &note).cause.clone();
         self.ended.insert(self.generation, cause.clone());
         self.deadline = None;
@@ -212,7 +211,9 @@ impl IsolatedStack {
             return Ok(());
         }
         if self.deadline.is_some_and(|d| d <= Instant::now()) {
-            if let Reply::Events(_, state) = self.request(&Request::Service, "running deferred work")? {
+            if let Reply::Events(_, state) =
+                self.request(&Request::Service, "running deferred work")?
+            {
                 self.track(state);
             }
         }

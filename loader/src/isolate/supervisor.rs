@@ -186,9 +186,7 @@ impl DriverHostProcess {
             return None;
         }
         match proto::recv_reply(&mut self.chan) {
-            Ok(Some(other)) => Some(self.kill(Death::Protocol(format!(
-                "said {other:?} unasked"
-            )))),
+            Ok(Some(other)) => Some(self.kill(Death::Protocol(format!("said {other:?} unasked")))),
             Ok(None) | Err(_) => Some(self.exit_status()),
         }
     }
@@ -361,7 +359,14 @@ impl Supervisor {
 
     /// Records the death of driver host `pid` in `f` while `during` (a request, or idling):
     /// logs the report (with `note` appended) and returns it; `lost` is what went with it.
-    pub fn record(&mut self, f: &Failure, pid: u32, during: &str, lost: u64, note: &str) -> &Recovery {
+    pub fn record(
+        &mut self,
+        f: &Failure,
+        pid: u32,
+        during: &str,
+        lost: u64,
+        note: &str,
+    ) -> &Recovery {
         let now = Instant::now();
         let mut report = self.describe(&f.death, Some(pid));
         let _ = writeln!(report, "while {during}; {note}");
