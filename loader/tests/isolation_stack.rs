@@ -579,3 +579,41 @@ fn registry_writes_of_isolated_drivers_reach_the_store() {
         );
     }
 }
+
+#[test]
+fn a_crash_loop_of_a_stack_hits_the_restart_limit() {
+    let i = install(Arch::Amd64, &["nullderef.inf"]);
+    let mut cfg = config();
+    cfg.max_restarts = 2;
+    let mut stack = i.services(Arch::Amd64, &["IcaNull"], cfg);
+    for round in 0..3 {
+        let h = open(&mut stack, r"\\.\IcaNull");
+        let cause = host_failed(stack.ioctl(h, IOCTL_ICA_NULL_DEREF, &[], &[0; 4]));
+        assert!(
+            cause.contains("guest fault in nullderef.sys+0x"),
+            "round {round}: {cause}"
+        );
+    }
+    assert_eq!(
+        stack.recoveries().len(),
+        3,
+        "the first failure and 2 restarts"
+    );
+    assert_eq!(stack.host_pid(), None, "down for good");
+    let e = stack.open(r"\\.\IcaNull").unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "nullderef.sys: restart limit reached (2 restarts within 60s); the stack stays down"
+        ),
+        "{e}"
+    );
+    assert!(matches!(
+        stack.supervise(),
+        Err(HostError::HostFailed { .. })
+    ));
+    let (lines, findings) = stack.stop().unwrap();
+    assert!(
+        lines.is_empty() && findings.is_empty(),
+        "nothing runs to stop"
+    );
+}
