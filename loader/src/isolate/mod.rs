@@ -17,7 +17,7 @@
 //! When the driver host fails (guest fault, watchdog, host-side panic: it sends its report and
 //! exits; SIGKILL, SIGXCPU at its CPU limit or any other death: the manager sees the socket close;
 //! no answer in time: the manager kills it), the manager logs the report and starts a new driver
-//! host with the same parameters and the registry as it is now ([`supervisor`]). A network
+//! host with the same parameters and the registry as it is now (`supervisor.rs`). A network
 //! adapter counts the frames the dead host had taken and not completed as lost (they are never
 //! offered again, so nothing is duplicated) and shows the carrier down, then up. A device
 //! stack fails the request that was running and every handle opened before; clients reopen. A
