@@ -65,10 +65,45 @@ pub enum HostError {
     /// The verifier found problems the drivers survived (leaks at unload, ...).
     #[error("{}", findings_text(.0))]
     Findings(Vec<Finding>),
+    /// The driver host serving the device failed (`cause` says how; the manager logged the full
+    /// report): the request failed, and so does every handle opened on that driver host. Reopen
+    /// the device: the manager restarts the stack.
+    #[error("{cause} ({})", status::name(*status))]
+    HostFailed {
+        /// STATUS_DEVICE_DOES_NOT_EXIST.
+        status: NtStatus,
+        /// What happened, in one line.
+        cause: String,
+    },
+    /// Not a handle this client opened (or one it closed).
+    #[error("invalid handle {0}")]
+    InvalidHandle(u32),
+}
+
+/// The Win32-shaped client I/O API on device names (CreateFile, DeviceIoControl, ReadFile,
+/// WriteFile, CloseHandle): served by a [`DriverHost`] in this process, or through the manager by
+/// a driver host of its own ([`IsolatedStack`](crate::isolate::IsolatedStack)).
+pub trait DeviceIo {
+    /// Opens a device by name (`\\.\Name`): a handle, or the IRP_MJ_CREATE status on failure.
+    fn open(&mut self, path: &str) -> Result<Result<u32, NtStatus>, HostError>;
+    /// DeviceIoControl on an open handle; `output` is the caller's output buffer.
+    fn ioctl(
+        &mut self,
+        handle: u32,
+        code: u32,
+        input: &[u8],
+        output: &[u8],
+    ) -> Result<ntoskrnl::io::IoResult, HostError>;
+    /// ReadFile of up to `len` bytes.
+    fn read(&mut self, handle: u32, len: usize) -> Result<ntoskrnl::io::IoResult, HostError>;
+    /// WriteFile.
+    fn write(&mut self, handle: u32, data: &[u8]) -> Result<ntoskrnl::io::IoResult, HostError>;
+    /// CloseHandle: the IRP_MJ_CLOSE status.
+    fn close(&mut self, handle: u32) -> Result<NtStatus, HostError>;
 }
 
 /// `the verifier found N problem(s):` and one line per finding.
-pub fn findings_text(findings: &[Finding]) -> String {
+pub fn findings_text<F: std::fmt::Display>(findings: &[F]) -> String {
     let mut text = format!("the verifier found {} problem(s):", findings.len());
     for f in findings {
         text.push_str(&format!("\n  {f}"));
@@ -318,4 +353,56 @@ impl DriverHost {
     pub fn poll_pci(&mut self) -> Vec<u32> {
         self.pci.poll(&mut GuestDma::new(&mut self.k.m.mem))
     }
+}
+
+impl DeviceIo for DriverHost {
+    fn open(&mut self, path: &str) -> Result<Result<u32, NtStatus>, HostError> {
+        DriverHost::open(self, path)
+    }
+    fn ioctl(
+        &mut self,
+        handle: u32,
+        code: u32,
+        input: &[u8],
+        output: &[u8],
+    ) -> Result<ntoskrnl::io::IoResult, HostError> {
+        DriverHost::ioctl(self, handle, code, input, output)
+    }
+    fn read(&mut self, handle: u32, len: usize) -> Result<ntoskrnl::io::IoResult, HostError> {
+        DriverHost::read(self, handle, len)
+    }
+    fn write(&mut self, handle: u32, data: &[u8]) -> Result<ntoskrnl::io::IoResult, HostError> {
+        DriverHost::write(self, handle, data)
+    }
+    fn close(&mut self, handle: u32) -> Result<NtStatus, HostError> {
+        DriverHost::close(self, handle)
+    }
+}
+
+/// Execution statistics of `host` over `wall` time, one line each.
+pub fn stats_lines(host: &DriverHost, wall: std::time::Duration) -> Vec<String> {
+    let s = &host.k.m.stats;
+    let hs = &host.k.stats;
+    let hit_rate = if s.block_lookups > 0 {
+        100.0 * s.block_cache_hits as f64 / s.block_lookups as f64
+    } else {
+        0.0
+    };
+    vec![
+        format!("guest instructions executed: {}", s.instructions),
+        format!(
+            "blocks translated: {}, block cache hit rate {hit_rate:.1}%",
+            s.blocks_translated
+        ),
+        format!(
+            "import calls served: {}, host -> guest calls: {}",
+            hs.host_calls, hs.guest_calls
+        ),
+        format!(
+            "wall time {:.3} ms: guest code {:.3} ms, host services {:.3} ms",
+            wall.as_secs_f64() * 1e3,
+            hs.guest_nanos as f64 / 1e6,
+            hs.host_nanos as f64 / 1e6
+        ),
+    ]
 }

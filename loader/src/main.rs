@@ -3,11 +3,13 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use loader::host::{read_image, DriverHost};
-use loader::install::Root;
+use loader::host::{read_image, DeviceIo, DriverFile, DriverHost};
+use loader::install::{start, Root};
+use loader::isolate::{HostRegistry, IsolatedStack, IsolationConfig, Stack, StartParams};
+use loader::registry::RegistryStore;
 use loader::HostError;
 use ntoskrnl::status;
 
@@ -36,6 +38,11 @@ struct Cli {
     /// `install`).
     #[arg(long, global = true)]
     verifier: bool,
+    /// CPU time (seconds) a confined driver host may use in its life; one that uses it up is
+    /// reported ("CPU limit exceeded") and restarted like any failed one. 0: no limit. Default:
+    /// none for network adapters (they run as long as the link), 300 for other stacks and `run`.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    cpu_limit: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,9 +60,6 @@ enum Command {
         /// Run the driver in this process instead of a confined driver host (for debugging).
         #[arg(long)]
         in_process: bool,
-        /// This process is the confined driver host of a `run` (set by ica-load itself).
-        #[arg(long, hide = true)]
-        confined: bool,
     },
     /// List a driver's imports and whether each is implemented or bound to a trap.
     Imports {
@@ -92,8 +96,8 @@ enum Command {
         /// Network adapters: the Linux interface to create (its wire is `<IFNAME>w`).
         #[arg(long, default_value = "ica0")]
         ifname: String,
-        /// Run the network adapter's miniport in this process instead of a confined driver
-        /// host of its own that is restarted when it fails (for debugging).
+        /// Run the drivers in this process instead of a confined driver host of their own that
+        /// is restarted when it fails (for debugging).
         #[arg(long)]
         in_process: bool,
     },
@@ -146,13 +150,9 @@ fn main() -> ExitCode {
             driver,
             stats,
             in_process,
-            confined,
         } => {
-            if in_process || confined {
-                run(driver.as_deref(), stats, confined, cli.verifier).map_err(|e| e.to_string())
-            } else {
-                run_isolated(&cli.log, driver.as_deref(), stats, cli.verifier)
-            }
+            let isolation = (!in_process).then(|| isolation(&cli.log, cli.cpu_limit, false));
+            run(driver.as_deref(), stats, cli.verifier, isolation)
         }
         Command::Imports { driver } => imports(&driver).map_err(|e| e.to_string()),
         Command::Coverage { reference, missing } => {
@@ -167,7 +167,10 @@ fn main() -> ExitCode {
             ifname,
             in_process,
         } => {
-            let isolation = (!in_process).then(|| isolation(&cli.log));
+            let isolation = (!in_process).then(|| cli::Isolation {
+                nic: isolation(&cli.log, cli.cpu_limit, true),
+                stack: isolation(&cli.log, cli.cpu_limit, false),
+            });
             cli::install(
                 &root,
                 &inf,
@@ -200,12 +203,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// CPU time a driver host of a stack other than a network adapter may use by default: far more
+/// than starting, serving and stopping a device takes, and a bound on a driver that loops
+/// where the watchdog does not look.
+const DEFAULT_STACK_CPU_LIMIT: Duration = Duration::from_secs(300);
+
 /// Driver hosts run this very program (the hidden `driver-host` subcommand) with the same log
-/// filter.
-fn isolation(log: &str) -> loader::isolate::IsolationConfig {
+/// filter; `cpu_limit` seconds of CPU each (0: unlimited; None: the default for a network adapter
+/// (`nic`) or another stack).
+fn isolation(log: &str, cpu_limit: Option<u64>, nic: bool) -> IsolationConfig {
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    let mut cfg = loader::isolate::IsolationConfig::new(program);
+    let mut cfg = IsolationConfig::new(program);
     cfg.args = vec!["--log".into(), log.into()];
+    cfg.cpu_limit = match cpu_limit {
+        Some(0) => None,
+        Some(s) => Some(Duration::from_secs(s)),
+        None => (!nic).then_some(DEFAULT_STACK_CPU_LIMIT),
+    };
     cfg
 }
 
@@ -261,120 +275,87 @@ fn coverage(reference: Option<&Path>, missing: bool) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Writes the bundled driver to a temporary file so it loads like any other.
-fn bundled_driver() -> Result<PathBuf, HostError> {
-    let dir = std::env::temp_dir().join(format!("ica-load-{}", std::process::id()));
-    let path = dir.join(DEFAULT_DRIVER_NAME);
-    std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&path, DEFAULT_DRIVER))
-        .map_err(|e| loader::LoadError {
-            file: path.display().to_string(),
-            problem: format!("cannot write: {e}"),
-        })?;
-    Ok(path)
-}
-
-/// `run` in a confined driver host of its own: this program again with `--confined`, its output
-/// going where ours goes. A driver failure is reported by the driver host; a death without a
-/// report (a signal) by us.
-fn run_isolated(
-    log: &str,
-    driver: Option<&Path>,
-    stats: bool,
-    verifier: bool,
-) -> Result<(), String> {
-    let cfg = isolation(log);
-    let mut cmd = std::process::Command::new(&cfg.program);
-    cmd.args(&cfg.args).arg("run").arg("--confined");
-    if let Some(d) = driver {
-        // Bad images are rejected here, before any process is started.
-        read_image(d).map_err(|e| e.to_string())?;
-        cmd.arg(d);
-    }
-    if stats {
-        cmd.arg("--stats");
-    }
-    if verifier {
-        cmd.arg("--verifier");
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start a driver host: {e}"))?;
-    let pid = child.id();
-    let status = child
-        .wait()
-        .map_err(|e| format!("cannot wait for the driver host: {e}"))?;
-    use std::os::unix::process::ExitStatusExt;
-    match (status.success(), status.signal()) {
-        (true, _) => Ok(()),
-        (false, Some(sig)) => Err(format!(
-            "the driver host (pid {pid}) was killed by signal {sig} without a report"
-        )),
-        (false, None) => Err(format!(
-            "the driver host (pid {pid}) failed ({status}); its report is above"
-        )),
-    }
-}
-
+/// `run`: DriverEntry, a root device stack built and removed if the driver has AddDevice, the
+/// bundled demo's requests, DriverUnload; in a confined driver host of its own (`isolation`),
+/// talked to through the manager, or in this process. A one-shot run is not restarted.
 fn run(
     driver: Option<&Path>,
     stats: bool,
-    confined: bool,
     verifier: bool,
-) -> Result<(), HostError> {
-    let (path, demo) = match driver {
-        Some(p) => (p.to_path_buf(), false),
-        None => (bundled_driver()?, true),
+    isolation: Option<IsolationConfig>,
+) -> Result<(), String> {
+    let (file, demo) = match driver {
+        Some(p) => (DriverFile::read(p).map_err(|e| e.to_string())?, false),
+        None => (
+            DriverFile {
+                name: DEFAULT_DRIVER_NAME.into(),
+                bytes: DEFAULT_DRIVER.to_vec(),
+            },
+            true,
+        ),
     };
-    let started = Instant::now();
-    let file = loader::host::DriverFile::read(&path)?;
-    let pe = read_image(&path)?;
-    let mut host = DriverHost::new(pe.arch)?.with_verifier(verifier);
-    if confined {
-        loader::isolate::confine().map_err(|e| loader::LoadError {
-            file: path.display().to_string(),
-            problem: format!("cannot confine the driver host: {e}"),
-        })?;
+    // Bad images are rejected here, before any driver host is started; the error names the file
+    // as given.
+    let arch = file
+        .parse()
+        .map_err(|e| match driver {
+            Some(p) => format!("{}: {}", p.display(), e.problem),
+            None => e.to_string(),
+        })?
+        .arch;
+    let stack = Stack::Run(file);
+    let mut say = |line: String| println!("{line}");
+    let e = |e: HostError| e.to_string();
+    let i = |e: loader::install::InstallError| e.to_string();
+    let (stats, findings) = match isolation {
+        None => {
+            let started = Instant::now();
+            let host = DriverHost::new(arch).map_err(e)?.with_verifier(verifier);
+            let mut running = start::start_stack(host, &stack, &mut say).map_err(i)?;
+            if demo {
+                demo_requests(&mut running.host).map_err(e)?;
+            }
+            let stats = stats.then(|| loader::host::stats_lines(&running.host, started.elapsed()));
+            (stats, start::stop(running, &mut say).map_err(i)?)
+        }
+        Some(mut cfg) => {
+            cfg.max_restarts = 0;
+            let store = RegistryStore::in_memory().map_err(|e| e.to_string())?;
+            let keys = start::stack_keys(&store, &stack).map_err(i)?;
+            let params = StartParams {
+                arch,
+                stack,
+                registry: Vec::new(),
+                watchdog: ntoskrnl::Watchdog::default(),
+                verifier,
+            };
+            let mut host = IsolatedStack::start(params, HostRegistry::new(store, keys), cfg)?;
+            host.started().iter().cloned().for_each(&mut say);
+            say(format!(
+                "(driver host pid {}, confined)",
+                host.host_pid().unwrap_or_default()
+            ));
+            if demo {
+                demo_requests(&mut host).map_err(e)?;
+            }
+            let stats = if stats {
+                Some(host.stats().map_err(e)?)
+            } else {
+                None
+            };
+            let (lines, findings) = host.stop().map_err(e)?;
+            lines.into_iter().for_each(&mut say);
+            (stats, findings)
+        }
+    };
+    if let Some(lines) = stats {
+        println!("statistics:");
+        for l in lines {
+            println!("  {l}");
+        }
     }
-    let driver = host.load_driver_file(&file)?;
-    println!(
-        "{}: DriverEntry returned STATUS_SUCCESS ({} driver)",
-        path.display(),
-        pe.arch.name()
-    );
-    print_objects(&host);
-    let ext = host
-        .k
-        .read_ptr(driver.object + host.k.layout.driver_object_driver_extension)
-        .unwrap_or(0);
-    let add_device = host
-        .k
-        .read_ptr(ext + host.k.layout.driver_extension_add_device)
-        .unwrap_or(0);
-    if add_device != 0 {
-        let pdo = host.build_stack(&driver.service, &[&driver])?;
-        println!("PnP: AddDevice and IRP_MN_START_DEVICE succeeded on a root-enumerated device");
-        print_objects(&host);
-        let query = host.remove_stack(pdo)?;
-        println!(
-            "PnP: device removed (IRP_MN_QUERY_REMOVE_DEVICE: {})",
-            status::name(query)
-        );
-    }
-    if demo {
-        demo_requests(&mut host)?;
-    }
-    host.unload_driver(&driver)?;
-    println!(
-        "DriverUnload done; pool still allocated by the driver: {} bytes",
-        host.k.pool.bytes_owned_by(&image_name(&path))
-    );
-    if stats {
-        print_stats(&host, started.elapsed());
-    }
-    let findings = host.k.verifier.take_findings();
     if !findings.is_empty() {
-        return Err(HostError::Findings(findings));
+        return Err(loader::host::findings_text(&findings));
     }
     if verifier {
         println!("verifier: no findings");
@@ -382,37 +363,8 @@ fn run(
     Ok(())
 }
 
-fn image_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn print_objects(host: &DriverHost) {
-    let mut devices: Vec<_> = host
-        .k
-        .io
-        .devices
-        .values()
-        .filter_map(|d| d.name.clone().map(|n| (n, d.driver)))
-        .collect();
-    devices.sort();
-    for (name, driver) in devices {
-        let owner = host
-            .k
-            .io
-            .driver(driver)
-            .map(|d| d.image.clone())
-            .unwrap_or_default();
-        println!("  device {name} ({owner})");
-    }
-    for (link, target) in host.k.io.symbolic_links() {
-        println!("  symbolic link {link} -> {target}");
-    }
-}
-
 /// The bundled demo: talk to ioctl.sys the way a Win32 program would.
-fn demo_requests(host: &mut DriverHost) -> Result<(), HostError> {
+fn demo_requests(host: &mut dyn DeviceIo) -> Result<(), HostError> {
     const IOCTL_ICA_REVERSE: u32 = 0x0022_2000;
     const IOCTL_ICA_SELFTEST: u32 = 0x0022_2010;
     let handle = match host.open("\\\\.\\IcaIoctl")? {
@@ -429,8 +381,14 @@ fn demo_requests(host: &mut DriverHost) -> Result<(), HostError> {
         String::from_utf8_lossy(&reply.output)
     );
     let selftest = host.ioctl(handle, IOCTL_ICA_SELFTEST, &[], &[0; 128])?;
-    let passed = u32::from_le_bytes(selftest.output[0..4].try_into().unwrap_or_default());
-    let failed = u32::from_le_bytes(selftest.output[4..8].try_into().unwrap_or_default());
+    let word = |at: usize| {
+        selftest
+            .output
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let (passed, failed) = (word(0), word(4));
     println!("IOCTL_ICA_SELFTEST -> {passed} in-driver checks passed, {failed} failed");
     host.write(handle, b"stored in the driver")?;
     let back = host.read(handle, 64)?;
@@ -440,30 +398,4 @@ fn demo_requests(host: &mut DriverHost) -> Result<(), HostError> {
     );
     host.close(handle)?;
     Ok(())
-}
-
-fn print_stats(host: &DriverHost, wall: std::time::Duration) {
-    let s = &host.k.m.stats;
-    let hs = &host.k.stats;
-    let hit_rate = if s.block_lookups > 0 {
-        100.0 * s.block_cache_hits as f64 / s.block_lookups as f64
-    } else {
-        0.0
-    };
-    println!("statistics:");
-    println!("  guest instructions executed: {}", s.instructions);
-    println!(
-        "  blocks translated: {}, block cache hit rate {hit_rate:.1}%",
-        s.blocks_translated
-    );
-    println!(
-        "  import calls served: {}, host -> guest calls: {}",
-        hs.host_calls, hs.guest_calls
-    );
-    println!(
-        "  wall time {:.3} ms: guest code {:.3} ms, host services {:.3} ms",
-        wall.as_secs_f64() * 1e3,
-        hs.guest_nanos as f64 / 1e6,
-        hs.host_nanos as f64 / 1e6
-    );
 }

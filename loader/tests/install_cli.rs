@@ -1,9 +1,12 @@
 //! `ica-load INF` end to end, through the real binary, each test in its own `--root`: the driver
 //! store with hashes, the registry keys, the device stack started and unloaded, `list`, `remove`,
-//! reinstall, legacy services, a bad INF that installs nothing, `--dry-run`, `devices`.
+//! reinstall, legacy services, a bad INF that installs nothing, `--dry-run`, `devices`, a driver
+//! host killed while `--keep-running` and restarted.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use loader::install::package::{read_manifest, sha256_file};
 use loader::registry::windows::{enum_key, service_key};
@@ -384,4 +387,59 @@ fn reg_export_and_import_round_trip() {
     assert!(out.contains("Imported"), "{out}");
     let store = RegistryStore::open(&b).unwrap();
     assert!(store.key_exists(&service_key("IcaIoctl")).unwrap());
+}
+
+#[test]
+fn a_killed_driver_host_is_restarted_while_kept_running() {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ica-load"))
+        .arg("--root")
+        .arg(root.path())
+        .args([&inf("filter.inf"), "--keep-running"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut pid = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("(driver host pid ") {
+            pid = rest.split(',').next().and_then(|p| p.parse::<i32>().ok());
+        }
+        if line.starts_with("Running") {
+            break;
+        }
+    }
+    let pid = pid.expect("the driver host's pid is printed");
+    // SAFETY: kill(2) of the driver host, a child of our child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // The manager notices and reaps it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the dead driver host was not noticed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: SIGINT to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{rest:?}");
+    let recovery = format!(
+        "  recovery  driver host (pid {pid}) of function.sys, filter.sys was killed by signal 9 \
+         (SIGKILL) without a report (detected in "
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with(&recovery) && l.contains("restarted in")),
+        "{rest:?}"
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l == "Done: filter.inf installed, started and unloaded cleanly."),
+        "the new driver host unloaded the stack: {rest:?}"
+    );
 }

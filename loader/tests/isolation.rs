@@ -6,7 +6,9 @@
 //! frames keep flowing through the same upper edge, the frames the dead host had are counted
 //! lost, none is delivered twice, the carrier goes down during the restart and up after it. A
 //! driver host that stops answering is killed and replaced; a driver that fails on every frame
-//! hits the restart limit.
+//! hits the restart limit. `rtlcrash_ndis6.sys` faults in its ISR on the RTL8139 model, whose
+//! wire is a socket the test plays the network on: the adapter comes back and frames flow both
+//! ways again.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use host_linux::net::{Bridge, BridgeError, QueueUpper, QueueUpperHandle};
 use loader::host::DriverFile;
-use loader::isolate::{Backend, IsolatedNic, IsolationConfig, StartParams};
+use loader::isolate::{Backend, HostRegistry, IsolatedNic, IsolationConfig, Stack, StartParams};
+use loader::registry::RegistryStore;
 use ntoskrnl::registry::{service_path, RegValue};
 
 const ARCHES: [dbt::Arch; 2] = [dbt::Arch::X86, dbt::Arch::X64];
@@ -28,36 +31,62 @@ const DISPATCH_SPIN: u32 = 2;
 const DPC_FAULT: u32 = 3;
 const BEHAVE: u32 = 0;
 
-fn driver(arch: dbt::Arch) -> DriverFile {
+fn driver(arch: dbt::Arch, file: &str) -> DriverFile {
     let dir = if arch == dbt::Arch::X86 { "x86" } else { "x64" };
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/drivers/bin")
         .join(dir)
-        .join(DRIVER);
+        .join(file);
     DriverFile::read(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn params(arch: dbt::Arch, misbehave: u32, after: u32) -> StartParams {
-    let key = format!(r"{}\Parameters", service_path("netcrash_ndis6"));
-    StartParams {
+/// A misbehaving miniport `file` on `backend`, configured from its Parameters key (Misbehave,
+/// MisbehaveAfter) in an in-memory store the test keeps.
+fn misbehaving(
+    arch: dbt::Arch,
+    file: &str,
+    backend: Backend,
+    misbehave: u32,
+    after: u32,
+) -> (StartParams, HostRegistry, RegistryStore, String) {
+    let driver = driver(arch, file);
+    let service = driver.service();
+    let key = format!(r"{}\Parameters", service_path(&service));
+    let store = RegistryStore::in_memory().unwrap();
+    store
+        .write(|b| {
+            b.set_value(&key, "Misbehave", &RegValue::dword(misbehave))?;
+            b.set_value(&key, "MisbehaveAfter", &RegValue::dword(after))
+        })
+        .unwrap();
+    let params = StartParams {
         arch,
-        driver: driver(arch),
-        config_key: Some(key.clone()),
-        registry: vec![(
-            key,
-            vec![
-                ("Misbehave".into(), RegValue::dword(misbehave)),
-                ("MisbehaveAfter".into(), RegValue::dword(after)),
-            ],
-        )],
-        backend: Backend::Virtual,
+        stack: Stack::Nic {
+            driver,
+            config_key: Some(key.clone()),
+            backend,
+        },
+        registry: Vec::new(),
         watchdog: ntoskrnl::Watchdog {
             call: Some(Duration::from_secs(10)),
             raised: Some(Duration::from_millis(300)),
         },
         // Tests run drivers under the verifier.
         verifier: true,
-    }
+    };
+    let registry = HostRegistry::new(store.clone(), vec![service_path(&service)]);
+    (params, registry, store, key)
+}
+
+/// netcrash_ndis6.sys, a virtual adapter, told to misbehave.
+fn netcrash(arch: dbt::Arch, misbehave: u32, after: u32) -> IsolatedNic {
+    netcrash_with(arch, misbehave, after, config())
+}
+
+fn netcrash_with(arch: dbt::Arch, misbehave: u32, after: u32, cfg: IsolationConfig) -> IsolatedNic {
+    let (params, registry, _, _) = misbehaving(arch, DRIVER, Backend::Virtual, misbehave, after);
+    IsolatedNic::start(params, registry, None, cfg)
+        .unwrap_or_else(|e| panic!("{DRIVER} {}: {e}", arch.name()))
 }
 
 fn config() -> IsolationConfig {
@@ -127,8 +156,7 @@ impl Traffic {
 /// the restart; prints the times and, for x64, the report.
 fn crash_and_recover(arch: dbt::Arch, misbehave: u32, expect: &[&str]) {
     let name = format!("{DRIVER} {} misbehave {misbehave}", arch.name());
-    let nic = IsolatedNic::start(params(arch, misbehave, 10), None, config())
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let nic = netcrash(arch, misbehave, 10);
     let first_pid = nic.host_pid();
     let (upper, h) = QueueUpper::new();
     let mut b = Bridge::new(nic, upper);
@@ -230,7 +258,7 @@ fn timer_dpc_fault_is_reported_and_the_adapter_restarts() {
 fn sigkill_of_the_driver_host_is_recovered() {
     for arch in ARCHES {
         let name = format!("SIGKILL {}", arch.name());
-        let nic = IsolatedNic::start(params(arch, BEHAVE, 0), None, config()).unwrap();
+        let nic = netcrash(arch, BEHAVE, 0);
         let (upper, h) = QueueUpper::new();
         let mut b = Bridge::new(nic, upper);
         let mut t = Traffic::default();
@@ -279,7 +307,7 @@ fn sigkill_of_the_driver_host_is_recovered() {
 fn a_crash_loop_hits_the_restart_limit() {
     let mut cfg = config();
     cfg.max_restarts = 3;
-    let nic = IsolatedNic::start(params(dbt::Arch::X64, SEND_FAULT, 0), None, cfg).unwrap();
+    let nic = netcrash_with(dbt::Arch::X64, SEND_FAULT, 0, cfg);
     let (upper, h) = QueueUpper::new();
     let mut b = Bridge::new(nic, upper);
     let mut err = None;
@@ -312,7 +340,7 @@ fn a_crash_loop_hits_the_restart_limit() {
 fn a_driver_host_that_stops_answering_is_killed_and_replaced() {
     let mut cfg = config();
     cfg.reply_timeout = Duration::from_millis(500);
-    let nic = IsolatedNic::start(params(dbt::Arch::X64, BEHAVE, 0), None, cfg).unwrap();
+    let nic = netcrash_with(dbt::Arch::X64, BEHAVE, 0, cfg);
     let (upper, h) = QueueUpper::new();
     let mut b = Bridge::new(nic, upper);
     let mut t = Traffic::default();
@@ -334,4 +362,124 @@ fn a_driver_host_that_stops_answering_is_killed_and_replaced() {
     assert!(r.detect >= Duration::from_millis(500), "{:?}", r.detect);
     assert_ne!(nic.host_pid(), Some(pid));
     t.check(nic.lost_frames());
+}
+
+/// MisbehaveAfter of rtlcrash_ndis6.sys: the ISR faults at the 13th interrupt it claims.
+const ISR_AFTER: u32 = 12;
+
+/// A broadcast frame from the wire's side carrying `seq`.
+fn wire_frame(seq: u32) -> Vec<u8> {
+    let mut f = vec![0xFF; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x77, 0x88, 0xB5]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.resize(60, 0x5A);
+    f
+}
+
+#[test]
+fn isr_fault_on_the_rtl8139_model_is_reported_and_frames_flow_again() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+
+    for arch in ARCHES {
+        let name = format!("rtlcrash_ndis6 {}", arch.name());
+        // The model's wire: one frame per datagram, like a TAP; the test is the network.
+        let (theirs, net) = UnixDatagram::pair().unwrap();
+        net.set_nonblocking(true).unwrap();
+        let backend = Backend::Model {
+            model: "rtl8139".into(),
+            mac: loader::install::start::MODEL_MAC,
+            wire: true,
+        };
+        let (params, registry, store, key) =
+            misbehaving(arch, "rtlcrash_ndis6.sys", backend, 1, ISR_AFTER);
+        let nic = IsolatedNic::start(params, registry, Some(OwnedFd::from(theirs)), config())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The running driver host has read its configuration; the next one reads the store
+        // again and behaves.
+        store
+            .write(|b| b.set_value(&key, "Misbehave", &RegValue::dword(BEHAVE)))
+            .unwrap();
+        let first = nic.host_pid();
+        let (upper, h) = QueueUpper::new();
+        let mut b = Bridge::new(nic, upper);
+        let (mut up_seq, mut wire_seq) = (0u32, 0u32);
+        let mut on_wire = Vec::new();
+        let mut delivered = Vec::new();
+        // Rounds of 4 frames each way (an interrupt or more each) until the ISR faulted and the
+        // new driver host carried two rounds.
+        let mut rounds_after = 0;
+        for _ in 0..40 {
+            for _ in 0..4 {
+                h.inject(&frame(up_seq));
+                up_seq += 1;
+                net.send(&wire_frame(wire_seq)).unwrap();
+                wire_seq += 1;
+            }
+            let failed_before = !b.miniport().recoveries().is_empty();
+            let (want_up, want_wire) = (delivered.len() + 4, on_wire.len() + 4);
+            b.run_until(Duration::from_secs(5), |b| {
+                while let Some(f) = h.take_delivered() {
+                    delivered.push(seq_of(&f));
+                }
+                let mut buf = [0u8; 2048];
+                while let Ok(n) = net.recv(&mut buf) {
+                    on_wire.push(seq_of(&buf[..n]));
+                }
+                let restarted = b.miniport().host_pid().is_some();
+                restarted
+                    && ((delivered.len() >= want_up && on_wire.len() >= want_wire)
+                        || b.miniport().recoveries().len() > usize::from(failed_before))
+            })
+            .unwrap_or_else(|e| panic!("{name}: bridge stopped: {e}"));
+            if failed_before {
+                rounds_after += 1;
+                if rounds_after == 2 {
+                    break;
+                }
+            }
+        }
+        let nic = b.miniport();
+        assert_eq!(nic.recoveries().len(), 1, "{name}: one failure");
+        assert_ne!(nic.host_pid(), first, "{name}: a new driver host");
+        let r = &nic.recoveries()[0];
+        eprintln!(
+            "{name}: ISR fault detected in {:.1?}, recovered in {:.1?}, {} frames lost",
+            r.detect,
+            r.recover.unwrap_or_default(),
+            r.lost
+        );
+        if arch == dbt::Arch::X64 {
+            eprintln!("{}", r.report);
+        }
+        for needle in [
+            "driver host (pid ",
+            "rtlcrash_ndis6.sys failed: guest fault in rtlcrash_ndis6.sys+0x",
+            "page fault: write at 0x0",
+            "guest backtrace:",
+            "#1 rtlcrash_ndis6.sys+0x",
+            "last kernel calls",
+        ] {
+            assert!(
+                r.report.contains(needle),
+                "{name}: no {needle:?} in\n{}",
+                r.report
+            );
+        }
+        // Both ways, the frames of the last two rounds went through the new driver host, each
+        // once and in order.
+        for (dir, seqs, sent) in [("up", &delivered, up_seq), ("wire", &on_wire, wire_seq)] {
+            let tail: Vec<u32> = (sent - 8..sent).collect();
+            assert!(seqs.ends_with(&tail), "{name} {dir}: {seqs:?}");
+            let unique: BTreeSet<u32> = seqs.iter().copied().collect();
+            assert_eq!(
+                unique.len(),
+                seqs.len(),
+                "{name} {dir}: duplicates in {seqs:?}"
+            );
+        }
+        let (nic, _, _) = b.into_parts();
+        let findings = nic.stop().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(findings.is_empty(), "{name}: {findings:?}");
+    }
 }

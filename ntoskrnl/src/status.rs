@@ -26,6 +26,7 @@ pub const STATUS_NOT_SUPPORTED: NtStatus = 0xC000_00BB;
 pub const STATUS_DEVICE_NOT_READY: NtStatus = 0xC000_00A3;
 pub const STATUS_DELETE_PENDING: NtStatus = 0xC000_0056;
 pub const STATUS_DRIVER_UNABLE_TO_LOAD: NtStatus = 0xC000_026C;
+pub const STATUS_DEVICE_DOES_NOT_EXIST: NtStatus = 0xC000_00C0;
 
 /// NT_SUCCESS: informational and success codes (the top bit clear).
 pub fn nt_success(status: NtStatus) -> bool {
@@ -58,6 +59,7 @@ pub fn name(status: NtStatus) -> String {
         STATUS_DEVICE_NOT_READY => "STATUS_DEVICE_NOT_READY",
         STATUS_DELETE_PENDING => "STATUS_DELETE_PENDING",
         STATUS_DRIVER_UNABLE_TO_LOAD => "STATUS_DRIVER_UNABLE_TO_LOAD",
+        STATUS_DEVICE_DOES_NOT_EXIST => "STATUS_DEVICE_DOES_NOT_EXIST",
         _ => return format!("0x{status:08X}"),
     };
     known.to_string()

@@ -15,7 +15,7 @@ mkdir -p "$outdir"
 outdir=$(cd "$outdir" && pwd)
 
 DRIVERS="ioctl function filter unknownimport nullderef norelocs regtest rtl8139_ndis5
-  rtl8139_ndis6 netvirt_ndis6 netcrash_ndis6 sins"
+  rtl8139_ndis6 netvirt_ndis6 netcrash_ndis6 rtlcrash_ndis6 sins"
 
 CC_X86=${CC_X86:-i686-w64-mingw32-gcc}
 CC_X64=${CC_X64:-x86_64-w64-mingw32-gcc}
@@ -40,7 +40,7 @@ extra_cflags() {
     rtl8139_ndis5) echo "-DNDIS_MINIPORT_DRIVER -DNDIS51_MINIPORT=1" ;; # ndis51_fix.h
     rtl8139_ndis6 | netvirt_ndis6) echo "-DNDIS_MINIPORT_DRIVER" ;; # ndis6.h
     # ndis6.h; no tail calls, so every misbehaving frame stays in the guest backtrace
-    netcrash_ndis6) echo "-DNDIS_MINIPORT_DRIVER -fno-optimize-sibling-calls" ;;
+    netcrash_ndis6 | rtlcrash_ndis6) echo "-DNDIS_MINIPORT_DRIVER -fno-optimize-sibling-calls" ;;
     *) echo "" ;;
     esac
 }
@@ -48,7 +48,7 @@ extra_cflags() {
 # Per-driver extra import libraries (before the common ones).
 extra_libs() {
     case $1 in
-    rtl8139_ndis5 | rtl8139_ndis6 | netvirt_ndis6 | netcrash_ndis6) echo "-lndis" ;;
+    rtl8139_ndis5 | rtl8139_ndis6 | netvirt_ndis6 | netcrash_ndis6 | rtlcrash_ndis6) echo "-lndis" ;;
     *) echo "" ;;
     esac
 }

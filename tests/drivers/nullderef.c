@@ -1,10 +1,13 @@
 /*
- * nullderef.sys - faults on purpose: a read through a NULL pointer.
+ * nullderef.sys - faults on purpose: a read through a NULL pointer; and spins
+ * forever on request.
  *
  * \Device\IcaNull (symlink \DosDevices\IcaNull).
  *   IOCTL_ICA_NULL_DEREF  DeviceControl -> IcaHandleNullDeref -> IcaReadNull,
  *                         which loads a ULONG from address 0 (a guest fault;
  *                         the guest backtrace has these three frames).
+ *   IOCTL_ICA_SPIN        spins forever at PASSIVE_LEVEL (IcaSpin).
+ *   IOCTL_ICA_SPIN_RAISED raises to DISPATCH_LEVEL, then spins forever.
  *   IOCTL_ICA_PING        STATUS_SUCCESS, Information 0.
  * Built with -fno-omit-frame-pointer so x86 backtraces can walk EBP frames.
  */
@@ -49,6 +52,14 @@ static __attribute__((noinline, noipa)) NTSTATUS IcaHandleNullDeref(PIRP Irp, UL
     return IcaComplete(Irp, STATUS_SUCCESS, 0);
 }
 
+static volatile ULONG IcaSpins;
+
+static __attribute__((noinline, noipa)) void IcaSpin(void)
+{
+    for (;;)
+        IcaSpins++;
+}
+
 static NTSTATUS NTAPI IcaDeviceControl(PDEVICE_OBJECT DeviceObject, PIRP Irp)
 {
     PIO_STACK_LOCATION stack = IoGetCurrentIrpStackLocation(Irp);
@@ -61,6 +72,19 @@ static NTSTATUS NTAPI IcaDeviceControl(PDEVICE_OBJECT DeviceObject, PIRP Irp)
         status = IcaHandleNullDeref(Irp, stack->Parameters.DeviceIoControl.OutputBufferLength);
         DbgPrint("nullderef: survived the NULL read\n"); /* not a tail call */
         return status;
+
+    case IOCTL_ICA_SPIN:
+        IcaSpin();
+        return IcaComplete(Irp, STATUS_SUCCESS, 0);
+
+    case IOCTL_ICA_SPIN_RAISED: {
+        KIRQL old;
+
+        KeRaiseIrql(DISPATCH_LEVEL, &old);
+        IcaSpin();
+        KeLowerIrql(old);
+        return IcaComplete(Irp, STATUS_SUCCESS, 0);
+    }
 
     case IOCTL_ICA_PING:
         return IcaComplete(Irp, STATUS_SUCCESS, 0);

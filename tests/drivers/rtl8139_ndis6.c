@@ -36,6 +36,16 @@
 
 #define RTL_TAG 0x36384352u /* 'RC86' in a pool dump */
 
+/* Hooks a variant built from this file defines (rtlcrash_ndis6.c); empty here.
+ * RTL_CONFIG_HOOK runs with the adapter's configuration open, RTL_ISR_HOOK
+ * in the ISR once per interrupt the adapter claims (at DIRQL). */
+#ifndef RTL_CONFIG_HOOK
+#define RTL_CONFIG_HOOK(cfg)
+#endif
+#ifndef RTL_ISR_HOOK
+#define RTL_ISR_HOOK()
+#endif
+
 /* Registers. */
 #define R_IDR0 0x00
 #define R_MAR0 0x08
@@ -889,6 +899,7 @@ static BOOLEAN NTAPI RtlIsr(NDIS_HANDLE Context, PBOOLEAN QueueDefaultInterruptD
         *QueueDefaultInterruptDpc = FALSE;
         return FALSE;
     }
+    RTL_ISR_HOOK();
     Wr16(a, R_IMR, 0); /* masked until the DPC has run */
     /* The DPC on this processor (bit 0), told which adapter it serves. */
     *QueueDefaultInterruptDpc = FALSE;
@@ -1082,6 +1093,7 @@ static void RtlReadConfig(PRTL_ADAPTER a)
         if (p[0] | p[1] | p[2] | p[3] | p[4] | p[5])
             NdisMoveMemory(a->CurrentAddress, p, 6);
     }
+    RTL_CONFIG_HOOK(cfg);
     NdisCloseConfiguration(cfg);
 }
 

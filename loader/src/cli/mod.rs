@@ -2,6 +2,8 @@
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use loader::inf::Arch;
 use loader::install::devices::{self, Bus};
@@ -10,6 +12,7 @@ use loader::install::manage::{self, start_type_name};
 use loader::install::package::Stored;
 use loader::install::start::HostSetup;
 use loader::install::{self, start, InstallError, InstallOptions, Root};
+use loader::isolate::{IsolatedStack, IsolationConfig, Recovery, Stack};
 use loader::registry::reg_file::hkey_to_nt;
 
 mod nic;
@@ -92,8 +95,36 @@ fn wait_for_stop_signal(set: libc::sigset_t) {
     unsafe { libc::sigwait(&set, &mut sig) };
 }
 
+/// How driver hosts are run: for a network adapter, and for any other stack.
+pub struct Isolation {
+    pub nic: IsolationConfig,
+    pub stack: IsolationConfig,
+}
+
+/// Sets `stop` on SIGINT or SIGTERM (which are blocked for every thread from now on).
+fn stop_on_signal(stop: Arc<AtomicBool>) {
+    let signals = block_stop_signals();
+    std::thread::spawn(move || {
+        wait_for_stop_signal(signals);
+        stop.store(true, Ordering::SeqCst);
+    });
+}
+
+/// Prints what the driver hosts went through; `lost` names what a dead one loses.
+fn print_recoveries(recoveries: &[Recovery], lost: &str) {
+    for r in recoveries {
+        let recover = r.recover.map_or("not restarted".to_string(), |d| {
+            format!("restarted in {d:.2?}")
+        });
+        println!(
+            "  recovery  {} (detected in {:.2?}, {recover}, {} {lost} lost)",
+            r.cause, r.detect, r.lost
+        );
+    }
+}
+
 /// `ica-load install INF` (`verifier`: run the started drivers under the verifier; `isolation`:
-/// run a network adapter in a confined driver host, None: in this process).
+/// run the drivers in confined driver hosts, None: in this process).
 #[allow(clippy::too_many_arguments)]
 pub fn install(
     root: &Root,
@@ -104,7 +135,7 @@ pub fn install(
     verbose: bool,
     ifname: &str,
     verifier: bool,
-    isolation: Option<loader::isolate::IsolationConfig>,
+    isolation: Option<Isolation>,
 ) -> Result<(), InstallError> {
     let opts = InstallOptions {
         arch,
@@ -236,7 +267,8 @@ pub fn install(
                 || start::vfio_function_for_instance(inst).is_some();
             let virtual_nic = p.plan.net.is_some() && start::is_root_device(inst);
             if on_pci || virtual_nic {
-                let r = nic::run(root, &store, setup, inst, ifname, keep_running, isolation);
+                let cfg = isolation.map(|i| i.nic);
+                let r = nic::run(root, &store, setup, inst, ifname, keep_running, cfg);
                 let state = match &r {
                     Ok(()) => "started, then unloaded cleanly".to_string(),
                     Err(e) => format!("failed: {}", first_line(&e.to_string())),
@@ -245,7 +277,12 @@ pub fn install(
                 return r;
             }
             println!("Starting {inst}");
-            start::start_device(root, &store, setup, inst, &mut say)
+            match isolation {
+                Some(i) => start::device_stack(root, &store, inst)
+                    .map(|stack| Running::Isolated(Box::new((stack, i.stack)))),
+                None => start::start_device(root, &store, setup, inst, &mut say)
+                    .map(|r| Running::InProcess(Box::new(r))),
+            }
         }
         _ => {
             let names: Vec<String> = p
@@ -259,30 +296,79 @@ pub fn install(
                 return Ok(());
             }
             println!("Starting service {}", names.join(", "));
-            start::start_services(root, &store, setup, &names, &mut say)
+            match isolation {
+                Some(i) => start::services_stack(root, &store, &names)
+                    .map(|stack| Running::Isolated(Box::new((stack, i.stack)))),
+                None => start::start_services(root, &store, setup, &names, &mut say)
+                    .map(|r| Running::InProcess(Box::new(r))),
+            }
         }
+    };
+    let failed = |e: &dyn std::fmt::Display| {
+        let state = format!("start failed: {}", first_line(&e.to_string()));
+        let _ = record_start(&store, &p.package_name, &state);
+        InstallError::Other(format!("installed, but the start failed: {e}"))
     };
     let running = match running {
-        Ok(r) => r,
-        Err(e) => {
-            let state = format!("start failed: {}", first_line(&e.to_string()));
-            let _ = record_start(&store, &p.package_name, &state);
-            return Err(InstallError::Other(format!(
-                "installed, but the start failed: {e}"
-            )));
+        Ok(Running::Isolated(isolated)) => {
+            let (stack, cfg) = *isolated;
+            let (params, registry) = start::isolated_stack_params(&store, setup, stack)?;
+            let host = IsolatedStack::start(params, registry, cfg).map_err(|e| failed(&e))?;
+            for l in host.started() {
+                say(l.clone());
+            }
+            say(format!(
+                "(driver host pid {}, confined)",
+                host.host_pid().unwrap_or_default()
+            ));
+            Started::Isolated(Box::new(host))
+        }
+        Ok(Running::InProcess(r)) => {
+            for o in start::objects(&r.host) {
+                say(o);
+            }
+            Started::InProcess(r)
+        }
+        Err(e) => return Err(failed(&e)),
+    };
+    println!("Started.");
+    let stopped = match running {
+        Started::InProcess(r) => {
+            if keep_running {
+                let signals = block_stop_signals();
+                println!("Running; press Ctrl-C to unload.");
+                wait_for_stop_signal(signals);
+            }
+            println!("Unloading");
+            start::stop(*r, &mut |l| println!("  {l}"))
+        }
+        Started::Isolated(mut host) => {
+            let mut kept = Ok(());
+            if keep_running {
+                // Signals are blocked before anyone is told to send one.
+                let stop = Arc::new(AtomicBool::new(false));
+                stop_on_signal(stop.clone());
+                println!("Running; press Ctrl-C to unload.");
+                kept = host.supervise_until(&|| stop.load(Ordering::SeqCst));
+                print_recoveries(host.recoveries(), "requests");
+            }
+            println!("Unloading");
+            kept.and_then(|()| host.stop())
+                .map(|(lines, findings)| {
+                    lines.iter().for_each(|l| println!("  {l}"));
+                    findings
+                })
+                .map_err(|e| InstallError::Other(e.to_string()))
         }
     };
-    for o in start::objects(&running.host) {
-        println!("  {o}");
-    }
-    println!("Started.");
-    if keep_running {
-        let signals = block_stop_signals();
-        println!("Running; press Ctrl-C to unload.");
-        wait_for_stop_signal(signals);
-    }
-    println!("Unloading");
-    match start::stop(running, &mut |l| println!("  {l}")) {
+    let stopped = stopped.and_then(|findings| {
+        if findings.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError::Other(loader::host::findings_text(&findings)))
+        }
+    });
+    match stopped {
         Ok(()) => {
             record_start(&store, &p.package_name, "started, then unloaded cleanly")?;
             println!(
@@ -299,6 +385,18 @@ pub fn install(
             )))
         }
     }
+}
+
+/// A stack to start: in this process (started already) or in a driver host of its own.
+enum Running {
+    InProcess(Box<start::Running>),
+    Isolated(Box<(Stack, IsolationConfig)>),
+}
+
+/// A started stack.
+enum Started {
+    InProcess(Box<start::Running>),
+    Isolated(Box<IsolatedStack>),
 }
 
 fn first_line(s: &str) -> &str {

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -99,15 +99,7 @@ impl NetMiniport for Adapter {
 /// Prints what the driver hosts went through.
 fn print_recoveries(nic: &Adapter) {
     let Adapter::Isolated(n) = nic else { return };
-    for r in n.recoveries() {
-        let recover = r.recover.map_or("not restarted".to_string(), |d| {
-            format!("restarted in {d:.2?}")
-        });
-        println!(
-            "  recovery  {} (detected in {:.2?}, {recover}, {} frames lost)",
-            r.cause, r.detect, r.lost
-        );
-    }
+    super::print_recoveries(n.recoveries(), "frames");
     if !n.recoveries().is_empty() {
         println!(
             "  restarts  {} driver-host failures, {} frames lost in all",
@@ -115,15 +107,6 @@ fn print_recoveries(nic: &Adapter) {
             n.lost_frames()
         );
     }
-}
-
-/// Sets `stop` on SIGINT or SIGTERM (which are blocked for every thread from now on).
-fn stop_on_signal(stop: Arc<AtomicBool>) {
-    let signals = super::block_stop_signals();
-    std::thread::spawn(move || {
-        super::wait_for_stop_signal(signals);
-        stop.store(true, Ordering::SeqCst);
-    });
 }
 
 /// Starts the network adapter `instance` and, with TAPs, bridges it to the interface `ifname`
@@ -178,12 +161,13 @@ pub fn run(
                 Some(m) => format!("on the {m} model"),
                 None => "as a virtual adapter".to_string(),
             };
-            let (params, what) = start::isolated_nic_params(root, store, setup, instance, backend)?;
+            let (params, registry, what) =
+                start::isolated_nic_params(root, store, setup, instance, backend)?;
             let wire_fd = match &wire {
                 Some(w) => Some(w.as_fd().try_clone_to_owned().map_err(other)?),
                 None => None,
             };
-            let nic = IsolatedNic::start(params, wire_fd, cfg).map_err(other)?;
+            let nic = IsolatedNic::start(params, registry, wire_fd, cfg).map_err(other)?;
             say(format!(
                 "{what} loaded {on}, MiniportInitialize succeeded (driver host pid {}, confined)",
                 nic.host_pid().unwrap_or_default()
@@ -230,7 +214,7 @@ pub fn run(
         if keep_running {
             // Signals are blocked before anyone is told to send one.
             let stop = Arc::new(AtomicBool::new(false));
-            stop_on_signal(stop.clone());
+            super::stop_on_signal(stop.clone());
             println!("Running; press Ctrl-C to stop.");
             let mut bridge = Bridge::new(nic, upper);
             let result = bridge.run(&stop);

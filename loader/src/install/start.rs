@@ -1,7 +1,9 @@
 //! Starting what an install wrote, the way Windows' PnP manager and service control manager do:
 //! drivers are found through their service keys (ImagePath -> the installed .sys), a device's
 //! stack is its LowerFilters, Service and UpperFilters from its `Enum` key; then everything is
-//! torn down again (remove the stack, DriverUnload) before the process exits.
+//! torn down again (remove the stack, DriverUnload) before the process exits. The manager reads
+//! the stack ([`device_stack`], [`services_stack`]); [`start_stack`] starts it, in this process
+//! or in a driver host of its own ([`isolated_stack_params`]).
 
 use host_linux::device::PciDevice as PciFunction;
 use host_linux::pci::PciDevice;
@@ -9,7 +11,9 @@ use host_linux::vfio::{bind_instructions, VfioPciDevice, VFIO_DRIVER};
 use ntoskrnl::pnp::{self, Driver};
 use ntoskrnl::status::{self, NtStatus};
 
+use crate::host::DriverFile;
 use crate::inf::Arch;
+use crate::isolate::{Backend, HostRegistry, ServiceImage, Stack, StartParams};
 use crate::net::NetAdapter;
 use crate::registry::windows::{driver_key, enum_key, service_key};
 use crate::registry::RegistryStore;
@@ -141,13 +145,12 @@ fn new_host(store: &RegistryStore, setup: HostSetup) -> Result<DriverHost, Insta
         .with_registry(store))
 }
 
-fn load_service(
-    run: &mut Running,
+/// The installed file of service `name` (its ImagePath), read.
+fn service_image(
     root: &Root,
     store: &RegistryStore,
     name: &str,
-    say: &mut dyn FnMut(String),
-) -> Result<Driver, InstallError> {
+) -> Result<ServiceImage, InstallError> {
     let key = service_key(name);
     if !store.key_exists(&key)? {
         return Err(other(format!(
@@ -163,18 +166,38 @@ fn load_service(
             "service {name}: ImagePath {image_path} is not a path ICA can place"
         ))
     })?;
-    let image = run.host.load_image(&file).map_err(other)?;
-    let (driver, st) = pnp::initialize_driver(&mut run.host.k, &image, name)
+    Ok(ServiceImage {
+        service: name.to_string(),
+        file: DriverFile::read(&file).map_err(other)?,
+    })
+}
+
+/// Maps a driver and runs its DriverEntry (a service loaded already is not loaded again).
+fn load_service(
+    run: &mut Running,
+    image: &ServiceImage,
+    say: &mut dyn FnMut(String),
+) -> Result<Driver, InstallError> {
+    if let Some((d, _)) = run
+        .drivers
+        .iter()
+        .find(|(d, _)| d.service.eq_ignore_ascii_case(&image.service))
+    {
+        return Ok(d.clone());
+    }
+    let name = &image.service;
+    let mapped = run.host.map_file(&image.file).map_err(other)?;
+    let (driver, st) = pnp::initialize_driver(&mut run.host.k, &mapped, name)
         .map_err(|e| other(run.host.fail(e)))?;
     if !status::nt_success(st) {
         return Err(fails(&format!("{name}: DriverEntry"), st));
     }
     say(format!(
         "{name}: {} loaded, DriverEntry returned {}",
-        file.display(),
+        image.file.name,
         status::name(st)
     ));
-    run.drivers.push((driver.clone(), image.name.clone()));
+    run.drivers.push((driver.clone(), mapped.name.clone()));
     Ok(driver)
 }
 
@@ -207,15 +230,13 @@ pub fn objects(host: &DriverHost) -> Vec<String> {
     out
 }
 
-/// Starts an installed root device: loads its drivers (lower filters, function driver, upper
-/// filters), creates the PDO with its instance, AddDevice bottom to top, IRP_MN_START_DEVICE.
-pub fn start_device(
+/// The stack of an installed root device, from its `Enum` key: its lower filters, function
+/// driver and upper filters (bottom to top) with their installed files.
+pub fn device_stack(
     root: &Root,
     store: &RegistryStore,
-    setup: HostSetup,
     instance: &str,
-    say: &mut dyn FnMut(String),
-) -> Result<Running, InstallError> {
+) -> Result<Stack, InstallError> {
     if let Some(why) = cannot_start(instance) {
         return Err(other(format!("{instance}: not started: {why}")));
     }
@@ -226,52 +247,149 @@ pub fn start_device(
             .and_then(|v| v.as_multi_sz())
             .unwrap_or_default())
     };
-    let lower = multi("LowerFilters")?;
-    let upper = multi("UpperFilters")?;
-    let function = store.value(&ekey, "Service")?.and_then(|v| v.as_str());
-    let mut stack: Vec<String> = lower;
-    stack.extend(function);
-    stack.extend(upper);
+    let mut names = multi("LowerFilters")?;
+    names.extend(store.value(&ekey, "Service")?.and_then(|v| v.as_str()));
+    names.extend(multi("UpperFilters")?);
+    let drivers = names
+        .iter()
+        .map(|n| service_image(root, store, n))
+        .collect::<Result<_, _>>()?;
+    Ok(Stack::Device {
+        instance: instance.to_string(),
+        drivers,
+    })
+}
+
+/// The stack of installed legacy (non-PnP) services: their installed files.
+pub fn services_stack(
+    root: &Root,
+    store: &RegistryStore,
+    services: &[String],
+) -> Result<Stack, InstallError> {
+    Ok(Stack::Services(
+        services
+            .iter()
+            .map(|n| service_image(root, store, n))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+/// Starts `stack` in `host`, the way Windows' PnP manager and service control manager do: a
+/// device's drivers are loaded (DriverEntry, each once), its PDO created, AddDevice runs bottom to
+/// top, then IRP_MN_START_DEVICE; services get DriverEntry; `run` gets DriverEntry and, if the
+/// driver has AddDevice, a root-enumerated stack built and removed again. Network adapters
+/// start through [`NetAdapter`] instead. `say` hears each step and the devices and links made.
+pub fn start_stack(
+    host: DriverHost,
+    stack: &Stack,
+    say: &mut dyn FnMut(String),
+) -> Result<Running, InstallError> {
     let mut run = Running {
-        host: new_host(store, setup)?,
+        host,
         drivers: Vec::new(),
         pdo: None,
-        instance: Some(instance.to_string()),
+        instance: None,
     };
-    let mut drivers = Vec::new();
-    for name in &stack {
-        match run
-            .drivers
-            .iter()
-            .find(|(d, _)| d.service.eq_ignore_ascii_case(name))
-        {
-            Some((d, _)) => drivers.push(d.clone()),
-            None => drivers.push(load_service(&mut run, root, store, name, say)?),
+    match stack {
+        Stack::Device { instance, drivers } => {
+            let mut stack = Vec::new();
+            for image in drivers {
+                stack.push(load_service(&mut run, image, say)?);
+            }
+            let device_id = instance.split('\\').nth(1).unwrap_or(instance).to_string();
+            let pdo = pnp::create_root_device(&mut run.host.k, &device_id)
+                .map_err(|e| other(run.host.fail(e)))?;
+            ntoskrnl::registry::set_device_instance(&mut run.host.k, pdo, instance);
+            run.pdo = Some(pdo);
+            run.instance = Some(instance.clone());
+            say(format!("PDO for {instance} created"));
+            for d in &stack {
+                let st = pnp::add_device(&mut run.host.k, d, pdo)
+                    .map_err(|e| other(run.host.fail(e)))?;
+                if !status::nt_success(st) {
+                    return Err(fails(&format!("{}: AddDevice", d.service), st));
+                }
+                say(format!(
+                    "{}: AddDevice returned {}",
+                    d.service,
+                    status::name(st)
+                ));
+            }
+            let st =
+                pnp::start_device(&mut run.host.k, pdo).map_err(|e| other(run.host.fail(e)))?;
+            if !status::nt_success(st) {
+                return Err(fails("IRP_MN_START_DEVICE", st));
+            }
+            say(format!("IRP_MN_START_DEVICE: {}", status::name(st)));
+        }
+        Stack::Services(drivers) => {
+            for image in drivers {
+                load_service(&mut run, image, say)?;
+            }
+        }
+        Stack::Run(file) => {
+            let driver = run.host.load_driver_file(file).map_err(other)?;
+            say(format!(
+                "{}: DriverEntry returned STATUS_SUCCESS ({} driver)",
+                file.name,
+                run.host.k.arch().name()
+            ));
+            run.drivers.push((driver.clone(), file.name.clone()));
+            if has_add_device(&run.host, &driver) {
+                objects(&run.host).into_iter().for_each(&mut *say);
+                let pdo = run
+                    .host
+                    .build_stack(&driver.service, &[&driver])
+                    .map_err(other)?;
+                say(
+                    "PnP: AddDevice and IRP_MN_START_DEVICE succeeded on a root-enumerated device"
+                        .into(),
+                );
+                objects(&run.host).into_iter().for_each(&mut *say);
+                let query = run.host.remove_stack(pdo).map_err(other)?;
+                say(format!(
+                    "PnP: device removed (IRP_MN_QUERY_REMOVE_DEVICE: {})",
+                    status::name(query)
+                ));
+                return Ok(run);
+            }
+        }
+        Stack::Nic { driver, .. } => {
+            return Err(other(format!(
+                "{}: a network adapter starts through NDIS",
+                driver.name
+            )))
         }
     }
-    let device_id = instance.split('\\').nth(1).unwrap_or(instance).to_string();
-    let pdo = pnp::create_root_device(&mut run.host.k, &device_id)
-        .map_err(|e| other(run.host.fail(e)))?;
-    ntoskrnl::registry::set_device_instance(&mut run.host.k, pdo, instance);
-    run.pdo = Some(pdo);
-    say(format!("PDO for {instance} created"));
-    for d in &drivers {
-        let st = pnp::add_device(&mut run.host.k, d, pdo).map_err(|e| other(run.host.fail(e)))?;
-        if !status::nt_success(st) {
-            return Err(fails(&format!("{}: AddDevice", d.service), st));
-        }
-        say(format!(
-            "{}: AddDevice returned {}",
-            d.service,
-            status::name(st)
-        ));
-    }
-    let st = pnp::start_device(&mut run.host.k, pdo).map_err(|e| other(run.host.fail(e)))?;
-    if !status::nt_success(st) {
-        return Err(fails("IRP_MN_START_DEVICE", st));
-    }
-    say(format!("IRP_MN_START_DEVICE: {}", status::name(st)));
+    objects(&run.host).into_iter().for_each(&mut *say);
     Ok(run)
+}
+
+/// Whether a loaded driver has an AddDevice routine (a PnP driver).
+fn has_add_device(host: &DriverHost, driver: &Driver) -> bool {
+    let l = host.k.layout;
+    let ext = host
+        .k
+        .read_ptr(driver.object + l.driver_object_driver_extension)
+        .unwrap_or(0);
+    ext != 0
+        && host
+            .k
+            .read_ptr(ext + l.driver_extension_add_device)
+            .unwrap_or(0)
+            != 0
+}
+
+/// Starts an installed root device in this process (see [`start_stack`]).
+pub fn start_device(
+    root: &Root,
+    store: &RegistryStore,
+    setup: HostSetup,
+    instance: &str,
+    say: &mut dyn FnMut(String),
+) -> Result<Running, InstallError> {
+    let stack = device_stack(root, store, instance)?;
+    start_stack(new_host(store, setup)?, &stack, say)
 }
 
 /// Factory MAC address of software NIC models (locally administered).
@@ -366,34 +484,34 @@ pub fn start_nic(
 }
 
 /// What a driver host of its own needs to start the installed network adapter `instance` on
-/// `backend` (a software model or none): the driver file, its configuration key and a snapshot of
-/// the registry it may read (its service, driver and device keys); and `SERVICE: FILE` for
-/// messages.
+/// `backend` (a software model or none): the start message with the driver file and its
+/// configuration key, the drivers' view of the registry (their service, driver and device keys);
+/// and `SERVICE: FILE` for messages.
 pub fn isolated_nic_params(
     root: &Root,
     store: &RegistryStore,
     setup: HostSetup,
     instance: &str,
-    backend: crate::isolate::Backend,
-) -> Result<(crate::isolate::StartParams, String), InstallError> {
+    backend: Backend,
+) -> Result<(StartParams, HostRegistry, String), InstallError> {
     let plan = nic_plan(root, store, instance)?;
-    let driver = crate::host::DriverFile::read(&plan.file).map_err(other)?;
-    let mut registry = store.snapshot(&service_key(&plan.service))?;
-    if let Some(k) = &plan.config_key {
-        registry.extend(store.snapshot(k)?);
-    }
-    registry.extend(store.snapshot(&enum_key(instance))?);
+    let driver = DriverFile::read(&plan.file).map_err(other)?;
+    let mut keys = vec![service_key(&plan.service)];
+    keys.extend(plan.config_key.clone());
+    keys.push(enum_key(instance));
     let what = format!("{}: {}", plan.service, plan.file.display());
-    let params = crate::isolate::StartParams {
+    let params = StartParams {
         arch: dbt_arch(setup.arch),
-        driver,
-        config_key: plan.config_key,
-        registry,
-        backend,
+        stack: Stack::Nic {
+            driver,
+            config_key: plan.config_key,
+            backend,
+        },
+        registry: Vec::new(),
         watchdog: ntoskrnl::Watchdog::default(),
         verifier: setup.verifier,
     };
-    Ok((params, what))
+    Ok((params, HostRegistry::new(store.clone(), keys), what))
 }
 
 /// Whether `instance` is a root-enumerated device (`ROOT\...`).
@@ -401,7 +519,7 @@ pub fn is_root_device(instance: &str) -> bool {
     instance.len() >= 5 && instance[..5].eq_ignore_ascii_case("ROOT\\")
 }
 
-/// Starts legacy (non-PnP) services: DriverEntry of each.
+/// Starts legacy (non-PnP) services in this process: DriverEntry of each.
 pub fn start_services(
     root: &Root,
     store: &RegistryStore,
@@ -409,21 +527,57 @@ pub fn start_services(
     services: &[String],
     say: &mut dyn FnMut(String),
 ) -> Result<Running, InstallError> {
-    let mut run = Running {
-        host: new_host(store, setup)?,
-        drivers: Vec::new(),
-        pdo: None,
-        instance: None,
-    };
-    for name in services {
-        load_service(&mut run, root, store, name, say)?;
+    let stack = services_stack(root, store, services)?;
+    start_stack(new_host(store, setup)?, &stack, say)
+}
+
+/// The registry keys the drivers of `stack` read and write: their service keys, and a device's
+/// `Enum` key and driver key.
+pub fn stack_keys(store: &RegistryStore, stack: &Stack) -> Result<Vec<String>, InstallError> {
+    let mut keys = Vec::new();
+    match stack {
+        Stack::Device { instance, drivers } => {
+            keys.extend(drivers.iter().map(|d| service_key(&d.service)));
+            let ekey = enum_key(instance);
+            if let Some(d) = store.value(&ekey, "Driver")?.and_then(|v| v.as_str()) {
+                keys.push(driver_key(&d));
+            }
+            keys.push(ekey);
+        }
+        Stack::Services(drivers) => keys.extend(drivers.iter().map(|d| service_key(&d.service))),
+        Stack::Run(file) => keys.push(service_key(&file.service())),
+        Stack::Nic { .. } => {}
     }
-    Ok(run)
+    let mut unique: Vec<String> = Vec::new();
+    for k in keys {
+        if !unique.iter().any(|u| u.eq_ignore_ascii_case(&k)) {
+            unique.push(k);
+        }
+    }
+    Ok(unique)
+}
+
+/// What a driver host of its own needs to start `stack`: the start message (the registry is read
+/// at every start) and the drivers' view of `store`.
+pub fn isolated_stack_params(
+    store: &RegistryStore,
+    setup: HostSetup,
+    stack: Stack,
+) -> Result<(StartParams, HostRegistry), InstallError> {
+    let keys = stack_keys(store, &stack)?;
+    let params = StartParams {
+        arch: dbt_arch(setup.arch),
+        stack,
+        registry: Vec::new(),
+        watchdog: ntoskrnl::Watchdog::default(),
+        verifier: setup.verifier,
+    };
+    Ok((params, HostRegistry::new(store.clone(), keys)))
 }
 
 /// Removes the device stack and unloads every driver (DriverUnload), newest first, reporting pool
-/// the drivers did not free; with the verifier on, what it found fails the stop.
-pub fn stop(mut run: Running, say: &mut dyn FnMut(String)) -> Result<(), InstallError> {
+/// the drivers did not free; returns what the verifier found (one line each; empty with it off).
+pub fn stop(mut run: Running, say: &mut dyn FnMut(String)) -> Result<Vec<String>, InstallError> {
     if let Some(pdo) = run.pdo.take() {
         let q = pnp::remove_device(&mut run.host.k, pdo).map_err(|e| other(run.host.fail(e)))?;
         if !status::nt_success(q) {
@@ -448,8 +602,5 @@ pub fn stop(mut run: Running, say: &mut dyn FnMut(String)) -> Result<(), Install
         }
     }
     let findings = run.host.k.verifier.take_findings();
-    if findings.is_empty() {
-        return Ok(());
-    }
-    Err(other(crate::host::findings_text(&findings)))
+    Ok(findings.iter().map(ToString::to_string).collect())
 }

@@ -1,23 +1,26 @@
 //! The driver host: started by the manager with the socket on [`CHANNEL_FD`] (and the model's wire
-//! on [`WIRE_FD`]), it reads the start parameters, builds the kernel, the registry snapshot and
-//! the device, confines itself, then starts the adapter and serves requests until told to stop.
-//! A failure of the driver (or a panic of the host code) is answered with the full report, and
-//! the process exits: the manager decides what comes next.
+//! on [`WIRE_FD`]), it reads the start parameters, builds the kernel, the registry snapshot
+//! (whose writes it forwards to the manager) and the device, confines itself, then starts the
+//! stack and serves requests until told to stop. A failure of a driver (or a panic of the host
+//! code) is answered with the full report, and the process exits: the manager decides what comes
+//! next.
 
-use std::collections::VecDeque;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
 
 use host_linux::net::NetMiniport;
 use host_linux::packet::{PacketPort, QueuePort};
 use host_linux::tap::TapPort;
 use ntoskrnl::KernelError;
 
-use super::proto::{self, Backend, PathState, Reply, Request, StartParams};
+use super::proto::{self, Backend, PathState, Reply, Request, Stack, StartParams};
+use super::registry::ForwardedRegistry;
 use super::{CHANNEL_FD, WIRE_FD};
+use crate::install::start::{self, Running};
 use crate::net::NetAdapter;
-use crate::DriverHost;
+use crate::{DriverHost, HostError};
 
 /// Exit codes of the driver host.
 const EXIT_STOPPED: i32 = 0;
@@ -28,6 +31,25 @@ const EXIT_PROTOCOL: i32 = 2;
 fn fd_open(fd: i32) -> bool {
     // SAFETY: F_GETFD only inspects the descriptor table.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// What a driver host runs.
+enum Hosted {
+    Nic(Box<NetAdapter>),
+    /// A device stack, services or a `run`, started at `since`.
+    Stack {
+        run: Box<Running>,
+        since: Instant,
+    },
+}
+
+impl Hosted {
+    fn host(&self) -> &DriverHost {
+        match self {
+            Hosted::Nic(nic) => &nic.host,
+            Hosted::Stack { run, .. } => &run.host,
+        }
+    }
 }
 
 /// Runs the driver host; returns the process exit code.
@@ -42,43 +64,39 @@ pub fn driver_host_main() -> i32 {
         Ok(Some(Request::Start(p))) => p,
         Ok(_) | Err(_) => return EXIT_PROTOCOL,
     };
-    let mut nic = match start(&params) {
-        Ok(nic) => nic,
+    let (hosted, started) = match start(&params, &chan) {
+        Ok(started) => started,
         Err(report) => {
             let _ = proto::send_reply(&mut chan, &Reply::Failed(report));
             return EXIT_FAILED;
         }
     };
-    let started = nic
-        .info()
-        .map(|info| Reply::Started(info, path_state(&mut nic)))
-        .unwrap_or_else(|e| Reply::Failed(e.to_string()));
-    let failed = matches!(started, Reply::Failed(_));
-    if proto::send_reply(&mut chan, &started).is_err() || failed {
+    if proto::send_reply(&mut chan, &started).is_err() {
         return EXIT_FAILED;
     }
-    serve(&mut chan, nic)
+    serve(&mut chan, hosted)
 }
 
-/// Builds the driver host from `p`, confines the process and starts the adapter.
-fn start(p: &StartParams) -> Result<NetAdapter, String> {
+/// Builds the driver host from `p` (its registry forwarding writes over `chan`), confines the
+/// process and starts the stack; returns it with its start answer.
+fn start(p: &StartParams, chan: &UnixStream) -> Result<(Hosted, Reply), String> {
+    let since = Instant::now();
     let mut host = DriverHost::new(p.arch)
         .map_err(|e| e.to_string())?
         .with_verifier(p.verifier);
     host.k.watchdog = p.watchdog;
-    let reg = ntoskrnl::registry::backend(&mut host.k);
-    for (key, values) in &p.registry {
-        reg.create_key_path(key)
-            .and_then(|()| {
-                values
-                    .iter()
-                    .try_for_each(|(n, v)| reg.set_value(key, n, v))
-            })
-            .map_err(|e| format!("registry snapshot, key {key}: {e}"))?;
-    }
-    let device = match &p.backend {
-        Backend::Virtual => None,
-        Backend::Model { model, mac, wire } => {
+    let forwarded = chan
+        .try_clone()
+        .map_err(|e| format!("cannot share the channel with the registry: {e}"))
+        .and_then(|c| {
+            ForwardedRegistry::new(&p.registry, c).map_err(|e| format!("registry snapshot: {e}"))
+        })?;
+    ntoskrnl::registry::set_backend(&mut host.k, Box::new(forwarded));
+    let device = match &p.stack {
+        Stack::Nic {
+            backend: Backend::Model { model, mac, wire },
+            ..
+        } => {
             let port: Box<dyn PacketPort + Send> = if *wire {
                 if !fd_open(WIRE_FD) {
                     return Err(format!("no wire on fd {WIRE_FD}"));
@@ -94,14 +112,36 @@ fn start(p: &StartParams) -> Result<NetAdapter, String> {
                     .ok_or_else(|| format!("no software model named {model}"))?,
             )
         }
+        _ => None,
     };
     super::confine().map_err(|e| format!("cannot confine the driver host: {e}"))?;
-    NetAdapter::start_file(host, &p.driver, device, p.config_key.as_deref(), Vec::new())
-        .map_err(|e| e.to_string())
+    match &p.stack {
+        Stack::Nic {
+            driver, config_key, ..
+        } => {
+            let mut nic =
+                NetAdapter::start_file(host, driver, device, config_key.as_deref(), Vec::new())
+                    .map_err(|e| e.to_string())?;
+            let info = nic.info().map_err(|e| e.to_string())?;
+            let state = nic_state(&mut nic);
+            Ok((Hosted::Nic(Box::new(nic)), Reply::Started(info, state)))
+        }
+        stack => {
+            let mut lines = Vec::new();
+            let run = start::start_stack(host, stack, &mut |l| lines.push(l))
+                .map_err(|e| e.to_string())?;
+            let state = stack_state(&run.host);
+            let hosted = Hosted::Stack {
+                run: Box::new(run),
+                since,
+            };
+            Ok((hosted, Reply::StackStarted(lines, state)))
+        }
+    }
 }
 
 /// Frames the miniport took and has not completed, and the next guest timer.
-fn path_state(nic: &mut NetAdapter) -> PathState {
+fn nic_state(nic: &mut NetAdapter) -> PathState {
     let s = nic.stats();
     PathState {
         in_flight: s
@@ -109,43 +149,100 @@ fn path_state(nic: &mut NetAdapter) -> PathState {
             .saturating_sub(s.sends_ok + s.sends_failed + s.sends_requeued),
         deadline: nic
             .next_deadline()
-            .map(|d| d.saturating_duration_since(std::time::Instant::now())),
+            .map(|d| d.saturating_duration_since(Instant::now())),
     }
 }
 
-/// Answers one request (not Stop).
-fn handle(nic: &mut NetAdapter, req: Request) -> Result<Reply, String> {
+/// A stack's next guest timer.
+fn stack_state(host: &DriverHost) -> PathState {
+    PathState {
+        in_flight: 0,
+        deadline: ntoskrnl::timer::time_until_next_timer(&host.k),
+    }
+}
+
+/// Answers one request (not Stop) to a network adapter.
+fn handle_nic(nic: &mut NetAdapter, req: Request) -> Result<Reply, String> {
     let e = |e: host_linux::net::NetError| e.message;
     Ok(match req {
         Request::Send(frames) => {
-            let mut q = VecDeque::from(frames);
+            let mut q = std::collections::VecDeque::from(frames);
             let offered = q.len();
             nic.send(&mut q).map_err(e)?;
-            Reply::Sent((offered - q.len()) as u32, path_state(nic))
+            Reply::Sent((offered - q.len()) as u32, nic_state(nic))
         }
         Request::Service => {
             let mut events = Vec::new();
             nic.service(&mut events).map_err(e)?;
-            Reply::Events(events, path_state(nic))
+            Reply::Events(events, nic_state(nic))
         }
-        Request::Info => Reply::Info(nic.info().map_err(|e| e.to_string())?, path_state(nic)),
-        Request::Start(_) | Request::Stop => return Err("unexpected request".into()),
+        Request::Info => Reply::Info(nic.info().map_err(|e| e.to_string())?, nic_state(nic)),
+        other => return Err(format!("a network adapter does not answer {other:?}")),
+    })
+}
+
+/// Answers one request (not Stop) to a device stack: the client I/O API, deferred work,
+/// statistics.
+fn handle_stack(run: &mut Running, since: Instant, req: Request) -> Result<Reply, HostError> {
+    let host = &mut run.host;
+    Ok(match req {
+        Request::Open(path) => Reply::Opened(host.open(&path)?),
+        Request::Ioctl {
+            handle,
+            code,
+            input,
+            output,
+        } => Reply::Io(host.ioctl(handle, code, &input, &output)?),
+        Request::Read { handle, len } => Reply::Io(host.read(handle, len as usize)?),
+        Request::Write { handle, data } => Reply::Io(host.write(handle, &data)?),
+        Request::Close(handle) => Reply::Closed(host.close(handle)?),
+        Request::Service => {
+            ntoskrnl::ke::run_deferred(&mut host.k).map_err(|e| host.fail(e))?;
+            Reply::Events(Vec::new(), stack_state(host))
+        }
+        Request::Stats => Reply::Stats(crate::host::stats_lines(host, since.elapsed())),
+        other => {
+            return Err(HostError::Kernel {
+                report: format!("a device stack does not answer {other:?}"),
+                error: KernelError::Unsupported("unexpected request".into()),
+            })
+        }
     })
 }
 
 /// The report of a panic in host code: the message and the last kernel calls.
-fn panic_report(nic: &NetAdapter, payload: Box<dyn std::any::Any + Send>) -> String {
+fn panic_report(host: &DriverHost, payload: Box<dyn std::any::Any + Send>) -> String {
     let msg = payload
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "(no message)".into());
-    nic.host.k.report(&KernelError::Unsupported(format!(
+    host.k.report(&KernelError::Unsupported(format!(
         "driver host panicked (host-side bug): {msg}"
     )))
 }
 
-fn serve(chan: &mut UnixStream, mut nic: NetAdapter) -> i32 {
+/// Stops what runs: halts the adapter, or removes the device and unloads the drivers.
+fn stop(hosted: Hosted) -> Reply {
+    match hosted {
+        Hosted::Nic(nic) => match nic.stop() {
+            Ok(findings) => Reply::Stopped {
+                lines: Vec::new(),
+                findings,
+            },
+            Err(e) => Reply::Failed(e.to_string()),
+        },
+        Hosted::Stack { run, .. } => {
+            let mut lines = Vec::new();
+            match start::stop(*run, &mut |l| lines.push(l)) {
+                Ok(findings) => Reply::Stopped { lines, findings },
+                Err(e) => Reply::Failed(e.to_string()),
+            }
+        }
+    }
+}
+
+fn serve(chan: &mut UnixStream, mut hosted: Hosted) -> i32 {
     loop {
         let req = match proto::recv_request(chan) {
             Ok(Some(r)) => r,
@@ -154,17 +251,19 @@ fn serve(chan: &mut UnixStream, mut nic: NetAdapter) -> i32 {
             Err(_) => return EXIT_PROTOCOL,
         };
         if req == Request::Stop {
-            let reply = match nic.stop() {
-                Ok(findings) => Reply::Stopped(findings),
-                Err(e) => Reply::Failed(e.to_string()),
-            };
-            let _ = proto::send_reply(chan, &reply);
+            let _ = proto::send_reply(chan, &stop(hosted));
             return EXIT_STOPPED;
         }
-        let reply = match panic::catch_unwind(AssertUnwindSafe(|| handle(&mut nic, req))) {
+        let answer = panic::catch_unwind(AssertUnwindSafe(|| match &mut hosted {
+            Hosted::Nic(nic) => handle_nic(nic, req),
+            Hosted::Stack { run, since } => {
+                handle_stack(run, *since, req).map_err(|e| e.to_string())
+            }
+        }));
+        let reply = match answer {
             Ok(Ok(reply)) => reply,
             Ok(Err(report)) => Reply::Failed(report),
-            Err(payload) => Reply::Failed(panic_report(&nic, payload)),
+            Err(payload) => Reply::Failed(panic_report(hosted.host(), payload)),
         };
         let failed = matches!(reply, Reply::Failed(_));
         if proto::send_reply(chan, &reply).is_err() || failed {

@@ -1,32 +1,45 @@
-//! Isolation and recovery: each network adapter's driver stack runs in its own driver-host
-//! process, confined (see [`host_linux::sandbox`]), while the manager (`ica-load`) keeps the
-//! registry, the Linux-facing ends (the TAP interface, the device model's wire) and the bridge
-//! loop. The manager re-executes its own binary with the hidden `driver-host` subcommand; the two
-//! talk over a socketpair ([`proto`]: length-prefixed request/reply messages).
+//! Isolation and recovery: each driver stack (a network adapter, a root-enumerated device with
+//! its filters, legacy services, a `run`) runs in its own driver-host process, confined (see
+//! [`host_linux::sandbox`]), while the manager (`ica-load`) keeps the registry, the
+//! Linux-facing ends (the TAP interface, the device model's wire, the clients of the device I/O
+//! API) and the bridge loop. The manager re-executes its own binary with the hidden
+//! `driver-host` subcommand; the two talk over a socketpair ([`proto`]: length-prefixed
+//! request/reply messages). The driver host reads the registry from a snapshot and forwards the
+//! drivers' writes to the manager, which applies them to the store ([`registry`]).
 //!
 //! ```text
 //!  manager: TAP <-> Bridge <-> IsolatedNic ==socket==> driver host: NetAdapter (guest miniport)
 //!           registry, wire fd (polled for wakeups)        device model on the wire fd, confined
+//!  manager: client <-> IsolatedStack (handles) ==socket==> driver host: device stack / services
+//!           registry store <== forwarded writes ==========    registry snapshot
 //! ```
 //!
 //! When the driver host fails (guest fault, watchdog, host-side panic: it sends its report and
-//! exits; SIGKILL or any other death: the manager sees the socket close; no answer in time: the
-//! manager kills it), the manager logs the report, counts the frames the dead host had taken and
-//! not completed as lost (they are never offered again, so nothing is duplicated), shows the
-//! carrier down, starts a new driver host with the same parameters and shows the carrier of the
-//! new adapter. A restart limit stops a crash loop.
+//! exits; SIGKILL, SIGXCPU at its CPU limit or any other death: the manager sees the socket close;
+//! no answer in time: the manager kills it), the manager logs the report and starts a new driver
+//! host with the same parameters and the registry as it is now (`supervisor.rs`). A network
+//! adapter counts the frames the dead host had taken and not completed as lost (they are never
+//! offered again, so nothing is duplicated) and shows the carrier down, then up. A device
+//! stack fails the request that was running and every handle opened before; clients reopen. A
+//! restart limit stops a crash loop.
 
 mod child;
 mod nic;
 pub mod proto;
+pub mod registry;
+mod stack;
+mod supervisor;
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use child::driver_host_main;
-pub use nic::{IsolatedNic, Recovery};
-pub use proto::{Backend, StartParams};
+pub use nic::IsolatedNic;
+pub use proto::{Backend, ServiceImage, Stack, StartParams};
+pub use registry::HostRegistry;
+pub use stack::IsolatedStack;
+pub use supervisor::Recovery;
 
 /// The hidden `ica-load` subcommand that runs a driver host.
 pub const SUBCOMMAND: &str = "driver-host";
@@ -65,10 +78,17 @@ pub struct IsolationConfig {
     /// failure is final.
     pub max_restarts: usize,
     pub restart_window: Duration,
+    /// CPU time a driver host may use in its life (RLIMIT_CPU, whole seconds; None:
+    /// unlimited). One that uses it up dies of SIGXCPU and is restarted like any failed one.
+    pub cpu_limit: Option<Duration>,
+    /// How much nicer than the manager driver hosts run (so a spinning driver cannot starve the
+    /// manager that supervises it, nor the rest of the machine).
+    pub nice: i32,
 }
 
 impl IsolationConfig {
-    /// Runs `program` with the default limits: 5 restarts within 60 s, 40 s per answer.
+    /// Runs `program` with the default limits: 5 restarts within 60 s, 40 s per answer, no CPU
+    /// limit, nice +5.
     pub fn new(program: PathBuf) -> IsolationConfig {
         IsolationConfig {
             program,
@@ -76,6 +96,8 @@ impl IsolationConfig {
             reply_timeout: Duration::from_secs(40),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
+            cpu_limit: None,
+            nice: 5,
         }
     }
 }
