@@ -2,7 +2,7 @@
 //! into a scratch root and run in driver hosts of their own, talked to through the manager's
 //! client I/O proxy: a guest fault in an IOCTL (nullderef.sys), a spin at DISPATCH_LEVEL (the
 //! watchdog) and at PASSIVE_LEVEL (the CPU limit), the verifier's bug checks for a pool overrun
-//! and a double completion (sins.sys), and SIGKILL of an idle PnP stack with its filter
+//! and a double completion (sins.sys), a panic of the host code (fault injection), and SIGKILL of an idle PnP stack with its filter
 //! (filter.inf). Each is reported (driver, guest address, registers, guest backtrace, last kernel
 //! calls; or the signal), the request and the old handles fail with STATUS_DEVICE_DOES_NOT_EXIST,
 //! the stack is restarted and a reopen works, while another stack in a driver host of its own
@@ -267,6 +267,37 @@ fn a_guest_fault_in_an_ioctl_is_reported_and_the_stack_restarts() {
             );
         }
     }
+}
+
+#[test]
+fn a_host_side_panic_is_reported_and_the_stack_restarts() {
+    // A bug in ICA's own code, not the driver's: the driver host panics before nullderef.sys
+    // sees IOCTL_ICA_ADD (fault injection); one architecture is enough for host code.
+    let arch = Arch::Amd64;
+    let i = install(arch, &["nullderef.inf", "ioctl.inf"]);
+    let mut other = i.services(arch, &["IcaIoctl"], config());
+    let oh = open(&mut other, r"\\.\IcaIoctl");
+    let mut cfg = config();
+    cfg.env = vec![(
+        loader::isolate::INJECT_PANIC_IOCTL.into(),
+        format!("{IOCTL_ICA_ADD:#x}"),
+    )];
+    let mut stack = i.services(arch, &["IcaNull"], cfg);
+    fail_and_recover(
+        "host-side panic",
+        &mut stack,
+        r"\\.\IcaNull",
+        IOCTL_ICA_ADD,
+        &[
+            "driver host panicked (host-side bug): ICA_INJECT_PANIC_IOCTL asked for a panic at IOCTL 0x00222400",
+            "last kernel calls",
+        ],
+        (&mut other, oh),
+        &i,
+    );
+    let (_, findings) = stack.stop().unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    other.stop().unwrap();
 }
 
 #[test]

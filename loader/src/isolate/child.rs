@@ -17,7 +17,7 @@ use ntoskrnl::KernelError;
 
 use super::proto::{self, Backend, PathState, Reply, Request, Stack, StartParams};
 use super::registry::ForwardedRegistry;
-use super::{CHANNEL_FD, WIRE_FD};
+use super::{CHANNEL_FD, INJECT_PANIC_IOCTL, WIRE_FD};
 use crate::install::start::{self, Running};
 use crate::net::NetAdapter;
 use crate::{DriverHost, HostError};
@@ -242,7 +242,17 @@ fn stop(hosted: Hosted) -> Reply {
     }
 }
 
+/// The IOCTL code [`INJECT_PANIC_IOCTL`] names, if set.
+fn injected_panic_ioctl() -> Option<u32> {
+    let v = std::env::var(INJECT_PANIC_IOCTL).ok()?;
+    match v.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
 fn serve(chan: &mut UnixStream, mut hosted: Hosted) -> i32 {
+    let inject_panic = injected_panic_ioctl();
     loop {
         let req = match proto::recv_request(chan) {
             Ok(Some(r)) => r,
@@ -254,10 +264,17 @@ fn serve(chan: &mut UnixStream, mut hosted: Hosted) -> i32 {
             let _ = proto::send_reply(chan, &stop(hosted));
             return EXIT_STOPPED;
         }
-        let answer = panic::catch_unwind(AssertUnwindSafe(|| match &mut hosted {
-            Hosted::Nic(nic) => handle_nic(nic, req),
-            Hosted::Stack { run, since } => {
-                handle_stack(run, *since, req).map_err(|e| e.to_string())
+        let answer = panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Request::Ioctl { code, .. } = &req {
+                if inject_panic == Some(*code) {
+                    panic!("{INJECT_PANIC_IOCTL} asked for a panic at IOCTL {code:#010x}");
+                }
+            }
+            match &mut hosted {
+                Hosted::Nic(nic) => handle_nic(nic, req),
+                Hosted::Stack { run, since } => {
+                    handle_stack(run, *since, req).map_err(|e| e.to_string())
+                }
             }
         }));
         let reply = match answer {

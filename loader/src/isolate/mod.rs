@@ -43,6 +43,11 @@ pub use supervisor::Recovery;
 
 /// The hidden `ica-load` subcommand that runs a driver host.
 pub const SUBCOMMAND: &str = "driver-host";
+
+/// Fault injection: a driver host whose environment sets this variable to an IOCTL code (decimal
+/// or `0x` hex) panics in its own code when asked for that IOCTL, before the driver sees it, so
+/// that tests can show a host-side bug is reported and recovered from like a driver's.
+pub const INJECT_PANIC_IOCTL: &str = "ICA_INJECT_PANIC_IOCTL";
 /// The driver host's end of the socketpair.
 pub const CHANNEL_FD: RawFd = 3;
 /// The device model's wire (a TAP), when there is one.
@@ -71,6 +76,9 @@ pub struct IsolationConfig {
     /// `--log LEVEL`).
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Environment variables set for the driver host on top of the manager's (such as
+    /// `RUST_BACKTRACE`, or [`INJECT_PANIC_IOCTL`] in tests).
+    pub env: Vec<(String, String)>,
     /// How long the manager waits for an answer before it kills the driver host as hung (past
     /// the guest watchdog's own limits, which the driver host reports itself).
     pub reply_timeout: Duration,
@@ -93,6 +101,7 @@ impl IsolationConfig {
         IsolationConfig {
             program,
             args: Vec::new(),
+            env: Vec::new(),
             reply_timeout: Duration::from_secs(40),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),

@@ -90,7 +90,10 @@ impl DriverHostProcess {
         let cpu = cfg.cpu_limit.map(cpu_rlimit);
         let nice = host_nice(cfg.nice);
         let mut cmd = Command::new(&cfg.program);
-        cmd.args(&cfg.args).arg(SUBCOMMAND).stdin(Stdio::null());
+        cmd.args(&cfg.args)
+            .arg(SUBCOMMAND)
+            .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
         // SAFETY: the closure only makes async-signal-safe syscalls (fcntl, dup2, prctl,
         // setrlimit, setpriority) on values prepared before the fork.
         unsafe {
