@@ -9,6 +9,9 @@
 //! and the registry are untouched. The drivers' registry writes (regtest.sys: Zw*Key,
 //! RtlWriteRegistryValue, IoOpenDeviceRegistryKey, device interfaces) reach the manager's store.
 
+#[path = "common/regtest.rs"]
+mod regtest;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,9 +20,7 @@ use loader::inf::Arch;
 use loader::install::start::{self, HostSetup};
 use loader::install::{InstallOptions, Root};
 use loader::isolate::{IsolatedStack, IsolationConfig, ServiceImage, Stack};
-use loader::registry::windows::{
-    device_parameters_key, service_key, DeviceInstance, DriverKey, Service,
-};
+use loader::registry::windows::service_key;
 use loader::registry::{RegValue, RegistryStore};
 use ntoskrnl::status::{STATUS_DEVICE_DOES_NOT_EXIST, STATUS_SUCCESS};
 
@@ -34,8 +35,6 @@ const IOCTL_ICA_ADD: u32 = 0x0022_2400;
 const IOCTL_ICA_SIN_OVERRUN: u32 = 0x0022_3414;
 const IOCTL_ICA_SIN_LEAK_POOL: u32 = 0x0022_3428;
 const IOCTL_ICA_SIN_DOUBLE_COMPLETE: u32 = 0x0022_3434;
-const IOCTL_ICA_SELFTEST: u32 = 0x0022_2010;
-const IOCTL_ICA_REG_PNP_RESULT: u32 = 0x0022_3000;
 
 fn drivers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/drivers")
@@ -483,65 +482,18 @@ fn sigkill_of_an_idle_pnp_stack_with_a_filter_is_recovered() {
     }
 }
 
-/// GUID_DEVCLASS_SYSTEM.
-const SYSTEM_CLASS: &str = "{4D36E97D-E325-11CE-BFC1-08002BE10318}";
-/// The interface class regtest.sys registers.
-const INTERFACE: &str = "{8C6D1A3E-2F4B-4C5E-9A1B-3C4D5E6F7081}";
-const REGTEST: &str = r"ROOT\ICA_REGTEST\0000";
-
-/// The registry of a regtest install, as the installer writes it (see
-/// tests/registry_kernel.rs, which runs the same checks in one process).
-fn install_regtest(store: &RegistryStore) {
-    store
-        .write(|b| {
-            b.write_service(&Service::kernel_driver("regtest", "regtest.sys"))?;
-            b.write_class_key(SYSTEM_CLASS, "System", "System devices")?;
-            let driver = b.new_driver_key(SYSTEM_CLASS)?;
-            let key = b.write_driver_key(
-                &driver,
-                &DriverKey {
-                    driver_desc: "ICA registry test".into(),
-                    matching_device_id: Some(r"root\ica_regtest".into()),
-                    ..DriverKey::default()
-                },
-            )?;
-            b.set_value(&key, "NetworkAddress", &RegValue::sz("02AABBCCDDEE"))?;
-            b.write_device_instance(&DeviceInstance {
-                instance_id: REGTEST.into(),
-                hardware_ids: vec![r"Root\ICA_REGTEST".into()],
-                device_desc: "ICA registry test device".into(),
-                class: Some("System".into()),
-                class_guid: Some(SYSTEM_CLASS.into()),
-                service: Some("regtest".into()),
-                driver: Some(driver),
-                ..DeviceInstance::default()
-            })?;
-            Ok(())
-        })
-        .unwrap();
-}
-
-fn check_selftest(name: &str, out: &[u8]) {
-    let passed = u32::from_le_bytes(out[0..4].try_into().unwrap());
-    let failed = u32::from_le_bytes(out[4..8].try_into().unwrap());
-    let text = &out[8..];
-    let first = String::from_utf8_lossy(&text[..text.iter().position(|&b| b == 0).unwrap_or(0)]);
-    assert_eq!(failed, 0, "{name}: {failed} checks failed, first: {first}");
-    assert!(passed >= 10, "{name}: only {passed} checks ran");
-}
-
 #[test]
 fn registry_writes_of_isolated_drivers_reach_the_store() {
     for arch in ARCHES {
         let name = format!("regtest {}", arch_name(arch));
         let i = install(arch, &[]);
-        install_regtest(&i.store);
+        regtest::install(&i.store);
         let file = drivers_dir()
             .join("bin")
             .join(arch_name(arch))
             .join("regtest.sys");
         let stack = Stack::Device {
-            instance: REGTEST.into(),
+            instance: regtest::INSTANCE.into(),
             drivers: vec![ServiceImage {
                 service: "regtest".into(),
                 file: DriverFile::read(&file).unwrap(),
@@ -549,10 +501,10 @@ fn registry_writes_of_isolated_drivers_reach_the_store() {
         };
         let mut stack = i.start(arch, stack, config(), ntoskrnl::Watchdog::default());
         let h = open(&mut stack, r"\\.\IcaRegtest");
-        for code in [IOCTL_ICA_SELFTEST, IOCTL_ICA_REG_PNP_RESULT] {
+        for code in [regtest::SELFTEST, regtest::REG_PNP_RESULT] {
             let r = stack.ioctl(h, code, &[], &[0; 128]).unwrap();
             assert_eq!(r.status, STATUS_SUCCESS, "{name}");
-            check_selftest(&format!("{name} {code:#x}"), &r.output);
+            regtest::check_result(&format!("{name} {code:#x}"), &r.output, "");
         }
         stack.close(h).unwrap();
         let writes = stack.registry_writes();
@@ -560,54 +512,11 @@ fn registry_writes_of_isolated_drivers_reach_the_store() {
         assert!(writes >= 10, "{name}: {writes}");
 
         // What the driver wrote is in the manager's store.
-        let params = format!(r"{}\Parameters", service_key("regtest"));
-        let host_check = format!(r"{params}\HostCheck");
-        assert_eq!(
-            i.store.value(&host_check, "answer").unwrap(),
-            Some(RegValue::dword(42))
-        );
-        assert_eq!(
-            i.store.value(&host_check, "FromDriver").unwrap(),
-            Some(RegValue::sz("hello from regtest"))
-        );
-        assert_eq!(
-            i.store.value(&params, "Speed").unwrap(),
-            Some(RegValue::dword(200))
-        );
-        assert_eq!(
-            i.store.value(&params, "Blob").unwrap(),
-            None,
-            "deleted by the driver"
-        );
-        assert_eq!(
-            i.store.subkeys(&params).unwrap(),
-            ["alpha", "Beta", "Created", "HostCheck"]
-        );
-        assert_eq!(
-            i.store
-                .value(&device_parameters_key(REGTEST), "FromAddDevice")
-                .unwrap(),
-            Some(RegValue::dword(1))
-        );
-        let interface_key = format!(
-            r"\Registry\Machine\System\CurrentControlSet\Control\DeviceClasses\{INTERFACE}\##?#ROOT#ICA_REGTEST#0000#{INTERFACE}"
-        );
-        assert_eq!(
-            i.store.value(&interface_key, "DeviceInstance").unwrap(),
-            Some(RegValue::sz(REGTEST))
-        );
-        let linked = format!(r"{interface_key}\#\Control");
-        assert_eq!(
-            i.store.value(&linked, "Linked").unwrap(),
-            Some(RegValue::dword(1))
-        );
+        regtest::assert_driver_writes(&i.store, 1);
         let (_, findings) = stack.stop().unwrap();
         assert!(findings.is_empty(), "{name}: {findings:?}");
         // The removal disabled the interface, through the manager too.
-        assert_eq!(
-            i.store.value(&linked, "Linked").unwrap(),
-            Some(RegValue::dword(0))
-        );
+        regtest::assert_driver_writes(&i.store, 0);
     }
 }
 

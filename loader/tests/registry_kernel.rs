@@ -2,23 +2,17 @@
 //! Zw*Key services, RtlQueryRegistryValues, RtlWriteRegistryValue and the PnP registry services
 //! against the persistent store, and the host then finds what the driver wrote in the store.
 
+#[path = "common/regtest.rs"]
+mod regtest;
+
 use std::path::{Path, PathBuf};
 
 use dbt::Arch;
-use loader::registry::windows::{
-    device_parameters_key, enum_key, service_key, DeviceInstance, DriverKey, Service,
-};
+use loader::registry::windows::{enum_key, service_key};
 use loader::registry::{RegValue, RegistryStore};
 use loader::DriverHost;
 use ntoskrnl::dbg::DebugLog;
-
-const SELFTEST: u32 = 0x0022_2010;
-const REG_PNP_RESULT: u32 = 0x0022_3000;
-/// GUID_DEVCLASS_SYSTEM.
-const SYSTEM_CLASS: &str = "{4D36E97D-E325-11CE-BFC1-08002BE10318}";
-/// The interface class regtest.sys registers.
-const INTERFACE: &str = "{8C6D1A3E-2F4B-4C5E-9A1B-3C4D5E6F7081}";
-const INSTANCE: &str = r"ROOT\ICA_REGTEST\0000";
+use regtest::{INSTANCE, INTERFACE, REG_PNP_RESULT, SELFTEST};
 
 fn driver(arch: Arch) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,51 +21,9 @@ fn driver(arch: Arch) -> PathBuf {
         .join("regtest.sys")
 }
 
-/// Installs regtest the way the installer does: its service, a driver key with an AddReg value,
-/// and the device instance pointing at both.
-fn install(store: &RegistryStore) {
-    store
-        .write(|b| {
-            b.write_service(&Service::kernel_driver("regtest", "regtest.sys"))?;
-            b.write_class_key(SYSTEM_CLASS, "System", "System devices")?;
-            let driver = b.new_driver_key(SYSTEM_CLASS)?;
-            let key = b.write_driver_key(
-                &driver,
-                &DriverKey {
-                    driver_desc: "ICA registry test".into(),
-                    matching_device_id: Some(r"root\ica_regtest".into()),
-                    ..DriverKey::default()
-                },
-            )?;
-            b.set_value(&key, "NetworkAddress", &RegValue::sz("02AABBCCDDEE"))?;
-            b.write_device_instance(&DeviceInstance {
-                instance_id: INSTANCE.into(),
-                hardware_ids: vec![r"Root\ICA_REGTEST".into()],
-                device_desc: "ICA registry test device".into(),
-                class: Some("System".into()),
-                class_guid: Some(SYSTEM_CLASS.into()),
-                service: Some("regtest".into()),
-                driver: Some(driver),
-                ..DeviceInstance::default()
-            })?;
-            Ok(())
-        })
-        .expect("install regtest");
-}
-
 fn check_result(host: &mut DriverHost, what: &str, out: &[u8]) {
-    assert_eq!(out.len(), 128, "{what}: ICA_SELFTEST_RESULT");
-    let passed = u32::from_le_bytes(out[0..4].try_into().unwrap());
-    let failed = u32::from_le_bytes(out[4..8].try_into().unwrap());
-    let text = &out[8..];
-    let first = String::from_utf8_lossy(&text[..text.iter().position(|&b| b == 0).unwrap_or(0)])
-        .into_owned();
     let log = host.k.extension::<DebugLog>().lines.join("\n");
-    assert_eq!(
-        failed, 0,
-        "{what}: {failed} checks failed, first: {first}\ndriver output:\n{log}"
-    );
-    assert!(passed >= 10, "{what}: only {passed} checks ran");
+    let passed = regtest::check_result(what, out, &format!("driver output:\n{log}"));
     eprintln!("{what}: {passed} checks passed");
 }
 
@@ -83,7 +35,7 @@ fn run(arch: Arch) {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let store = RegistryStore::open(&dir).expect("open store");
-    install(&store);
+    regtest::install(&store);
 
     let mut host = DriverHost::new(arch).expect("host").with_registry(&store);
     let drv = host.load_driver(&driver(arch)).expect("load regtest.sys");
@@ -105,48 +57,7 @@ fn run(arch: Arch) {
     check_result(&mut host, "PnP registry checks", &out.output);
 
     // What the driver wrote is in the store.
-    let params = format!(r"{}\Parameters", service_key("regtest"));
-    let host_check = format!(r"{params}\HostCheck");
-    assert_eq!(
-        store.value(&host_check, "answer").unwrap(),
-        Some(RegValue::dword(42))
-    );
-    assert_eq!(
-        store.value(&host_check, "FromDriver").unwrap(),
-        Some(RegValue::sz("hello from regtest"))
-    );
-    assert_eq!(
-        store.value(&params, "Speed").unwrap(),
-        Some(RegValue::dword(200))
-    );
-    assert_eq!(
-        store.value(&params, "Blob").unwrap(),
-        None,
-        "deleted by the driver"
-    );
-    assert_eq!(
-        store.subkeys(&params).unwrap(),
-        ["alpha", "Beta", "Created", "HostCheck"]
-    );
-    assert_eq!(
-        store
-            .value(&device_parameters_key(INSTANCE), "FromAddDevice")
-            .unwrap(),
-        Some(RegValue::dword(1))
-    );
-    let interface_key = format!(
-        r"\Registry\Machine\System\CurrentControlSet\Control\DeviceClasses\{INTERFACE}\##?#ROOT#ICA_REGTEST#0000#{INTERFACE}"
-    );
-    assert_eq!(
-        store.value(&interface_key, "DeviceInstance").unwrap(),
-        Some(RegValue::sz(INSTANCE))
-    );
-    assert_eq!(
-        store
-            .value(&format!(r"{interface_key}\#\Control"), "Linked")
-            .unwrap(),
-        Some(RegValue::dword(1))
-    );
+    regtest::assert_driver_writes(&store, 1);
     let link = format!(r"\\?\ROOT#ICA_REGTEST#0000#{INTERFACE}");
     assert_eq!(
         host.k.io.resolve(&link),
@@ -157,12 +68,7 @@ fn run(arch: Arch) {
     host.close(handle).expect("close");
     host.remove_stack(pdo).expect("remove");
     assert_eq!(host.k.io.resolve(&link), None, "disabled at removal");
-    assert_eq!(
-        store
-            .value(&format!(r"{interface_key}\#\Control"), "Linked")
-            .unwrap(),
-        Some(RegValue::dword(0))
-    );
+    regtest::assert_driver_writes(&store, 0);
     host.unload_driver(&drv).expect("unload");
     assert_eq!(
         ntoskrnl::registry::open_handles(&mut host.k),
@@ -174,6 +80,7 @@ fn run(arch: Arch) {
 
     // Persistent: a new process (here: a new open) sees it all.
     let reopened = RegistryStore::open(&dir).expect("reopen");
+    let host_check = format!(r"{}\Parameters\HostCheck", service_key("regtest"));
     assert_eq!(
         reopened.value(&host_check, "Answer").unwrap(),
         Some(RegValue::dword(42))
