@@ -6,53 +6,28 @@
  *
  *   Misbehave       0  behave (a plain loopback NIC)
  *                   1  write through a NULL pointer in the send path
- *                      (MiniportSendNetBufferLists -> NcSend -> NcCrash)
+ *                      (MiniportSendNetBufferLists -> NcSend -> MbCrash)
  *                   2  spin forever at DISPATCH_LEVEL in the send path,
  *                      holding the adapter's spin lock
  *                   3  write through a NULL pointer in the timer DPC that
- *                      carries frames to the receive side (NvTimer -> NcCrash)
+ *                      carries frames to the receive side (NvTimer -> MbCrash)
  *   MisbehaveAfter  how many NBLs the send path takes before it does (0: the
  *                   first one already)
  */
 #include "ndis6.h"
+#include "misbehave.h"
 
-static ULONG NcMode, NcAfter, NcSent;
+static ULONG NcSent;
 static volatile ULONG NcSpins;
 
-static void NcReadConfig(NDIS_HANDLE cfg);
 static void NcSend(void);
 static void NcTimer(void);
 
-#define NV_CONFIG_HOOK(cfg) NcReadConfig(cfg)
+#define NV_CONFIG_HOOK(cfg) MbReadConfig(cfg, "netcrash", "frames")
 #define NV_SEND_HOOK() NcSend()
 #define NV_TIMER_HOOK() NcTimer()
 
 #include "netvirt_ndis6.c"
-
-static ULONG NcReadInteger(NDIS_HANDLE cfg, PCWSTR name)
-{
-    NDIS_STATUS status;
-    NDIS_STRING kw;
-    PNDIS_CONFIGURATION_PARAMETER param;
-
-    NdisInitUnicodeString(&kw, name);
-    NdisReadConfiguration(&status, &param, cfg, &kw, NdisParameterInteger);
-    return status == NDIS_STATUS_SUCCESS ? param->ParameterData.IntegerData : 0;
-}
-
-static void NcReadConfig(NDIS_HANDLE cfg)
-{
-    NcMode = NcReadInteger(cfg, L"Misbehave");
-    NcAfter = NcReadInteger(cfg, L"MisbehaveAfter");
-    DbgPrint("netcrash: Misbehave %lu after %lu frames\n", NcMode, NcAfter);
-}
-
-static __attribute__((noinline, noipa)) void NcCrash(void)
-{
-    volatile ULONG *volatile p = NULL;
-
-    *p = 0xDEAD;
-}
 
 static __attribute__((noinline, noipa)) void NcSpin(void)
 {
@@ -62,16 +37,16 @@ static __attribute__((noinline, noipa)) void NcSpin(void)
 
 static __attribute__((noinline, noipa)) void NcSend(void)
 {
-    if (NcSent++ < NcAfter)
+    if (NcSent++ < MbAfter)
         return;
-    if (NcMode == 1)
-        NcCrash();
-    else if (NcMode == 2)
+    if (MbMode == 1)
+        MbCrash();
+    else if (MbMode == 2)
         NcSpin();
 }
 
 static __attribute__((noinline, noipa)) void NcTimer(void)
 {
-    if (NcMode == 3 && NcSent > NcAfter)
-        NcCrash();
+    if (MbMode == 3 && NcSent > MbAfter)
+        MbCrash();
 }

@@ -6,51 +6,26 @@
  *
  *   Misbehave       0  behave (a plain RTL8139 miniport)
  *                   1  write through a NULL pointer in the ISR
- *                      (RtlIsr -> RcIsr -> RcCrash, at DIRQL)
+ *                      (RtlIsr -> RcIsr -> MbCrash, at DIRQL)
  *   MisbehaveAfter  how many interrupts the ISR claims before it does (0: the
  *                   first one already)
  */
 #include "ndis6.h"
+#include "misbehave.h"
 
-static ULONG RcMode, RcAfter, RcInterrupts;
+static ULONG RcInterrupts;
 
-static void RcReadConfig(NDIS_HANDLE cfg);
 static void RcIsr(void);
 
-#define RTL_CONFIG_HOOK(cfg) RcReadConfig(cfg)
+#define RTL_CONFIG_HOOK(cfg) MbReadConfig(cfg, "rtlcrash", "interrupts")
 #define RTL_ISR_HOOK() RcIsr()
 
 #include "rtl8139_ndis6.c"
 
-static ULONG RcReadInteger(NDIS_HANDLE cfg, PCWSTR name)
-{
-    NDIS_STATUS status;
-    NDIS_STRING kw;
-    PNDIS_CONFIGURATION_PARAMETER param;
-
-    NdisInitUnicodeString(&kw, name);
-    NdisReadConfiguration(&status, &param, cfg, &kw, NdisParameterInteger);
-    return status == NDIS_STATUS_SUCCESS ? param->ParameterData.IntegerData : 0;
-}
-
-static void RcReadConfig(NDIS_HANDLE cfg)
-{
-    RcMode = RcReadInteger(cfg, L"Misbehave");
-    RcAfter = RcReadInteger(cfg, L"MisbehaveAfter");
-    DbgPrint("rtlcrash: Misbehave %lu after %lu interrupts\n", RcMode, RcAfter);
-}
-
-static __attribute__((noinline, noipa)) void RcCrash(void)
-{
-    volatile ULONG *volatile p = NULL;
-
-    *p = 0xDEAD;
-}
-
 static __attribute__((noinline, noipa)) void RcIsr(void)
 {
-    if (RcInterrupts++ < RcAfter)
+    if (RcInterrupts++ < MbAfter)
         return;
-    if (RcMode == 1)
-        RcCrash();
+    if (MbMode == 1)
+        MbCrash();
 }
