@@ -886,6 +886,80 @@ pub fn write_pci_slot_information(
     with_bus(k, handle, offset, buffer, length, true)
 }
 
+/// The adapter a WrapperConfigurationContext belongs to (MiniportInitialize's), if any.
+fn context_adapter(k: &mut Kernel, context: u64) -> Option<u64> {
+    k.extension::<NdisState>()
+        .config_contexts
+        .get(&context)
+        .and_then(|c| c.adapter)
+}
+
+/// NdisImmediateReadPciSlotInformation(WrapperConfigurationContext, SlotNumber, Offset, Buffer,
+/// Length) -> bytes read from the configuration space of the adapter being initialized.
+pub fn immediate_read_pci_slot_information(
+    k: &mut Kernel,
+    context: u64,
+    _slot: u32,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+) -> KResult<u32> {
+    match context_adapter(k, context) {
+        Some(a) => with_bus(k, a, offset, buffer, length, false),
+        None => Ok(0),
+    }
+}
+
+/// NdisImmediateWritePciSlotInformation(WrapperConfigurationContext, SlotNumber, Offset, Buffer,
+/// Length) -> bytes written.
+pub fn immediate_write_pci_slot_information(
+    k: &mut Kernel,
+    context: u64,
+    _slot: u32,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+) -> KResult<u32> {
+    match context_adapter(k, context) {
+        Some(a) => with_bus(k, a, offset, buffer, length, true),
+        None => Ok(0),
+    }
+}
+
+/// NdisMPciAssignResources(MiniportHandle, SlotNumber, AssignedResources): the resources the bus
+/// assigned the adapter, as an NDIS_RESOURCE_LIST NDIS owns (freed when the adapter halts);
+/// NDIS_STATUS_FAILURE for an adapter on no bus.
+pub fn pci_assign_resources(
+    k: &mut Kernel,
+    handle: u64,
+    _slot: u32,
+    list_out: u64,
+) -> KResult<NdisStatus> {
+    let Some(a) = adapter_mut(k, handle) else {
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    if a.bus.is_none() {
+        return Ok(NDIS_STATUS_FAILURE);
+    }
+    let (resources, old) = (a.resources.clone(), a.assigned_resources.take());
+    if let Some(old) = old {
+        ex::free(k, old, None)?;
+    }
+    let size = write_resource_list(k, 0, 0, &resources)?;
+    let list = ex::allocate(
+        k,
+        size,
+        u32::from_le_bytes(*b"NDar"),
+        crate::NDIS_OWNER.into(),
+    )?;
+    write_resource_list(k, list, size, &resources)?;
+    if let Some(a) = adapter_mut(k, handle) {
+        a.assigned_resources = Some(list);
+    }
+    k.write_ptr(list_out, list)?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
 /// PCI_WHICHSPACE_CONFIG.
 const PCI_WHICHSPACE_CONFIG: u32 = 0;
 
@@ -962,6 +1036,9 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMGetDmaAlignment => get_dma_alignment(miniport_adapter_handle: u64);
     stdcall NdisGetSharedDataAlignment => get_shared_data_alignment();
     stdcall NdisReadPciSlotInformation => read_pci_slot_information(ndis_adapter_handle: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisImmediateReadPciSlotInformation => immediate_read_pci_slot_information(wrapper_configuration_context: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisImmediateWritePciSlotInformation => immediate_write_pci_slot_information(wrapper_configuration_context: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisMPciAssignResources => pci_assign_resources(miniport_handle: u64, slot_number: u32, assigned_resources: u64);
     stdcall NdisWritePciSlotInformation => write_pci_slot_information(ndis_adapter_handle: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
     stdcall NdisMGetBusData => get_bus_data(miniport_adapter_handle: u64, which_space: u32, offset: u32, buffer: u64, length: u32);
     stdcall NdisMSetBusData => set_bus_data(miniport_adapter_handle: u64, which_space: u32, offset: u32, buffer: u64, length: u32);
