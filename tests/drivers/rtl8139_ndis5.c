@@ -45,6 +45,18 @@
  *
  * The private OID_ICA_RTL_DIAG reports the configuration as read and the
  * counters of each of these paths.
+ *
+ * `Firmware` (a file name) makes MiniportInitialize load that file the way
+ * NDISwrapper-era WLAN drivers load theirs (NdisOpenFile, relative to
+ * system32\drivers; NdisMapFile; NdisUnmapFile; NdisCloseFile), write its
+ * length and FNV-1a checksum back into the adapter's configuration
+ * (FirmwareLength, FirmwareChecksum; NdisWriteConfiguration) and report them
+ * in the diag; a file that cannot be loaded is an error log entry
+ * (NdisWriteErrorLogEntry) and fails MiniportInitialize with the status.
+ * Initialize also reads its PCI IDs (NdisImmediateReadPciSlotInformation),
+ * calls NdisGetVersion through NdisGetRoutineAddress, takes its instance name
+ * (NdisMQueryAdapterInstanceName) and schedules an NDIS 5 work item
+ * (NdisScheduleWorkItem) that Halt waits for.
  */
 #include "ndis51_fix.h"
 
@@ -155,6 +167,12 @@ typedef struct _RTL_DIAG {
     ULONG Transfers;         /* MiniportTransferData calls answered at once */
     ULONG TransfersPended;   /* ... completed later with NdisMTransferDataComplete */
     ULONG OidsPended;        /* requests completed with NdisMQuery/SetInformationComplete */
+    ULONG FirmwareLength;    /* bytes of the Firmware file (0: none loaded) */
+    ULONG FirmwareChecksum;  /* its FNV-1a */
+    ULONG PciId;             /* device << 16 | vendor, NdisImmediateReadPciSlotInformation */
+    ULONG NdisVersion;       /* NdisGetVersion, called through NdisGetRoutineAddress */
+    ULONG InstanceNameLength; /* bytes of NdisMQueryAdapterInstanceName's name */
+    ULONG WorkItemsRun;      /* NdisScheduleWorkItem routines that ran */
 } RTL_DIAG;
 
 /* One send in flight (from the lookaside list). */
@@ -245,6 +263,11 @@ typedef struct _RTL_ADAPTER {
     ULONG XmitOk, XmitError, RcvOk, RcvError, RcvNoBuffer;
     ULONG NdiParams, ZeroCopySends, CopiedSends, SendsRefused, SendsWaited;
     ULONG LookaheadIndications, ShortLookaheads, Transfers, TransfersPended, OidsPended;
+    ULONG FirmwareLength, FirmwareChecksum, PciId, NdisVersion, InstanceNameLength;
+    NDIS_WORK_ITEM WorkItem;
+    NDIS_EVENT WorkItemDone;
+    BOOLEAN WorkItemScheduled;
+    LONG WorkItemsRun;
 } RTL_ADAPTER, *PRTL_ADAPTER;
 
 static NDIS_HANDLE RtlWrapper;
@@ -488,8 +511,74 @@ static void RtlReadParamDefaults(PRTL_ADAPTER a, NDIS_HANDLE cfg, BOOLEAN wantIo
     NdisCloseConfiguration(ndi);
 }
 
-static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
+/* Writes an integer value into the configuration key `cfg`. */
+static NDIS_STATUS RtlWriteInt(NDIS_HANDLE cfg, PUCHAR name, ULONG value)
 {
+    NDIS_STATUS status;
+    NDIS_STRING kw;
+    NDIS_CONFIGURATION_PARAMETER param;
+
+    NdisInitializeString(&kw, name);
+    if (!kw.Buffer)
+        return NDIS_STATUS_RESOURCES;
+    NdisZeroMemory(&param, sizeof(param));
+    param.ParameterType = NdisParameterInteger;
+    param.ParameterData.IntegerData = value;
+    NdisWriteConfiguration(&status, cfg, &kw, &param);
+    NdisFreeString(kw);
+    return status;
+}
+
+/*
+ * Loads the firmware file `name` (relative to system32\drivers): its length
+ * and FNV-1a go into the adapter and back into the configuration key.
+ */
+static NDIS_STATUS RtlLoadFirmware(PRTL_ADAPTER a, NDIS_HANDLE cfg, PNDIS_STRING name)
+{
+    NDIS_STATUS status;
+    NDIS_HANDLE file;
+    UINT length, i;
+    PUCHAR data;
+    ULONG hash = 2166136261u;
+    NDIS_PHYSICAL_ADDRESS highest = NDIS_PHYSICAL_ADDRESS_CONST(-1, -1);
+    ANSI_STRING ansi;
+    CHAR text[64];
+
+    ansi.Buffer = text;
+    ansi.Length = 0;
+    ansi.MaximumLength = sizeof(text);
+    NdisUnicodeStringToAnsiString(&ansi, name);
+
+    NdisOpenFile(&status, &file, &length, name, highest);
+    if (status != NDIS_STATUS_SUCCESS) {
+        DbgPrint("rtl8139_ndis5: firmware %Z: NdisOpenFile status %x\n", &ansi, status);
+        NdisWriteErrorLogEntry(a->Handle, NDIS_ERROR_CODE_DRIVER_FAILURE, 2, 0x46570001u, status);
+        return status;
+    }
+    NdisMapFile(&status, (PVOID *)&data, file);
+    if (status == NDIS_STATUS_SUCCESS) {
+        for (i = 0; i < length; i++)
+            hash = (hash ^ data[i]) * 16777619u;
+        NdisUnmapFile(file);
+    }
+    NdisCloseFile(file);
+    if (status != NDIS_STATUS_SUCCESS) {
+        NdisWriteErrorLogEntry(a->Handle, NDIS_ERROR_CODE_DRIVER_FAILURE, 2, 0x46570002u, status);
+        return status;
+    }
+    a->FirmwareLength = length;
+    a->FirmwareChecksum = hash;
+    DbgPrint("rtl8139_ndis5: firmware %Z: %u bytes, fnv1a %08x\n", &ansi, length, hash);
+    status = RtlWriteInt(cfg, (PUCHAR) "FirmwareLength", length);
+    if (status == NDIS_STATUS_SUCCESS)
+        status = RtlWriteInt(cfg, (PUCHAR) "FirmwareChecksum", hash);
+    return status;
+}
+
+static NDIS_STATUS RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
+{
+    PNDIS_CONFIGURATION_PARAMETER fw;
+    NDIS_STRING kw;
     NDIS_STATUS status;
     NDIS_HANDLE cfg;
     PVOID addr;
@@ -500,7 +589,7 @@ static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContex
     a->IoMode = RTL_IO_PORT;
     NdisOpenConfiguration(&status, &cfg, WrapperConfigurationContext);
     if (status != NDIS_STATUS_SUCCESS)
-        return;
+        return NDIS_STATUS_SUCCESS;
     RtlReadInt(cfg, L"*SpeedDuplex", &a->SpeedDuplex);
     haveIoMode = RtlReadInt(cfg, L"IoMode", &a->IoMode);
     RtlReadParamDefaults(a, cfg, !haveIoMode);
@@ -518,7 +607,51 @@ static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContex
             a->HaveConfigAddress = TRUE;
         }
     }
+    status = NDIS_STATUS_SUCCESS;
+    NdisInitUnicodeString(&kw, L"Firmware");
+    NdisReadConfiguration(&status, &fw, cfg, &kw, NdisParameterString);
+    if (status == NDIS_STATUS_SUCCESS && fw->ParameterType == NdisParameterString &&
+        fw->ParameterData.StringData.Length)
+        status = RtlLoadFirmware(a, cfg, &fw->ParameterData.StringData);
+    else
+        status = NDIS_STATUS_SUCCESS;
     NdisCloseConfiguration(cfg);
+    return status;
+}
+
+/* The NDIS 5 work item Initialize schedules: counts itself, wakes Halt. */
+static VOID RtlWorkItem(PNDIS_WORK_ITEM WorkItem, PVOID Context)
+{
+    PRTL_ADAPTER a = Context;
+
+    if (WorkItem == &a->WorkItem)
+        NdisInterlockedIncrement(&a->WorkItemsRun);
+    NdisSetEvent(&a->WorkItemDone);
+}
+
+/* What Initialize learns from NDIS besides the configuration. */
+static void RtlQueryNdis(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
+{
+    NDIS_STRING name;
+    UINT (NTAPI *getVersion)(VOID);
+    ULONG idle, busy, index = 99;
+
+    if (NdisImmediateReadPciSlotInformation(WrapperConfigurationContext, 0, 0, &a->PciId, 4) != 4)
+        a->PciId = 0;
+    NdisInitUnicodeString(&name, L"NdisGetVersion");
+    getVersion = (UINT (NTAPI *)(VOID))NdisGetRoutineAddress(&name);
+    if (getVersion)
+        a->NdisVersion = getVersion();
+    NdisInitUnicodeString(&name, L"NdisNoSuchRoutine");
+    if (NdisGetRoutineAddress(&name))
+        a->NdisVersion = 0;
+    if (NdisMQueryAdapterInstanceName(&name, a->Handle) == NDIS_STATUS_SUCCESS) {
+        a->InstanceNameLength = name.Length;
+        NdisFreeString(name);
+    }
+    NdisGetCurrentProcessorCounts(&idle, &busy, &index);
+    if (index != 0)
+        a->NdisVersion = 0;
 }
 
 static NDIS_STATUS RtlQueryResources(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
@@ -585,7 +718,10 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
     a->Lookahead = ETH_MAX_FRAME - ETH_HEADER;
     a->PacketFilter = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_BROADCAST;
 
-    RtlReadConfig(a, WrapperConfigurationContext);
+    status = RtlReadConfig(a, WrapperConfigurationContext);
+    if (status != NDIS_STATUS_SUCCESS)
+        goto fail;
+    RtlQueryNdis(a, WrapperConfigurationContext);
     status = RtlQueryResources(a, WrapperConfigurationContext);
     if (status != NDIS_STATUS_SUCCESS)
         goto fail;
@@ -673,6 +809,9 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
         goto fail;
     }
     a->InterruptRegistered = TRUE;
+    NdisInitializeEvent(&a->WorkItemDone);
+    NdisInitializeWorkItem(&a->WorkItem, RtlWorkItem, a);
+    a->WorkItemScheduled = NdisScheduleWorkItem(&a->WorkItem) == NDIS_STATUS_SUCCESS;
     DbgPrint("rtl8139_ndis5: up, %s %x irq %u mac %02x:%02x:%02x:%02x:%02x:%02x link %u\n",
              a->Mmio ? "mmio" : "io",
              a->Mmio ? NdisGetPhysicalAddressLow(a->MemStart) : a->PortStart, a->IrqVector, a->CurrentAddress[0], a->CurrentAddress[1],
@@ -851,6 +990,9 @@ static VOID NTAPI RtlHalt(NDIS_HANDLE Context)
     RtlAbortSends(a, NDIS_STATUS_FAILURE, &done);
     NdisReleaseSpinLock(&a->Lock);
     RtlCompleteSends(a, &done);
+    /* The work item Initialize scheduled may not have run yet: it uses `a`. */
+    if (a->WorkItemScheduled)
+        NdisWaitEvent(&a->WorkItemDone, 0);
     RtlFreeAll(a);
 }
 
@@ -1426,6 +1568,12 @@ static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG Bu
         diag.Transfers = a->Transfers;
         diag.TransfersPended = a->TransfersPended;
         diag.OidsPended = a->OidsPended;
+        diag.FirmwareLength = a->FirmwareLength;
+        diag.FirmwareChecksum = a->FirmwareChecksum;
+        diag.PciId = a->PciId;
+        diag.NdisVersion = a->NdisVersion;
+        diag.InstanceNameLength = a->InstanceNameLength;
+        diag.WorkItemsRun = a->WorkItemsRun;
         src = &diag;
         len = sizeof(diag);
         break;
