@@ -430,7 +430,9 @@ pub fn write_configuration(
         return put_status(k, status, NDIS_STATUS_FAILURE);
     };
     let l = crate::layout(k);
-    let kind = k.m.mem.read_u32(parameter + l.configuration_parameter_parameter_type)?;
+    let kind =
+        k.m.mem
+            .read_u32(parameter + l.configuration_parameter_parameter_type)?;
     let value = match kind {
         INTEGER | HEX_INTEGER => RegValue::dword(
             k.m.mem
@@ -452,10 +454,9 @@ pub fn write_configuration(
             RegValue::new(reg, data)
         }
         BINARY => {
-            let len = k
-                .m
-                .mem
-                .read_u16(parameter + l.configuration_parameter_binary_data_length)?;
+            let len =
+                k.m.mem
+                    .read_u16(parameter + l.configuration_parameter_binary_data_length)?;
             let buffer = k.read_ptr(parameter + l.configuration_parameter_binary_data_buffer)?;
             let mut data = vec![0; usize::from(len)];
             k.m.mem.read_bytes(buffer, &mut data)?;

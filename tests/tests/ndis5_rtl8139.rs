@@ -756,3 +756,118 @@ fn failing_initialize_is_a_clean_error_and_nothing_is_left_behind() {
         assert!(nic.stop().unwrap().is_empty());
     }
 }
+
+/// The firmware file rtl8139_ndis5.inf ships (beside the driver, in system32\drivers).
+const FIRMWARE: &str = "rtl8139fw.bin";
+
+fn firmware() -> Vec<u8> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("drivers/firmware/rtl8139fw.bin");
+    std::fs::read(path).expect("tests/drivers/firmware/rtl8139fw.bin")
+}
+
+/// FNV-1a, the driver's firmware checksum.
+fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(2_166_136_261u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    })
+}
+
+/// A driver host whose rtl8139_ndis5 Parameters key names `Firmware` = `name`.
+fn host_with_firmware_parameter(arch: Arch, name: &str) -> (loader::DriverHost, String) {
+    let mut h = host(arch);
+    let params = format!(r"{}\Parameters", registry::service_path(DRIVER));
+    let reg = registry::backend(&mut h.k);
+    reg.create_key_path(&params).unwrap();
+    reg.set_value(&params, "Firmware", &RegValue::sz(name))
+        .unwrap();
+    (h, params)
+}
+
+#[test]
+fn firmware_is_loaded_from_system32_drivers_and_its_checksum_written_back() {
+    let fw = firmware();
+    for arch in ARCHES {
+        let (mut h, params) = host_with_firmware_parameter(arch, FIRMWARE);
+        let path = format!("{}{}", ndis::file::FILE_DIRECTORY, FIRMWARE.to_uppercase());
+        ndis::file::provide_file(&mut h.k, &path, fw.clone());
+        let (mut nic, _wire, _) = start_rtl8139_in(h, arch, DRIVER, None);
+        let d = rtl_diag(&mut nic);
+        assert_eq!(
+            (d.firmware_length, d.firmware_checksum),
+            (fw.len() as u32, fnv1a(&fw)),
+            "{}",
+            arch.name()
+        );
+        // NdisWriteConfiguration wrote both into the key the driver read (REG_DWORD).
+        let reg = registry::backend(&mut nic.host.k);
+        let value = |name: &str| {
+            reg.query_value(&params, name)
+                .unwrap()
+                .and_then(|(_, v)| v.as_dword())
+        };
+        assert_eq!(value("FirmwareLength"), Some(fw.len() as u32));
+        assert_eq!(value("FirmwareChecksum"), Some(fnv1a(&fw)));
+        // The file is closed, its pool freed, once MiniportInitialize is done.
+        assert!(nic
+            .host
+            .k
+            .extension::<ndis::NdisState>()
+            .files
+            .open
+            .is_empty());
+        // What else Initialize learned from NDIS.
+        assert_eq!(d.pci_id, 0x8139_10EC, "{}", arch.name());
+        assert_eq!(
+            d.ndis_version, 0x0005_0001,
+            "NdisGetRoutineAddress(NdisGetVersion)"
+        );
+        assert!(d.instance_name_length > 0, "{}", arch.name());
+        // The NDIS 5 work item runs at PASSIVE_LEVEL once the host services the adapter.
+        service(&mut nic);
+        assert_eq!(rtl_diag(&mut nic).work_items_run, 1, "{}", arch.name());
+        assert!(ndis::miniport::error_log(&mut nic.host.k).is_empty());
+        let findings = nic.stop().expect("halt");
+        assert!(findings.is_empty(), "{}: {findings:?}", arch.name());
+    }
+}
+
+#[test]
+fn a_missing_firmware_file_fails_initialize_with_file_not_found_and_an_error_log_entry() {
+    for arch in ARCHES {
+        let (mut h, params) = host_with_firmware_parameter(arch, "missing.bin");
+        // Another file is there; only the one asked for counts.
+        ndis::file::provide_file(
+            &mut h.k,
+            &format!("{}{FIRMWARE}", ndis::file::FILE_DIRECTORY),
+            firmware(),
+        );
+        let (port, _wire) = QueuePort::new();
+        let res = h.attach_pci_device(Box::new(Rtl8139::new(MAC, Box::new(port))));
+        let (driver, a) = load_and_initialize(&mut h, arch, DRIVER, &res, None);
+        assert_eq!(
+            a,
+            Err(ndis::file::NDIS_STATUS_FILE_NOT_FOUND),
+            "{}",
+            arch.name()
+        );
+        let log = ndis::miniport::error_log(&mut h.k);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0].driver, "rtl8139_ndis5.sys");
+        // NDIS_ERROR_CODE_DRIVER_FAILURE with the driver's two values: where, and the status.
+        assert_eq!(log[0].code, 0xC000_138D);
+        assert_eq!(
+            log[0].values,
+            [0x4657_0001, ndis::file::NDIS_STATUS_FILE_NOT_FOUND]
+        );
+        let written = registry::backend(&mut h.k).query_value(&params, "FirmwareChecksum");
+        assert!(written.unwrap().is_none());
+        h.unload_driver(&driver).unwrap();
+        assert_eq!(
+            h.k.pool.bytes_owned_by("rtl8139_ndis5.sys"),
+            0,
+            "{}",
+            arch.name()
+        );
+    }
+}

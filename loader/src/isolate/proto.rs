@@ -808,10 +808,7 @@ mod tests {
                     raised: Some(Duration::from_millis(250)),
                 },
                 verifier: true,
-                files: vec![(
-                    r"\SystemRoot\system32\drivers\fw.bin".into(),
-                    vec![1, 2, 3],
-                )],
+                files: vec![(r"\SystemRoot\system32\drivers\fw.bin".into(), vec![1, 2, 3])],
             }))
         };
         let requests = [
