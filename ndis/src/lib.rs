@@ -5,7 +5,7 @@
 //! `resources` for hardware resources and DMA memory, `interrupt` for interrupts, `timer` for
 //! NDIS timers, `packet` for NDIS 5 packets and buffers, `memory` for NDIS pool, `sync` for spin
 //! locks, clocks and processors, `config` for the configuration API, `file` for
-//! NdisOpenFile and firmware files, `string` for NDIS_STRING
+//! NdisOpenFile and firmware files, `device` for control devices, `string` for NDIS_STRING
 //! helpers, `workitem` for NDIS I/O work items); each
 //! declares its exports next to its code, and [`MODULE`] gathers them. Per-kernel state is the
 //! [`NdisState`] extension.
@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use ntoskrnl::{ex, KResult, Kernel, Module};
 
 pub mod config;
+pub mod device;
 pub mod file;
 pub mod interrupt;
 pub mod layout;
@@ -70,6 +71,7 @@ pub static MODULE: Module = Module {
         sync::EXPORTS,
         config::EXPORTS,
         file::EXPORTS,
+        device::EXPORTS,
         string::EXPORTS,
         workitem::EXPORTS,
     ],
@@ -138,6 +140,8 @@ pub struct NdisState {
     pub timers: BTreeMap<u64, timer::NdisTimer>,
     /// NdisWriteErrorLogEntry entries, oldest first.
     pub error_log: Vec<miniport::ErrorLogEntry>,
+    /// Control devices (NdisMRegisterDevice) by NdisDeviceHandle.
+    pub control_devices: BTreeMap<u64, device::ControlDevice>,
     /// The files drivers may open (NdisOpenFile) and the open ones.
     pub files: file::Files,
 }

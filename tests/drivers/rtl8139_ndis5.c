@@ -56,7 +56,10 @@
  * Initialize also reads its PCI IDs (NdisImmediateReadPciSlotInformation),
  * calls NdisGetVersion through NdisGetRoutineAddress, takes its instance name
  * (NdisMQueryAdapterInstanceName) and schedules an NDIS 5 work item
- * (NdisScheduleWorkItem) that Halt waits for.
+ * (NdisScheduleWorkItem) that Halt waits for. The first adapter registers a
+ * control device, \Device\IcaRtl8139 (\DosDevices\IcaRtl8139), that answers
+ * IOCTL_ICA_RTL_DIAG with the diag (NdisMRegisterDevice; Halt deregisters
+ * it).
  */
 #include "ndis51_fix.h"
 
@@ -65,6 +68,8 @@
 
 /* Vendor-specific (0xFF......) query: an RTL_DIAG. */
 #define OID_ICA_RTL_DIAG 0xFF813901u
+/* The same RTL_DIAG from the control device (\\.\IcaRtl8139). */
+#define IOCTL_ICA_RTL_DIAG CTL_CODE(FILE_DEVICE_NETWORK, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS)
 
 /* IoMode values. */
 #define RTL_IO_PORT 0
@@ -268,9 +273,12 @@ typedef struct _RTL_ADAPTER {
     NDIS_EVENT WorkItemDone;
     BOOLEAN WorkItemScheduled;
     LONG WorkItemsRun;
+    NDIS_HANDLE ControlDevice; /* NdisMRegisterDevice, the first adapter's */
 } RTL_ADAPTER, *PRTL_ADAPTER;
 
 static NDIS_HANDLE RtlWrapper;
+static PRTL_ADAPTER RtlControlAdapter; /* the adapter behind the control device */
+static void RtlFillDiag(PRTL_ADAPTER a, RTL_DIAG *d);
 
 static const NDIS_OID RtlSupportedOids[] = {
     OID_GEN_SUPPORTED_LIST, OID_GEN_HARDWARE_STATUS, OID_GEN_MEDIA_SUPPORTED,
@@ -629,6 +637,54 @@ static VOID RtlWorkItem(PNDIS_WORK_ITEM WorkItem, PVOID Context)
     NdisSetEvent(&a->WorkItemDone);
 }
 
+/* The control device's dispatch: create / close, and IOCTL_ICA_RTL_DIAG. */
+static NTSTATUS NTAPI RtlControlDispatch(PDEVICE_OBJECT DeviceObject, PIRP Irp)
+{
+    PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(Irp);
+    NTSTATUS status = STATUS_SUCCESS;
+    ULONG_PTR info = 0;
+
+    (void)DeviceObject;
+    if (sl->MajorFunction == IRP_MJ_DEVICE_CONTROL) {
+        if (sl->Parameters.DeviceIoControl.IoControlCode != IOCTL_ICA_RTL_DIAG || !RtlControlAdapter)
+            status = STATUS_INVALID_DEVICE_REQUEST;
+        else if (sl->Parameters.DeviceIoControl.OutputBufferLength < sizeof(RTL_DIAG))
+            status = STATUS_BUFFER_TOO_SMALL;
+        else {
+            RtlFillDiag(RtlControlAdapter, Irp->AssociatedIrp.SystemBuffer);
+            info = sizeof(RTL_DIAG);
+        }
+    }
+    Irp->IoStatus.Status = status;
+    Irp->IoStatus.Information = info;
+    IoCompleteRequest(Irp, IO_NO_INCREMENT);
+    return status;
+}
+
+static void RtlRegisterControlDevice(PRTL_ADAPTER a)
+{
+    PDRIVER_DISPATCH dispatch[IRP_MJ_MAXIMUM_FUNCTION + 1];
+    NDIS_STRING name, link;
+    PDEVICE_OBJECT device;
+    UINT i;
+
+    if (RtlControlAdapter)
+        return;
+    for (i = 0; i <= IRP_MJ_MAXIMUM_FUNCTION; i++)
+        dispatch[i] = NULL;
+    dispatch[IRP_MJ_CREATE] = RtlControlDispatch;
+    dispatch[IRP_MJ_CLEANUP] = RtlControlDispatch;
+    dispatch[IRP_MJ_CLOSE] = RtlControlDispatch;
+    dispatch[IRP_MJ_DEVICE_CONTROL] = RtlControlDispatch;
+    NdisInitUnicodeString(&name, L"\\Device\\IcaRtl8139");
+    NdisInitUnicodeString(&link, L"\\DosDevices\\IcaRtl8139");
+    if (NdisMRegisterDevice(RtlWrapper, &name, &link, dispatch, &device, &a->ControlDevice) ==
+        NDIS_STATUS_SUCCESS)
+        RtlControlAdapter = a;
+    else
+        a->ControlDevice = NULL;
+}
+
 /* What Initialize learns from NDIS besides the configuration. */
 static void RtlQueryNdis(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
 {
@@ -812,6 +868,7 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
     NdisInitializeEvent(&a->WorkItemDone);
     NdisInitializeWorkItem(&a->WorkItem, RtlWorkItem, a);
     a->WorkItemScheduled = NdisScheduleWorkItem(&a->WorkItem) == NDIS_STATUS_SUCCESS;
+    RtlRegisterControlDevice(a);
     DbgPrint("rtl8139_ndis5: up, %s %x irq %u mac %02x:%02x:%02x:%02x:%02x:%02x link %u\n",
              a->Mmio ? "mmio" : "io",
              a->Mmio ? NdisGetPhysicalAddressLow(a->MemStart) : a->PortStart, a->IrqVector, a->CurrentAddress[0], a->CurrentAddress[1],
@@ -993,6 +1050,10 @@ static VOID NTAPI RtlHalt(NDIS_HANDLE Context)
     /* The work item Initialize scheduled may not have run yet: it uses `a`. */
     if (a->WorkItemScheduled)
         NdisWaitEvent(&a->WorkItemDone, 0);
+    if (a->ControlDevice) {
+        NdisMDeregisterDevice(a->ControlDevice);
+        RtlControlAdapter = NULL;
+    }
     RtlFreeAll(a);
 }
 
@@ -1439,6 +1500,34 @@ static VOID NTAPI RtlHandleInterrupt(NDIS_HANDLE Context)
 }
 
 /* Answers a query (at once, or from the OID timer). */
+/* The counters OID_ICA_RTL_DIAG and IOCTL_ICA_RTL_DIAG report. */
+static void RtlFillDiag(PRTL_ADAPTER a, RTL_DIAG *d)
+{
+    d->IoMode = a->IoMode;
+    d->NdiParams = a->NdiParams;
+    d->ZeroCopySends = a->ZeroCopySends;
+    d->CopiedSends = a->CopiedSends;
+    d->TxContextAllocs = a->TxLookaside.L.TotalAllocates;
+    d->TxContextMisses = a->TxLookaside.L.AllocateMisses;
+    d->TxContextFrees = a->TxLookaside.L.TotalFrees;
+    d->Deserialized = a->Deserialized;
+    d->ReceiveIndication = a->RxIndication;
+    d->PendOids = a->PendOids;
+    d->SendsRefused = a->SendsRefused;
+    d->SendsWaited = a->SendsWaited;
+    d->LookaheadIndications = a->LookaheadIndications;
+    d->ShortLookaheads = a->ShortLookaheads;
+    d->Transfers = a->Transfers;
+    d->TransfersPended = a->TransfersPended;
+    d->OidsPended = a->OidsPended;
+    d->FirmwareLength = a->FirmwareLength;
+    d->FirmwareChecksum = a->FirmwareChecksum;
+    d->PciId = a->PciId;
+    d->NdisVersion = a->NdisVersion;
+    d->InstanceNameLength = a->InstanceNameLength;
+    d->WorkItemsRun = a->WorkItemsRun;
+}
+
 static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG BufferLength,
                             PULONG BytesWritten, PULONG BytesNeeded)
 {
@@ -1551,29 +1640,7 @@ static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG Bu
         ul = 0;
         break;
     case OID_ICA_RTL_DIAG:
-        diag.IoMode = a->IoMode;
-        diag.NdiParams = a->NdiParams;
-        diag.ZeroCopySends = a->ZeroCopySends;
-        diag.CopiedSends = a->CopiedSends;
-        diag.TxContextAllocs = a->TxLookaside.L.TotalAllocates;
-        diag.TxContextMisses = a->TxLookaside.L.AllocateMisses;
-        diag.TxContextFrees = a->TxLookaside.L.TotalFrees;
-        diag.Deserialized = a->Deserialized;
-        diag.ReceiveIndication = a->RxIndication;
-        diag.PendOids = a->PendOids;
-        diag.SendsRefused = a->SendsRefused;
-        diag.SendsWaited = a->SendsWaited;
-        diag.LookaheadIndications = a->LookaheadIndications;
-        diag.ShortLookaheads = a->ShortLookaheads;
-        diag.Transfers = a->Transfers;
-        diag.TransfersPended = a->TransfersPended;
-        diag.OidsPended = a->OidsPended;
-        diag.FirmwareLength = a->FirmwareLength;
-        diag.FirmwareChecksum = a->FirmwareChecksum;
-        diag.PciId = a->PciId;
-        diag.NdisVersion = a->NdisVersion;
-        diag.InstanceNameLength = a->InstanceNameLength;
-        diag.WorkItemsRun = a->WorkItemsRun;
+        RtlFillDiag(a, &diag);
         src = &diag;
         len = sizeof(diag);
         break;

@@ -871,3 +871,41 @@ fn a_missing_firmware_file_fails_initialize_with_file_not_found_and_an_error_log
         );
     }
 }
+
+/// CTL_CODE(FILE_DEVICE_NETWORK, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS): rtl8139_ndis5's diag
+/// through its control device.
+const IOCTL_ICA_RTL_DIAG: u32 = 0x0012_2000;
+
+#[test]
+fn the_control_device_answers_an_ioctl_through_its_link_and_name() {
+    for arch in ARCHES {
+        let (mut nic, _wire) = start(arch);
+        let oid = rtl_diag(&mut nic);
+        let h = &mut nic.host;
+        let handle = h
+            .open(r"\\.\IcaRtl8139")
+            .unwrap()
+            .expect("open by its link");
+        let r = h.ioctl(handle, IOCTL_ICA_RTL_DIAG, &[], &[0; 128]).unwrap();
+        assert_eq!(r.status, 0, "{}", arch.name());
+        assert_eq!(r.output.len(), 92, "{}", arch.name());
+        let pci_id = u32::from_le_bytes(r.output[76..80].try_into().unwrap());
+        assert_eq!(pci_id, oid.pci_id, "the same diag as the OID's");
+        // A short buffer and an unknown code are the driver's answers; a major function it
+        // gave no routine is the I/O manager's.
+        let short = h.ioctl(handle, IOCTL_ICA_RTL_DIAG, &[], &[0; 8]).unwrap();
+        assert_eq!(short.status, 0xC000_0023, "STATUS_BUFFER_TOO_SMALL");
+        let unknown = h
+            .ioctl(handle, IOCTL_ICA_RTL_DIAG + 4, &[], &[0; 8])
+            .unwrap();
+        assert_eq!(unknown.status, 0xC000_0010, "STATUS_INVALID_DEVICE_REQUEST");
+        let read = h.read(handle, 16).unwrap();
+        assert_eq!(read.status, 0xC000_0010, "no IRP_MJ_READ routine");
+        assert_eq!(h.close(handle).unwrap(), 0);
+        assert!(
+            h.open(r"\Device\IcaRtl8139").unwrap().is_ok(),
+            "by its name"
+        );
+        assert!(nic.stop().unwrap().is_empty(), "{}", arch.name());
+    }
+}
