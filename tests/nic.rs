@@ -226,13 +226,15 @@ pub struct RtlDiag {
     pub instance_name_length: u32,
     /// NdisScheduleWorkItem routines that ran.
     pub work_items_run: u32,
+    /// Length of the NdisMAllocateSharedMemoryAsync block once completed.
+    pub async_shared_length: u32,
 }
 
 /// Queries rtl8139_ndis5.sys's OID_ICA_RTL_DIAG.
 pub fn rtl_diag(nic: &mut NetAdapter) -> RtlDiag {
     let r = nic.query(OID_ICA_RTL_DIAG, 128).unwrap();
     assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
-    assert_eq!(r.data.len(), 92);
+    assert_eq!(r.data.len(), 96);
     let f = |i: usize| u32::from_le_bytes(r.data[4 * i..4 * i + 4].try_into().unwrap());
     RtlDiag {
         io_mode: f(0),
@@ -258,6 +260,7 @@ pub fn rtl_diag(nic: &mut NetAdapter) -> RtlDiag {
         ndis_version: f(20),
         instance_name_length: f(21),
         work_items_run: f(22),
+        async_shared_length: f(23),
     }
 }
 

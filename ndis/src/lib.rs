@@ -140,6 +140,8 @@ pub struct NdisState {
     pub timers: BTreeMap<u64, timer::NdisTimer>,
     /// NdisWriteErrorLogEntry entries, oldest first.
     pub error_log: Vec<miniport::ErrorLogEntry>,
+    /// NdisMAllocateSharedMemoryAsync requests not completed yet, by their work item.
+    pub async_allocations: BTreeMap<u64, resources::AsyncAllocation>,
     /// Control devices (NdisMRegisterDevice) by NdisDeviceHandle.
     pub control_devices: BTreeMap<u64, device::ControlDevice>,
     /// The files drivers may open (NdisOpenFile) and the open ones.

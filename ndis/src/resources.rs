@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use ntoskrnl::export::{Export, Quad};
+use ntoskrnl::workitem::{self, QueuedWork, WorkKind};
 use ntoskrnl::{ex, export_table, KResult, Kernel};
 
 use crate::miniport::{adapter_mut, at_dispatch, SharedMemory};
@@ -254,6 +255,19 @@ pub fn allocate_shared_memory(
     pa_out: u64,
 ) -> KResult<()> {
     let owner = k.caller_image();
+    let (va, pa) = allocate_shared(k, handle, length, owner)?.unwrap_or((0, 0));
+    k.write_ptr(va_out, va)?;
+    Ok(k.m.mem.write_u64(pa_out, pa)?)
+}
+
+/// Shared memory of `length` bytes for adapter `handle`, charged to `owner`: (virtual, physical
+/// address), or None if the adapter may not have it.
+fn allocate_shared(
+    k: &mut Kernel,
+    handle: u64,
+    length: u32,
+    owner: String,
+) -> KResult<Option<(u64, u64)>> {
     let usable = match adapter_mut(k, handle) {
         // NDIS 6 hands out shared memory only after NdisMRegisterScatterGatherDma.
         Some(a) if a.is_ndis6() && a.sg_dma.is_none() => {
@@ -264,8 +278,7 @@ pub fn allocate_shared_memory(
         None => false,
     };
     if !usable {
-        k.write_ptr(va_out, 0)?;
-        return Ok(k.m.mem.write_u64(pa_out, 0)?);
+        return Ok(None);
     }
     // Page-sized requests come from whole pages, so the block is page aligned.
     let va = ex::allocate(k, u64::from(length).max(0x1000), SHARED_TAG, owner)?;
@@ -274,9 +287,89 @@ pub fn allocate_shared_memory(
     if let Some(a) = adapter_mut(k, handle) {
         a.shared_memory.insert(va, SharedMemory { length, pa });
     }
-    k.write_ptr(va_out, va)?;
-    Ok(k.m.mem.write_u64(pa_out, pa)?)
+    Ok(Some((va, pa)))
 }
+
+/// An NdisMAllocateSharedMemoryAsync waiting for its completion.
+#[derive(Debug, Clone)]
+pub struct AsyncAllocation {
+    adapter: u64,
+    length: u32,
+    context: u64,
+    owner: String,
+}
+
+/// NdisMAllocateSharedMemoryAsync(MiniportAdapterHandle, Length, Cached, Context): NDIS_STATUS_PENDING;
+/// later, at PASSIVE_LEVEL from a system work item, NDIS allocates the memory and calls the
+/// miniport's MiniportAllocateComplete(MiniportAdapterContext, VirtualAddress, &PhysicalAddress,
+/// Length, Context) (a NULL VirtualAddress if it could not). NDIS_STATUS_FAILURE for a miniport
+/// without that handler (NDIS 5 only).
+pub fn allocate_shared_memory_async(
+    k: &mut Kernel,
+    handle: u64,
+    length: u32,
+    _cached: bool,
+    context: u64,
+) -> KResult<NdisStatus> {
+    let has_handler = adapter_mut(k, handle)
+        .and_then(|a| a.ndis5_chars())
+        .is_some_and(|c| c.handler(crate::Handler::AllocateComplete) != 0);
+    if !has_handler {
+        tracing::warn!(target: "ica::ndis", "NdisMAllocateSharedMemoryAsync for {handle:#x}: not an NDIS 5 adapter with an AllocateCompleteHandler");
+        return Ok(NDIS_STATUS_FAILURE);
+    }
+    let owner = k.caller_image();
+    let item = crate::alloc_handle(k, b"NDaa")?;
+    k.extension::<NdisState>().async_allocations.insert(
+        item,
+        AsyncAllocation {
+            adapter: handle,
+            length,
+            context,
+            owner,
+        },
+    );
+    let routine = k.host_function(&ASYNC_COMPLETE[0]);
+    workitem::queue_work(
+        k,
+        QueuedWork {
+            item,
+            routine,
+            args: vec![item],
+            kind: WorkKind::Host,
+        },
+    )?;
+    Ok(crate::miniport::NDIS_STATUS_PENDING)
+}
+
+/// The work item of an NdisMAllocateSharedMemoryAsync: allocates, calls MiniportAllocateComplete.
+/// An adapter halted meanwhile gets nothing.
+pub fn complete_async_allocation(k: &mut Kernel, item: u64) -> KResult<()> {
+    let Some(req) = k.extension::<NdisState>().async_allocations.remove(&item) else {
+        return Ok(());
+    };
+    ex::free(k, item, None)?;
+    let Some((context, handler)) = adapter_mut(k, req.adapter).and_then(|a| {
+        let chars = a.ndis5_chars()?;
+        Some((a.context, chars.handler(crate::Handler::AllocateComplete)))
+    }) else {
+        return Ok(());
+    };
+    let (va, pa) = allocate_shared(k, req.adapter, req.length, req.owner)?.unwrap_or((0, 0));
+    let pa_block = crate::alloc_handle(k, b"NDap")?;
+    k.m.mem.write_u64(pa_block, pa)?;
+    let called = k.call_guest(
+        handler,
+        &[context, va, pa_block, u64::from(req.length), req.context],
+    );
+    ex::free(k, pa_block, None)?;
+    called.map(|_| ())
+}
+
+/// NDIS's work routine for NdisMAllocateSharedMemoryAsync (not an export).
+static ASYNC_COMPLETE: &[Export] = export_table![
+    stdcall ndisMAllocateComplete => complete_async_allocation(item: u64);
+];
 
 /// NdisMFreeSharedMemory(MiniportAdapterHandle, Length, Cached, VirtualAddress, PhysicalAddress).
 pub fn free_shared_memory(
@@ -1021,6 +1114,7 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMRegisterIoPortRange => register_io_port_range(port_offset: u64, miniport_adapter_handle: u64, initial_port: u32, number_of_ports: u32);
     stdcall NdisMDeregisterIoPortRange => deregister_io_port_range(miniport_adapter_handle: u64, initial_port: u32, number_of_ports: u32, port_offset: u64);
     stdcall NdisMAllocateSharedMemory => allocate_shared_memory(miniport_adapter_handle: u64, length: u32, cached: bool, virtual_address: u64, physical_address: u64);
+    stdcall NdisMAllocateSharedMemoryAsync => allocate_shared_memory_async(miniport_adapter_handle: u64, length: u32, cached: bool, context: u64);
     stdcall NdisMFreeSharedMemory => free_shared_memory(miniport_adapter_handle: u64, length: u32, cached: bool, virtual_address: u64, physical_address: Quad);
     stdcall NdisMAllocateMapRegisters => allocate_map_registers(miniport_adapter_handle: u64, dma_channel: u32, dma_size: u8, base_map_registers_needed: u32, maximum_physical_mapping: u32);
     stdcall NdisMFreeMapRegisters => free_map_registers(miniport_adapter_handle: u64);

@@ -56,7 +56,9 @@
  * Initialize also reads its PCI IDs (NdisImmediateReadPciSlotInformation),
  * calls NdisGetVersion through NdisGetRoutineAddress, takes its instance name
  * (NdisMQueryAdapterInstanceName) and schedules an NDIS 5 work item
- * (NdisScheduleWorkItem) that Halt waits for. The first adapter registers a
+ * (NdisScheduleWorkItem) and a shared-memory block
+ * (NdisMAllocateSharedMemoryAsync, completed through AllocateCompleteHandler)
+ * that Halt waits for. The first adapter registers a
  * control device, \Device\IcaRtl8139 (\DosDevices\IcaRtl8139), that answers
  * IOCTL_ICA_RTL_DIAG with the diag (NdisMRegisterDevice; Halt deregisters
  * it).
@@ -178,6 +180,7 @@ typedef struct _RTL_DIAG {
     ULONG NdisVersion;       /* NdisGetVersion, called through NdisGetRoutineAddress */
     ULONG InstanceNameLength; /* bytes of NdisMQueryAdapterInstanceName's name */
     ULONG WorkItemsRun;      /* NdisScheduleWorkItem routines that ran */
+    ULONG AsyncSharedLength; /* NdisMAllocateSharedMemoryAsync's block, once completed */
 } RTL_DIAG;
 
 /* One send in flight (from the lookaside list). */
@@ -274,6 +277,12 @@ typedef struct _RTL_ADAPTER {
     BOOLEAN WorkItemScheduled;
     LONG WorkItemsRun;
     NDIS_HANDLE ControlDevice; /* NdisMRegisterDevice, the first adapter's */
+    /* NdisMAllocateSharedMemoryAsync: pending until AllocateComplete signals AsyncDone. */
+    BOOLEAN AsyncPending;
+    NDIS_EVENT AsyncDone;
+    PVOID AsyncShared;
+    NDIS_PHYSICAL_ADDRESS AsyncSharedPa;
+    ULONG AsyncSharedLength;
 } RTL_ADAPTER, *PRTL_ADAPTER;
 
 static NDIS_HANDLE RtlWrapper;
@@ -637,6 +646,21 @@ static VOID RtlWorkItem(PNDIS_WORK_ITEM WorkItem, PVOID Context)
     NdisSetEvent(&a->WorkItemDone);
 }
 
+/* MiniportAllocateComplete: the block NdisMAllocateSharedMemoryAsync promised. */
+static VOID NTAPI RtlAllocateComplete(NDIS_HANDLE Context, PVOID VirtualAddress,
+                                      PNDIS_PHYSICAL_ADDRESS PhysicalAddress, ULONG Length,
+                                      PVOID AllocationContext)
+{
+    PRTL_ADAPTER a = Context;
+
+    if (AllocationContext == &a->AsyncShared && VirtualAddress) {
+        a->AsyncShared = VirtualAddress;
+        a->AsyncSharedPa = *PhysicalAddress;
+        a->AsyncSharedLength = Length;
+    }
+    NdisSetEvent(&a->AsyncDone);
+}
+
 /* The control device's dispatch: create / close, and IOCTL_ICA_RTL_DIAG. */
 static NTSTATUS NTAPI RtlControlDispatch(PDEVICE_OBJECT DeviceObject, PIRP Irp)
 {
@@ -869,6 +893,9 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
     NdisInitializeWorkItem(&a->WorkItem, RtlWorkItem, a);
     a->WorkItemScheduled = NdisScheduleWorkItem(&a->WorkItem) == NDIS_STATUS_SUCCESS;
     RtlRegisterControlDevice(a);
+    NdisInitializeEvent(&a->AsyncDone);
+    a->AsyncPending = NdisMAllocateSharedMemoryAsync(MiniportAdapterHandle, 256, FALSE,
+                                                     &a->AsyncShared) == NDIS_STATUS_PENDING;
     DbgPrint("rtl8139_ndis5: up, %s %x irq %u mac %02x:%02x:%02x:%02x:%02x:%02x link %u\n",
              a->Mmio ? "mmio" : "io",
              a->Mmio ? NdisGetPhysicalAddressLow(a->MemStart) : a->PortStart, a->IrqVector, a->CurrentAddress[0], a->CurrentAddress[1],
@@ -1050,6 +1077,11 @@ static VOID NTAPI RtlHalt(NDIS_HANDLE Context)
     /* The work item Initialize scheduled may not have run yet: it uses `a`. */
     if (a->WorkItemScheduled)
         NdisWaitEvent(&a->WorkItemDone, 0);
+    if (a->AsyncPending)
+        NdisWaitEvent(&a->AsyncDone, 0);
+    if (a->AsyncSharedLength)
+        NdisMFreeSharedMemory(a->Handle, a->AsyncSharedLength, FALSE, a->AsyncShared,
+                              a->AsyncSharedPa);
     if (a->ControlDevice) {
         NdisMDeregisterDevice(a->ControlDevice);
         RtlControlAdapter = NULL;
@@ -1526,6 +1558,7 @@ static void RtlFillDiag(PRTL_ADAPTER a, RTL_DIAG *d)
     d->NdisVersion = a->NdisVersion;
     d->InstanceNameLength = a->InstanceNameLength;
     d->WorkItemsRun = a->WorkItemsRun;
+    d->AsyncSharedLength = a->AsyncSharedLength;
 }
 
 static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG BufferLength,
@@ -1803,6 +1836,7 @@ NTSTATUS NTAPI DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING Registry
     c.ReturnPacketHandler = RtlReturnPacket;
     c.TransferDataHandler = RtlTransferData;
     c.AdapterShutdownHandler = RtlShutdown;
+    c.AllocateCompleteHandler = RtlAllocateComplete;
 
     status = NdisMRegisterMiniport(RtlWrapper, (PNDIS_MINIPORT_CHARACTERISTICS)&c, sizeof(c));
     if (status != NDIS_STATUS_SUCCESS) {
