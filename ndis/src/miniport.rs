@@ -112,6 +112,9 @@ pub enum AdapterEvent {
     Link(bool),
     /// Any other status indication (NDIS_STATUS code).
     Status(NdisStatus),
+    /// The miniport found its adapter unrecoverable and asked NDIS to remove it
+    /// (NdisMRemoveMiniport): the host halts it.
+    Removed,
 }
 
 /// The outcome of an OID request.
@@ -1503,6 +1506,19 @@ pub fn query_adapter_instance_name(k: &mut Kernel, out: u64, handle: u64) -> KRe
     Ok(NDIS_STATUS_SUCCESS)
 }
 
+/// NdisMRemoveMiniport(MiniportAdapterHandle): the miniport found the adapter unrecoverable; NDIS
+/// removes it (halts it) later, outside the call, as a PnP removal does on Windows: the host sees
+/// [`AdapterEvent::Removed`].
+pub fn remove_miniport(k: &mut Kernel, handle: u64) -> KResult<NdisStatus> {
+    let Some(a) = adapter_mut(k, handle) else {
+        tracing::warn!(target: "ica::ndis", "NdisMRemoveMiniport({handle:#x}): not an adapter handle");
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    tracing::warn!(target: "ica::ndis", "{}: the miniport asked NDIS to remove the adapter (NdisMRemoveMiniport)", a.name);
+    a.events.push_back(AdapterEvent::Removed);
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
 /// NdisWriteErrorLogEntry(NdisAdapterHandle, ErrorCode, NumberOfErrorValues, ...): the entry
 /// goes to the log (target `ica::ndis`, warning) with the driver and adapter names, and is kept
 /// in the kernel's NDIS error log ([`error_log`]).
@@ -1547,6 +1563,7 @@ pub fn error_log(k: &mut Kernel) -> Vec<ErrorLogEntry> {
 }
 
 pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall NdisMRemoveMiniport => remove_miniport(miniport_adapter_handle: u64);
     stdcall NdisMQueryAdapterInstanceName => query_adapter_instance_name(adapter_instance_name: u64, miniport_handle: u64);
     cdecl NdisWriteErrorLogEntry => write_error_log_entry(ndis_adapter_handle: u64, error_code: u32, number_of_error_values: u32);
     stdcall NdisMSendComplete => send_complete(miniport_adapter_handle: u64, packet: u64, status: u32);

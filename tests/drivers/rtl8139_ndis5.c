@@ -71,6 +71,8 @@
 /* Vendor-specific (0xFF......) query: an RTL_DIAG. */
 #define OID_ICA_RTL_DIAG 0xFF813901u
 /* The same RTL_DIAG from the control device (\\.\IcaRtl8139). */
+/* Vendor-specific set: the adapter declares itself unrecoverable (NdisMRemoveMiniport). */
+#define OID_ICA_RTL_REMOVE 0xFF813902u
 #define IOCTL_ICA_RTL_DIAG CTL_CODE(FILE_DEVICE_NETWORK, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS)
 
 /* IoMode values. */
@@ -1702,6 +1704,8 @@ static NDIS_STATUS RtlSet(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG Buff
     *BytesRead = 0;
     *BytesNeeded = 0;
     switch (Oid) {
+    case OID_ICA_RTL_REMOVE:
+        return NdisMRemoveMiniport(a->Handle);
     case OID_GEN_CURRENT_PACKET_FILTER:
         if (BufferLength < sizeof(ULONG)) {
             *BytesNeeded = sizeof(ULONG);

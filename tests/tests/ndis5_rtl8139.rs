@@ -912,3 +912,25 @@ fn the_control_device_answers_an_ioctl_through_its_link_and_name() {
         assert!(nic.stop().unwrap().is_empty(), "{}", arch.name());
     }
 }
+
+/// rtl8139_ndis5's private set that makes it call NdisMRemoveMiniport.
+const OID_ICA_RTL_REMOVE: u32 = 0xFF81_3902;
+
+#[test]
+fn a_miniport_that_removes_its_adapter_is_reported_and_halted_cleanly() {
+    for arch in ARCHES {
+        let (mut nic, _wire) = start(arch);
+        let r = nic.set(OID_ICA_RTL_REMOVE, &[0; 4]).unwrap();
+        assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS, "{}", arch.name());
+        let mut events = Vec::new();
+        let err = NetMiniport::service(&mut nic, &mut events).unwrap_err();
+        assert!(
+            err.message.contains("NdisMRemoveMiniport"),
+            "{}",
+            err.message
+        );
+        // The caller removes it: Halt, unload, nothing left behind.
+        let findings = nic.stop().expect("halt");
+        assert!(findings.is_empty(), "{}: {findings:?}", arch.name());
+    }
+}
