@@ -165,3 +165,71 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisUnmapFile => unmap_file(file_handle: u64);
     stdcall NdisCloseFile => close_file(file_handle: u64);
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{block, kernel, ARCHES};
+
+    fn name(k: &mut Kernel, text: &str) -> u64 {
+        rtl::alloc_unicode_string(k, text, 0x7473_6554).unwrap()
+    }
+
+    /// NdisOpenFile of `file`: (status, handle, length).
+    fn open(k: &mut Kernel, file: &str) -> (NdisStatus, u64, u32) {
+        let out = block(k, 24);
+        let n = name(k, file);
+        open_file(k, out, out + 8, out + 16, n, Quad(u64::MAX)).unwrap();
+        let status = k.m.mem.read_u32(out).unwrap();
+        (
+            status,
+            k.read_ptr(out + 8).unwrap(),
+            k.m.mem.read_u32(out + 16).unwrap(),
+        )
+    }
+
+    #[test]
+    fn files_open_by_name_under_system32_drivers_map_once_and_close_freeing_their_pool() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            provide_file(
+                &mut k,
+                r"\SystemRoot\System32\Drivers\FW\Card.bin",
+                vec![7, 8, 9],
+            );
+            provide_file(
+                &mut k,
+                r"\SystemRoot\system32\drivers\empty.bin",
+                Vec::new(),
+            );
+            let (status, handle, length) = open(&mut k, r"fw\CARD.BIN");
+            assert_eq!((status, length), (NDIS_STATUS_SUCCESS, 3), "{arch:?}");
+            // The contents and the handle are the caller's pool (here: the host's).
+            assert!(k.pool.bytes_owned_by("host") > 0);
+            let out = block(&mut k, 16);
+            map_file(&mut k, out, out + 8, handle).unwrap();
+            assert_eq!(k.m.mem.read_u32(out).unwrap(), NDIS_STATUS_SUCCESS);
+            let va = k.read_ptr(out + 8).unwrap();
+            assert_eq!(k.m.mem.read_vec(va, 3).unwrap(), [7, 8, 9]);
+            map_file(&mut k, out, out + 8, handle).unwrap();
+            assert_eq!(k.m.mem.read_u32(out).unwrap(), NDIS_STATUS_ALREADY_MAPPED);
+            unmap_file(&mut k, handle).unwrap();
+            map_file(&mut k, out, out + 8, handle).unwrap();
+            assert_eq!(k.m.mem.read_u32(out).unwrap(), NDIS_STATUS_SUCCESS);
+            unmap_file(&mut k, handle).unwrap();
+            close_file(&mut k, handle).unwrap();
+            // A second close and a map of the closed handle are ignored / refused.
+            close_file(&mut k, handle).unwrap();
+            map_file(&mut k, out, out + 8, handle).unwrap();
+            assert_eq!(k.m.mem.read_u32(out).unwrap(), NDIS_STATUS_FAILURE);
+            assert_eq!(k.pool.bytes_owned_by("host"), 0, "{arch:?}");
+            // Not there: the name is relative to system32\drivers, never a full path.
+            assert_eq!(open(&mut k, "card.bin").0, NDIS_STATUS_FILE_NOT_FOUND);
+            assert_eq!(
+                open(&mut k, r"\SystemRoot\system32\drivers\fw\card.bin").0,
+                NDIS_STATUS_FILE_NOT_FOUND
+            );
+            assert_eq!(open(&mut k, "empty.bin").0, NDIS_STATUS_ERROR_READING_FILE);
+        }
+    }
+}
