@@ -1149,6 +1149,103 @@ mod tests {
 
     const BAR: u64 = 0xFEBF_1000;
 
+    /// 256 bytes of configuration space.
+    struct ConfigBytes([u8; 256]);
+
+    impl BusConfig for ConfigBytes {
+        fn read(&mut self, offset: u32, buf: &mut [u8]) -> usize {
+            let from = (offset as usize).min(256);
+            let n = buf.len().min(256 - from);
+            buf[..n].copy_from_slice(&self.0[from..from + n]);
+            n
+        }
+        fn write(&mut self, offset: u32, data: &[u8]) -> usize {
+            let from = (offset as usize).min(256);
+            let n = data.len().min(256 - from);
+            self.0[from..from + n].copy_from_slice(&data[..n]);
+            n
+        }
+    }
+
+    #[test]
+    fn immediate_slot_access_and_assigned_resources_are_the_adapters_bus() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let resources = vec![Resource::Port {
+                start: 0xC000,
+                length: 0x100,
+            }];
+            let a = test_adapter(&mut k, resources.clone());
+            let mut config = [0u8; 256];
+            config[..4].copy_from_slice(&0x8139_10ECu32.to_le_bytes());
+            crate::miniport::adapter_mut(&mut k, a).unwrap().bus =
+                Some(Box::new(ConfigBytes(config)));
+            let ctx = crate::config::configuration_context_for_key(&mut k, "").unwrap();
+            k.extension::<NdisState>()
+                .config_contexts
+                .get_mut(&ctx)
+                .unwrap()
+                .adapter = Some(a);
+            let buf = block(&mut k, 8);
+            assert_eq!(
+                immediate_read_pci_slot_information(&mut k, ctx, 0, 0, buf, 4).unwrap(),
+                4
+            );
+            assert_eq!(k.m.mem.read_u32(buf).unwrap(), 0x8139_10EC, "{arch:?}");
+            k.m.mem.write_u16(buf, 0x0107).unwrap();
+            assert_eq!(
+                immediate_write_pci_slot_information(&mut k, ctx, 0, 4, buf, 2).unwrap(),
+                2
+            );
+            assert_eq!(
+                read_pci_slot_information(&mut k, a, 0, 4, buf + 4, 2).unwrap(),
+                2
+            );
+            assert_eq!(k.m.mem.read_u16(buf + 4).unwrap(), 0x0107);
+            // A context of no adapter reaches no bus.
+            let other = crate::config::configuration_context_for_key(&mut k, "").unwrap();
+            assert_eq!(
+                immediate_read_pci_slot_information(&mut k, other, 0, 0, buf, 4).unwrap(),
+                0
+            );
+
+            let out = block(&mut k, 8);
+            assert_eq!(
+                pci_assign_resources(&mut k, a, 0, out).unwrap(),
+                NDIS_STATUS_SUCCESS
+            );
+            let list = k.read_ptr(out).unwrap();
+            let l = crate::layout(&k);
+            assert_eq!(
+                k.m.mem
+                    .read_u32(list + l.partial_resource_list_count)
+                    .unwrap(),
+                1
+            );
+            let d = list + l.partial_resource_list_partial_descriptors;
+            assert_eq!(
+                k.m.mem
+                    .read_u64(d + l.partial_resource_descriptor_port_start)
+                    .unwrap(),
+                0xC000
+            );
+            // Asked again: a new list, the old one freed; the adapter's release frees the last.
+            assert_eq!(
+                pci_assign_resources(&mut k, a, 0, out).unwrap(),
+                NDIS_STATUS_SUCCESS
+            );
+            let owned = k.pool.bytes_owned_by(NDIS_OWNER);
+            crate::miniport::release(&mut k, a).unwrap();
+            assert!(k.pool.bytes_owned_by(NDIS_OWNER) < owned, "{arch:?}");
+            // An adapter on no bus has no PCI resources to assign.
+            let virtual_adapter = test_adapter(&mut k, Vec::new());
+            assert_eq!(
+                pci_assign_resources(&mut k, virtual_adapter, 0, out).unwrap(),
+                NDIS_STATUS_FAILURE
+            );
+        }
+    }
+
     #[test]
     fn device_memory_maps_inside_the_adapters_memory_resources_only() {
         for arch in ARCHES {
