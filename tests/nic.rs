@@ -215,13 +215,26 @@ pub struct RtlDiag {
     pub transfers_pended: u32,
     /// Requests answered with NdisMQueryInformationComplete / NdisMSetInformationComplete.
     pub oids_pended: u32,
+    /// Length and FNV-1a of the `Firmware` file loaded (0, 0: none).
+    pub firmware_length: u32,
+    pub firmware_checksum: u32,
+    /// Device << 16 | vendor, read with NdisImmediateReadPciSlotInformation.
+    pub pci_id: u32,
+    /// NdisGetVersion, called through NdisGetRoutineAddress.
+    pub ndis_version: u32,
+    /// Bytes of NdisMQueryAdapterInstanceName's name.
+    pub instance_name_length: u32,
+    /// NdisScheduleWorkItem routines that ran.
+    pub work_items_run: u32,
+    /// Length of the NdisMAllocateSharedMemoryAsync block once completed.
+    pub async_shared_length: u32,
 }
 
 /// Queries rtl8139_ndis5.sys's OID_ICA_RTL_DIAG.
 pub fn rtl_diag(nic: &mut NetAdapter) -> RtlDiag {
     let r = nic.query(OID_ICA_RTL_DIAG, 128).unwrap();
     assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS);
-    assert_eq!(r.data.len(), 68);
+    assert_eq!(r.data.len(), 96);
     let f = |i: usize| u32::from_le_bytes(r.data[4 * i..4 * i + 4].try_into().unwrap());
     RtlDiag {
         io_mode: f(0),
@@ -241,6 +254,13 @@ pub fn rtl_diag(nic: &mut NetAdapter) -> RtlDiag {
         transfers: f(14),
         transfers_pended: f(15),
         oids_pended: f(16),
+        firmware_length: f(17),
+        firmware_checksum: f(18),
+        pci_id: f(19),
+        ndis_version: f(20),
+        instance_name_length: f(21),
+        work_items_run: f(22),
+        async_shared_length: f(23),
     }
 }
 

@@ -328,6 +328,7 @@ fn run(
                 registry: Vec::new(),
                 watchdog: ntoskrnl::Watchdog::default(),
                 verifier,
+                files: Vec::new(),
             };
             let mut host = IsolatedStack::start(params, HostRegistry::new(store, keys), cfg)?;
             host.started().iter().cloned().for_each(&mut say);

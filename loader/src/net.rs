@@ -382,13 +382,26 @@ impl NetMiniport for NetAdapter {
             .map_err(|e| net_error(self.host.fail(e)))
     }
 
+    /// Services the adapter; an adapter its miniport removed (NdisMRemoveMiniport) is an error:
+    /// the caller stops it (halt and unload), as Windows removes the device.
     fn service(&mut self, events: &mut Vec<NetEvent>) -> Result<(), NetError> {
         self.pump().map_err(net_error)?;
+        let mut removed = false;
         events.extend(self.backlog.drain(..).filter_map(|e| match e {
             AdapterEvent::Receive(f) => Some(NetEvent::Receive(f)),
             AdapterEvent::Link(up) => Some(NetEvent::Link(up)),
             AdapterEvent::Status(_) => None,
+            AdapterEvent::Removed => {
+                removed = true;
+                None
+            }
         }));
+        if removed {
+            return Err(NetError::new(format!(
+                "{}: the miniport found its adapter unrecoverable and removed it (NdisMRemoveMiniport)",
+                self.image
+            )));
+        }
         Ok(())
     }
 

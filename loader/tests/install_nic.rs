@@ -69,6 +69,49 @@ fn installing_the_inf_starts_the_miniport_on_the_software_model() {
     }
 }
 
+/// FNV-1a, rtl8139_ndis5.sys's firmware checksum.
+fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(2_166_136_261u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    })
+}
+
+#[test]
+fn the_ndis5_miniport_loads_the_firmware_its_inf_copies_in_a_confined_driver_host() {
+    let fw = std::fs::read(inf("firmware/rtl8139fw.bin")).unwrap();
+    for arch in ["x86", "x64"] {
+        for mode in [None, Some("--in-process")] {
+            let root = tempfile::tempdir().unwrap();
+            let name = ifname("f");
+            let mut args = vec![inf("rtl8139_ndis5.inf"), "--arch".into(), arch.into()];
+            args.extend(["--ifname".into(), name]);
+            args.extend(mode.map(String::from));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = ica(root.path(), &args);
+            let what = format!("{arch} {mode:?}");
+            assert!(
+                out.contains("MiniportInitialize succeeded"),
+                "{what}: {out}"
+            );
+            assert!(
+                out.contains(r"%12%\rtl8139fw.bin"),
+                "{what}: the INF copies the firmware: {out}"
+            );
+            // The driver wrote the length and checksum of what NdisOpenFile gave it into its
+            // driver key (from the driver host: a write forwarded to the manager's registry).
+            let store = loader::registry::RegistryStore::open(root.path()).unwrap();
+            let instance = loader::registry::windows::enum_key(
+                r"PCI\VEN_10EC&DEV_8139&SUBSYS_813910EC&REV_10\ica-model_rtl8139",
+            );
+            let driver = store.value(&instance, "Driver").unwrap().unwrap();
+            let key = loader::registry::windows::driver_key(&driver.as_str().unwrap());
+            let dword = |name: &str| store.value(&key, name).unwrap().and_then(|v| v.as_dword());
+            assert_eq!(dword("FirmwareLength"), Some(fw.len() as u32), "{what}");
+            assert_eq!(dword("FirmwareChecksum"), Some(fnv1a(&fw)), "{what}");
+        }
+    }
+}
+
 #[test]
 fn a_virtual_miniport_starts_on_its_root_device() {
     for arch in ["x86", "x64"] {

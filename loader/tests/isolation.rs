@@ -73,6 +73,7 @@ fn misbehaving(
         },
         // Tests run drivers under the verifier.
         verifier: true,
+        files: Vec::new(),
     };
     let registry = HostRegistry::new(store.clone(), vec![service_path(&service)]);
     (params, registry, store, key)

@@ -76,6 +76,7 @@ fn params(arch: dbt::Arch, failure: Failure) -> (StartParams, HostRegistry, Regi
         watchdog: ntoskrnl::Watchdog::default(),
         // Tests run drivers under the verifier.
         verifier: true,
+        files: Vec::new(),
     };
     (
         params,

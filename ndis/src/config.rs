@@ -1,7 +1,7 @@
 //! The NDIS configuration API: NdisOpenConfiguration / NdisReadConfiguration /
 //! NdisCloseConfiguration, NdisReadNetworkAddress and the subkeys of an open key
 //! (NdisOpenConfigurationKeyByName / ByIndex, whose handles NdisCloseConfiguration closes too),
-//! reading the registry backend.
+//! reading the registry backend, and NdisWriteConfiguration writing it.
 //!
 //! Which key: NDIS reads a miniport's per-adapter values from the adapter's driver key
 //! (`Control\Class\{4D36E972-...}\NNNN`). Until adapters are bound, a WrapperConfigurationContext
@@ -410,10 +410,77 @@ pub fn read_network_address(
     put_status(k, status, NDIS_STATUS_SUCCESS)
 }
 
+/// NdisWriteConfiguration(Status, ConfigurationHandle, Keyword, ParameterValue): writes the value
+/// into the key the handle reads, through the registry backend (in a confined driver host the
+/// write goes to the driver manager): NdisParameterInteger and NdisParameterHexInteger as
+/// REG_DWORD, NdisParameterString as REG_SZ, NdisParameterMultiString as REG_MULTI_SZ,
+/// NdisParameterBinary as REG_BINARY. NDIS_STATUS_FAILURE for a handle that is not open, an
+/// unknown type or a write the registry refuses.
+pub fn write_configuration(
+    k: &mut Kernel,
+    status: u64,
+    handle: u64,
+    keyword: u64,
+    parameter: u64,
+) -> KResult<()> {
+    use parameter_type::*;
+    let keyword = rtl::read_unicode_string(k, keyword)?;
+    let Some(key) = handle_key(k, handle) else {
+        tracing::warn!(target: "ica::ndis", "NdisWriteConfiguration({keyword}) with {handle:#x}, which is not an open configuration handle");
+        return put_status(k, status, NDIS_STATUS_FAILURE);
+    };
+    let l = crate::layout(k);
+    let kind =
+        k.m.mem
+            .read_u32(parameter + l.configuration_parameter_parameter_type)?;
+    let value = match kind {
+        INTEGER | HEX_INTEGER => RegValue::dword(
+            k.m.mem
+                .read_u32(parameter + l.configuration_parameter_integer_data)?,
+        ),
+        STRING | MULTI_STRING => {
+            let mut units =
+                rtl::read_unicode_units(k, parameter + l.configuration_parameter_string_data)?;
+            units.push(0);
+            if kind == MULTI_STRING && units.len() >= 2 && units[units.len() - 2] != 0 {
+                units.push(0);
+            }
+            let data = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+            let reg = if kind == STRING {
+                reg_type::SZ
+            } else {
+                reg_type::MULTI_SZ
+            };
+            RegValue::new(reg, data)
+        }
+        BINARY => {
+            let len =
+                k.m.mem
+                    .read_u16(parameter + l.configuration_parameter_binary_data_length)?;
+            let buffer = k.read_ptr(parameter + l.configuration_parameter_binary_data_buffer)?;
+            let mut data = vec![0; usize::from(len)];
+            k.m.mem.read_bytes(buffer, &mut data)?;
+            RegValue::binary(&data)
+        }
+        other => {
+            tracing::warn!(target: "ica::ndis", "NdisWriteConfiguration({keyword}): unknown parameter type {other}");
+            return put_status(k, status, NDIS_STATUS_FAILURE);
+        }
+    };
+    match registry::backend(k).set_value(&key, &keyword, &value) {
+        Ok(()) => put_status(k, status, NDIS_STATUS_SUCCESS),
+        Err(e) => {
+            tracing::warn!(target: "ica::ndis", "NdisWriteConfiguration({key}\\{keyword}): {e}");
+            put_status(k, status, NDIS_STATUS_FAILURE)
+        }
+    }
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisOpenConfiguration => open_configuration(status: u64, configuration_handle: u64, wrapper_configuration_context: u64);
     stdcall NdisReadConfiguration => read_configuration(status: u64, parameter_value: u64, configuration_handle: u64, keyword: u64, parameter_type: u32);
     stdcall NdisOpenConfigurationEx => open_configuration_ex(config_object: u64, configuration_handle: u64);
+    stdcall NdisWriteConfiguration => write_configuration(status: u64, configuration_handle: u64, keyword: u64, parameter_value: u64);
     stdcall NdisCloseConfiguration => close_configuration(configuration_handle: u64);
     stdcall NdisOpenConfigurationKeyByName => open_configuration_key_by_name(status: u64, configuration_handle: u64, sub_key_name: u64, sub_key_handle: u64);
     stdcall NdisOpenConfigurationKeyByIndex => open_configuration_key_by_index(status: u64, configuration_handle: u64, index: u32, key_name: u64, key_handle: u64);

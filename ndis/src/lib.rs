@@ -4,7 +4,8 @@
 //! alike, and the NDIS 5 data path), `nbl` for NET_BUFFER_LISTs and the NDIS 6 data path,
 //! `resources` for hardware resources and DMA memory, `interrupt` for interrupts, `timer` for
 //! NDIS timers, `packet` for NDIS 5 packets and buffers, `memory` for NDIS pool, `sync` for spin
-//! locks, clocks and processors, `config` for the configuration API, `string` for NDIS_STRING
+//! locks, clocks and processors, `config` for the configuration API, `file` for
+//! NdisOpenFile and firmware files, `device` for control devices, `string` for NDIS_STRING
 //! helpers, `workitem` for NDIS I/O work items); each
 //! declares its exports next to its code, and [`MODULE`] gathers them. Per-kernel state is the
 //! [`NdisState`] extension.
@@ -14,6 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use ntoskrnl::{ex, KResult, Kernel, Module};
 
 pub mod config;
+pub mod device;
+pub mod file;
 pub mod interrupt;
 pub mod layout;
 pub mod layout6;
@@ -67,6 +70,8 @@ pub static MODULE: Module = Module {
         memory::EXPORTS,
         sync::EXPORTS,
         config::EXPORTS,
+        file::EXPORTS,
+        device::EXPORTS,
         string::EXPORTS,
         workitem::EXPORTS,
     ],
@@ -133,6 +138,14 @@ pub struct NdisState {
     pub nbl_pools: BTreeMap<u64, nbl::NblPool>,
     /// NDIS timers (NDIS 5 timers and NDIS 6 timer objects) by the address of their KDPC.
     pub timers: BTreeMap<u64, timer::NdisTimer>,
+    /// NdisWriteErrorLogEntry entries, oldest first.
+    pub error_log: Vec<miniport::ErrorLogEntry>,
+    /// NdisMAllocateSharedMemoryAsync requests not completed yet, by their work item.
+    pub async_allocations: BTreeMap<u64, resources::AsyncAllocation>,
+    /// Control devices (NdisMRegisterDevice) by NdisDeviceHandle.
+    pub control_devices: BTreeMap<u64, device::ControlDevice>,
+    /// The files drivers may open (NdisOpenFile) and the open ones.
+    pub files: file::Files,
 }
 
 /// A registered miniport driver, NDIS 5 or NDIS 6: what [`miniport::initialize`] makes adapters

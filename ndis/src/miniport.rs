@@ -112,6 +112,9 @@ pub enum AdapterEvent {
     Link(bool),
     /// Any other status indication (NDIS_STATUS code).
     Status(NdisStatus),
+    /// The miniport found its adapter unrecoverable and asked NDIS to remove it
+    /// (NdisMRemoveMiniport): the host halts it.
+    Removed,
 }
 
 /// The outcome of an OID request.
@@ -283,10 +286,13 @@ pub struct Adapter {
     pub sg_dma: Option<crate::resources::SgDma>,
     /// The registered NDIS_MINIPORT_INTERRUPT, if any.
     pub interrupt: Option<u64>,
+    /// The NDIS_RESOURCE_LIST NdisMPciAssignResources handed out (NDIS-owned).
+    pub assigned_resources: Option<u64>,
     /// (handler, context) of NdisMRegisterAdapterShutdownHandler.
     pub shutdown_handler: Option<(u64, u64)>,
     /// Counters.
     pub stats: AdapterStats,
+
     pub(crate) kind: Kind,
     pub(crate) scratch: u64,
     pub(crate) events: VecDeque<AdapterEvent>,
@@ -362,6 +368,7 @@ impl Adapter {
             scatter_gather: false,
             sg_dma: None,
             interrupt: None,
+            assigned_resources: None,
             shutdown_handler: None,
             stats: AdapterStats::default(),
             kind,
@@ -661,6 +668,9 @@ pub(crate) fn release(k: &mut Kernel, block: u64) -> KResult<Vec<String>> {
         } else {
             ex::free(k, req.buffer, None)?;
         }
+    }
+    if let Some(list) = a.assigned_resources {
+        ex::free(k, list, None)?;
     }
     if let Some(i) = a.interrupt {
         leftovers.push(format!("{}: interrupt {i:#x} still registered", a.name));
@@ -1477,7 +1487,85 @@ pub fn set_information_complete(k: &mut Kernel, block: u64, status: NdisStatus) 
     request_complete(k, block, status, false)
 }
 
+/// NdisMQueryAdapterInstanceName(AdapterInstanceName, MiniportHandle): the adapter's name (the
+/// host's name for it: its device instance) in a string NDIS allocates for the caller, who frees
+/// it with NdisFreeString.
+pub fn query_adapter_instance_name(k: &mut Kernel, out: u64, handle: u64) -> KResult<NdisStatus> {
+    let Some(name) = adapter_mut(k, handle).map(|a| a.name.clone()) else {
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    let units: Vec<u16> = name.encode_utf16().chain([0]).collect();
+    let Ok(max) = u16::try_from(units.len() * 2) else {
+        return Ok(crate::NDIS_STATUS_RESOURCES);
+    };
+    let owner = k.caller_image();
+    let buffer = ex::allocate(k, u64::from(max), u32::from_le_bytes(*b"NDin"), owner)?;
+    let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+    k.m.mem.write_bytes(buffer, &bytes)?;
+    ntoskrnl::rtl::write_unicode_string_struct(k, out, buffer, max - 2, max)?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// NdisMRemoveMiniport(MiniportAdapterHandle): the miniport found the adapter unrecoverable; NDIS
+/// removes it (halts it) later, outside the call, as a PnP removal does on Windows: the host sees
+/// [`AdapterEvent::Removed`].
+pub fn remove_miniport(k: &mut Kernel, handle: u64) -> KResult<NdisStatus> {
+    let Some(a) = adapter_mut(k, handle) else {
+        tracing::warn!(target: "ica::ndis", "NdisMRemoveMiniport({handle:#x}): not an adapter handle");
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    tracing::warn!(target: "ica::ndis", "{}: the miniport asked NDIS to remove the adapter (NdisMRemoveMiniport)", a.name);
+    a.events.push_back(AdapterEvent::Removed);
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
+/// NdisWriteErrorLogEntry(NdisAdapterHandle, ErrorCode, NumberOfErrorValues, ...): the entry
+/// goes to the log (target `ica::ndis`, warning) with the driver and adapter names, and is kept
+/// in the kernel's NDIS error log ([`error_log`]).
+pub fn write_error_log_entry(k: &mut Kernel, handle: u64, code: u32, count: u32) -> KResult<()> {
+    let mut values = Vec::new();
+    for i in 0..count.min(MAX_ERROR_VALUES) {
+        values.push(k.vararg(3 + i as usize)? as u32);
+    }
+    let driver = k.caller_image();
+    let adapter = adapter_mut(k, handle)
+        .map(|a| a.name.clone())
+        .unwrap_or_else(|| format!("{handle:#x} (not an adapter)"));
+    tracing::warn!(target: "ica::ndis", "{driver}: {adapter}: error log entry {code:#010x}, values {values:x?}");
+    k.extension::<NdisState>().error_log.push(ErrorLogEntry {
+        driver,
+        adapter,
+        code,
+        values,
+    });
+    Ok(())
+}
+
+/// Most error values an entry keeps (an ERROR_LOG_ENTRY's dump data is small).
+const MAX_ERROR_VALUES: u32 = 16;
+
+/// An NdisWriteErrorLogEntry entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorLogEntry {
+    /// The driver image that wrote it.
+    pub driver: String,
+    /// The adapter's name.
+    pub adapter: String,
+    /// NDIS_ERROR_CODE.
+    pub code: u32,
+    /// The error values.
+    pub values: Vec<u32>,
+}
+
+/// The error log entries miniports wrote, oldest first.
+pub fn error_log(k: &mut Kernel) -> Vec<ErrorLogEntry> {
+    k.extension::<NdisState>().error_log.clone()
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall NdisMRemoveMiniport => remove_miniport(miniport_adapter_handle: u64);
+    stdcall NdisMQueryAdapterInstanceName => query_adapter_instance_name(adapter_instance_name: u64, miniport_handle: u64);
+    cdecl NdisWriteErrorLogEntry => write_error_log_entry(ndis_adapter_handle: u64, error_code: u32, number_of_error_values: u32);
     stdcall NdisMSendComplete => send_complete(miniport_adapter_handle: u64, packet: u64, status: u32);
     stdcall NdisMSendResourcesAvailable => send_resources_available(miniport_adapter_handle: u64);
     stdcall NdisMResetComplete => reset_complete(miniport_adapter_handle: u64, status: u32, addressing_reset: bool);

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use ntoskrnl::export::{Export, Quad};
+use ntoskrnl::workitem::{self, QueuedWork, WorkKind};
 use ntoskrnl::{ex, export_table, KResult, Kernel};
 
 use crate::miniport::{adapter_mut, at_dispatch, SharedMemory};
@@ -254,6 +255,19 @@ pub fn allocate_shared_memory(
     pa_out: u64,
 ) -> KResult<()> {
     let owner = k.caller_image();
+    let (va, pa) = allocate_shared(k, handle, length, owner)?.unwrap_or((0, 0));
+    k.write_ptr(va_out, va)?;
+    Ok(k.m.mem.write_u64(pa_out, pa)?)
+}
+
+/// Shared memory of `length` bytes for adapter `handle`, charged to `owner`: (virtual, physical
+/// address), or None if the adapter may not have it.
+fn allocate_shared(
+    k: &mut Kernel,
+    handle: u64,
+    length: u32,
+    owner: String,
+) -> KResult<Option<(u64, u64)>> {
     let usable = match adapter_mut(k, handle) {
         // NDIS 6 hands out shared memory only after NdisMRegisterScatterGatherDma.
         Some(a) if a.is_ndis6() && a.sg_dma.is_none() => {
@@ -264,8 +278,7 @@ pub fn allocate_shared_memory(
         None => false,
     };
     if !usable {
-        k.write_ptr(va_out, 0)?;
-        return Ok(k.m.mem.write_u64(pa_out, 0)?);
+        return Ok(None);
     }
     // Page-sized requests come from whole pages, so the block is page aligned.
     let va = ex::allocate(k, u64::from(length).max(0x1000), SHARED_TAG, owner)?;
@@ -274,9 +287,89 @@ pub fn allocate_shared_memory(
     if let Some(a) = adapter_mut(k, handle) {
         a.shared_memory.insert(va, SharedMemory { length, pa });
     }
-    k.write_ptr(va_out, va)?;
-    Ok(k.m.mem.write_u64(pa_out, pa)?)
+    Ok(Some((va, pa)))
 }
+
+/// An NdisMAllocateSharedMemoryAsync waiting for its completion.
+#[derive(Debug, Clone)]
+pub struct AsyncAllocation {
+    adapter: u64,
+    length: u32,
+    context: u64,
+    owner: String,
+}
+
+/// NdisMAllocateSharedMemoryAsync(MiniportAdapterHandle, Length, Cached, Context): NDIS_STATUS_PENDING;
+/// later, at PASSIVE_LEVEL from a system work item, NDIS allocates the memory and calls the
+/// miniport's MiniportAllocateComplete(MiniportAdapterContext, VirtualAddress, &PhysicalAddress,
+/// Length, Context) (a NULL VirtualAddress if it could not). NDIS_STATUS_FAILURE for a miniport
+/// without that handler (NDIS 5 only).
+pub fn allocate_shared_memory_async(
+    k: &mut Kernel,
+    handle: u64,
+    length: u32,
+    _cached: bool,
+    context: u64,
+) -> KResult<NdisStatus> {
+    let has_handler = adapter_mut(k, handle)
+        .and_then(|a| a.ndis5_chars())
+        .is_some_and(|c| c.handler(crate::Handler::AllocateComplete) != 0);
+    if !has_handler {
+        tracing::warn!(target: "ica::ndis", "NdisMAllocateSharedMemoryAsync for {handle:#x}: not an NDIS 5 adapter with an AllocateCompleteHandler");
+        return Ok(NDIS_STATUS_FAILURE);
+    }
+    let owner = k.caller_image();
+    let item = crate::alloc_handle(k, b"NDaa")?;
+    k.extension::<NdisState>().async_allocations.insert(
+        item,
+        AsyncAllocation {
+            adapter: handle,
+            length,
+            context,
+            owner,
+        },
+    );
+    let routine = k.host_function(&ASYNC_COMPLETE[0]);
+    workitem::queue_work(
+        k,
+        QueuedWork {
+            item,
+            routine,
+            args: vec![item],
+            kind: WorkKind::Host,
+        },
+    )?;
+    Ok(crate::miniport::NDIS_STATUS_PENDING)
+}
+
+/// The work item of an NdisMAllocateSharedMemoryAsync: allocates, calls MiniportAllocateComplete.
+/// An adapter halted meanwhile gets nothing.
+pub fn complete_async_allocation(k: &mut Kernel, item: u64) -> KResult<()> {
+    let Some(req) = k.extension::<NdisState>().async_allocations.remove(&item) else {
+        return Ok(());
+    };
+    ex::free(k, item, None)?;
+    let Some((context, handler)) = adapter_mut(k, req.adapter).and_then(|a| {
+        let chars = a.ndis5_chars()?;
+        Some((a.context, chars.handler(crate::Handler::AllocateComplete)))
+    }) else {
+        return Ok(());
+    };
+    let (va, pa) = allocate_shared(k, req.adapter, req.length, req.owner)?.unwrap_or((0, 0));
+    let pa_block = crate::alloc_handle(k, b"NDap")?;
+    k.m.mem.write_u64(pa_block, pa)?;
+    let called = k.call_guest(
+        handler,
+        &[context, va, pa_block, u64::from(req.length), req.context],
+    );
+    ex::free(k, pa_block, None)?;
+    called.map(|_| ())
+}
+
+/// NDIS's work routine for NdisMAllocateSharedMemoryAsync (not an export).
+static ASYNC_COMPLETE: &[Export] = export_table![
+    stdcall ndisMAllocateComplete => complete_async_allocation(item: u64);
+];
 
 /// NdisMFreeSharedMemory(MiniportAdapterHandle, Length, Cached, VirtualAddress, PhysicalAddress).
 pub fn free_shared_memory(
@@ -886,6 +979,80 @@ pub fn write_pci_slot_information(
     with_bus(k, handle, offset, buffer, length, true)
 }
 
+/// The adapter a WrapperConfigurationContext belongs to (MiniportInitialize's), if any.
+fn context_adapter(k: &mut Kernel, context: u64) -> Option<u64> {
+    k.extension::<NdisState>()
+        .config_contexts
+        .get(&context)
+        .and_then(|c| c.adapter)
+}
+
+/// NdisImmediateReadPciSlotInformation(WrapperConfigurationContext, SlotNumber, Offset, Buffer,
+/// Length) -> bytes read from the configuration space of the adapter being initialized.
+pub fn immediate_read_pci_slot_information(
+    k: &mut Kernel,
+    context: u64,
+    _slot: u32,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+) -> KResult<u32> {
+    match context_adapter(k, context) {
+        Some(a) => with_bus(k, a, offset, buffer, length, false),
+        None => Ok(0),
+    }
+}
+
+/// NdisImmediateWritePciSlotInformation(WrapperConfigurationContext, SlotNumber, Offset, Buffer,
+/// Length) -> bytes written.
+pub fn immediate_write_pci_slot_information(
+    k: &mut Kernel,
+    context: u64,
+    _slot: u32,
+    offset: u32,
+    buffer: u64,
+    length: u32,
+) -> KResult<u32> {
+    match context_adapter(k, context) {
+        Some(a) => with_bus(k, a, offset, buffer, length, true),
+        None => Ok(0),
+    }
+}
+
+/// NdisMPciAssignResources(MiniportHandle, SlotNumber, AssignedResources): the resources the bus
+/// assigned the adapter, as an NDIS_RESOURCE_LIST NDIS owns (freed when the adapter halts);
+/// NDIS_STATUS_FAILURE for an adapter on no bus.
+pub fn pci_assign_resources(
+    k: &mut Kernel,
+    handle: u64,
+    _slot: u32,
+    list_out: u64,
+) -> KResult<NdisStatus> {
+    let Some(a) = adapter_mut(k, handle) else {
+        return Ok(NDIS_STATUS_FAILURE);
+    };
+    if a.bus.is_none() {
+        return Ok(NDIS_STATUS_FAILURE);
+    }
+    let (resources, old) = (a.resources.clone(), a.assigned_resources.take());
+    if let Some(old) = old {
+        ex::free(k, old, None)?;
+    }
+    let size = write_resource_list(k, 0, 0, &resources)?;
+    let list = ex::allocate(
+        k,
+        size,
+        u32::from_le_bytes(*b"NDar"),
+        crate::NDIS_OWNER.into(),
+    )?;
+    write_resource_list(k, list, size, &resources)?;
+    if let Some(a) = adapter_mut(k, handle) {
+        a.assigned_resources = Some(list);
+    }
+    k.write_ptr(list_out, list)?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
 /// PCI_WHICHSPACE_CONFIG.
 const PCI_WHICHSPACE_CONFIG: u32 = 0;
 
@@ -947,6 +1114,7 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMRegisterIoPortRange => register_io_port_range(port_offset: u64, miniport_adapter_handle: u64, initial_port: u32, number_of_ports: u32);
     stdcall NdisMDeregisterIoPortRange => deregister_io_port_range(miniport_adapter_handle: u64, initial_port: u32, number_of_ports: u32, port_offset: u64);
     stdcall NdisMAllocateSharedMemory => allocate_shared_memory(miniport_adapter_handle: u64, length: u32, cached: bool, virtual_address: u64, physical_address: u64);
+    stdcall NdisMAllocateSharedMemoryAsync => allocate_shared_memory_async(miniport_adapter_handle: u64, length: u32, cached: bool, context: u64);
     stdcall NdisMFreeSharedMemory => free_shared_memory(miniport_adapter_handle: u64, length: u32, cached: bool, virtual_address: u64, physical_address: Quad);
     stdcall NdisMAllocateMapRegisters => allocate_map_registers(miniport_adapter_handle: u64, dma_channel: u32, dma_size: u8, base_map_registers_needed: u32, maximum_physical_mapping: u32);
     stdcall NdisMFreeMapRegisters => free_map_registers(miniport_adapter_handle: u64);
@@ -962,6 +1130,9 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisMGetDmaAlignment => get_dma_alignment(miniport_adapter_handle: u64);
     stdcall NdisGetSharedDataAlignment => get_shared_data_alignment();
     stdcall NdisReadPciSlotInformation => read_pci_slot_information(ndis_adapter_handle: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisImmediateReadPciSlotInformation => immediate_read_pci_slot_information(wrapper_configuration_context: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisImmediateWritePciSlotInformation => immediate_write_pci_slot_information(wrapper_configuration_context: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
+    stdcall NdisMPciAssignResources => pci_assign_resources(miniport_handle: u64, slot_number: u32, assigned_resources: u64);
     stdcall NdisWritePciSlotInformation => write_pci_slot_information(ndis_adapter_handle: u64, slot_number: u32, offset: u32, buffer: u64, length: u32);
     stdcall NdisMGetBusData => get_bus_data(miniport_adapter_handle: u64, which_space: u32, offset: u32, buffer: u64, length: u32);
     stdcall NdisMSetBusData => set_bus_data(miniport_adapter_handle: u64, which_space: u32, offset: u32, buffer: u64, length: u32);
@@ -977,6 +1148,103 @@ mod tests {
     use crate::test_support::{block, kernel, ARCHES};
 
     const BAR: u64 = 0xFEBF_1000;
+
+    /// 256 bytes of configuration space.
+    struct ConfigBytes([u8; 256]);
+
+    impl BusConfig for ConfigBytes {
+        fn read(&mut self, offset: u32, buf: &mut [u8]) -> usize {
+            let from = (offset as usize).min(256);
+            let n = buf.len().min(256 - from);
+            buf[..n].copy_from_slice(&self.0[from..from + n]);
+            n
+        }
+        fn write(&mut self, offset: u32, data: &[u8]) -> usize {
+            let from = (offset as usize).min(256);
+            let n = data.len().min(256 - from);
+            self.0[from..from + n].copy_from_slice(&data[..n]);
+            n
+        }
+    }
+
+    #[test]
+    fn immediate_slot_access_and_assigned_resources_are_the_adapters_bus() {
+        for arch in ARCHES {
+            let mut k = kernel(arch);
+            let resources = vec![Resource::Port {
+                start: 0xC000,
+                length: 0x100,
+            }];
+            let a = test_adapter(&mut k, resources.clone());
+            let mut config = [0u8; 256];
+            config[..4].copy_from_slice(&0x8139_10ECu32.to_le_bytes());
+            crate::miniport::adapter_mut(&mut k, a).unwrap().bus =
+                Some(Box::new(ConfigBytes(config)));
+            let ctx = crate::config::configuration_context_for_key(&mut k, "").unwrap();
+            k.extension::<NdisState>()
+                .config_contexts
+                .get_mut(&ctx)
+                .unwrap()
+                .adapter = Some(a);
+            let buf = block(&mut k, 8);
+            assert_eq!(
+                immediate_read_pci_slot_information(&mut k, ctx, 0, 0, buf, 4).unwrap(),
+                4
+            );
+            assert_eq!(k.m.mem.read_u32(buf).unwrap(), 0x8139_10EC, "{arch:?}");
+            k.m.mem.write_u16(buf, 0x0107).unwrap();
+            assert_eq!(
+                immediate_write_pci_slot_information(&mut k, ctx, 0, 4, buf, 2).unwrap(),
+                2
+            );
+            assert_eq!(
+                read_pci_slot_information(&mut k, a, 0, 4, buf + 4, 2).unwrap(),
+                2
+            );
+            assert_eq!(k.m.mem.read_u16(buf + 4).unwrap(), 0x0107);
+            // A context of no adapter reaches no bus.
+            let other = crate::config::configuration_context_for_key(&mut k, "").unwrap();
+            assert_eq!(
+                immediate_read_pci_slot_information(&mut k, other, 0, 0, buf, 4).unwrap(),
+                0
+            );
+
+            let out = block(&mut k, 8);
+            assert_eq!(
+                pci_assign_resources(&mut k, a, 0, out).unwrap(),
+                NDIS_STATUS_SUCCESS
+            );
+            let list = k.read_ptr(out).unwrap();
+            let l = crate::layout(&k);
+            assert_eq!(
+                k.m.mem
+                    .read_u32(list + l.partial_resource_list_count)
+                    .unwrap(),
+                1
+            );
+            let d = list + l.partial_resource_list_partial_descriptors;
+            assert_eq!(
+                k.m.mem
+                    .read_u64(d + l.partial_resource_descriptor_port_start)
+                    .unwrap(),
+                0xC000
+            );
+            // Asked again: a new list, the old one freed; the adapter's release frees the last.
+            assert_eq!(
+                pci_assign_resources(&mut k, a, 0, out).unwrap(),
+                NDIS_STATUS_SUCCESS
+            );
+            let owned = k.pool.bytes_owned_by(NDIS_OWNER);
+            crate::miniport::release(&mut k, a).unwrap();
+            assert!(k.pool.bytes_owned_by(NDIS_OWNER) < owned, "{arch:?}");
+            // An adapter on no bus has no PCI resources to assign.
+            let virtual_adapter = test_adapter(&mut k, Vec::new());
+            assert_eq!(
+                pci_assign_resources(&mut k, virtual_adapter, 0, out).unwrap(),
+                NDIS_STATUS_FAILURE
+            );
+        }
+    }
 
     #[test]
     fn device_memory_maps_inside_the_adapters_memory_resources_only() {

@@ -86,6 +86,7 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisGetSystemUpTime => get_system_up_time(system_up_time: u64);
     stdcall NdisGetVersion => get_version();
     stdcall NdisSystemProcessorCount => system_processor_count();
+    stdcall NdisGetCurrentProcessorCounts => get_current_processor_counts(idle_count: u64, kernel_and_user: u64, index: u64);
     stdcall NdisGroupActiveProcessorCount => group_active_processor_count(group: u16);
     stdcall NdisProcessorNumberToIndex => processor_number_to_index(proc_num: u32);
     stdcall NdisGetRssProcessorInformation => get_rss_processor_information(ndis_handle: u64, rss_processor_info: u64, size: u64);
@@ -280,6 +281,24 @@ pub fn get_version(k: &mut Kernel) -> KResult<u32> {
 /// NdisSystemProcessorCount(): the guest has one processor.
 pub fn system_processor_count(_k: &mut Kernel) -> KResult<u8> {
     Ok(1)
+}
+
+/// NdisGetCurrentProcessorCounts(pIdleCount, pKernelAndUser, pIndex): the one processor's idle
+/// and busy clock ticks since boot (busy: the time spent running the drivers and serving their
+/// calls) and its index, 0.
+pub fn get_current_processor_counts(
+    k: &mut Kernel,
+    idle_out: u64,
+    busy_out: u64,
+    index_out: u64,
+) -> KResult<()> {
+    let increment = u64::from(ke::query_time_increment(k)?);
+    let total = k.ke.interrupt_time() / increment;
+    let busy = (k.stats.guest_nanos + k.stats.host_nanos) / 100 / increment;
+    k.m.mem
+        .write_u32(idle_out, total.saturating_sub(busy) as u32)?;
+    k.m.mem.write_u32(busy_out, busy as u32)?;
+    Ok(k.m.mem.write_u32(index_out, 0)?)
 }
 
 /// ALL_PROCESSOR_GROUPS.

@@ -1,4 +1,6 @@
-//! NDIS I/O work items (NdisAllocateIoWorkItem / NdisQueueIoWorkItem / NdisFreeIoWorkItem) on the
+//! NDIS work items on the kernel's work items ([`ntoskrnl::workitem`]): NDIS 5 NdisScheduleWorkItem
+//! of a driver's NDIS_WORK_ITEM, and NDIS I/O work items (NdisAllocateIoWorkItem / NdisQueueIoWorkItem /
+//! NdisFreeIoWorkItem) on the
 //! kernel's work items ([`ntoskrnl::workitem`]): an NDIS work item is an IO_WORKITEM allocated for
 //! the NDIS handle, charged to the calling image; a queued one runs
 //! WorkItemRoutine(WorkItemContext, NdisIoWorkItemHandle) at PASSIVE_LEVEL when the kernel runs
@@ -10,7 +12,7 @@ use ntoskrnl::export::Export;
 use ntoskrnl::workitem::{self, QueuedWork, WorkKind};
 use ntoskrnl::{export_table, KResult, Kernel, KernelError};
 
-use crate::NdisState;
+use crate::{NdisState, NdisStatus, NDIS_STATUS_FAILURE, NDIS_STATUS_SUCCESS};
 
 /// NdisAllocateIoWorkItem(NdisObjectHandle) -> an NDIS_HANDLE for a work item, or NULL when the
 /// handle is not a miniport adapter or miniport driver handle.
@@ -58,8 +60,35 @@ pub fn free_io_work_item(k: &mut Kernel, item: u64) -> KResult<()> {
     workitem::free_work_item(k, item)
 }
 
+/// NdisScheduleWorkItem(WorkItem) (NDIS 5): WorkItem->Routine(WorkItem, WorkItem->Context) runs
+/// later at PASSIVE_LEVEL on a system worker thread, like an I/O work item. The NDIS_WORK_ITEM
+/// belongs to the driver (NdisInitializeWorkItem is a header macro filling it); scheduling it
+/// again while it is queued is bug check 0xE4.
+pub fn schedule_work_item(k: &mut Kernel, item: u64) -> KResult<NdisStatus> {
+    if item == 0 {
+        return Ok(NDIS_STATUS_FAILURE);
+    }
+    let context = k.read_ptr(item)?;
+    let routine = k.read_ptr(item + k.ptr_size())?;
+    if routine == 0 {
+        tracing::warn!(target: "ica::ndis", "NdisScheduleWorkItem({item:#x}): no routine");
+        return Ok(NDIS_STATUS_FAILURE);
+    }
+    workitem::queue_work(
+        k,
+        QueuedWork {
+            item,
+            routine,
+            args: vec![item, context],
+            kind: WorkKind::Host,
+        },
+    )?;
+    Ok(NDIS_STATUS_SUCCESS)
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisAllocateIoWorkItem => allocate_io_work_item(ndis_object_handle: u64);
     stdcall NdisQueueIoWorkItem => queue_io_work_item(ndis_io_work_item_handle: u64, routine: u64, work_item_context: u64);
     stdcall NdisFreeIoWorkItem => free_io_work_item(ndis_io_work_item_handle: u64);
+    stdcall NdisScheduleWorkItem => schedule_work_item(work_item: u64);
 ];

@@ -278,11 +278,23 @@ pub fn register_unload_handler(k: &mut Kernel, handle: u64, handler: u64) -> KRe
     Ok(())
 }
 
+/// NdisGetRoutineAddress(NdisRoutineName): the address of an implemented ndis.sys export by name
+/// (what a driver would call had it imported the name), or NULL.
+pub fn get_routine_address(k: &mut Kernel, name: u64) -> KResult<u64> {
+    let name = rtl::read_unicode_string(k, name)?;
+    if k.find_export(crate::MODULE.name, &name).is_none() {
+        tracing::debug!(target: "ica::ndis", "NdisGetRoutineAddress({name}): not implemented, NULL");
+        return Ok(0);
+    }
+    Ok(k.bind_import(crate::MODULE.name, &name))
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall NdisInitializeWrapper => initialize_wrapper(ndis_wrapper_handle: u64, system_specific1: u64, system_specific2: u64, system_specific3: u64);
     stdcall NdisTerminateWrapper => terminate_wrapper(ndis_wrapper_handle: u64, system_specific: u64);
     stdcall NdisMRegisterMiniport => register_miniport(ndis_wrapper_handle: u64, miniport_characteristics: u64, characteristics_length: u32);
     stdcall NdisMRegisterUnloadHandler => register_unload_handler(ndis_wrapper_handle: u64, unload_handler: u64);
+    stdcall NdisGetRoutineAddress => get_routine_address(ndis_routine_name: u64);
 ];
 
 /// NDIS's own DriverUnload routine for miniport drivers (not an export).

@@ -20,6 +20,13 @@
  *    wherever it is used); defined again, the same call.
  * 6. The spin-lock calls are ndis.sys imports, as WDK-built miniports import
  *    them, instead of ndis.h's inline Ke* macros.
+ * 7. ndis.h does not declare NdisImmediateReadPciSlotInformation, and makes
+ *    NdisUnicodeStringToAnsiString / NdisAnsiStringToUnicodeString macros
+ *    for the Rtl calls; the ndis.sys exports are declared instead (libndis.a
+ *    has them: stdcall, 20 and 8 bytes of arguments on x86).
+ * 8. i686 libndis.a names the cdecl NdisWriteErrorLogEntry as if it were
+ *    stdcall (`NdisWriteErrorLogEntry@0`); the import is reached under that
+ *    name (the DLL import name is the same) and called cdecl.
  */
 #ifndef ICA_NDIS51_FIX_H
 #define ICA_NDIS51_FIX_H
@@ -74,6 +81,24 @@ typedef int NDIS_STATUS, *PNDIS_STATUS; /* ndis.h repeats it (same type: C11) */
 
 #include <ndis.h>
 #undef NdisMWanIndicateReceiveComplete
+
+/* 7 */
+NDISAPI ULONG NTAPI NdisImmediateReadPciSlotInformation(NDIS_HANDLE WrapperConfigurationContext,
+                                                        ULONG SlotNumber, ULONG Offset,
+                                                        PVOID Buffer, ULONG Length);
+#undef NdisUnicodeStringToAnsiString
+#undef NdisAnsiStringToUnicodeString
+NDISAPI NDIS_STATUS NTAPI NdisUnicodeStringToAnsiString(PANSI_STRING DestinationString,
+                                                        PNDIS_STRING SourceString);
+NDISAPI NDIS_STATUS NTAPI NdisAnsiStringToUnicodeString(PNDIS_STRING DestinationString,
+                                                        PANSI_STRING SourceString);
+
+/* 8 */
+#ifdef _X86_
+extern VOID(__cdecl *ica_imp_NdisWriteErrorLogEntry)(NDIS_HANDLE, NDIS_ERROR_CODE, ULONG, ...)
+    __asm__("__imp__NdisWriteErrorLogEntry@0");
+#define NdisWriteErrorLogEntry ica_imp_NdisWriteErrorLogEntry
+#endif
 
 /* 4 */
 NDISAPI VOID NTAPI NdisMStartBufferPhysicalMapping(NDIS_HANDLE MiniportAdapterHandle,

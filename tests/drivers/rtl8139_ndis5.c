@@ -45,6 +45,23 @@
  *
  * The private OID_ICA_RTL_DIAG reports the configuration as read and the
  * counters of each of these paths.
+ *
+ * `Firmware` (a file name) makes MiniportInitialize load that file the way
+ * NDISwrapper-era WLAN drivers load theirs (NdisOpenFile, relative to
+ * system32\drivers; NdisMapFile; NdisUnmapFile; NdisCloseFile), write its
+ * length and FNV-1a checksum back into the adapter's configuration
+ * (FirmwareLength, FirmwareChecksum; NdisWriteConfiguration) and report them
+ * in the diag; a file that cannot be loaded is an error log entry
+ * (NdisWriteErrorLogEntry) and fails MiniportInitialize with the status.
+ * Initialize also reads its PCI IDs (NdisImmediateReadPciSlotInformation),
+ * calls NdisGetVersion through NdisGetRoutineAddress, takes its instance name
+ * (NdisMQueryAdapterInstanceName) and schedules an NDIS 5 work item
+ * (NdisScheduleWorkItem) and a shared-memory block
+ * (NdisMAllocateSharedMemoryAsync, completed through AllocateCompleteHandler)
+ * that Halt waits for. The first adapter registers a
+ * control device, \Device\IcaRtl8139 (\DosDevices\IcaRtl8139), that answers
+ * IOCTL_ICA_RTL_DIAG with the diag (NdisMRegisterDevice; Halt deregisters
+ * it).
  */
 #include "ndis51_fix.h"
 
@@ -53,6 +70,10 @@
 
 /* Vendor-specific (0xFF......) query: an RTL_DIAG. */
 #define OID_ICA_RTL_DIAG 0xFF813901u
+/* The same RTL_DIAG from the control device (\\.\IcaRtl8139). */
+/* Vendor-specific set: the adapter declares itself unrecoverable (NdisMRemoveMiniport). */
+#define OID_ICA_RTL_REMOVE 0xFF813902u
+#define IOCTL_ICA_RTL_DIAG CTL_CODE(FILE_DEVICE_NETWORK, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS)
 
 /* IoMode values. */
 #define RTL_IO_PORT 0
@@ -155,6 +176,13 @@ typedef struct _RTL_DIAG {
     ULONG Transfers;         /* MiniportTransferData calls answered at once */
     ULONG TransfersPended;   /* ... completed later with NdisMTransferDataComplete */
     ULONG OidsPended;        /* requests completed with NdisMQuery/SetInformationComplete */
+    ULONG FirmwareLength;    /* bytes of the Firmware file (0: none loaded) */
+    ULONG FirmwareChecksum;  /* its FNV-1a */
+    ULONG PciId;             /* device << 16 | vendor, NdisImmediateReadPciSlotInformation */
+    ULONG NdisVersion;       /* NdisGetVersion, called through NdisGetRoutineAddress */
+    ULONG InstanceNameLength; /* bytes of NdisMQueryAdapterInstanceName's name */
+    ULONG WorkItemsRun;      /* NdisScheduleWorkItem routines that ran */
+    ULONG AsyncSharedLength; /* NdisMAllocateSharedMemoryAsync's block, once completed */
 } RTL_DIAG;
 
 /* One send in flight (from the lookaside list). */
@@ -245,9 +273,23 @@ typedef struct _RTL_ADAPTER {
     ULONG XmitOk, XmitError, RcvOk, RcvError, RcvNoBuffer;
     ULONG NdiParams, ZeroCopySends, CopiedSends, SendsRefused, SendsWaited;
     ULONG LookaheadIndications, ShortLookaheads, Transfers, TransfersPended, OidsPended;
+    ULONG FirmwareLength, FirmwareChecksum, PciId, NdisVersion, InstanceNameLength;
+    NDIS_WORK_ITEM WorkItem;
+    NDIS_EVENT WorkItemDone;
+    BOOLEAN WorkItemScheduled;
+    LONG WorkItemsRun;
+    NDIS_HANDLE ControlDevice; /* NdisMRegisterDevice, the first adapter's */
+    /* NdisMAllocateSharedMemoryAsync: pending until AllocateComplete signals AsyncDone. */
+    BOOLEAN AsyncPending;
+    NDIS_EVENT AsyncDone;
+    PVOID AsyncShared;
+    NDIS_PHYSICAL_ADDRESS AsyncSharedPa;
+    ULONG AsyncSharedLength;
 } RTL_ADAPTER, *PRTL_ADAPTER;
 
 static NDIS_HANDLE RtlWrapper;
+static PRTL_ADAPTER RtlControlAdapter; /* the adapter behind the control device */
+static void RtlFillDiag(PRTL_ADAPTER a, RTL_DIAG *d);
 
 static const NDIS_OID RtlSupportedOids[] = {
     OID_GEN_SUPPORTED_LIST, OID_GEN_HARDWARE_STATUS, OID_GEN_MEDIA_SUPPORTED,
@@ -488,8 +530,74 @@ static void RtlReadParamDefaults(PRTL_ADAPTER a, NDIS_HANDLE cfg, BOOLEAN wantIo
     NdisCloseConfiguration(ndi);
 }
 
-static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
+/* Writes an integer value into the configuration key `cfg`. */
+static NDIS_STATUS RtlWriteInt(NDIS_HANDLE cfg, PUCHAR name, ULONG value)
 {
+    NDIS_STATUS status;
+    NDIS_STRING kw;
+    NDIS_CONFIGURATION_PARAMETER param;
+
+    NdisInitializeString(&kw, name);
+    if (!kw.Buffer)
+        return NDIS_STATUS_RESOURCES;
+    NdisZeroMemory(&param, sizeof(param));
+    param.ParameterType = NdisParameterInteger;
+    param.ParameterData.IntegerData = value;
+    NdisWriteConfiguration(&status, cfg, &kw, &param);
+    NdisFreeString(kw);
+    return status;
+}
+
+/*
+ * Loads the firmware file `name` (relative to system32\drivers): its length
+ * and FNV-1a go into the adapter and back into the configuration key.
+ */
+static NDIS_STATUS RtlLoadFirmware(PRTL_ADAPTER a, NDIS_HANDLE cfg, PNDIS_STRING name)
+{
+    NDIS_STATUS status;
+    NDIS_HANDLE file;
+    UINT length, i;
+    PUCHAR data;
+    ULONG hash = 2166136261u;
+    NDIS_PHYSICAL_ADDRESS highest = NDIS_PHYSICAL_ADDRESS_CONST(-1, -1);
+    ANSI_STRING ansi;
+    CHAR text[64];
+
+    ansi.Buffer = text;
+    ansi.Length = 0;
+    ansi.MaximumLength = sizeof(text);
+    NdisUnicodeStringToAnsiString(&ansi, name);
+
+    NdisOpenFile(&status, &file, &length, name, highest);
+    if (status != NDIS_STATUS_SUCCESS) {
+        DbgPrint("rtl8139_ndis5: firmware %Z: NdisOpenFile status %x\n", &ansi, status);
+        NdisWriteErrorLogEntry(a->Handle, NDIS_ERROR_CODE_DRIVER_FAILURE, 2, 0x46570001u, status);
+        return status;
+    }
+    NdisMapFile(&status, (PVOID *)&data, file);
+    if (status == NDIS_STATUS_SUCCESS) {
+        for (i = 0; i < length; i++)
+            hash = (hash ^ data[i]) * 16777619u;
+        NdisUnmapFile(file);
+    }
+    NdisCloseFile(file);
+    if (status != NDIS_STATUS_SUCCESS) {
+        NdisWriteErrorLogEntry(a->Handle, NDIS_ERROR_CODE_DRIVER_FAILURE, 2, 0x46570002u, status);
+        return status;
+    }
+    a->FirmwareLength = length;
+    a->FirmwareChecksum = hash;
+    DbgPrint("rtl8139_ndis5: firmware %Z: %u bytes, fnv1a %08x\n", &ansi, length, hash);
+    status = RtlWriteInt(cfg, (PUCHAR) "FirmwareLength", length);
+    if (status == NDIS_STATUS_SUCCESS)
+        status = RtlWriteInt(cfg, (PUCHAR) "FirmwareChecksum", hash);
+    return status;
+}
+
+static NDIS_STATUS RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
+{
+    PNDIS_CONFIGURATION_PARAMETER fw;
+    NDIS_STRING kw;
     NDIS_STATUS status;
     NDIS_HANDLE cfg;
     PVOID addr;
@@ -500,7 +608,7 @@ static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContex
     a->IoMode = RTL_IO_PORT;
     NdisOpenConfiguration(&status, &cfg, WrapperConfigurationContext);
     if (status != NDIS_STATUS_SUCCESS)
-        return;
+        return NDIS_STATUS_SUCCESS;
     RtlReadInt(cfg, L"*SpeedDuplex", &a->SpeedDuplex);
     haveIoMode = RtlReadInt(cfg, L"IoMode", &a->IoMode);
     RtlReadParamDefaults(a, cfg, !haveIoMode);
@@ -518,7 +626,114 @@ static void RtlReadConfig(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContex
             a->HaveConfigAddress = TRUE;
         }
     }
+    status = NDIS_STATUS_SUCCESS;
+    NdisInitUnicodeString(&kw, L"Firmware");
+    NdisReadConfiguration(&status, &fw, cfg, &kw, NdisParameterString);
+    if (status == NDIS_STATUS_SUCCESS && fw->ParameterType == NdisParameterString &&
+        fw->ParameterData.StringData.Length)
+        status = RtlLoadFirmware(a, cfg, &fw->ParameterData.StringData);
+    else
+        status = NDIS_STATUS_SUCCESS;
     NdisCloseConfiguration(cfg);
+    return status;
+}
+
+/* The NDIS 5 work item Initialize schedules: counts itself, wakes Halt. */
+static VOID RtlWorkItem(PNDIS_WORK_ITEM WorkItem, PVOID Context)
+{
+    PRTL_ADAPTER a = Context;
+
+    if (WorkItem == &a->WorkItem)
+        NdisInterlockedIncrement(&a->WorkItemsRun);
+    NdisSetEvent(&a->WorkItemDone);
+}
+
+/* MiniportAllocateComplete: the block NdisMAllocateSharedMemoryAsync promised. */
+static VOID NTAPI RtlAllocateComplete(NDIS_HANDLE Context, PVOID VirtualAddress,
+                                      PNDIS_PHYSICAL_ADDRESS PhysicalAddress, ULONG Length,
+                                      PVOID AllocationContext)
+{
+    PRTL_ADAPTER a = Context;
+
+    if (AllocationContext == &a->AsyncShared && VirtualAddress) {
+        a->AsyncShared = VirtualAddress;
+        a->AsyncSharedPa = *PhysicalAddress;
+        a->AsyncSharedLength = Length;
+    }
+    NdisSetEvent(&a->AsyncDone);
+}
+
+/* The control device's dispatch: create / close, and IOCTL_ICA_RTL_DIAG. */
+static NTSTATUS NTAPI RtlControlDispatch(PDEVICE_OBJECT DeviceObject, PIRP Irp)
+{
+    PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(Irp);
+    NTSTATUS status = STATUS_SUCCESS;
+    ULONG_PTR info = 0;
+
+    (void)DeviceObject;
+    if (sl->MajorFunction == IRP_MJ_DEVICE_CONTROL) {
+        if (sl->Parameters.DeviceIoControl.IoControlCode != IOCTL_ICA_RTL_DIAG || !RtlControlAdapter)
+            status = STATUS_INVALID_DEVICE_REQUEST;
+        else if (sl->Parameters.DeviceIoControl.OutputBufferLength < sizeof(RTL_DIAG))
+            status = STATUS_BUFFER_TOO_SMALL;
+        else {
+            RtlFillDiag(RtlControlAdapter, Irp->AssociatedIrp.SystemBuffer);
+            info = sizeof(RTL_DIAG);
+        }
+    }
+    Irp->IoStatus.Status = status;
+    Irp->IoStatus.Information = info;
+    IoCompleteRequest(Irp, IO_NO_INCREMENT);
+    return status;
+}
+
+static void RtlRegisterControlDevice(PRTL_ADAPTER a)
+{
+    PDRIVER_DISPATCH dispatch[IRP_MJ_MAXIMUM_FUNCTION + 1];
+    NDIS_STRING name, link;
+    PDEVICE_OBJECT device;
+    UINT i;
+
+    if (RtlControlAdapter)
+        return;
+    for (i = 0; i <= IRP_MJ_MAXIMUM_FUNCTION; i++)
+        dispatch[i] = NULL;
+    dispatch[IRP_MJ_CREATE] = RtlControlDispatch;
+    dispatch[IRP_MJ_CLEANUP] = RtlControlDispatch;
+    dispatch[IRP_MJ_CLOSE] = RtlControlDispatch;
+    dispatch[IRP_MJ_DEVICE_CONTROL] = RtlControlDispatch;
+    NdisInitUnicodeString(&name, L"\\Device\\IcaRtl8139");
+    NdisInitUnicodeString(&link, L"\\DosDevices\\IcaRtl8139");
+    if (NdisMRegisterDevice(RtlWrapper, &name, &link, dispatch, &device, &a->ControlDevice) ==
+        NDIS_STATUS_SUCCESS)
+        RtlControlAdapter = a;
+    else
+        a->ControlDevice = NULL;
+}
+
+/* What Initialize learns from NDIS besides the configuration. */
+static void RtlQueryNdis(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
+{
+    NDIS_STRING name;
+    UINT (NTAPI *getVersion)(VOID);
+    ULONG idle, busy, index = 99;
+
+    if (NdisImmediateReadPciSlotInformation(WrapperConfigurationContext, 0, 0, &a->PciId, 4) != 4)
+        a->PciId = 0;
+    NdisInitUnicodeString(&name, L"NdisGetVersion");
+    getVersion = (UINT (NTAPI *)(VOID))NdisGetRoutineAddress(&name);
+    if (getVersion)
+        a->NdisVersion = getVersion();
+    NdisInitUnicodeString(&name, L"NdisNoSuchRoutine");
+    if (NdisGetRoutineAddress(&name))
+        a->NdisVersion = 0;
+    if (NdisMQueryAdapterInstanceName(&name, a->Handle) == NDIS_STATUS_SUCCESS) {
+        a->InstanceNameLength = name.Length;
+        NdisFreeString(name);
+    }
+    NdisGetCurrentProcessorCounts(&idle, &busy, &index);
+    if (index != 0)
+        a->NdisVersion = 0;
 }
 
 static NDIS_STATUS RtlQueryResources(PRTL_ADAPTER a, NDIS_HANDLE WrapperConfigurationContext)
@@ -585,7 +800,10 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
     a->Lookahead = ETH_MAX_FRAME - ETH_HEADER;
     a->PacketFilter = NDIS_PACKET_TYPE_DIRECTED | NDIS_PACKET_TYPE_BROADCAST;
 
-    RtlReadConfig(a, WrapperConfigurationContext);
+    status = RtlReadConfig(a, WrapperConfigurationContext);
+    if (status != NDIS_STATUS_SUCCESS)
+        goto fail;
+    RtlQueryNdis(a, WrapperConfigurationContext);
     status = RtlQueryResources(a, WrapperConfigurationContext);
     if (status != NDIS_STATUS_SUCCESS)
         goto fail;
@@ -673,6 +891,13 @@ static NDIS_STATUS NTAPI RtlInitialize(PNDIS_STATUS OpenErrorStatus, PUINT Selec
         goto fail;
     }
     a->InterruptRegistered = TRUE;
+    NdisInitializeEvent(&a->WorkItemDone);
+    NdisInitializeWorkItem(&a->WorkItem, RtlWorkItem, a);
+    a->WorkItemScheduled = NdisScheduleWorkItem(&a->WorkItem) == NDIS_STATUS_SUCCESS;
+    RtlRegisterControlDevice(a);
+    NdisInitializeEvent(&a->AsyncDone);
+    a->AsyncPending = NdisMAllocateSharedMemoryAsync(MiniportAdapterHandle, 256, FALSE,
+                                                     &a->AsyncShared) == NDIS_STATUS_PENDING;
     DbgPrint("rtl8139_ndis5: up, %s %x irq %u mac %02x:%02x:%02x:%02x:%02x:%02x link %u\n",
              a->Mmio ? "mmio" : "io",
              a->Mmio ? NdisGetPhysicalAddressLow(a->MemStart) : a->PortStart, a->IrqVector, a->CurrentAddress[0], a->CurrentAddress[1],
@@ -851,6 +1076,18 @@ static VOID NTAPI RtlHalt(NDIS_HANDLE Context)
     RtlAbortSends(a, NDIS_STATUS_FAILURE, &done);
     NdisReleaseSpinLock(&a->Lock);
     RtlCompleteSends(a, &done);
+    /* The work item Initialize scheduled may not have run yet: it uses `a`. */
+    if (a->WorkItemScheduled)
+        NdisWaitEvent(&a->WorkItemDone, 0);
+    if (a->AsyncPending)
+        NdisWaitEvent(&a->AsyncDone, 0);
+    if (a->AsyncSharedLength)
+        NdisMFreeSharedMemory(a->Handle, a->AsyncSharedLength, FALSE, a->AsyncShared,
+                              a->AsyncSharedPa);
+    if (a->ControlDevice) {
+        NdisMDeregisterDevice(a->ControlDevice);
+        RtlControlAdapter = NULL;
+    }
     RtlFreeAll(a);
 }
 
@@ -1297,6 +1534,35 @@ static VOID NTAPI RtlHandleInterrupt(NDIS_HANDLE Context)
 }
 
 /* Answers a query (at once, or from the OID timer). */
+/* The counters OID_ICA_RTL_DIAG and IOCTL_ICA_RTL_DIAG report. */
+static void RtlFillDiag(PRTL_ADAPTER a, RTL_DIAG *d)
+{
+    d->IoMode = a->IoMode;
+    d->NdiParams = a->NdiParams;
+    d->ZeroCopySends = a->ZeroCopySends;
+    d->CopiedSends = a->CopiedSends;
+    d->TxContextAllocs = a->TxLookaside.L.TotalAllocates;
+    d->TxContextMisses = a->TxLookaside.L.AllocateMisses;
+    d->TxContextFrees = a->TxLookaside.L.TotalFrees;
+    d->Deserialized = a->Deserialized;
+    d->ReceiveIndication = a->RxIndication;
+    d->PendOids = a->PendOids;
+    d->SendsRefused = a->SendsRefused;
+    d->SendsWaited = a->SendsWaited;
+    d->LookaheadIndications = a->LookaheadIndications;
+    d->ShortLookaheads = a->ShortLookaheads;
+    d->Transfers = a->Transfers;
+    d->TransfersPended = a->TransfersPended;
+    d->OidsPended = a->OidsPended;
+    d->FirmwareLength = a->FirmwareLength;
+    d->FirmwareChecksum = a->FirmwareChecksum;
+    d->PciId = a->PciId;
+    d->NdisVersion = a->NdisVersion;
+    d->InstanceNameLength = a->InstanceNameLength;
+    d->WorkItemsRun = a->WorkItemsRun;
+    d->AsyncSharedLength = a->AsyncSharedLength;
+}
+
 static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG BufferLength,
                             PULONG BytesWritten, PULONG BytesNeeded)
 {
@@ -1409,23 +1675,7 @@ static NDIS_STATUS RtlQuery(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG Bu
         ul = 0;
         break;
     case OID_ICA_RTL_DIAG:
-        diag.IoMode = a->IoMode;
-        diag.NdiParams = a->NdiParams;
-        diag.ZeroCopySends = a->ZeroCopySends;
-        diag.CopiedSends = a->CopiedSends;
-        diag.TxContextAllocs = a->TxLookaside.L.TotalAllocates;
-        diag.TxContextMisses = a->TxLookaside.L.AllocateMisses;
-        diag.TxContextFrees = a->TxLookaside.L.TotalFrees;
-        diag.Deserialized = a->Deserialized;
-        diag.ReceiveIndication = a->RxIndication;
-        diag.PendOids = a->PendOids;
-        diag.SendsRefused = a->SendsRefused;
-        diag.SendsWaited = a->SendsWaited;
-        diag.LookaheadIndications = a->LookaheadIndications;
-        diag.ShortLookaheads = a->ShortLookaheads;
-        diag.Transfers = a->Transfers;
-        diag.TransfersPended = a->TransfersPended;
-        diag.OidsPended = a->OidsPended;
+        RtlFillDiag(a, &diag);
         src = &diag;
         len = sizeof(diag);
         break;
@@ -1454,6 +1704,8 @@ static NDIS_STATUS RtlSet(PRTL_ADAPTER a, NDIS_OID Oid, PVOID Buffer, ULONG Buff
     *BytesRead = 0;
     *BytesNeeded = 0;
     switch (Oid) {
+    case OID_ICA_RTL_REMOVE:
+        return NdisMRemoveMiniport(a->Handle);
     case OID_GEN_CURRENT_PACKET_FILTER:
         if (BufferLength < sizeof(ULONG)) {
             *BytesNeeded = sizeof(ULONG);
@@ -1588,6 +1840,7 @@ NTSTATUS NTAPI DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING Registry
     c.ReturnPacketHandler = RtlReturnPacket;
     c.TransferDataHandler = RtlTransferData;
     c.AdapterShutdownHandler = RtlShutdown;
+    c.AllocateCompleteHandler = RtlAllocateComplete;
 
     status = NdisMRegisterMiniport(RtlWrapper, (PNDIS_MINIPORT_CHARACTERISTICS)&c, sizeof(c));
     if (status != NDIS_STATUS_SUCCESS) {

@@ -756,3 +756,181 @@ fn failing_initialize_is_a_clean_error_and_nothing_is_left_behind() {
         assert!(nic.stop().unwrap().is_empty());
     }
 }
+
+/// The firmware file rtl8139_ndis5.inf ships (beside the driver, in system32\drivers).
+const FIRMWARE: &str = "rtl8139fw.bin";
+
+fn firmware() -> Vec<u8> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("drivers/firmware/rtl8139fw.bin");
+    std::fs::read(path).expect("tests/drivers/firmware/rtl8139fw.bin")
+}
+
+/// FNV-1a, the driver's firmware checksum.
+fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(2_166_136_261u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    })
+}
+
+/// A driver host whose rtl8139_ndis5 Parameters key names `Firmware` = `name`.
+fn host_with_firmware_parameter(arch: Arch, name: &str) -> (loader::DriverHost, String) {
+    let mut h = host(arch);
+    let params = format!(r"{}\Parameters", registry::service_path(DRIVER));
+    let reg = registry::backend(&mut h.k);
+    reg.create_key_path(&params).unwrap();
+    reg.set_value(&params, "Firmware", &RegValue::sz(name))
+        .unwrap();
+    (h, params)
+}
+
+#[test]
+fn firmware_is_loaded_from_system32_drivers_and_its_checksum_written_back() {
+    let fw = firmware();
+    for arch in ARCHES {
+        let (mut h, params) = host_with_firmware_parameter(arch, FIRMWARE);
+        let path = format!("{}{}", ndis::file::FILE_DIRECTORY, FIRMWARE.to_uppercase());
+        ndis::file::provide_file(&mut h.k, &path, fw.clone());
+        let (mut nic, _wire, _) = start_rtl8139_in(h, arch, DRIVER, None);
+        let d = rtl_diag(&mut nic);
+        assert_eq!(
+            (d.firmware_length, d.firmware_checksum),
+            (fw.len() as u32, fnv1a(&fw)),
+            "{}",
+            arch.name()
+        );
+        // NdisWriteConfiguration wrote both into the key the driver read (REG_DWORD).
+        let reg = registry::backend(&mut nic.host.k);
+        let value = |name: &str| {
+            reg.query_value(&params, name)
+                .unwrap()
+                .and_then(|(_, v)| v.as_dword())
+        };
+        assert_eq!(value("FirmwareLength"), Some(fw.len() as u32));
+        assert_eq!(value("FirmwareChecksum"), Some(fnv1a(&fw)));
+        // The file is closed, its pool freed, once MiniportInitialize is done.
+        assert!(nic
+            .host
+            .k
+            .extension::<ndis::NdisState>()
+            .files
+            .open
+            .is_empty());
+        // What else Initialize learned from NDIS.
+        assert_eq!(d.pci_id, 0x8139_10EC, "{}", arch.name());
+        assert_eq!(
+            d.ndis_version, 0x0005_0001,
+            "NdisGetRoutineAddress(NdisGetVersion)"
+        );
+        assert!(d.instance_name_length > 0, "{}", arch.name());
+        // The NDIS 5 work item runs at PASSIVE_LEVEL once the host services the adapter.
+        service(&mut nic);
+        let d = rtl_diag(&mut nic);
+        assert_eq!(d.work_items_run, 1, "{}", arch.name());
+        // So does NdisMAllocateSharedMemoryAsync's MiniportAllocateComplete.
+        assert_eq!(d.async_shared_length, 256, "{}", arch.name());
+        assert!(ndis::miniport::error_log(&mut nic.host.k).is_empty());
+        let findings = nic.stop().expect("halt");
+        assert!(findings.is_empty(), "{}: {findings:?}", arch.name());
+    }
+}
+
+#[test]
+fn a_missing_firmware_file_fails_initialize_with_file_not_found_and_an_error_log_entry() {
+    for arch in ARCHES {
+        let (mut h, params) = host_with_firmware_parameter(arch, "missing.bin");
+        // Another file is there; only the one asked for counts.
+        ndis::file::provide_file(
+            &mut h.k,
+            &format!("{}{FIRMWARE}", ndis::file::FILE_DIRECTORY),
+            firmware(),
+        );
+        let (port, _wire) = QueuePort::new();
+        let res = h.attach_pci_device(Box::new(Rtl8139::new(MAC, Box::new(port))));
+        let (driver, a) = load_and_initialize(&mut h, arch, DRIVER, &res, None);
+        assert_eq!(
+            a,
+            Err(ndis::file::NDIS_STATUS_FILE_NOT_FOUND),
+            "{}",
+            arch.name()
+        );
+        let log = ndis::miniport::error_log(&mut h.k);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0].driver, "rtl8139_ndis5.sys");
+        // NDIS_ERROR_CODE_DRIVER_FAILURE with the driver's two values: where, and the status.
+        assert_eq!(log[0].code, 0xC000_138D);
+        assert_eq!(
+            log[0].values,
+            [0x4657_0001, ndis::file::NDIS_STATUS_FILE_NOT_FOUND]
+        );
+        let written = registry::backend(&mut h.k).query_value(&params, "FirmwareChecksum");
+        assert!(written.unwrap().is_none());
+        h.unload_driver(&driver).unwrap();
+        assert_eq!(
+            h.k.pool.bytes_owned_by("rtl8139_ndis5.sys"),
+            0,
+            "{}",
+            arch.name()
+        );
+    }
+}
+
+/// CTL_CODE(FILE_DEVICE_NETWORK, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS): rtl8139_ndis5's diag
+/// through its control device.
+const IOCTL_ICA_RTL_DIAG: u32 = 0x0012_2000;
+
+#[test]
+fn the_control_device_answers_an_ioctl_through_its_link_and_name() {
+    for arch in ARCHES {
+        let (mut nic, _wire) = start(arch);
+        let oid = rtl_diag(&mut nic);
+        let h = &mut nic.host;
+        let handle = h
+            .open(r"\\.\IcaRtl8139")
+            .unwrap()
+            .expect("open by its link");
+        let r = h.ioctl(handle, IOCTL_ICA_RTL_DIAG, &[], &[0; 128]).unwrap();
+        assert_eq!(r.status, 0, "{}", arch.name());
+        assert_eq!(r.output.len(), 96, "{}", arch.name());
+        let pci_id = u32::from_le_bytes(r.output[76..80].try_into().unwrap());
+        assert_eq!(pci_id, oid.pci_id, "the same diag as the OID's");
+        // A short buffer and an unknown code are the driver's answers; a major function it
+        // gave no routine is the I/O manager's.
+        let short = h.ioctl(handle, IOCTL_ICA_RTL_DIAG, &[], &[0; 8]).unwrap();
+        assert_eq!(short.status, 0xC000_0023, "STATUS_BUFFER_TOO_SMALL");
+        let unknown = h
+            .ioctl(handle, IOCTL_ICA_RTL_DIAG + 4, &[], &[0; 8])
+            .unwrap();
+        assert_eq!(unknown.status, 0xC000_0010, "STATUS_INVALID_DEVICE_REQUEST");
+        let read = h.read(handle, 16).unwrap();
+        assert_eq!(read.status, 0xC000_0010, "no IRP_MJ_READ routine");
+        assert_eq!(h.close(handle).unwrap(), 0);
+        assert!(
+            h.open(r"\Device\IcaRtl8139").unwrap().is_ok(),
+            "by its name"
+        );
+        assert!(nic.stop().unwrap().is_empty(), "{}", arch.name());
+    }
+}
+
+/// rtl8139_ndis5's private set that makes it call NdisMRemoveMiniport.
+const OID_ICA_RTL_REMOVE: u32 = 0xFF81_3902;
+
+#[test]
+fn a_miniport_that_removes_its_adapter_is_reported_and_halted_cleanly() {
+    for arch in ARCHES {
+        let (mut nic, _wire) = start(arch);
+        let r = nic.set(OID_ICA_RTL_REMOVE, &[0; 4]).unwrap();
+        assert_eq!(r.status, ndis::NDIS_STATUS_SUCCESS, "{}", arch.name());
+        let mut events = Vec::new();
+        let err = NetMiniport::service(&mut nic, &mut events).unwrap_err();
+        assert!(
+            err.message.contains("NdisMRemoveMiniport"),
+            "{}",
+            err.message
+        );
+        // The caller removes it: Halt, unload, nothing left behind.
+        let findings = nic.stop().expect("halt");
+        assert!(findings.is_empty(), "{}: {findings:?}", arch.name());
+    }
+}

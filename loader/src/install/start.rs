@@ -431,6 +431,43 @@ fn nic_plan(root: &Root, store: &RegistryStore, instance: &str) -> Result<NicPla
     })
 }
 
+/// The files of the installed package(s) of service `service` that its drivers may open
+/// (NdisOpenFile: firmware an INF copies beside the driver): each copied file under the Windows
+/// directory, by NT path (`\SystemRoot\system32\drivers\fw.bin`), read now (a driver host
+/// opens no file). Files that cannot be read are left out (the driver's open then fails).
+pub fn package_files(
+    root: &Root,
+    store: &RegistryStore,
+    service: &str,
+) -> Result<Vec<(String, Vec<u8>)>, InstallError> {
+    let windows = root.windows();
+    let mut files = Vec::new();
+    for package in super::manage::packages(store)? {
+        if !package
+            .services
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(service))
+        {
+            continue;
+        }
+        for file in &package.files {
+            let path = std::path::Path::new(file);
+            let Ok(rel) = path.strip_prefix(&windows) else {
+                continue;
+            };
+            let Ok(bytes) = std::fs::read(path) else {
+                continue;
+            };
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            files.push((format!(r"\SystemRoot\{}", rel.join("\\")), bytes));
+        }
+    }
+    Ok(files)
+}
+
 /// Starts an installed network adapter the way NDIS does: the function driver (an NDIS miniport)
 /// is loaded, the device (if any) plugged into the host's PCI bus (a real function gets the guest
 /// memory mapped for its DMA first), and the adapter initialized with the configuration in its
@@ -450,6 +487,9 @@ pub fn start_nic(
         config_key,
     } = nic_plan(root, store, instance)?;
     let mut host = new_host(store, setup)?;
+    for (path, bytes) in package_files(root, store, &service)? {
+        ndis::file::provide_file(&mut host.k, &path, bytes);
+    }
     let (device, wake, on): (Option<Box<dyn PciFunction>>, _, _) = match backend {
         NicBackend::Model { wire, wake } => {
             let model = model_for_instance(instance)
@@ -510,6 +550,7 @@ pub fn isolated_nic_params(
         registry: Vec::new(),
         watchdog: ntoskrnl::Watchdog::default(),
         verifier: setup.verifier,
+        files: package_files(root, store, &plan.service)?,
     };
     Ok((params, HostRegistry::new(store.clone(), keys), what))
 }
@@ -571,6 +612,7 @@ pub fn isolated_stack_params(
         registry: Vec::new(),
         watchdog: ntoskrnl::Watchdog::default(),
         verifier: setup.verifier,
+        files: Vec::new(),
     };
     Ok((params, HostRegistry::new(store.clone(), keys)))
 }

@@ -92,6 +92,9 @@ fn start(p: &StartParams, chan: &UnixStream) -> Result<(Hosted, Reply), String> 
             ForwardedRegistry::new(&p.registry, c).map_err(|e| format!("registry snapshot: {e}"))
         })?;
     ntoskrnl::registry::set_backend(&mut host.k, Box::new(forwarded));
+    for (path, bytes) in &p.files {
+        ndis::file::provide_file(&mut host.k, path, bytes.clone());
+    }
     let device = match &p.stack {
         Stack::Nic {
             backend: Backend::Model { model, mac, wire },

@@ -99,6 +99,9 @@ pub struct StartParams {
     pub watchdog: ntoskrnl::Watchdog,
     /// Whether the verifier checks the drivers.
     pub verifier: bool,
+    /// The files the drivers may open (NdisOpenFile): NT path (`\SystemRoot\...`) and contents,
+    /// read by the manager (the installed package's files).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// A registry write a driver made, forwarded by its driver host to the manager that owns the
@@ -513,6 +516,10 @@ impl Request {
                 e.opt_u64(ms(p.watchdog.call))
                     .opt_u64(ms(p.watchdog.raised))
                     .u8(p.verifier.into());
+                e.u32(p.files.len() as u32);
+                for (path, bytes) in &p.files {
+                    e.str(path).bytes(bytes);
+                }
             }
             Request::Send(frames) => {
                 e.u8(1).u32(frames.len() as u32);
@@ -580,12 +587,14 @@ impl Request {
                     raised: ms(d.opt_u64()?),
                 };
                 let verifier = d.u8()? != 0;
+                let files = d.list(|d| Ok((d.str()?, d.bytes()?)))?;
                 Request::Start(Box::new(StartParams {
                     arch,
                     stack,
                     registry,
                     watchdog,
                     verifier,
+                    files,
                 }))
             }
             1 => Request::Send(d.list(Dec::bytes)?),
@@ -799,6 +808,7 @@ mod tests {
                     raised: Some(Duration::from_millis(250)),
                 },
                 verifier: true,
+                files: vec![(r"\SystemRoot\system32\drivers\fw.bin".into(), vec![1, 2, 3])],
             }))
         };
         let requests = [
