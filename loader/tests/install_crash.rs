@@ -30,8 +30,16 @@ fn installed_keys(root: &Path) -> Vec<bool> {
     if !root.join("registry.redb").exists() {
         return vec![false; 4];
     }
-    let store =
-        RegistryStore::open(root).unwrap_or_else(|e| panic!("the store opens after SIGKILL: {e}"));
+    // A driver host the killed installer had just forked holds the store's file (and its lock)
+    // until it execs or its parent-death signal ends it: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let store = loop {
+        match RegistryStore::open(root) {
+            Ok(store) => break store,
+            Err(e) if Instant::now() >= deadline => panic!("the store opens after SIGKILL: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
     let device = enum_key(r"ROOT\ICAFUNCTION\0000");
     vec![
         store.key_exists(&service_key("IcaFunction")).unwrap(),

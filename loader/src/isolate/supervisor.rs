@@ -19,6 +19,9 @@ use super::proto::{self, Reply, Request, StartParams};
 use super::registry::HostRegistry;
 use super::{IsolationConfig, CHANNEL_FD, SUBCOMMAND, WIRE_FD};
 
+/// Exit code of a forked driver host whose manager died before it could exec.
+const EXIT_ORPHANED: i32 = 3;
+
 /// A running driver-host process and its end of the channel.
 pub(super) struct DriverHostProcess {
     child: Child,
@@ -89,6 +92,7 @@ impl DriverHostProcess {
         let theirs_fd = theirs.as_raw_fd();
         let cpu = cfg.cpu_limit.map(cpu_rlimit);
         let nice = host_nice(cfg.nice);
+        let manager = std::process::id() as libc::pid_t;
         let mut cmd = Command::new(&cfg.program);
         cmd.args(&cfg.args)
             .arg(SUBCOMMAND)
@@ -104,9 +108,13 @@ impl DriverHostProcess {
                 if let Some(w) = wire {
                     dup_to(w, WIRE_FD)?;
                 }
-                // The driver host does not outlive the manager.
+                // The driver host does not outlive the manager (nor start if the manager died
+                // before the parent-death signal was armed).
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != manager {
+                    libc::_exit(EXIT_ORPHANED);
                 }
                 if let Some(lim) = &cpu {
                     if libc::setrlimit(libc::RLIMIT_CPU, lim) != 0 {
