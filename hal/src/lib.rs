@@ -12,6 +12,7 @@ mod port;
 pub static MODULE: Module = Module {
     name: "hal.dll",
     tables: &[IRQL, port::EXPORTS, CLOCK],
+    data: &[],
 };
 
 static IRQL: &[Export] = export_table![

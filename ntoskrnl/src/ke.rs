@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dbt::{Arch, Prot};
 
-use crate::export::{Export, Irql, Quad};
+use crate::export::{DataExport, Export, Irql, Quad};
 use crate::status::{STATUS_SUCCESS, STATUS_TIMEOUT};
 use crate::timer::{self, Timers};
 use crate::verifier::{self, irql, IrqlLimit, Rule, StopCode};
@@ -130,15 +130,19 @@ pub fn update_shared_user_data(k: &mut Kernel) -> KResult<()> {
     Ok(())
 }
 
-/// Guest address of a *data* export of ntoskrnl.exe, for import binding: `KeTickCount` (a
-/// KSYSTEM_TIME that x86 drivers' `KeQueryTickCount` macro reads inline) is the TickCount field of
-/// KUSER_SHARED_DATA, which [`update_shared_user_data`] keeps current. `None` for anything else
-/// (functions bind to thunks) or when KUSER_SHARED_DATA is not mapped.
-pub fn data_export(k: &Kernel, name: &str) -> Option<u64> {
-    match name {
-        "KeTickCount" => k.ke.shared_user_data.map(|base| base + SHARED_TICK_COUNT),
-        _ => None,
-    }
+/// ntoskrnl.exe's exported variables: `KeTickCount` (x86 only; x64 drivers read KUSER_SHARED_DATA).
+pub(crate) static DATA: &[DataExport] = &[DataExport {
+    name: "KeTickCount",
+    arch: Some(Arch::X86),
+    address: tick_count_address,
+}];
+
+/// Guest address of `KeTickCount`, the KSYSTEM_TIME that x86 drivers' `KeQueryTickCount` macro
+/// reads inline: the TickCount field of KUSER_SHARED_DATA, which [`update_shared_user_data`] keeps
+/// current on every import call (entry and return) and host -> guest call. `None` when
+/// KUSER_SHARED_DATA is not mapped.
+fn tick_count_address(k: &Kernel) -> Option<u64> {
+    k.ke.shared_user_data.map(|base| base + SHARED_TICK_COUNT)
 }
 
 /// Current system time in 100 ns units since 1601.
@@ -808,8 +812,13 @@ mod tests {
     fn ke_tick_count_data_export_is_the_shared_tick_count() {
         for arch in [Arch::X86, Arch::X64] {
             let mut g = Guest::new(arch);
-            let addr = data_export(&g.k, "KeTickCount").expect("KUSER_SHARED_DATA is mapped");
-            assert_eq!(data_export(&g.k, "KeQueryTickCount"), None);
+            let addr = tick_count_address(&g.k).expect("KUSER_SHARED_DATA is mapped");
+            let bound = g.k.bind_import("NTOSKRNL.EXE", "KeTickCount");
+            if arch == Arch::X86 {
+                assert_eq!(bound, addr, "x86 binds the variable itself");
+            } else {
+                assert_ne!(bound, addr, "x64 ntoskrnl has no KeTickCount: a trap");
+            }
             std::thread::sleep(Duration::from_millis(20));
             update_shared_user_data(&mut g.k).unwrap();
             let low = g.k.m.mem.read_u32(addr).unwrap() as u64;
