@@ -24,6 +24,10 @@ static IRQL: &[Export] = export_table![
     fastcall KfAcquireSpinLock => ke::acquire_spin_lock(spin_lock: u64) @ irql::SPIN_LOCK_ACQUIRE;
     fastcall KfReleaseSpinLock => ke::release_spin_lock(spin_lock: u64, new_irql: u8);
     fastcall KeAcquireSpinLockRaiseToSynch => acquire_spin_lock_raise_to_synch(spin_lock: u64);
+    // The pre-fastcall entry points x86 hal.dll still exports for old binaries (on x64 the IRQL
+    // is cr8, written inline, and spin locks are ntoskrnl's).
+    [x86] stdcall KeLowerIrql => ke::lower_irql(new_irql: u8);
+    [x86] stdcall KeReleaseSpinLock => ke::release_spin_lock(spin_lock: u64, new_irql: u8);
 ];
 
 static CLOCK: &[Export] = export_table![

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dbt::{Arch, Prot};
 
 use crate::export::{DataExport, Export, Irql, Quad};
-use crate::status::{STATUS_SUCCESS, STATUS_TIMEOUT};
+use crate::status::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS, STATUS_TIMEOUT};
 use crate::timer::{self, Timers};
 use crate::verifier::{self, irql, IrqlLimit, Rule, StopCode};
 use crate::workitem::{self, WorkQueue};
@@ -66,6 +66,19 @@ pub struct Dispatcher {
     pub timers: Timers,
     /// Queued work items and the IO_WORKITEMs drivers own.
     pub work: WorkQueue,
+    /// Floating-point states saved by KeSaveFloatingPointState and not yet restored, innermost last.
+    float_saves: Vec<FloatSave>,
+}
+
+/// One KeSaveFloatingPointState not yet matched by KeRestoreFloatingPointState.
+#[derive(Debug, Clone)]
+struct FloatSave {
+    /// The driver's KFLOATING_SAVE.
+    area: u64,
+    /// The IRQL it was saved at (the restore must be at the same IRQL).
+    irql: u8,
+    /// The SSE registers, the floating-point state the translator models.
+    xmm: [u128; 16],
 }
 
 impl Dispatcher {
@@ -77,6 +90,7 @@ impl Dispatcher {
             shared_user_data: None,
             timers: Timers::default(),
             work: WorkQueue::default(),
+            float_saves: Vec::new(),
         }
     }
 
@@ -659,6 +673,95 @@ pub fn query_tick_count(k: &mut Kernel, out: u64) -> KResult<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Processors: one, in group 0.
+
+/// Active processors (one, number 0 of group 0).
+const ACTIVE_PROCESSORS: u32 = 1;
+/// ALL_PROCESSOR_GROUPS.
+const ALL_PROCESSOR_GROUPS: u16 = 0xFFFF;
+
+/// MAXIMUM_PROCESSORS: 32 on x86, 64 on x64.
+fn maximum_processors(k: &Kernel) -> u32 {
+    match k.arch() {
+        Arch::X86 => 32,
+        Arch::X64 => 64,
+    }
+}
+
+/// KeQueryActiveProcessorCountEx(GroupNumber) -> active processors in the group (all groups for
+/// ALL_PROCESSOR_GROUPS); 0 for a group that does not exist.
+pub fn query_active_processor_count_ex(_k: &mut Kernel, group: u16) -> KResult<u32> {
+    Ok(match group {
+        0 | ALL_PROCESSOR_GROUPS => ACTIVE_PROCESSORS,
+        _ => 0,
+    })
+}
+
+/// KeGetCurrentProcessorNumberEx(ProcNumber) -> the system-wide processor index (0); fills the
+/// PROCESSOR_NUMBER (Group, Number, Reserved) when it is not NULL.
+pub fn get_current_processor_number_ex(k: &mut Kernel, proc_number: u64) -> KResult<u32> {
+    if proc_number != 0 {
+        k.m.mem.write_u32(proc_number, 0)?;
+    }
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Floating-point state
+
+/// KeSaveFloatingPointState(FloatSave): saves the floating-point state (the SSE registers; the
+/// translator models no x87 unit, so its control word is always the reset value 0x27F) for the
+/// matching KeRestoreFloatingPointState. Saves nest; each must be restored at its own IRQL.
+pub fn save_floating_point_state(k: &mut Kernel, area: u64) -> KResult<u32> {
+    if k.arch() == Arch::X86 {
+        // KFLOATING_SAVE: ControlWord, StatusWord, Error/Data offsets and selectors, Cr0NpxState.
+        k.m.mem.fill(area, 0, 32)?;
+        k.m.mem.write_u32(area, 0x27F)?;
+    }
+    let irql = current_irql(k);
+    k.ke.float_saves.push(FloatSave {
+        area,
+        irql,
+        xmm: k.m.cpu.xmm,
+    });
+    Ok(STATUS_SUCCESS)
+}
+
+/// KeRestoreFloatingPointState(FloatSave): restores what the innermost KeSaveFloatingPointState
+/// saved. Restoring a state that is not the innermost saved one, or at another IRQL than it was
+/// saved at, is bug check 0xE7 (INVALID_FLOATING_POINT_STATE) as on Windows.
+pub fn restore_floating_point_state(k: &mut Kernel, area: u64) -> KResult<u32> {
+    let irql = current_irql(k);
+    let Some(save) = k.ke.float_saves.last() else {
+        return Err(KernelError::bug_check(
+            0xE7,
+            format!("KeRestoreFloatingPointState({area:#x}) without a KeSaveFloatingPointState"),
+        ));
+    };
+    if save.area != area {
+        return Err(KernelError::bug_check(
+            0xE7,
+            format!(
+                "KeRestoreFloatingPointState({area:#x}), but the innermost saved state is {:#x} (saves and restores must nest)",
+                save.area
+            ),
+        ));
+    }
+    if save.irql != irql {
+        return Err(KernelError::bug_check(
+            0xE7,
+            format!(
+                "KeRestoreFloatingPointState({area:#x}) at IRQL {irql}, saved at IRQL {} (parameter 1 = 1)",
+                save.irql
+            ),
+        ));
+    }
+    let save = k.ke.float_saves.pop().expect("checked above");
+    k.m.cpu.xmm = save.xmm;
+    Ok(STATUS_SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
 // DPCs
 
 /// KeInitializeDpc(Dpc, DeferredRoutine, DeferredContext).
@@ -666,8 +769,65 @@ pub fn initialize_dpc(k: &mut Kernel, dpc: u64, routine: u64, context: u64) -> K
     let l = k.layout;
     k.m.mem.fill(dpc, 0, l.kdpc_size)?;
     k.m.mem.write_u8(dpc, DPC_OBJECT)?;
+    k.m.mem.write_u8(dpc + KDPC_IMPORTANCE, MEDIUM_IMPORTANCE)?;
     k.write_ptr(dpc + l.kdpc_deferred_routine, routine)?;
     k.write_ptr(dpc + l.kdpc_deferred_context, context)
+}
+
+/// `offsetof(KDPC, Importance)` and `offsetof(KDPC, Number)` (UCHAR Type, UCHAR Importance,
+/// USHORT Number on both architectures).
+const KDPC_IMPORTANCE: u64 = 1;
+const KDPC_NUMBER: u64 = 2;
+/// KDPC_IMPORTANCE values: LowImportance, MediumImportance (KeInitializeDpc's), HighImportance,
+/// MediumHighImportance.
+const MEDIUM_IMPORTANCE: u8 = 1;
+const HIGH_IMPORTANCE: u8 = 2;
+const MEDIUM_HIGH_IMPORTANCE: u8 = 3;
+
+/// KeSetImportanceDpc(Dpc, Importance): where KeInsertQueueDpc queues it (HighImportance at the
+/// head of the queue, the others at the tail).
+pub fn set_importance_dpc(k: &mut Kernel, dpc: u64, importance: u32) -> KResult<()> {
+    if importance > MEDIUM_HIGH_IMPORTANCE as u32 {
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("KeSetImportanceDpc({dpc:#x}) with unknown importance {importance}"),
+        ));
+    }
+    Ok(k.m.mem.write_u8(dpc + KDPC_IMPORTANCE, importance as u8)?)
+}
+
+/// Stores the target processor of a DPC in KDPC.Number as Windows does (the processor index plus
+/// MAXIMUM_PROCESSORS, so that 0 still means "any processor").
+fn set_dpc_target(k: &mut Kernel, dpc: u64, index: u32) -> KResult<()> {
+    let maximum = maximum_processors(k);
+    Ok(k.m
+        .mem
+        .write_u16(dpc + KDPC_NUMBER, (index + maximum) as u16)?)
+}
+
+/// KeSetTargetProcessorDpc(Dpc, Number): the DPC runs on processor `Number`. Targeting a processor
+/// the system does not have is a driver bug (the DPC would never run).
+pub fn set_target_processor_dpc(k: &mut Kernel, dpc: u64, number: u8) -> KResult<()> {
+    if number as u32 >= ACTIVE_PROCESSORS {
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("KeSetTargetProcessorDpc({dpc:#x}) targets processor {number}, but there are {ACTIVE_PROCESSORS}"),
+        ));
+    }
+    set_dpc_target(k, dpc, number as u32)
+}
+
+/// KeSetTargetProcessorDpcEx(Dpc, ProcNumber) -> STATUS_INVALID_PARAMETER for a PROCESSOR_NUMBER
+/// naming no active processor (or with Reserved set), else STATUS_SUCCESS.
+pub fn set_target_processor_dpc_ex(k: &mut Kernel, dpc: u64, proc_number: u64) -> KResult<u32> {
+    let group = k.m.mem.read_u16(proc_number)?;
+    let number = k.m.mem.read_u8(proc_number + 2)?;
+    let reserved = k.m.mem.read_u8(proc_number + 3)?;
+    if group != 0 || number as u32 >= ACTIVE_PROCESSORS || reserved != 0 {
+        return Ok(STATUS_INVALID_PARAMETER);
+    }
+    set_dpc_target(k, dpc, number as u32)?;
+    Ok(STATUS_SUCCESS)
 }
 
 /// KeInsertQueueDpc(Dpc, SystemArgument1, SystemArgument2) -> FALSE if already queued.
@@ -688,7 +848,12 @@ pub(crate) fn queue_dpc(k: &mut Kernel, dpc: u64, arg1: u64, arg2: u64) -> KResu
     let l = k.layout;
     k.write_ptr(dpc + l.kdpc_system_argument1, arg1)?;
     k.write_ptr(dpc + l.kdpc_system_argument2, arg2)?;
-    k.ke.dpcs.push_back(dpc);
+    // KeSetImportanceDpc: a HighImportance DPC goes to the head of the queue.
+    if k.m.mem.read_u8(dpc + KDPC_IMPORTANCE)? == HIGH_IMPORTANCE {
+        k.ke.dpcs.push_front(dpc);
+    } else {
+        k.ke.dpcs.push_back(dpc);
+    }
     Ok(true)
 }
 
@@ -799,6 +964,13 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall KeInitializeDpc => initialize_dpc(dpc: u64, deferred_routine: u64, deferred_context: u64);
     stdcall KeInsertQueueDpc => insert_queue_dpc(dpc: u64, system_argument1: u64, system_argument2: u64);
     stdcall KeRemoveQueueDpc => remove_queue_dpc(dpc: u64);
+    stdcall KeSetImportanceDpc => set_importance_dpc(dpc: u64, importance: u32);
+    stdcall KeSetTargetProcessorDpc => set_target_processor_dpc(dpc: u64, number: u8);
+    stdcall KeSetTargetProcessorDpcEx => set_target_processor_dpc_ex(dpc: u64, proc_number: u64);
+    stdcall KeQueryActiveProcessorCountEx => query_active_processor_count_ex(group_number: u16);
+    stdcall KeGetCurrentProcessorNumberEx => get_current_processor_number_ex(proc_number: u64);
+    stdcall KeSaveFloatingPointState => save_floating_point_state(float_save: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeRestoreFloatingPointState => restore_floating_point_state(float_save: u64) @ irql::KE_DISPATCH_LTE;
 ];
 
 #[cfg(test)]
