@@ -352,6 +352,8 @@ pub fn read_state_timer(k: &mut Kernel, timer: u64) -> KResult<bool> {
 pub const EX_TIMER_HIGH_RESOLUTION: u32 = 0x4;
 /// EX_TIMER_NO_WAKE.
 pub const EX_TIMER_NO_WAKE: u32 = 0x8;
+/// EX_TIMER_NOTIFICATION: a notification KTIMER underneath (else a synchronization one).
+pub const EX_TIMER_NOTIFICATION: u32 = 1 << 31;
 /// Pool tag of EX_TIMER blocks.
 const EX_TIMER_TAG: u32 = u32::from_le_bytes(*b"ExTm");
 /// Largest ExSetTimer period (MAXLONG, in 100 ns units).
@@ -393,13 +395,18 @@ pub fn allocate_ex_timer(
     context: u64,
     attributes: u32,
 ) -> KResult<u64> {
-    if attributes & !(EX_TIMER_HIGH_RESOLUTION | EX_TIMER_NO_WAKE) != 0 {
+    if attributes & !(EX_TIMER_HIGH_RESOLUTION | EX_TIMER_NO_WAKE | EX_TIMER_NOTIFICATION) != 0 {
         return Ok(0);
     }
     let owner = k.caller_image();
     let size = k.layout.ktimer_size + k.layout.kdpc_size;
     let timer = crate::ex::allocate(k, size, EX_TIMER_TAG, owner)?;
-    initialize_timer(k, timer)?;
+    let kind = if attributes & EX_TIMER_NOTIFICATION != 0 {
+        NOTIFICATION_TIMER
+    } else {
+        SYNCHRONIZATION_TIMER
+    };
+    initialize_timer_ex(k, timer, kind)?;
     let routine = k.host_function(&EX_TIMER_DPC[0]);
     let dpc = ex_timer_dpc(k, timer);
     ke::initialize_dpc(k, dpc, routine, timer)?;
