@@ -57,13 +57,17 @@ extra_libs() {
 build_arch() {
     arch=$1 cc=$2 triple=$3 archflags=$4 entry=$5
     mkdir -p "$outdir/$arch" "$tmp/$arch"
-    # Import library of the ntoskrnl exports mingw-w64's lacks (x64: undecorated names).
+    # Import library of the ntoskrnl exports mingw-w64's lacks (x64: undecorated names), made
+    # under fixed names so that the drivers linking it stay reproducible.
     if [ "$arch" = x86 ]; then
-        ${cc%gcc}dlltool -k -d ntoskrnl_win10.def -l "$tmp/$arch/libntoskrnl_win10.a"
+        cp ntoskrnl_win10.def "$tmp/$arch/ntoskrnl_win10.def"
+        killat=-k
     else
         sed 's/@[0-9]*$//' ntoskrnl_win10.def >"$tmp/$arch/ntoskrnl_win10.def"
-        ${cc%gcc}dlltool -d "$tmp/$arch/ntoskrnl_win10.def" -l "$tmp/$arch/libntoskrnl_win10.a"
+        killat=
     fi
+    (cd "$tmp/$arch" && ${cc%gcc}dlltool $killat -t ntwin10 -d ntoskrnl_win10.def \
+        -l libntoskrnl_win10.a)
     for d in $DRIVERS; do
         # shellcheck disable=SC2086
         $cc $CFLAGS_COMMON $archflags $(extra_cflags "$d") -I"/usr/$triple/include/ddk" \
