@@ -414,6 +414,70 @@ pub fn read_state_mutex(k: &mut Kernel, mutex: u64) -> KResult<i32> {
     signal_state(k, mutex)
 }
 
+/// FAST_MUTEX.Count bit that is set while the mutex is free (FM_LOCK_BIT; ExInitializeFastMutex,
+/// an inline function, stores it).
+const FM_LOCK_BIT: u32 = 1;
+
+/// Offsets of FAST_MUTEX.Owner and FAST_MUTEX.OldIrql (Count, Owner, Contention, KEVENT Event,
+/// OldIrql).
+fn fast_mutex_fields(k: &Kernel) -> (u64, u64) {
+    match k.arch() {
+        Arch::X86 => (4, 28),
+        Arch::X64 => (8, 48),
+    }
+}
+
+/// Takes a free fast mutex for the current thread: clears FM_LOCK_BIT, records the owner and the
+/// IRQL to return to, raises to APC_LEVEL. `false` (nothing changed) if it is held.
+fn take_fast_mutex(k: &mut Kernel, mutex: u64) -> KResult<bool> {
+    let count = k.m.mem.read_u32(mutex)?;
+    if count & FM_LOCK_BIT == 0 {
+        return Ok(false);
+    }
+    let (owner, old_irql) = fast_mutex_fields(k);
+    let old = raise_irql(k, APC_LEVEL)?;
+    k.m.mem.write_u32(mutex, count & !FM_LOCK_BIT)?;
+    let thread = k.ps.thread;
+    k.write_ptr(mutex + owner, thread)?;
+    k.m.mem.write_u32(mutex + old_irql, old as u32)?;
+    Ok(true)
+}
+
+/// ExAcquireFastMutex(FastMutex): at APC_LEVEL or below; returns at APC_LEVEL owning the mutex.
+/// There is one thread, so a mutex that is already held (by it) can never be acquired: a deadlock.
+pub fn acquire_fast_mutex(k: &mut Kernel, mutex: u64) -> KResult<()> {
+    if take_fast_mutex(k, mutex)? {
+        return Ok(());
+    }
+    let owner = k.read_ptr(mutex + fast_mutex_fields(k).0)?;
+    Err(KernelError::Deadlock(format!(
+        "ExAcquireFastMutex({mutex:#x}) on a fast mutex already held by thread {owner:#x} (fast mutexes are not recursive)"
+    )))
+}
+
+/// ExTryToAcquireFastMutex(FastMutex) -> TRUE if it was free and is now owned (at APC_LEVEL).
+pub fn try_to_acquire_fast_mutex(k: &mut Kernel, mutex: u64) -> KResult<bool> {
+    take_fast_mutex(k, mutex)
+}
+
+/// ExReleaseFastMutex(FastMutex): frees it and returns to the IRQL it was acquired at. Releasing a
+/// fast mutex that is not held, or above APC_LEVEL, is a driver bug (bug check 0xC4 as Driver
+/// Verifier reports it).
+pub fn release_fast_mutex(k: &mut Kernel, mutex: u64) -> KResult<()> {
+    let count = k.m.mem.read_u32(mutex)?;
+    if count & FM_LOCK_BIT != 0 {
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("ExReleaseFastMutex({mutex:#x}) on a fast mutex that is not held"),
+        ));
+    }
+    let (owner, old_irql) = fast_mutex_fields(k);
+    let old = k.m.mem.read_u32(mutex + old_irql)? as u8;
+    k.write_ptr(mutex + owner, 0)?;
+    k.m.mem.write_u32(mutex, count | FM_LOCK_BIT)?;
+    lower_irql(k, old)
+}
+
 /// KeInitializeSemaphore(Semaphore, Count, Limit).
 pub fn initialize_semaphore(k: &mut Kernel, sem: u64, count: i32, limit: i32) -> KResult<()> {
     init_header(k, sem, SEMAPHORE, k.layout.ksemaphore_size, count)?;
@@ -964,6 +1028,9 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall KeInitializeDpc => initialize_dpc(dpc: u64, deferred_routine: u64, deferred_context: u64);
     stdcall KeInsertQueueDpc => insert_queue_dpc(dpc: u64, system_argument1: u64, system_argument2: u64);
     stdcall KeRemoveQueueDpc => remove_queue_dpc(dpc: u64);
+    fastcall ExAcquireFastMutex => acquire_fast_mutex(fast_mutex: u64) @ irql::APC;
+    fastcall ExReleaseFastMutex => release_fast_mutex(fast_mutex: u64) @ irql::APC;
+    fastcall ExTryToAcquireFastMutex => try_to_acquire_fast_mutex(fast_mutex: u64) @ irql::APC;
     stdcall KeSetImportanceDpc => set_importance_dpc(dpc: u64, importance: u32);
     stdcall KeSetTargetProcessorDpc => set_target_processor_dpc(dpc: u64, number: u8);
     stdcall KeSetTargetProcessorDpcEx => set_target_processor_dpc_ex(dpc: u64, proc_number: u64);

@@ -863,6 +863,22 @@ static void IcaTestNewerKernelApis(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
           "KeSetTargetProcessorDpcEx rejects a processor that does not exist");
     CHECK(KeInsertQueueDpc(&dpc, NULL, NULL) && dpcRuns == 1, "targeted DPC runs");
 
+    /* Fast mutex: APC_LEVEL while held, not recursive, back to the caller's IRQL. */
+    {
+        FAST_MUTEX fm;
+
+        ExInitializeFastMutex(&fm);
+        ExAcquireFastMutex(&fm);
+        CHECK(KeGetCurrentIrql() == APC_LEVEL, "ExAcquireFastMutex raises to APC_LEVEL");
+        CHECK(!ExTryToAcquireFastMutex(&fm), "ExTryToAcquireFastMutex on a held mutex");
+        ExReleaseFastMutex(&fm);
+        CHECK(KeGetCurrentIrql() == PASSIVE_LEVEL && fm.Owner == NULL,
+              "ExReleaseFastMutex restores the IRQL");
+        CHECK(ExTryToAcquireFastMutex(&fm) && fm.Owner != NULL,
+              "ExTryToAcquireFastMutex on a free mutex");
+        ExReleaseFastMutex(&fm);
+    }
+
     /* Floating-point state: nested pairs. */
     CHECK(KeSaveFloatingPointState(&outer) == STATUS_SUCCESS, "KeSaveFloatingPointState");
     CHECK(KeSaveFloatingPointState(&inner) == STATUS_SUCCESS, "KeSaveFloatingPointState nested");

@@ -126,6 +126,8 @@ fn run(arch: dbt::Arch) -> String {
     let x86 = arch == dbt::Arch::X86;
     assert_eq!(calls("hal.dll", "KeLowerIrql"), x86.then_some(1));
     assert_eq!(calls("hal.dll", "KeReleaseSpinLock"), x86.then_some(1));
+    assert_eq!(calls("ntoskrnl.exe", "ExAcquireFastMutex"), Some(1));
+    assert_eq!(calls("ntoskrnl.exe", "ExTryToAcquireFastMutex"), Some(2));
     assert_eq!(
         calls("ntoskrnl.exe", "KeTickCount"),
         None,
