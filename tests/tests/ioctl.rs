@@ -126,8 +126,10 @@ fn run(arch: dbt::Arch) -> String {
     let x86 = arch == dbt::Arch::X86;
     assert_eq!(calls("hal.dll", "KeLowerIrql"), x86.then_some(1));
     assert_eq!(calls("hal.dll", "KeReleaseSpinLock"), x86.then_some(1));
-    assert_eq!(calls("ntoskrnl.exe", "ExAcquireFastMutex"), Some(1));
-    assert_eq!(calls("ntoskrnl.exe", "ExTryToAcquireFastMutex"), Some(2));
+    // Fast mutexes: x86 drivers import them from hal.dll (fastcall), x64 ones from ntoskrnl.exe.
+    let fast_mutexes = if x86 { "hal.dll" } else { "ntoskrnl.exe" };
+    assert_eq!(calls(fast_mutexes, "ExAcquireFastMutex"), Some(1));
+    assert_eq!(calls(fast_mutexes, "ExTryToAcquireFastMutex"), Some(2));
     assert_eq!(
         calls("ntoskrnl.exe", "KeTickCount"),
         None,
