@@ -1094,4 +1094,90 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn floating_point_saves_nest_at_their_irql() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let (outer, inner) = (g.zeroed(32), g.zeroed(32));
+            g.k.m.cpu.xmm[3] = 0x1234;
+            assert_eq!(
+                save_floating_point_state(&mut g.k, outer).unwrap(),
+                STATUS_SUCCESS
+            );
+            g.k.m.cpu.xmm[3] = 0x5678;
+            let err = restore_floating_point_state(&mut g.k, inner).unwrap_err();
+            assert!(err.to_string().contains("innermost saved state"), "{err}");
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            let err = restore_floating_point_state(&mut g.k, outer).unwrap_err();
+            assert!(
+                err.to_string().contains("INVALID_FLOATING_POINT_STATE"),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("at IRQL 2, saved at IRQL 0"),
+                "{err}"
+            );
+            set_irql(&mut g.k, PASSIVE_LEVEL).unwrap();
+            assert_eq!(
+                restore_floating_point_state(&mut g.k, outer).unwrap(),
+                STATUS_SUCCESS
+            );
+            assert_eq!(g.k.m.cpu.xmm[3], 0x1234, "the saved state is back");
+            assert!(
+                restore_floating_point_state(&mut g.k, outer).is_err(),
+                "restored twice"
+            );
+            if arch == Arch::X86 {
+                assert_eq!(g.k.m.mem.read_u32(outer).unwrap(), 0x27F, "ControlWord");
+            }
+        }
+    }
+
+    /// DPC contexts in the order they ran.
+    #[derive(Default)]
+    struct Ran(Vec<u64>);
+
+    fn record(k: &mut Kernel, _dpc: u64, context: u64, _a1: u64, _a2: u64) -> KResult<()> {
+        k.extension::<Ran>().0.push(context);
+        Ok(())
+    }
+
+    static RECORD: &[Export] = export_table![
+        stdcall RecordDpc => record(dpc: u64, context: u64, system_argument1: u64, system_argument2: u64);
+    ];
+
+    #[test]
+    fn high_importance_dpcs_run_first_and_targets_are_checked() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let routine = g.k.host_function(&RECORD[0]);
+            let size = g.k.layout.kdpc_size as usize;
+            let dpcs: Vec<u64> = (1..=3).map(|_| g.zeroed(size)).collect();
+            for (i, &d) in dpcs.iter().enumerate() {
+                initialize_dpc(&mut g.k, d, routine, i as u64 + 1).unwrap();
+            }
+            assert_eq!(g.k.m.mem.read_u8(dpcs[0] + 1).unwrap(), MEDIUM_IMPORTANCE);
+            set_importance_dpc(&mut g.k, dpcs[2], HIGH_IMPORTANCE as u32).unwrap();
+            assert!(set_importance_dpc(&mut g.k, dpcs[2], 9).is_err());
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            for &d in &dpcs {
+                assert!(insert_queue_dpc(&mut g.k, d, 0, 0).unwrap());
+            }
+            set_irql(&mut g.k, PASSIVE_LEVEL).unwrap();
+            assert_eq!(g.k.extension::<Ran>().0, [3, 1, 2]);
+
+            set_target_processor_dpc(&mut g.k, dpcs[0], 0).unwrap();
+            let maximum = if arch == Arch::X86 { 32 } else { 64 };
+            assert_eq!(g.k.m.mem.read_u16(dpcs[0] + 2).unwrap(), maximum);
+            let err = set_target_processor_dpc(&mut g.k, dpcs[0], 3).unwrap_err();
+            assert!(err.to_string().contains("targets processor 3"), "{err}");
+            let pn = g.bytes(&[1, 0, 0, 0]);
+            assert_eq!(
+                set_target_processor_dpc_ex(&mut g.k, dpcs[0], pn).unwrap(),
+                STATUS_INVALID_PARAMETER,
+                "group 1 does not exist"
+            );
+        }
+    }
 }

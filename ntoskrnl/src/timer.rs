@@ -808,4 +808,92 @@ mod tests {
             assert!(set_timer(&mut g.k, raw, rel(1), 0).is_err());
         }
     }
+
+    /// EX_TIMER callbacks (timer, context) and delete callbacks (context) in the order they ran.
+    #[derive(Default)]
+    struct ExFired(Vec<(u64, u64, u8)>);
+
+    fn record_ex_timer(k: &mut Kernel, timer: u64, context: u64) -> KResult<()> {
+        let irql = current_irql(k);
+        k.extension::<ExFired>().0.push((timer, context, irql));
+        Ok(())
+    }
+
+    fn record_delete(k: &mut Kernel, context: u64) -> KResult<()> {
+        let irql = current_irql(k);
+        k.extension::<ExFired>().0.push((0, context, irql));
+        Ok(())
+    }
+
+    static EX_CALLBACKS: &[Export] = export_table![
+        stdcall TestExTimer => record_ex_timer(timer: u64, context: u64);
+        stdcall TestExDelete => record_delete(context: u64);
+    ];
+
+    /// EXT_DELETE_PARAMETERS naming the recording delete callback with `context`.
+    fn delete_parameters(g: &mut Guest, context: u64) -> u64 {
+        let routine = g.k.host_function(&EX_CALLBACKS[1]);
+        let p = g.zeroed(32);
+        let ptr = g.k.ptr_size();
+        g.k.write_ptr(p + 8, routine).unwrap();
+        g.k.write_ptr(p + 8 + ptr, context).unwrap();
+        p
+    }
+
+    #[test]
+    fn ex_delete_timer_without_cancel_deletes_after_the_next_expiration() {
+        for arch in ARCHES {
+            let mut g = Guest::new(arch);
+            let callback = g.k.host_function(&EX_CALLBACKS[0]);
+            let t = allocate_ex_timer(&mut g.k, callback, 0x77, EX_TIMER_HIGH_RESOLUTION).unwrap();
+            assert_ne!(t, 0);
+            assert!(!set_ex_timer(&mut g.k, t, rel(5), Quad(5 * MS as u64), 0).unwrap());
+            let params = delete_parameters(&mut g, 0xDE1);
+            assert!(
+                !delete_ex_timer(&mut g.k, t, false, false, params).unwrap(),
+                "without Cancel ExDeleteTimer returns FALSE"
+            );
+            assert!(g.k.ke.timers.is_armed(t), "the set timer still expires");
+            sleep(Duration::from_millis(8));
+            assert_eq!(run_due_timers(&mut g.k).unwrap(), 1);
+            assert_eq!(
+                std::mem::take(&mut g.k.extension::<ExFired>().0),
+                [(t, 0x77, DISPATCH_LEVEL), (0, 0xDE1, DISPATCH_LEVEL)],
+                "the last callback, then the delete callback"
+            );
+            assert!(
+                !g.k.ke.timers.is_armed(t),
+                "a periodic timer does not re-arm"
+            );
+            assert_eq!(g.k.pool.tag_usage(EX_TIMER_TAG).blocks, 0, "block freed");
+            let err = set_ex_timer(&mut g.k, t, rel(1), Quad(0), 0).unwrap_err();
+            assert!(
+                err.to_string().contains("not a timer from ExAllocateTimer"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn ex_timer_misuse_is_reported() {
+        for arch in ARCHES {
+            let mut g = Guest::new(arch);
+            let callback = g.k.host_function(&EX_CALLBACKS[0]);
+            assert_eq!(allocate_ex_timer(&mut g.k, callback, 0, 0x10).unwrap(), 0);
+            let t = allocate_ex_timer(&mut g.k, callback, 0, 0).unwrap();
+            let err = set_ex_timer(&mut g.k, t, rel(1), Quad(-1i64 as u64), 0).unwrap_err();
+            assert!(err.to_string().contains("period -1"), "{err}");
+            let err = delete_ex_timer(&mut g.k, t, false, true, 0).unwrap_err();
+            assert!(err.to_string().contains("Wait but not Cancel"), "{err}");
+            // A queued (expired, not yet run) callback does not run after a cancelling delete.
+            assert!(!set_ex_timer(&mut g.k, t, rel(1), Quad(0), 0).unwrap());
+            sleep(Duration::from_millis(3));
+            ke::set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            assert_eq!(run_due_timers(&mut g.k).unwrap(), 1);
+            assert!(!delete_ex_timer(&mut g.k, t, true, false, 0).unwrap());
+            ke::set_irql(&mut g.k, ke::PASSIVE_LEVEL).unwrap();
+            assert!(g.k.extension::<ExFired>().0.is_empty());
+            assert_eq!(g.k.ke.queued_dpcs(), 0);
+        }
+    }
 }
