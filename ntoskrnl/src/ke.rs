@@ -1,5 +1,7 @@
-//! Kernel core: IRQL, spinlocks, dispatcher objects (events, mutexes, semaphores) and waits, DPCs,
-//! and the clocks drivers read. Timers live in [`crate::timer`], work items in [`crate::workitem`].
+//! Kernel core: IRQL, spinlocks, dispatcher objects (events, mutexes, semaphores) and waits, fast
+//! mutexes, DPCs (importance, target processor), the processor numbering, floating-point state
+//! saves, and the clocks drivers read (`KeTickCount`, an exported variable on x86, among them).
+//! Timers (KTIMER and EX_TIMER) live in [`crate::timer`], work items in [`crate::workitem`].
 //!
 //! There is one processor and one kernel thread. A wait that is not yet satisfied runs the deferred
 //! work that could satisfy it ([`run_deferred`]: queued DPCs, due timers, queued work items), then

@@ -1,6 +1,6 @@
 //! Kernel timers (KTIMER): one-shot and periodic, notification and synchronization, each with an
 //! optional DPC, fired from the interrupt-time clock ([`Dispatcher::interrupt_time`], real monotonic
-//! host time).
+//! host time), and the EX_TIMERs of ExAllocateTimer built on them.
 //!
 //! The KTIMER in guest memory carries what drivers and waits look at: the dispatcher header (its
 //! signal state is what KeWaitForSingleObject and KeReadStateTimer see), DueTime (interrupt time of
