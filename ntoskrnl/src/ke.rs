@@ -79,6 +79,8 @@ struct FloatSave {
     area: u64,
     /// The IRQL it was saved at (the restore must be at the same IRQL).
     irql: u8,
+    /// Host -> guest call depth it was saved at (the routine must restore it before returning).
+    depth: usize,
     /// The SSE registers, the floating-point state the translator models.
     xmm: [u128; 16],
 }
@@ -785,9 +787,19 @@ pub fn save_floating_point_state(k: &mut Kernel, area: u64) -> KResult<u32> {
         k.m.mem.write_u32(area, 0x27F)?;
     }
     let irql = current_irql(k);
+    if let Some(outer) = k.ke.float_saves.last().filter(|o| o.irql > irql) {
+        return Err(KernelError::bug_check(
+            0xE7,
+            format!(
+                "KeSaveFloatingPointState({area:#x}) at IRQL {irql} nested in the state {:#x} saved at IRQL {} (nested saves must not be at a lower IRQL)",
+                outer.area, outer.irql
+            ),
+        ));
+    }
     k.ke.float_saves.push(FloatSave {
         area,
         irql,
+        depth: k.guest_depth(),
         xmm: k.m.cpu.xmm,
     });
     Ok(STATUS_SUCCESS)
@@ -825,6 +837,22 @@ pub fn restore_floating_point_state(k: &mut Kernel, area: u64) -> KResult<u32> {
     let save = k.ke.float_saves.pop().expect("checked above");
     k.m.cpu.xmm = save.xmm;
     Ok(STATUS_SUCCESS)
+}
+
+/// A host -> guest call at `depth` into `routine` returned: floating-point states it saved and did
+/// not restore are dropped, and reported as bug check 0xE7 (a routine must restore what it saved
+/// before it returns).
+pub(crate) fn float_saves_on_return(k: &mut Kernel, routine: u64, depth: usize) -> KResult<()> {
+    let Some(pos) = k.ke.float_saves.iter().position(|s| s.depth >= depth) else {
+        return Ok(());
+    };
+    let area = k.ke.float_saves[pos].area;
+    k.ke.float_saves.truncate(pos);
+    let site = k.site(routine);
+    Err(KernelError::bug_check(
+        0xE7,
+        format!("{site} returned without KeRestoreFloatingPointState({area:#x})"),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1133,8 +1161,36 @@ mod tests {
             if arch == Arch::X86 {
                 assert_eq!(g.k.m.mem.read_u32(outer).unwrap(), 0x27F, "ControlWord");
             }
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            save_floating_point_state(&mut g.k, outer).unwrap();
+            set_irql(&mut g.k, APC_LEVEL).unwrap();
+            let err = save_floating_point_state(&mut g.k, inner).unwrap_err();
+            assert!(
+                err.to_string().contains("must not be at a lower IRQL"),
+                "{err}"
+            );
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            restore_floating_point_state(&mut g.k, outer).unwrap();
+            set_irql(&mut g.k, PASSIVE_LEVEL).unwrap();
+
+            // A routine that returns with its state still saved.
+            let routine = g.k.host_function(&SAVE_ONLY[0]);
+            let err = g.k.call_guest(routine, &[outer]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("returned without KeRestoreFloatingPointState"),
+                "{err}"
+            );
+            assert!(
+                g.k.ke.float_saves.is_empty(),
+                "the abandoned save is dropped"
+            );
         }
     }
+
+    static SAVE_ONLY: &[Export] = export_table![
+        stdcall SaveOnly => save_floating_point_state(float_save: u64);
+    ];
 
     /// DPC contexts in the order they ran.
     #[derive(Default)]

@@ -326,6 +326,10 @@ impl Kernel {
             }
             other => other,
         };
+        let result = match (result, ke::float_saves_on_return(self, func, depth)) {
+            (Ok(v), checked) => checked.map(|()| v),
+            (Err(e), _) => Err(e),
+        };
         if result.is_err() {
             verifier::abandon_locks(self, depth);
         }
