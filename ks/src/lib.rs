@@ -7,4 +7,5 @@ use ntoskrnl::Module;
 pub static MODULE: Module = Module {
     name: "ks.sys",
     tables: &[],
+    data: &[],
 };

@@ -69,7 +69,7 @@ pub fn parse_reference(text: &str) -> Result<Vec<Wanted>, String> {
 fn implements(modules: &[&'static Module], module: &str, function: &str) -> bool {
     modules
         .iter()
-        .any(|m| m.name.eq_ignore_ascii_case(module) && m.find(function).is_some())
+        .any(|m| m.name.eq_ignore_ascii_case(module) && m.provides(function))
 }
 
 /// The block macro a `macro->block` row names, if ndis implements the field it calls through.

@@ -75,6 +75,7 @@ pub static MODULE: Module = Module {
         string::EXPORTS,
         workitem::EXPORTS,
     ],
+    data: &[],
 };
 
 /// NDIS_STATUS (an NTSTATUS-compatible 32-bit code).

@@ -125,6 +125,7 @@ pub fn bug_check_name(code: u32) -> &'static str {
         0xD6 => "DRIVER_PAGE_FAULT_BEYOND_END_OF_ALLOCATION",
         0xE1 => "WORKER_THREAD_RETURNED_AT_BAD_IRQL",
         0xE4 => "WORKER_INVALID",
+        0xE7 => "INVALID_FLOATING_POINT_STATE",
         _ => "BUGCHECK",
     }
 }

@@ -10,11 +10,15 @@
 //! Parameter types decide how arguments are taken from the guest: `u64` is pointer-sized (one stack
 //! slot on x86), [`Quad`] is a 64-bit value passed by value (two slots on x86). An entry may end
 //! with `@ LIMIT`, the highest IRQL the function may be called at (an [`Irql`]; the verifier
-//! checks it before every call): `... (handle: u64) @ irql::ZW_PASSIVE;`.
+//! checks it before every call): `... (handle: u64) @ irql::ZW_PASSIVE;`. An entry may start with
+//! `[x86]` or `[x64]` when the real module exports it on that architecture only
+//! (`[x86] stdcall KeLowerIrql => ...`); imports of it on the other architecture bind to a trap.
+//!
+//! Exported *variables* (`KeTickCount`) are [`DataExport`]s, listed in the module's `data` table.
 
 pub use crate::verifier::Irql;
 use crate::{KResult, Kernel};
-pub use dbt::CallConv;
+pub use dbt::{Arch, CallConv};
 
 /// A host function standing in for a guest-callable export: gets the raw argument slots.
 pub type HostFn = fn(&mut Kernel, &[u64]) -> KResult<u64>;
@@ -36,6 +40,34 @@ pub struct Export {
     pub func: HostFn,
     /// The highest IRQL it may be called at.
     pub irql: Irql,
+    /// The only architecture the real module exports it on (`None`: both).
+    pub arch: Option<Arch>,
+}
+
+impl Export {
+    /// Whether the real module exports it on `arch`.
+    pub fn available_on(&self, arch: Arch) -> bool {
+        self.arch.is_none_or(|a| a == arch)
+    }
+}
+
+/// One exported variable of a Windows module: an import of it binds to the variable's guest address
+/// (the driver reads it inline), not to a thunk.
+#[derive(Debug)]
+pub struct DataExport {
+    /// The exported name.
+    pub name: &'static str,
+    /// The only architecture the real module exports it on (`None`: both).
+    pub arch: Option<Arch>,
+    /// Guest address of the variable in this kernel (`None` if it has none).
+    pub address: fn(&Kernel) -> Option<u64>,
+}
+
+impl DataExport {
+    /// Whether the real module exports it on `arch`.
+    pub fn available_on(&self, arch: Arch) -> bool {
+        self.arch.is_none_or(|a| a == arch)
+    }
 }
 
 /// A Windows module the personality provides.
@@ -45,6 +77,8 @@ pub struct Module {
     pub name: &'static str,
     /// Implemented exports, one table per subsystem (each declared next to its code).
     pub tables: &'static [&'static [Export]],
+    /// Exported variables.
+    pub data: &'static [DataExport],
 }
 
 impl Module {
@@ -53,9 +87,28 @@ impl Module {
         self.tables.iter().flat_map(|t| t.iter())
     }
 
-    /// The export with this name (exact, as Windows export lookup is case-sensitive).
+    /// The export with this name (exact, as Windows export lookup is case-sensitive), on any
+    /// architecture.
     pub fn find(&self, name: &str) -> Option<&'static Export> {
         self.exports().find(|e| e.name == name)
+    }
+
+    /// The function export with this name that the real module has on `arch`.
+    pub fn find_on(&self, arch: Arch, name: &str) -> Option<&'static Export> {
+        self.exports()
+            .find(|e| e.name == name && e.available_on(arch))
+    }
+
+    /// The exported variable with this name that the real module has on `arch`.
+    pub fn find_data_on(&self, arch: Arch, name: &str) -> Option<&'static DataExport> {
+        self.data
+            .iter()
+            .find(|d| d.name == name && d.available_on(arch))
+    }
+
+    /// Whether it implements `name` (a function or a variable) on some architecture.
+    pub fn provides(&self, name: &str) -> bool {
+        self.find(name).is_some() || self.data.iter().any(|d| d.name == name)
     }
 }
 
@@ -166,13 +219,14 @@ impl IntoRet for Quad {
     }
 }
 
-/// Declares a module's export table: `conv Name => path::to::function(param: Type, ...) @ LIMIT;`.
+/// Declares a module's export table: `[arch] conv Name => path::to::function(param: Type, ...) @ LIMIT;`.
+/// `[arch]` (`[x86]` or `[x64]`) is optional: the only architecture the real module exports it on.
 /// `conv` is `stdcall`, `cdecl` or `fastcall` (the x86-32 convention). The function takes
 /// `&mut Kernel` followed by the parameters and returns `KResult<impl IntoRet>`. `@ LIMIT` (an
 /// [`Irql`](crate::export::Irql) expression) is optional; without it any IRQL is allowed.
 #[macro_export]
 macro_rules! export_table {
-    ($($conv:ident $name:ident => $($func:ident)::+ ( $($arg:ident : $ty:ty),* $(,)? ) $(@ $irql:expr)?;)*) => {
+    ($($([$only:ident])? $conv:ident $name:ident => $($func:ident)::+ ( $($arg:ident : $ty:ty),* $(,)? ) $(@ $irql:expr)?;)*) => {
         &[$({
             #[allow(non_snake_case, unused_mut, unused_variables)]
             fn $name(k: &mut $crate::Kernel, raw: &[u64]) -> $crate::KResult<u64> {
@@ -189,6 +243,7 @@ macro_rules! export_table {
                 params: &[$(stringify!($arg)),*],
                 func: $name,
                 irql: $crate::export_table!(@irql $($irql)?),
+                arch: $crate::export_table!(@arch $($only)?),
             }
         }),*]
     };
@@ -198,4 +253,7 @@ macro_rules! export_table {
     (@one $arg:ident) => { 1 };
     (@irql) => { $crate::export::Irql::Any };
     (@irql $irql:expr) => { $irql };
+    (@arch) => { None };
+    (@arch x86) => { Some($crate::dbt::Arch::X86) };
+    (@arch x64) => { Some($crate::dbt::Arch::X64) };
 }

@@ -1,5 +1,7 @@
-//! Kernel core: IRQL, spinlocks, dispatcher objects (events, mutexes, semaphores) and waits, DPCs,
-//! and the clocks drivers read. Timers live in [`crate::timer`], work items in [`crate::workitem`].
+//! Kernel core: IRQL, spinlocks, dispatcher objects (events, mutexes, semaphores) and waits, fast
+//! mutexes, DPCs (importance, target processor), the processor numbering, floating-point state
+//! saves, and the clocks drivers read (`KeTickCount`, an exported variable on x86, among them).
+//! Timers (KTIMER and EX_TIMER) live in [`crate::timer`], work items in [`crate::workitem`].
 //!
 //! There is one processor and one kernel thread. A wait that is not yet satisfied runs the deferred
 //! work that could satisfy it ([`run_deferred`]: queued DPCs, due timers, queued work items), then
@@ -12,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dbt::{Arch, Prot};
 
-use crate::export::{Export, Irql, Quad};
-use crate::status::{STATUS_SUCCESS, STATUS_TIMEOUT};
+use crate::export::{DataExport, Export, Irql, Quad};
+use crate::status::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS, STATUS_TIMEOUT};
 use crate::timer::{self, Timers};
 use crate::verifier::{self, irql, IrqlLimit, Rule, StopCode};
 use crate::workitem::{self, WorkQueue};
@@ -66,6 +68,21 @@ pub struct Dispatcher {
     pub timers: Timers,
     /// Queued work items and the IO_WORKITEMs drivers own.
     pub work: WorkQueue,
+    /// Floating-point states saved by KeSaveFloatingPointState and not yet restored, innermost last.
+    float_saves: Vec<FloatSave>,
+}
+
+/// One KeSaveFloatingPointState not yet matched by KeRestoreFloatingPointState.
+#[derive(Debug, Clone)]
+struct FloatSave {
+    /// The driver's KFLOATING_SAVE.
+    area: u64,
+    /// The IRQL it was saved at (the restore must be at the same IRQL).
+    irql: u8,
+    /// Host -> guest call depth it was saved at (the routine must restore it before returning).
+    depth: usize,
+    /// The SSE registers, the floating-point state the translator models.
+    xmm: [u128; 16],
 }
 
 impl Dispatcher {
@@ -77,6 +94,7 @@ impl Dispatcher {
             shared_user_data: None,
             timers: Timers::default(),
             work: WorkQueue::default(),
+            float_saves: Vec::new(),
         }
     }
 
@@ -130,15 +148,19 @@ pub fn update_shared_user_data(k: &mut Kernel) -> KResult<()> {
     Ok(())
 }
 
-/// Guest address of a *data* export of ntoskrnl.exe, for import binding: `KeTickCount` (a
-/// KSYSTEM_TIME that x86 drivers' `KeQueryTickCount` macro reads inline) is the TickCount field of
-/// KUSER_SHARED_DATA, which [`update_shared_user_data`] keeps current. `None` for anything else
-/// (functions bind to thunks) or when KUSER_SHARED_DATA is not mapped.
-pub fn data_export(k: &Kernel, name: &str) -> Option<u64> {
-    match name {
-        "KeTickCount" => k.ke.shared_user_data.map(|base| base + SHARED_TICK_COUNT),
-        _ => None,
-    }
+/// ntoskrnl.exe's exported variables: `KeTickCount` (x86 only; x64 drivers read KUSER_SHARED_DATA).
+pub(crate) static DATA: &[DataExport] = &[DataExport {
+    name: "KeTickCount",
+    arch: Some(Arch::X86),
+    address: tick_count_address,
+}];
+
+/// Guest address of `KeTickCount`, the KSYSTEM_TIME that x86 drivers' `KeQueryTickCount` macro
+/// reads inline: the TickCount field of KUSER_SHARED_DATA, which [`update_shared_user_data`] keeps
+/// current on every import call (entry and return) and host -> guest call. `None` when
+/// KUSER_SHARED_DATA is not mapped.
+fn tick_count_address(k: &Kernel) -> Option<u64> {
+    k.ke.shared_user_data.map(|base| base + SHARED_TICK_COUNT)
 }
 
 /// Current system time in 100 ns units since 1601.
@@ -394,6 +416,70 @@ pub fn release_mutex(k: &mut Kernel, mutex: u64, _wait: bool) -> KResult<i32> {
 /// KeReadStateMutex.
 pub fn read_state_mutex(k: &mut Kernel, mutex: u64) -> KResult<i32> {
     signal_state(k, mutex)
+}
+
+/// FAST_MUTEX.Count bit that is set while the mutex is free (FM_LOCK_BIT; ExInitializeFastMutex,
+/// an inline function, stores it).
+const FM_LOCK_BIT: u32 = 1;
+
+/// Offsets of FAST_MUTEX.Owner and FAST_MUTEX.OldIrql (Count, Owner, Contention, KEVENT Event,
+/// OldIrql).
+fn fast_mutex_fields(k: &Kernel) -> (u64, u64) {
+    match k.arch() {
+        Arch::X86 => (4, 28),
+        Arch::X64 => (8, 48),
+    }
+}
+
+/// Takes a free fast mutex for the current thread: clears FM_LOCK_BIT, records the owner and the
+/// IRQL to return to, raises to APC_LEVEL. `false` (nothing changed) if it is held.
+fn take_fast_mutex(k: &mut Kernel, mutex: u64) -> KResult<bool> {
+    let count = k.m.mem.read_u32(mutex)?;
+    if count & FM_LOCK_BIT == 0 {
+        return Ok(false);
+    }
+    let (owner, old_irql) = fast_mutex_fields(k);
+    let old = raise_irql(k, APC_LEVEL)?;
+    k.m.mem.write_u32(mutex, count & !FM_LOCK_BIT)?;
+    let thread = k.ps.thread;
+    k.write_ptr(mutex + owner, thread)?;
+    k.m.mem.write_u32(mutex + old_irql, old as u32)?;
+    Ok(true)
+}
+
+/// ExAcquireFastMutex(FastMutex): at APC_LEVEL or below; returns at APC_LEVEL owning the mutex.
+/// There is one thread, so a mutex that is already held (by it) can never be acquired: a deadlock.
+pub fn acquire_fast_mutex(k: &mut Kernel, mutex: u64) -> KResult<()> {
+    if take_fast_mutex(k, mutex)? {
+        return Ok(());
+    }
+    let owner = k.read_ptr(mutex + fast_mutex_fields(k).0)?;
+    Err(KernelError::Deadlock(format!(
+        "ExAcquireFastMutex({mutex:#x}) on a fast mutex already held by thread {owner:#x} (fast mutexes are not recursive)"
+    )))
+}
+
+/// ExTryToAcquireFastMutex(FastMutex) -> TRUE if it was free and is now owned (at APC_LEVEL).
+pub fn try_to_acquire_fast_mutex(k: &mut Kernel, mutex: u64) -> KResult<bool> {
+    take_fast_mutex(k, mutex)
+}
+
+/// ExReleaseFastMutex(FastMutex): frees it and returns to the IRQL it was acquired at. Releasing a
+/// fast mutex that is not held, or above APC_LEVEL, is a driver bug (bug check 0xC4 as Driver
+/// Verifier reports it).
+pub fn release_fast_mutex(k: &mut Kernel, mutex: u64) -> KResult<()> {
+    let count = k.m.mem.read_u32(mutex)?;
+    if count & FM_LOCK_BIT != 0 {
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("ExReleaseFastMutex({mutex:#x}) on a fast mutex that is not held"),
+        ));
+    }
+    let (owner, old_irql) = fast_mutex_fields(k);
+    let old = k.m.mem.read_u32(mutex + old_irql)? as u8;
+    k.write_ptr(mutex + owner, 0)?;
+    k.m.mem.write_u32(mutex, count | FM_LOCK_BIT)?;
+    lower_irql(k, old)
 }
 
 /// KeInitializeSemaphore(Semaphore, Count, Limit).
@@ -655,6 +741,121 @@ pub fn query_tick_count(k: &mut Kernel, out: u64) -> KResult<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Processors: one, in group 0.
+
+/// Active processors (one, number 0 of group 0).
+const ACTIVE_PROCESSORS: u32 = 1;
+/// ALL_PROCESSOR_GROUPS.
+const ALL_PROCESSOR_GROUPS: u16 = 0xFFFF;
+
+/// MAXIMUM_PROCESSORS: 32 on x86, 64 on x64.
+fn maximum_processors(k: &Kernel) -> u32 {
+    match k.arch() {
+        Arch::X86 => 32,
+        Arch::X64 => 64,
+    }
+}
+
+/// KeQueryActiveProcessorCountEx(GroupNumber) -> active processors in the group (all groups for
+/// ALL_PROCESSOR_GROUPS); 0 for a group that does not exist.
+pub fn query_active_processor_count_ex(_k: &mut Kernel, group: u16) -> KResult<u32> {
+    Ok(match group {
+        0 | ALL_PROCESSOR_GROUPS => ACTIVE_PROCESSORS,
+        _ => 0,
+    })
+}
+
+/// KeGetCurrentProcessorNumberEx(ProcNumber) -> the system-wide processor index (0); fills the
+/// PROCESSOR_NUMBER (Group, Number, Reserved) when it is not NULL.
+pub fn get_current_processor_number_ex(k: &mut Kernel, proc_number: u64) -> KResult<u32> {
+    if proc_number != 0 {
+        k.m.mem.write_u32(proc_number, 0)?;
+    }
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Floating-point state
+
+/// KeSaveFloatingPointState(FloatSave): saves the floating-point state (the SSE registers; the
+/// translator models no x87 unit, so its control word is always the reset value 0x27F) for the
+/// matching KeRestoreFloatingPointState. Saves nest; each must be restored at its own IRQL.
+pub fn save_floating_point_state(k: &mut Kernel, area: u64) -> KResult<u32> {
+    if k.arch() == Arch::X86 {
+        // KFLOATING_SAVE: ControlWord, StatusWord, Error/Data offsets and selectors, Cr0NpxState.
+        k.m.mem.fill(area, 0, 32)?;
+        k.m.mem.write_u32(area, 0x27F)?;
+    }
+    let irql = current_irql(k);
+    if let Some(outer) = k.ke.float_saves.last().filter(|o| o.irql > irql) {
+        return Err(KernelError::bug_check(
+            0xE7,
+            format!(
+                "KeSaveFloatingPointState({area:#x}) at IRQL {irql} nested in the state {:#x} saved at IRQL {} (nested saves must not be at a lower IRQL)",
+                outer.area, outer.irql
+            ),
+        ));
+    }
+    k.ke.float_saves.push(FloatSave {
+        area,
+        irql,
+        depth: k.guest_depth(),
+        xmm: k.m.cpu.xmm,
+    });
+    Ok(STATUS_SUCCESS)
+}
+
+/// KeRestoreFloatingPointState(FloatSave): restores what the innermost KeSaveFloatingPointState
+/// saved. Restoring a state that is not the innermost saved one, or at another IRQL than it was
+/// saved at, is bug check 0xE7 (INVALID_FLOATING_POINT_STATE) as on Windows.
+pub fn restore_floating_point_state(k: &mut Kernel, area: u64) -> KResult<u32> {
+    let irql = current_irql(k);
+    let Some(save) = k.ke.float_saves.last() else {
+        return Err(KernelError::bug_check(
+            0xE7,
+            format!("KeRestoreFloatingPointState({area:#x}) without a KeSaveFloatingPointState"),
+        ));
+    };
+    if save.area != area {
+        return Err(KernelError::bug_check(
+            0xE7,
+            format!(
+                "KeRestoreFloatingPointState({area:#x}), but the innermost saved state is {:#x} (saves and restores must nest)",
+                save.area
+            ),
+        ));
+    }
+    if save.irql != irql {
+        return Err(KernelError::bug_check(
+            0xE7,
+            format!(
+                "KeRestoreFloatingPointState({area:#x}) at IRQL {irql}, saved at IRQL {} (parameter 1 = 1)",
+                save.irql
+            ),
+        ));
+    }
+    let save = k.ke.float_saves.pop().expect("checked above");
+    k.m.cpu.xmm = save.xmm;
+    Ok(STATUS_SUCCESS)
+}
+
+/// A host -> guest call at `depth` into `routine` returned: floating-point states it saved and did
+/// not restore are dropped, and reported as bug check 0xE7 (a routine must restore what it saved
+/// before it returns).
+pub(crate) fn float_saves_on_return(k: &mut Kernel, routine: u64, depth: usize) -> KResult<()> {
+    let Some(pos) = k.ke.float_saves.iter().position(|s| s.depth >= depth) else {
+        return Ok(());
+    };
+    let area = k.ke.float_saves[pos].area;
+    k.ke.float_saves.truncate(pos);
+    let site = k.site(routine);
+    Err(KernelError::bug_check(
+        0xE7,
+        format!("{site} returned without KeRestoreFloatingPointState({area:#x})"),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
 // DPCs
 
 /// KeInitializeDpc(Dpc, DeferredRoutine, DeferredContext).
@@ -662,8 +863,65 @@ pub fn initialize_dpc(k: &mut Kernel, dpc: u64, routine: u64, context: u64) -> K
     let l = k.layout;
     k.m.mem.fill(dpc, 0, l.kdpc_size)?;
     k.m.mem.write_u8(dpc, DPC_OBJECT)?;
+    k.m.mem.write_u8(dpc + KDPC_IMPORTANCE, MEDIUM_IMPORTANCE)?;
     k.write_ptr(dpc + l.kdpc_deferred_routine, routine)?;
     k.write_ptr(dpc + l.kdpc_deferred_context, context)
+}
+
+/// `offsetof(KDPC, Importance)` and `offsetof(KDPC, Number)` (UCHAR Type, UCHAR Importance,
+/// USHORT Number on both architectures).
+const KDPC_IMPORTANCE: u64 = 1;
+const KDPC_NUMBER: u64 = 2;
+/// KDPC_IMPORTANCE values: LowImportance, MediumImportance (KeInitializeDpc's), HighImportance,
+/// MediumHighImportance.
+const MEDIUM_IMPORTANCE: u8 = 1;
+const HIGH_IMPORTANCE: u8 = 2;
+const MEDIUM_HIGH_IMPORTANCE: u8 = 3;
+
+/// KeSetImportanceDpc(Dpc, Importance): where KeInsertQueueDpc queues it (HighImportance at the
+/// head of the queue, the others at the tail).
+pub fn set_importance_dpc(k: &mut Kernel, dpc: u64, importance: u32) -> KResult<()> {
+    if importance > MEDIUM_HIGH_IMPORTANCE as u32 {
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("KeSetImportanceDpc({dpc:#x}) with unknown importance {importance}"),
+        ));
+    }
+    Ok(k.m.mem.write_u8(dpc + KDPC_IMPORTANCE, importance as u8)?)
+}
+
+/// Stores the target processor of a DPC in KDPC.Number as Windows does (the processor index plus
+/// MAXIMUM_PROCESSORS, so that 0 still means "any processor").
+fn set_dpc_target(k: &mut Kernel, dpc: u64, index: u32) -> KResult<()> {
+    let maximum = maximum_processors(k);
+    Ok(k.m
+        .mem
+        .write_u16(dpc + KDPC_NUMBER, (index + maximum) as u16)?)
+}
+
+/// KeSetTargetProcessorDpc(Dpc, Number): the DPC runs on processor `Number`. Targeting a processor
+/// the system does not have is a driver bug (the DPC would never run).
+pub fn set_target_processor_dpc(k: &mut Kernel, dpc: u64, number: u8) -> KResult<()> {
+    if number as u32 >= ACTIVE_PROCESSORS {
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("KeSetTargetProcessorDpc({dpc:#x}) targets processor {number}, but there are {ACTIVE_PROCESSORS}"),
+        ));
+    }
+    set_dpc_target(k, dpc, number as u32)
+}
+
+/// KeSetTargetProcessorDpcEx(Dpc, ProcNumber) -> STATUS_INVALID_PARAMETER for a PROCESSOR_NUMBER
+/// naming no active processor (or with Reserved set), else STATUS_SUCCESS.
+pub fn set_target_processor_dpc_ex(k: &mut Kernel, dpc: u64, proc_number: u64) -> KResult<u32> {
+    let group = k.m.mem.read_u16(proc_number)?;
+    let number = k.m.mem.read_u8(proc_number + 2)?;
+    let reserved = k.m.mem.read_u8(proc_number + 3)?;
+    if group != 0 || number as u32 >= ACTIVE_PROCESSORS || reserved != 0 {
+        return Ok(STATUS_INVALID_PARAMETER);
+    }
+    set_dpc_target(k, dpc, number as u32)?;
+    Ok(STATUS_SUCCESS)
 }
 
 /// KeInsertQueueDpc(Dpc, SystemArgument1, SystemArgument2) -> FALSE if already queued.
@@ -684,7 +942,12 @@ pub(crate) fn queue_dpc(k: &mut Kernel, dpc: u64, arg1: u64, arg2: u64) -> KResu
     let l = k.layout;
     k.write_ptr(dpc + l.kdpc_system_argument1, arg1)?;
     k.write_ptr(dpc + l.kdpc_system_argument2, arg2)?;
-    k.ke.dpcs.push_back(dpc);
+    // KeSetImportanceDpc: a HighImportance DPC goes to the head of the queue.
+    if k.m.mem.read_u8(dpc + KDPC_IMPORTANCE)? == HIGH_IMPORTANCE {
+        k.ke.dpcs.push_front(dpc);
+    } else {
+        k.ke.dpcs.push_back(dpc);
+    }
     Ok(true)
 }
 
@@ -795,6 +1058,16 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall KeInitializeDpc => initialize_dpc(dpc: u64, deferred_routine: u64, deferred_context: u64);
     stdcall KeInsertQueueDpc => insert_queue_dpc(dpc: u64, system_argument1: u64, system_argument2: u64);
     stdcall KeRemoveQueueDpc => remove_queue_dpc(dpc: u64);
+    fastcall ExAcquireFastMutex => acquire_fast_mutex(fast_mutex: u64) @ irql::APC;
+    fastcall ExReleaseFastMutex => release_fast_mutex(fast_mutex: u64) @ irql::APC;
+    fastcall ExTryToAcquireFastMutex => try_to_acquire_fast_mutex(fast_mutex: u64) @ irql::APC;
+    stdcall KeSetImportanceDpc => set_importance_dpc(dpc: u64, importance: u32);
+    stdcall KeSetTargetProcessorDpc => set_target_processor_dpc(dpc: u64, number: u8);
+    stdcall KeSetTargetProcessorDpcEx => set_target_processor_dpc_ex(dpc: u64, proc_number: u64);
+    stdcall KeQueryActiveProcessorCountEx => query_active_processor_count_ex(group_number: u16);
+    stdcall KeGetCurrentProcessorNumberEx => get_current_processor_number_ex(proc_number: u64);
+    stdcall KeSaveFloatingPointState => save_floating_point_state(float_save: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeRestoreFloatingPointState => restore_floating_point_state(float_save: u64) @ irql::KE_DISPATCH_LTE;
 ];
 
 #[cfg(test)]
@@ -808,8 +1081,13 @@ mod tests {
     fn ke_tick_count_data_export_is_the_shared_tick_count() {
         for arch in [Arch::X86, Arch::X64] {
             let mut g = Guest::new(arch);
-            let addr = data_export(&g.k, "KeTickCount").expect("KUSER_SHARED_DATA is mapped");
-            assert_eq!(data_export(&g.k, "KeQueryTickCount"), None);
+            let addr = tick_count_address(&g.k).expect("KUSER_SHARED_DATA is mapped");
+            let bound = g.k.bind_import("NTOSKRNL.EXE", "KeTickCount");
+            if arch == Arch::X86 {
+                assert_eq!(bound, addr, "x86 binds the variable itself");
+            } else {
+                assert_ne!(bound, addr, "x64 ntoskrnl has no KeTickCount: a trap");
+            }
             std::thread::sleep(Duration::from_millis(20));
             update_shared_user_data(&mut g.k).unwrap();
             let low = g.k.m.mem.read_u32(addr).unwrap() as u64;
@@ -843,6 +1121,120 @@ mod tests {
                 wait_for_single_object(&mut g.k, t, 0, 0, false, zero).unwrap(),
                 STATUS_SUCCESS,
                 "below DISPATCH_LEVEL the due timer fires during the poll"
+            );
+        }
+    }
+
+    #[test]
+    fn floating_point_saves_nest_at_their_irql() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let (outer, inner) = (g.zeroed(32), g.zeroed(32));
+            g.k.m.cpu.xmm[3] = 0x1234;
+            assert_eq!(
+                save_floating_point_state(&mut g.k, outer).unwrap(),
+                STATUS_SUCCESS
+            );
+            g.k.m.cpu.xmm[3] = 0x5678;
+            let err = restore_floating_point_state(&mut g.k, inner).unwrap_err();
+            assert!(err.to_string().contains("innermost saved state"), "{err}");
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            let err = restore_floating_point_state(&mut g.k, outer).unwrap_err();
+            assert!(
+                err.to_string().contains("INVALID_FLOATING_POINT_STATE"),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("at IRQL 2, saved at IRQL 0"),
+                "{err}"
+            );
+            set_irql(&mut g.k, PASSIVE_LEVEL).unwrap();
+            assert_eq!(
+                restore_floating_point_state(&mut g.k, outer).unwrap(),
+                STATUS_SUCCESS
+            );
+            assert_eq!(g.k.m.cpu.xmm[3], 0x1234, "the saved state is back");
+            assert!(
+                restore_floating_point_state(&mut g.k, outer).is_err(),
+                "restored twice"
+            );
+            if arch == Arch::X86 {
+                assert_eq!(g.k.m.mem.read_u32(outer).unwrap(), 0x27F, "ControlWord");
+            }
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            save_floating_point_state(&mut g.k, outer).unwrap();
+            set_irql(&mut g.k, APC_LEVEL).unwrap();
+            let err = save_floating_point_state(&mut g.k, inner).unwrap_err();
+            assert!(
+                err.to_string().contains("must not be at a lower IRQL"),
+                "{err}"
+            );
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            restore_floating_point_state(&mut g.k, outer).unwrap();
+            set_irql(&mut g.k, PASSIVE_LEVEL).unwrap();
+
+            // A routine that returns with its state still saved.
+            let routine = g.k.host_function(&SAVE_ONLY[0]);
+            let err = g.k.call_guest(routine, &[outer]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("returned without KeRestoreFloatingPointState"),
+                "{err}"
+            );
+            assert!(
+                g.k.ke.float_saves.is_empty(),
+                "the abandoned save is dropped"
+            );
+        }
+    }
+
+    static SAVE_ONLY: &[Export] = export_table![
+        stdcall SaveOnly => save_floating_point_state(float_save: u64);
+    ];
+
+    /// DPC contexts in the order they ran.
+    #[derive(Default)]
+    struct Ran(Vec<u64>);
+
+    fn record(k: &mut Kernel, _dpc: u64, context: u64, _a1: u64, _a2: u64) -> KResult<()> {
+        k.extension::<Ran>().0.push(context);
+        Ok(())
+    }
+
+    static RECORD: &[Export] = export_table![
+        stdcall RecordDpc => record(dpc: u64, context: u64, system_argument1: u64, system_argument2: u64);
+    ];
+
+    #[test]
+    fn high_importance_dpcs_run_first_and_targets_are_checked() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let routine = g.k.host_function(&RECORD[0]);
+            let size = g.k.layout.kdpc_size as usize;
+            let dpcs: Vec<u64> = (1..=3).map(|_| g.zeroed(size)).collect();
+            for (i, &d) in dpcs.iter().enumerate() {
+                initialize_dpc(&mut g.k, d, routine, i as u64 + 1).unwrap();
+            }
+            assert_eq!(g.k.m.mem.read_u8(dpcs[0] + 1).unwrap(), MEDIUM_IMPORTANCE);
+            set_importance_dpc(&mut g.k, dpcs[2], HIGH_IMPORTANCE as u32).unwrap();
+            assert!(set_importance_dpc(&mut g.k, dpcs[2], 9).is_err());
+            set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            for &d in &dpcs {
+                assert!(insert_queue_dpc(&mut g.k, d, 0, 0).unwrap());
+            }
+            set_irql(&mut g.k, PASSIVE_LEVEL).unwrap();
+            assert_eq!(g.k.extension::<Ran>().0, [3, 1, 2]);
+
+            set_target_processor_dpc(&mut g.k, dpcs[0], 0).unwrap();
+            let maximum = if arch == Arch::X86 { 32 } else { 64 };
+            assert_eq!(g.k.m.mem.read_u16(dpcs[0] + 2).unwrap(), maximum);
+            let err = set_target_processor_dpc(&mut g.k, dpcs[0], 3).unwrap_err();
+            assert!(err.to_string().contains("targets processor 3"), "{err}");
+            let pn = g.bytes(&[1, 0, 0, 0]);
+            assert_eq!(
+                set_target_processor_dpc_ex(&mut g.k, dpcs[0], pn).unwrap(),
+                STATUS_INVALID_PARAMETER,
+                "group 1 does not exist"
             );
         }
     }

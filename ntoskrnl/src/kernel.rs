@@ -191,22 +191,30 @@ impl Kernel {
         &self.modules
     }
 
-    /// Looks up an export by module file name (case-insensitive) and function name.
-    pub fn find_export(&self, module: &str, name: &str) -> Option<&'static Export> {
+    /// The module with this file name (case-insensitive).
+    fn module(&self, module: &str) -> Option<&'static Module> {
         self.modules
             .iter()
+            .copied()
             .find(|m| m.name.eq_ignore_ascii_case(module))
-            .and_then(|m| m.find(name))
+    }
+
+    /// Looks up a function export by module file name (case-insensitive) and function name, as the
+    /// real module exports it on this kernel's architecture.
+    pub fn find_export(&self, module: &str, name: &str) -> Option<&'static Export> {
+        self.module(module)
+            .and_then(|m| m.find_on(self.arch(), name))
     }
 
     /// Binds `module!name` to a thunk and returns the thunk's guest address. Unknown functions bind to
     /// a named trap. Binding the same function twice returns the same thunk. A data export
-    /// (`ntoskrnl.exe!KeTickCount`) binds to the address of its data instead.
+    /// (`ntoskrnl.exe!KeTickCount` on x86) binds to the address of its data instead.
     pub fn bind_import(&mut self, module: &str, name: &str) -> u64 {
-        if module.eq_ignore_ascii_case("ntoskrnl.exe") {
-            if let Some(addr) = crate::ke::data_export(self, name) {
-                return addr;
-            }
+        let data = self
+            .module(module)
+            .and_then(|m| m.find_data_on(self.arch(), name));
+        if let Some(addr) = data.and_then(|d| (d.address)(self)) {
+            return addr;
         }
         let key = (module.to_ascii_lowercase(), name.to_string());
         if let Some(&i) = self.binding_index.get(&key) {
@@ -318,6 +326,10 @@ impl Kernel {
             }
             other => other,
         };
+        let result = match (result, ke::float_saves_on_return(self, func, depth)) {
+            (Ok(v), checked) => checked.map(|()| v),
+            (Err(e), _) => Err(e),
+        };
         if result.is_err() {
             verifier::abandon_locks(self, depth);
         }
@@ -403,6 +415,8 @@ impl Kernel {
         self.callers.pop();
         let ret = ret?;
         self.stats.host_calls += 1;
+        // The call may have taken a while (a stall, a wait): the guest reads the clocks next.
+        ke::update_shared_user_data(self)?;
         self.m.host_call_return(conv, slots, ret)?;
         Ok(())
     }

@@ -33,7 +33,7 @@ pub mod verifier;
 pub mod workitem;
 
 pub use error::{KResult, KernelError};
-pub use export::{Export, Module};
+pub use export::{DataExport, Export, Module};
 pub use kernel::{Binding, HostStats, Kernel, LoadedImage, Watchdog};
 pub use layout::Layout;
 pub use tables::MODULE;

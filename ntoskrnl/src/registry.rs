@@ -2082,6 +2082,47 @@ pub fn io_open_device_registry_key(
     Ok(STATUS_SUCCESS)
 }
 
+/// DRIVER_REGKEY_TYPE values of IoOpenDriverRegistryKey and the subkey of the driver's service key
+/// each names.
+const DRIVER_REGKEYS: [&str; 3] = [
+    // DriverRegKeyParameters
+    "Parameters",
+    // DriverRegKeyPersistentState: the driver's own mutable state.
+    "State",
+    // DriverRegKeySharedPersistentState: state shared with other components.
+    "SharedState",
+];
+
+/// IoOpenDriverRegistryKey(DriverObject, RegKeyType, DesiredAccess, Flags, DriverRegKey): opens
+/// (creating it if missing) the Parameters, State or SharedState subkey of the driver's service
+/// key. Flags is reserved (must be 0); an unknown type or a driver object the I/O manager did not
+/// create is STATUS_INVALID_PARAMETER.
+pub fn io_open_driver_registry_key(
+    k: &mut Kernel,
+    driver_object: u64,
+    key_type: u32,
+    _access: u32,
+    flags: u32,
+    out: u64,
+) -> KResult<NtStatus> {
+    let service =
+        k.io.drivers
+            .iter()
+            .find(|d| d.object == driver_object)
+            .map(|d| d.name.clone());
+    let (Some(service), Some(subkey), 0) = (service, DRIVER_REGKEYS.get(key_type as usize), flags)
+    else {
+        return Ok(STATUS_INVALID_PARAMETER);
+    };
+    let path = format!(r"{}\{subkey}", service_path(&service));
+    if let Err(e) = backend(k).create_key_path(&path) {
+        return Ok(e.status());
+    }
+    let h = new_handle(k, path);
+    k.write_ptr(out, h)?;
+    Ok(STATUS_SUCCESS)
+}
+
 /// DEVICE_REGISTRY_PROPERTY values.
 pub mod device_property {
     /// DevicePropertyDeviceDescription.
@@ -2321,6 +2362,7 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall RtlDeleteRegistryValue => rtl_delete_registry_value(relative_to: u32, path: u64, value_name: u64) @ irql::RTL_PASSIVE;
     stdcall RtlCreateRegistryKey => rtl_create_registry_key(relative_to: u32, path: u64) @ irql::PASSIVE;
     stdcall RtlCheckRegistryKey => rtl_check_registry_key(relative_to: u32, path: u64) @ irql::PASSIVE;
+    stdcall IoOpenDriverRegistryKey => io_open_driver_registry_key(driver_object: u64, reg_key_type: u32, desired_access: u32, flags: u32, driver_reg_key: u64) @ irql::PASSIVE;
     stdcall IoOpenDeviceRegistryKey => io_open_device_registry_key(device_object: u64, dev_inst_key_type: u32, desired_access: u32, device_reg_key: u64) @ irql::PASSIVE;
     stdcall IoGetDeviceProperty => io_get_device_property(device_object: u64, device_property: u32, buffer_length: u32, property_buffer: u64, result_length: u64) @ irql::PASSIVE;
     stdcall IoRegisterDeviceInterface => io_register_device_interface(physical_device_object: u64, interface_class_guid: u64, reference_string: u64, symbolic_link_name: u64) @ irql::IO_PASSIVE3;

@@ -7,7 +7,7 @@
 //! driver, to be released with RtlFreeUnicodeString / RtlFreeAnsiString.
 
 use crate::crt::{self, CharSize};
-use crate::export::Export;
+use crate::export::{Export, Quad};
 use crate::status::{
     NtStatus, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_PARAMETER,
     STATUS_SUCCESS,
@@ -1017,7 +1017,14 @@ pub fn assert(k: &mut Kernel, failed: u64, file: u64, line: u32, message: u64) -
     ))
 }
 
+/// RtlConvertLongToLargeInteger(SignedInteger) -> the LONG sign-extended to a LARGE_INTEGER
+/// (returned in edx:eax; an x86 export, an inline function on x64).
+pub fn convert_long_to_large_integer(_k: &mut Kernel, value: i32) -> KResult<Quad> {
+    Ok(Quad(value as i64 as u64))
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
+    [x86] stdcall RtlConvertLongToLargeInteger => convert_long_to_large_integer(signed_integer: i32);
     stdcall RtlInitUnicodeString => init_unicode_string(destination_string: u64, source_string: u64);
     stdcall RtlInitUnicodeStringEx => init_unicode_string_ex(destination_string: u64, source_string: u64);
     stdcall RtlInitAnsiString => init_ansi_string(destination_string: u64, source_string: u64);

@@ -24,4 +24,5 @@ pub static MODULE: Module = Module {
         interlocked::EXPORTS,
         registry::EXPORTS,
     ],
+    data: ke::DATA,
 };

@@ -1,6 +1,6 @@
 //! Kernel timers (KTIMER): one-shot and periodic, notification and synchronization, each with an
 //! optional DPC, fired from the interrupt-time clock ([`Dispatcher::interrupt_time`], real monotonic
-//! host time).
+//! host time), and the EX_TIMERs of ExAllocateTimer built on them.
 //!
 //! The KTIMER in guest memory carries what drivers and waits look at: the dispatcher header (its
 //! signal state is what KeWaitForSingleObject and KeReadStateTimer see), DueTime (interrupt time of
@@ -54,6 +54,8 @@ pub struct Timers {
     armed: BTreeMap<u64, Armed>,
     next_seq: u64,
     fired: u64,
+    /// EX_TIMERs from ExAllocateTimer, by guest address.
+    ex: BTreeMap<u64, ExTimer>,
 }
 
 impl Timers {
@@ -249,6 +251,17 @@ pub fn arm_timer(
     period_ms: u32,
     dpc: u64,
 ) -> KResult<bool> {
+    arm_timer_units(k, timer, due_time, period_ms as u64 * UNITS_PER_MS, dpc)
+}
+
+/// [`arm_timer`] with the period in 100 ns units (KTIMER.Period shows it in whole milliseconds).
+fn arm_timer_units(
+    k: &mut Kernel,
+    timer: u64,
+    due_time: i64,
+    period: u64,
+    dpc: u64,
+) -> KResult<bool> {
     let l = k.layout;
     let kind = ke::header_type(k, timer)?;
     if kind != TIMER_NOTIFICATION && kind != TIMER_SYNCHRONIZATION {
@@ -258,7 +271,6 @@ pub fn arm_timer(
         ));
     }
     let due = due_interrupt_time(k, due_time);
-    let period = period_ms as u64 * UNITS_PER_MS;
     let seq = k.ke.timers.next_seq;
     k.ke.timers.next_seq += 1;
     let was_armed =
@@ -277,7 +289,8 @@ pub fn arm_timer(
     ke::set_signal_state(k, timer, 0)?;
     k.m.mem.write_u64(timer + l.ktimer_due_time, due)?;
     k.write_ptr(timer + l.ktimer_dpc, dpc)?;
-    k.m.mem.write_u32(timer + l.ktimer_period, period_ms)?;
+    k.m.mem
+        .write_u32(timer + l.ktimer_period, (period / UNITS_PER_MS) as u32)?;
     Ok(was_armed)
 }
 
@@ -329,7 +342,209 @@ pub fn read_state_timer(k: &mut Kernel, timer: u64) -> KResult<bool> {
     Ok(ke::signal_state(k, timer)? != 0)
 }
 
+// ---------------------------------------------------------------------------------------------
+// EX_TIMER (ExAllocateTimer, Windows 8.1): a KTIMER and a KDPC in a pool block the driver owns,
+// whose DPC routine (a host function) calls the driver's ExTimerCallback at DISPATCH_LEVEL.
+
+/// ExAllocateTimer attributes: EX_TIMER_HIGH_RESOLUTION (expirations at the requested time, not
+/// rounded to the clock tick: every timer here is) and EX_TIMER_NO_WAKE (never wakes the system
+/// from a low-power state: there is none here).
+pub const EX_TIMER_HIGH_RESOLUTION: u32 = 0x4;
+/// EX_TIMER_NO_WAKE.
+pub const EX_TIMER_NO_WAKE: u32 = 0x8;
+/// EX_TIMER_NOTIFICATION: a notification KTIMER underneath (else a synchronization one).
+pub const EX_TIMER_NOTIFICATION: u32 = 1 << 31;
+/// Pool tag of EX_TIMER blocks.
+const EX_TIMER_TAG: u32 = u32::from_le_bytes(*b"ExTm");
+/// Largest ExSetTimer period (MAXLONG, in 100 ns units).
+const EX_TIMER_MAX_PERIOD: i64 = i32::MAX as i64;
+
+/// Host state of one EX_TIMER.
+#[derive(Debug, Clone, Copy)]
+struct ExTimer {
+    callback: u64,
+    context: u64,
+    /// ExDeleteTimer(Cancel = FALSE) on a set timer: delete it after its next expiration, then call
+    /// this EXT_DELETE_CALLBACK (routine, context) if any.
+    delete_after_expiry: Option<(u64, u64)>,
+}
+
+/// The KTIMER of an EX_TIMER block (at its start) and its KDPC (after it).
+fn ex_timer_dpc(k: &Kernel, timer: u64) -> u64 {
+    timer + k.layout.ktimer_size
+}
+
+/// The EX_TIMER `timer` names, or bug check 0xC4 for anything ExAllocateTimer did not return (or
+/// ExDeleteTimer already deleted).
+fn ex_timer(k: &Kernel, timer: u64, function: &str) -> KResult<ExTimer> {
+    k.ke.timers.ex.get(&timer).copied().ok_or_else(|| {
+        KernelError::bug_check(
+            0xC4,
+            format!(
+                "{function}({timer:#x}): not a timer from ExAllocateTimer (or already deleted)"
+            ),
+        )
+    })
+}
+
+/// ExAllocateTimer(Callback, CallbackContext, Attributes) -> a new EX_TIMER (nonpaged pool charged
+/// to the driver: one never deleted is a leak at unload), or NULL for unknown attribute bits.
+pub fn allocate_ex_timer(
+    k: &mut Kernel,
+    callback: u64,
+    context: u64,
+    attributes: u32,
+) -> KResult<u64> {
+    if attributes & !(EX_TIMER_HIGH_RESOLUTION | EX_TIMER_NO_WAKE | EX_TIMER_NOTIFICATION) != 0 {
+        return Ok(0);
+    }
+    let owner = k.caller_image();
+    let size = k.layout.ktimer_size + k.layout.kdpc_size;
+    let timer = crate::ex::allocate(k, size, EX_TIMER_TAG, owner)?;
+    let kind = if attributes & EX_TIMER_NOTIFICATION != 0 {
+        NOTIFICATION_TIMER
+    } else {
+        SYNCHRONIZATION_TIMER
+    };
+    initialize_timer_ex(k, timer, kind)?;
+    let routine = k.host_function(&EX_TIMER_DPC[0]);
+    let dpc = ex_timer_dpc(k, timer);
+    ke::initialize_dpc(k, dpc, routine, timer)?;
+    k.ke.timers.ex.insert(
+        timer,
+        ExTimer {
+            callback,
+            context,
+            delete_after_expiry: None,
+        },
+    );
+    Ok(timer)
+}
+
+/// ExSetTimer(Timer, DueTime, Period, Parameters) -> TRUE if the timer was already set (it is
+/// re-armed). DueTime is KeSetTimer's encoding, Period (0: one-shot) in 100 ns units up to MAXLONG.
+pub fn set_ex_timer(
+    k: &mut Kernel,
+    timer: u64,
+    due_time: Quad,
+    period: Quad,
+    _parameters: u64,
+) -> KResult<bool> {
+    let t = ex_timer(k, timer, "ExSetTimer")?;
+    let period = period.0 as i64;
+    if !(0..=EX_TIMER_MAX_PERIOD).contains(&period) || t.delete_after_expiry.is_some() {
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("ExSetTimer({timer:#x}) with period {period} (0..=MAXLONG) or on a timer being deleted"),
+        ));
+    }
+    let dpc = ex_timer_dpc(k, timer);
+    arm_timer_units(k, timer, due_time.0 as i64, period as u64, dpc)
+}
+
+/// ExCancelTimer(Timer, Parameters) -> TRUE if the timer was set. A callback already queued still
+/// runs, as on Windows.
+pub fn cancel_ex_timer(k: &mut Kernel, timer: u64, _parameters: u64) -> KResult<bool> {
+    ex_timer(k, timer, "ExCancelTimer")?;
+    Ok(disarm(k, timer))
+}
+
+/// ExDeleteTimer(Timer, Cancel, Wait, Parameters) -> TRUE if Cancel is TRUE and the timer was set.
+/// With Cancel the timer is disarmed and deleted now; without it a set timer is deleted after its
+/// next expiration. Wait without Cancel is a bug check; Wait from the timer's own callback would
+/// wait for itself (and the IRQL check rejects it at DISPATCH_LEVEL). Once the timer is deleted the
+/// EXT_DELETE_PARAMETERS DeleteCallback (if any) is called with its DeleteContext.
+pub fn delete_ex_timer(
+    k: &mut Kernel,
+    timer: u64,
+    cancel: bool,
+    wait: bool,
+    parameters: u64,
+) -> KResult<bool> {
+    ex_timer(k, timer, "ExDeleteTimer")?;
+    if wait && !cancel {
+        return Err(KernelError::bug_check(
+            0xC4,
+            format!("ExDeleteTimer({timer:#x}) with Wait but not Cancel"),
+        ));
+    }
+    // EXT_DELETE_PARAMETERS: ULONG Version, ULONG Reserved, DeleteCallback, DeleteContext.
+    let delete_callback = if parameters != 0 {
+        let p = k.ptr_size();
+        (k.read_ptr(parameters + 8)?, k.read_ptr(parameters + 8 + p)?)
+    } else {
+        (0, 0)
+    };
+    let dpc = ex_timer_dpc(k, timer);
+    if !cancel && k.ke.timers.is_armed(timer) {
+        if let Some(e) = k.ke.timers.ex.get_mut(&timer) {
+            e.delete_after_expiry = Some(delete_callback);
+        }
+        // A periodic timer expires once more, then goes.
+        if let Some(a) = k.ke.timers.armed.get_mut(&timer) {
+            a.period = 0;
+        }
+        return Ok(false);
+    }
+    let canceled = cancel && disarm(k, timer);
+    // A callback already queued (not running) does not run after the timer is gone.
+    ke::remove_queue_dpc(k, dpc)?;
+    free_ex_timer(k, timer, delete_callback)?;
+    Ok(canceled)
+}
+
+/// Frees an EX_TIMER block, then calls its EXT_DELETE_CALLBACK (routine, context) if any.
+fn free_ex_timer(k: &mut Kernel, timer: u64, (routine, context): (u64, u64)) -> KResult<()> {
+    k.ke.timers.ex.remove(&timer);
+    crate::ex::free(k, timer, Some(EX_TIMER_TAG))?;
+    if routine != 0 {
+        k.call_guest(routine, &[context])?;
+    }
+    Ok(())
+}
+
+/// The DPC routine of every EX_TIMER: calls the driver's ExTimerCallback(Timer, Context) (at
+/// DISPATCH_LEVEL, where DPCs run), then finishes a deletion ExDeleteTimer deferred to this
+/// expiration.
+fn run_ex_timer(k: &mut Kernel, _dpc: u64, timer: u64, _arg1: u64, _arg2: u64) -> KResult<()> {
+    let Some(t) = k.ke.timers.ex.get(&timer).copied() else {
+        return Ok(());
+    };
+    k.call_guest(t.callback, &[timer, t.context])?;
+    // The callback may have deleted the timer itself (ExDeleteTimer without Wait).
+    let pending =
+        k.ke.timers
+            .ex
+            .get(&timer)
+            .and_then(|t| t.delete_after_expiry);
+    if let Some(delete_callback) = pending {
+        if !k.ke.timers.is_armed(timer) {
+            free_ex_timer(k, timer, delete_callback)?;
+        }
+    }
+    Ok(())
+}
+
+static EX_TIMER_DPC: &[Export] = export_table![
+    stdcall ExTimerDpc => run_ex_timer(dpc: u64, timer: u64, system_argument1: u64, system_argument2: u64);
+];
+
+/// ExDeleteTimer's documented IRQL: at most DISPATCH_LEVEL, at most APC_LEVEL with Wait (the third
+/// argument).
+fn delete_ex_timer_irql(_k: &Kernel, args: &[u64]) -> KResult<Option<verifier::IrqlLimit>> {
+    let wait = args.get(2).is_some_and(|&w| w as u8 != 0);
+    Ok(Some(verifier::IrqlLimit {
+        max: if wait { ke::APC_LEVEL } else { DISPATCH_LEVEL },
+        source: "ExDeleteTimer",
+        check: StopCode::sub(0xC4, 0xE5),
+    }))
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall ExAllocateTimer => allocate_ex_timer(callback: u64, callback_context: u64, attributes: u32) @ irql::KE_DISPATCH_LTE;
+    stdcall ExSetTimer => set_ex_timer(timer: u64, due_time: Quad, period: Quad, parameters: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall ExCancelTimer => cancel_ex_timer(timer: u64, parameters: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall ExDeleteTimer => delete_ex_timer(timer: u64, cancel: bool, wait: bool, parameters: u64) @ crate::export::Irql::By(delete_ex_timer_irql);
     stdcall KeInitializeTimer => initialize_timer(timer: u64) @ irql::KE_DISPATCH_LTE;
     stdcall KeInitializeTimerEx => initialize_timer_ex(timer: u64, timer_type: u32) @ irql::KE_DISPATCH_LTE;
     stdcall KeSetTimer => set_timer(timer: u64, due_time: Quad, dpc: u64) @ irql::KE_DISPATCH_LTE;
@@ -591,6 +806,94 @@ mod tests {
             // KeSetTimer on memory KeInitializeTimer never saw.
             let raw = g.zeroed(size as usize);
             assert!(set_timer(&mut g.k, raw, rel(1), 0).is_err());
+        }
+    }
+
+    /// EX_TIMER callbacks (timer, context) and delete callbacks (context) in the order they ran.
+    #[derive(Default)]
+    struct ExFired(Vec<(u64, u64, u8)>);
+
+    fn record_ex_timer(k: &mut Kernel, timer: u64, context: u64) -> KResult<()> {
+        let irql = current_irql(k);
+        k.extension::<ExFired>().0.push((timer, context, irql));
+        Ok(())
+    }
+
+    fn record_delete(k: &mut Kernel, context: u64) -> KResult<()> {
+        let irql = current_irql(k);
+        k.extension::<ExFired>().0.push((0, context, irql));
+        Ok(())
+    }
+
+    static EX_CALLBACKS: &[Export] = export_table![
+        stdcall TestExTimer => record_ex_timer(timer: u64, context: u64);
+        stdcall TestExDelete => record_delete(context: u64);
+    ];
+
+    /// EXT_DELETE_PARAMETERS naming the recording delete callback with `context`.
+    fn delete_parameters(g: &mut Guest, context: u64) -> u64 {
+        let routine = g.k.host_function(&EX_CALLBACKS[1]);
+        let p = g.zeroed(32);
+        let ptr = g.k.ptr_size();
+        g.k.write_ptr(p + 8, routine).unwrap();
+        g.k.write_ptr(p + 8 + ptr, context).unwrap();
+        p
+    }
+
+    #[test]
+    fn ex_delete_timer_without_cancel_deletes_after_the_next_expiration() {
+        for arch in ARCHES {
+            let mut g = Guest::new(arch);
+            let callback = g.k.host_function(&EX_CALLBACKS[0]);
+            let t = allocate_ex_timer(&mut g.k, callback, 0x77, EX_TIMER_HIGH_RESOLUTION).unwrap();
+            assert_ne!(t, 0);
+            assert!(!set_ex_timer(&mut g.k, t, rel(5), Quad(5 * MS as u64), 0).unwrap());
+            let params = delete_parameters(&mut g, 0xDE1);
+            assert!(
+                !delete_ex_timer(&mut g.k, t, false, false, params).unwrap(),
+                "without Cancel ExDeleteTimer returns FALSE"
+            );
+            assert!(g.k.ke.timers.is_armed(t), "the set timer still expires");
+            sleep(Duration::from_millis(8));
+            assert_eq!(run_due_timers(&mut g.k).unwrap(), 1);
+            assert_eq!(
+                std::mem::take(&mut g.k.extension::<ExFired>().0),
+                [(t, 0x77, DISPATCH_LEVEL), (0, 0xDE1, DISPATCH_LEVEL)],
+                "the last callback, then the delete callback"
+            );
+            assert!(
+                !g.k.ke.timers.is_armed(t),
+                "a periodic timer does not re-arm"
+            );
+            assert_eq!(g.k.pool.tag_usage(EX_TIMER_TAG).blocks, 0, "block freed");
+            let err = set_ex_timer(&mut g.k, t, rel(1), Quad(0), 0).unwrap_err();
+            assert!(
+                err.to_string().contains("not a timer from ExAllocateTimer"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn ex_timer_misuse_is_reported() {
+        for arch in ARCHES {
+            let mut g = Guest::new(arch);
+            let callback = g.k.host_function(&EX_CALLBACKS[0]);
+            assert_eq!(allocate_ex_timer(&mut g.k, callback, 0, 0x10).unwrap(), 0);
+            let t = allocate_ex_timer(&mut g.k, callback, 0, 0).unwrap();
+            let err = set_ex_timer(&mut g.k, t, rel(1), Quad(-1i64 as u64), 0).unwrap_err();
+            assert!(err.to_string().contains("period -1"), "{err}");
+            let err = delete_ex_timer(&mut g.k, t, false, true, 0).unwrap_err();
+            assert!(err.to_string().contains("Wait but not Cancel"), "{err}");
+            // A queued (expired, not yet run) callback does not run after a cancelling delete.
+            assert!(!set_ex_timer(&mut g.k, t, rel(1), Quad(0), 0).unwrap());
+            sleep(Duration::from_millis(3));
+            ke::set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+            assert_eq!(run_due_timers(&mut g.k).unwrap(), 1);
+            assert!(!delete_ex_timer(&mut g.k, t, true, false, 0).unwrap());
+            ke::set_irql(&mut g.k, ke::PASSIVE_LEVEL).unwrap();
+            assert!(g.k.extension::<ExFired>().0.is_empty());
+            assert_eq!(g.k.ke.queued_dpcs(), 0);
         }
     }
 }

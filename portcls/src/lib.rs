@@ -7,4 +7,5 @@ use ntoskrnl::Module;
 pub static MODULE: Module = Module {
     name: "portcls.sys",
     tables: &[],
+    data: &[],
 };

@@ -49,6 +49,7 @@ extra_cflags() {
 extra_libs() {
     case $1 in
     rtl8139_ndis5 | rtl8139_ndis6 | netvirt_ndis6 | netcrash_ndis6 | rtlcrash_ndis6) echo "-lndis" ;;
+    ioctl) echo "-L$tmp/$arch -lntoskrnl_win10" ;; # ntoskrnl_win10.def
     *) echo "" ;;
     esac
 }
@@ -56,6 +57,17 @@ extra_libs() {
 build_arch() {
     arch=$1 cc=$2 triple=$3 archflags=$4 entry=$5
     mkdir -p "$outdir/$arch" "$tmp/$arch"
+    # Import library of the ntoskrnl exports mingw-w64's lacks (x64: undecorated names), made
+    # under fixed names so that the drivers linking it stay reproducible.
+    if [ "$arch" = x86 ]; then
+        cp ntoskrnl_win10.def "$tmp/$arch/ntoskrnl_win10.def"
+        killat=-k
+    else
+        sed 's/@[0-9]*$//' ntoskrnl_win10.def >"$tmp/$arch/ntoskrnl_win10.def"
+        killat=
+    fi
+    (cd "$tmp/$arch" && ${cc%gcc}dlltool $killat -t ntwin10 -d ntoskrnl_win10.def \
+        -l libntoskrnl_win10.a)
     for d in $DRIVERS; do
         # shellcheck disable=SC2086
         $cc $CFLAGS_COMMON $archflags $(extra_cflags "$d") -I"/usr/$triple/include/ddk" \

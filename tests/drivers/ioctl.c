@@ -30,6 +30,26 @@
 int __cdecl _snprintf(char *buffer, size_t count, const char *format, ...);
 int __cdecl _snwprintf(wchar_t *buffer, size_t count, const wchar_t *format, ...);
 
+/* Windows 10 API mingw-w64's headers lack (its import is in ntoskrnl_win10.def, as are the
+ * EX_TIMER functions mingw-w64's libntoskrnl.a lacks). */
+#define ICA_DRIVER_REGKEY_PARAMETERS 0
+#define ICA_DRIVER_REGKEY_PERSISTENT_STATE 1
+NTKERNELAPI NTSTATUS NTAPI IoOpenDriverRegistryKey(PDRIVER_OBJECT DriverObject, ULONG RegKeyType,
+                                                   ACCESS_MASK DesiredAccess, ULONG Flags,
+                                                   PHANDLE DriverRegKey);
+#ifdef _AMD64_
+/* x64 ntoskrnl.exe exports these too; mingw-w64 declares them for x86 only. */
+NTKERNELAPI NTSTATUS NTAPI KeSaveFloatingPointState(PKFLOATING_SAVE FloatSave);
+NTKERNELAPI NTSTATUS NTAPI KeRestoreFloatingPointState(PKFLOATING_SAVE FloatSave);
+#endif
+#ifdef _X86_
+/* The stdcall entry points x86 hal.dll keeps next to KfLowerIrql / KfReleaseSpinLock (the
+ * headers turn KeLowerIrql and KeReleaseSpinLock into macros for those). */
+VOID NTAPI IcaHalKeLowerIrql(KIRQL NewIrql) __asm__("_KeLowerIrql@4");
+VOID NTAPI IcaHalKeReleaseSpinLock(PKSPIN_LOCK SpinLock, KIRQL NewIrql)
+    __asm__("_KeReleaseSpinLock@8");
+#endif
+
 #define ICA_IOCTL_TAG 0x74636C49UL /* 'tclI': reads "Ilct" in memory */
 
 typedef struct _ICA_IOCTL_EXTENSION {
@@ -703,6 +723,199 @@ static void IcaTestWorkItems(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
     }
 }
 
+typedef struct _ICA_EX_TIMER_CONTEXT {
+    volatile LONG Count;
+    KIRQL Irql;
+    PEX_TIMER Timer;
+    KEVENT Done;     /* set at the third expiration */
+    KEVENT Deleted;  /* set by the delete callback */
+} ICA_EX_TIMER_CONTEXT;
+
+static VOID NTAPI IcaExTimerCallback(PEX_TIMER Timer, PVOID Context)
+{
+    ICA_EX_TIMER_CONTEXT *ctx = Context;
+
+    ctx->Irql = KeGetCurrentIrql();
+    ctx->Timer = Timer;
+    if (InterlockedIncrement(&ctx->Count) == 3)
+        KeSetEvent(&ctx->Done, 0, FALSE);
+}
+
+static VOID NTAPI IcaExTimerDeleted(PVOID Context)
+{
+    KeSetEvent(&((ICA_EX_TIMER_CONTEXT *)Context)->Deleted, 0, FALSE);
+}
+
+static VOID NTAPI IcaNopDpc(PKDPC Dpc, PVOID Context, PVOID A1, PVOID A2)
+{
+    UNREFERENCED_PARAMETER(Dpc);
+    UNREFERENCED_PARAMETER(A1);
+    UNREFERENCED_PARAMETER(A2);
+    *(volatile LONG *)Context += 1;
+}
+
+/* Windows 7..10 kernel APIs: EX_TIMER, driver registry keys, processor numbers, DPC
+ * importance and target, floating-point state, and the x86 data/hal entry points. */
+static void IcaTestNewerKernelApis(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
+{
+    ICA_EX_TIMER_CONTEXT ctx;
+    EXT_DELETE_PARAMETERS del;
+    PEX_TIMER timer;
+    LARGE_INTEGER timeout;
+    PROCESSOR_NUMBER pn;
+    KFLOATING_SAVE outer, inner;
+    KDPC dpc;
+    LONG dpcRuns = 0;
+    HANDLE key;
+    NTSTATUS st;
+    UNICODE_STRING name;
+    ULONG value = 0x1CA, got[8], len = 0;
+
+    /* EX_TIMER: periodic, high resolution, 2 ms; fires at DISPATCH_LEVEL; cancelled. */
+    RtlZeroMemory(&ctx, sizeof(ctx));
+    KeInitializeEvent(&ctx.Done, NotificationEvent, FALSE);
+    KeInitializeEvent(&ctx.Deleted, NotificationEvent, FALSE);
+    CHECK(ExAllocateTimer(IcaExTimerCallback, &ctx, 0x100) == NULL,
+          "ExAllocateTimer rejects unknown attributes");
+    timer = ExAllocateTimer(IcaExTimerCallback, &ctx, EX_TIMER_HIGH_RESOLUTION);
+    CHECK(timer != NULL, "ExAllocateTimer");
+    if (timer != NULL) {
+        timeout.QuadPart = -2000 * 10000LL;
+        CHECK(!ExCancelTimer(timer, NULL), "ExCancelTimer on a timer never set");
+        CHECK(!ExSetTimer(timer, -60 * 10000000LL, 0, NULL), "ExSetTimer first set is FALSE");
+        CHECK(ExSetTimer(timer, -2 * 10000LL, 2 * 10000LL, NULL), "ExSetTimer re-set is TRUE");
+        st = KeWaitForSingleObject(&ctx.Done, Executive, KernelMode, FALSE, &timeout);
+        CHECK(st == STATUS_SUCCESS && ctx.Count >= 3, "EX_TIMER periodic callback fires 3 times");
+        CHECK(ctx.Irql == DISPATCH_LEVEL && ctx.Timer == timer,
+              "EX_TIMER callback at DISPATCH_LEVEL with its timer");
+        CHECK(ExCancelTimer(timer, NULL), "ExCancelTimer periodic timer was set");
+        len = ctx.Count;
+        timeout.QuadPart = -10 * 10000LL;
+        KeDelayExecutionThread(KernelMode, FALSE, &timeout);
+        CHECK(ctx.Count == (LONG)len, "no EX_TIMER callback after ExCancelTimer");
+        CHECK(!ExSetTimer(timer, -60 * 10000000LL, 0, NULL), "ExSetTimer after cancel is FALSE");
+        del.Version = 0;
+        del.Reserved = 0;
+        del.DeleteCallback = IcaExTimerDeleted;
+        del.DeleteContext = &ctx;
+        CHECK(ExDeleteTimer(timer, TRUE, TRUE, &del), "ExDeleteTimer cancels a set timer");
+        CHECK(KeReadStateEvent(&ctx.Deleted), "ExDeleteTimer calls the delete callback");
+    }
+
+    /* IoOpenDriverRegistryKey: Parameters and State keys are created and hold values. */
+    key = NULL;
+    st = IoOpenDriverRegistryKey(self->DriverObject, ICA_DRIVER_REGKEY_PERSISTENT_STATE,
+                                 KEY_ALL_ACCESS, 0, &key);
+    CHECK(st == STATUS_SUCCESS && key != NULL, "IoOpenDriverRegistryKey PersistentState");
+    if (NT_SUCCESS(st)) {
+        RtlInitUnicodeString(&name, L"IcaState");
+        st = ZwSetValueKey(key, &name, 0, REG_DWORD, &value, sizeof(value));
+        CHECK(st == STATUS_SUCCESS, "ZwSetValueKey in the State key");
+        ZwClose(key);
+        st = IoOpenDriverRegistryKey(self->DriverObject, ICA_DRIVER_REGKEY_PERSISTENT_STATE,
+                                     KEY_READ, 0, &key);
+        CHECK(st == STATUS_SUCCESS, "IoOpenDriverRegistryKey reopens State");
+        if (NT_SUCCESS(st)) {
+            st = ZwQueryValueKey(key, &name, KeyValuePartialInformation, got, sizeof(got), &len);
+            CHECK(st == STATUS_SUCCESS &&
+                      ((PKEY_VALUE_PARTIAL_INFORMATION)got)->Type == REG_DWORD &&
+                      *(PULONG)((PKEY_VALUE_PARTIAL_INFORMATION)got)->Data == 0x1CA,
+                  "State key value reads back");
+            ZwClose(key);
+        }
+    }
+    st = IoOpenDriverRegistryKey(self->DriverObject, ICA_DRIVER_REGKEY_PARAMETERS, KEY_READ, 0,
+                                 &key);
+    CHECK(st == STATUS_SUCCESS, "IoOpenDriverRegistryKey Parameters");
+    if (NT_SUCCESS(st))
+        ZwClose(key);
+    CHECK(IoOpenDriverRegistryKey(self->DriverObject, 7, KEY_READ, 0, &key) ==
+              STATUS_INVALID_PARAMETER,
+          "IoOpenDriverRegistryKey unknown type");
+    CHECK(IoOpenDriverRegistryKey(self->DriverObject, ICA_DRIVER_REGKEY_PARAMETERS, KEY_READ, 1,
+                                  &key) == STATUS_INVALID_PARAMETER,
+          "IoOpenDriverRegistryKey reserved flags");
+
+    /* Processors: one, in group 0. */
+    CHECK(KeQueryActiveProcessorCountEx(0) == 1 &&
+              KeQueryActiveProcessorCountEx(ALL_PROCESSOR_GROUPS) == 1 &&
+              KeQueryActiveProcessorCountEx(1) == 0,
+          "KeQueryActiveProcessorCountEx");
+    pn.Group = 7;
+    pn.Number = 7;
+    pn.Reserved = 7;
+    CHECK(KeGetCurrentProcessorNumberEx(&pn) == 0 && pn.Group == 0 && pn.Number == 0 &&
+              pn.Reserved == 0,
+          "KeGetCurrentProcessorNumberEx");
+    CHECK(KeGetCurrentProcessorNumberEx(NULL) == 0, "KeGetCurrentProcessorNumberEx(NULL)");
+
+    /* DPC importance and target processor. */
+    KeInitializeDpc(&dpc, IcaNopDpc, &dpcRuns);
+    KeSetImportanceDpc(&dpc, HighImportance);
+    CHECK(dpc.Importance == HighImportance, "KeSetImportanceDpc");
+    KeSetTargetProcessorDpc(&dpc, 0);
+    pn.Group = 0;
+    pn.Number = 0;
+    pn.Reserved = 0;
+    CHECK(KeSetTargetProcessorDpcEx(&dpc, &pn) == STATUS_SUCCESS, "KeSetTargetProcessorDpcEx 0");
+    pn.Number = 5;
+    CHECK(KeSetTargetProcessorDpcEx(&dpc, &pn) == STATUS_INVALID_PARAMETER,
+          "KeSetTargetProcessorDpcEx rejects a processor that does not exist");
+    CHECK(KeInsertQueueDpc(&dpc, NULL, NULL) && dpcRuns == 1, "targeted DPC runs");
+
+    /* Fast mutex: APC_LEVEL while held, not recursive, back to the caller's IRQL. */
+    {
+        FAST_MUTEX fm;
+
+        ExInitializeFastMutex(&fm);
+        ExAcquireFastMutex(&fm);
+        CHECK(KeGetCurrentIrql() == APC_LEVEL, "ExAcquireFastMutex raises to APC_LEVEL");
+        CHECK(!ExTryToAcquireFastMutex(&fm), "ExTryToAcquireFastMutex on a held mutex");
+        ExReleaseFastMutex(&fm);
+        CHECK(KeGetCurrentIrql() == PASSIVE_LEVEL && fm.Owner == NULL,
+              "ExReleaseFastMutex restores the IRQL");
+        CHECK(ExTryToAcquireFastMutex(&fm) && fm.Owner != NULL,
+              "ExTryToAcquireFastMutex on a free mutex");
+        ExReleaseFastMutex(&fm);
+    }
+
+    /* Floating-point state: nested pairs. */
+    CHECK(KeSaveFloatingPointState(&outer) == STATUS_SUCCESS, "KeSaveFloatingPointState");
+    CHECK(KeSaveFloatingPointState(&inner) == STATUS_SUCCESS, "KeSaveFloatingPointState nested");
+    CHECK(KeRestoreFloatingPointState(&inner) == STATUS_SUCCESS,
+          "KeRestoreFloatingPointState nested");
+    CHECK(KeRestoreFloatingPointState(&outer) == STATUS_SUCCESS, "KeRestoreFloatingPointState");
+
+#ifdef _X86_
+    {
+        LARGE_INTEGER t0, t1, big;
+        KSPIN_LOCK lock;
+        KIRQL old;
+        ULONG i;
+
+        /* KeQueryTickCount is a macro reading the KeTickCount data export. */
+        KeQueryTickCount(&t0);
+        t1 = t0;
+        for (i = 0; i < 100 && t1.QuadPart == t0.QuadPart; i++) {
+            KeStallExecutionProcessor(5000);
+            KeQueryTickCount(&t1);
+        }
+        CHECK(t1.QuadPart > t0.QuadPart, "KeTickCount advances across KeStallExecutionProcessor");
+
+        big = RtlConvertLongToLargeInteger(-5);
+        CHECK(big.QuadPart == -5, "RtlConvertLongToLargeInteger sign-extends");
+
+        KeInitializeSpinLock(&lock);
+        KeAcquireSpinLock(&lock, &old);
+        IcaHalKeReleaseSpinLock(&lock, old);
+        CHECK(KeGetCurrentIrql() == PASSIVE_LEVEL, "hal KeReleaseSpinLock restores the IRQL");
+        KeRaiseIrql(DISPATCH_LEVEL, &old);
+        IcaHalKeLowerIrql(old);
+        CHECK(KeGetCurrentIrql() == PASSIVE_LEVEL, "hal KeLowerIrql");
+    }
+#endif
+}
+
 static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
 {
     ULONG i;
@@ -724,6 +937,7 @@ static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
     IcaTestDriverIrps(r, self);
     IcaTestTimers(r);
     IcaTestWorkItems(r, self);
+    IcaTestNewerKernelApis(r, self);
     DbgPrint("ioctl: selftest passed %lu failed %lu\n", r->Passed, r->Failed);
 }
 

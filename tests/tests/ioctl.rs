@@ -4,7 +4,7 @@
 
 use ica_tests::{driver_path, host, ioctl, render_trace, ARCHES};
 use ntoskrnl::status::{self, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
-use ntoskrnl::workitem;
+use ntoskrnl::{registry, workitem};
 
 fn run(arch: dbt::Arch) -> String {
     let mut h = host(arch);
@@ -96,6 +96,44 @@ fn run(arch: dbt::Arch) -> String {
         (io_workitems.allocations, io_workitems.blocks),
         (1, 0),
         "IoAllocateWorkItem's block was freed by IoFreeWorkItem"
+    );
+
+    // The EX_TIMER checks: one timer allocated from the driver's pool, deleted (block freed).
+    let ex_timers = h.k.pool.tag_usage(u32::from_le_bytes(*b"ExTm"));
+    assert_eq!(
+        (ex_timers.allocations, ex_timers.blocks),
+        (1, 0),
+        "ExAllocateTimer's block was freed by ExDeleteTimer"
+    );
+    // IoOpenDriverRegistryKey created the State key under the service key, with the value written.
+    let state = format!(r"{}\State", registry::service_path("ioctl"));
+    let value = registry::backend(&mut h.k)
+        .query_value(&state, "IcaState")
+        .unwrap()
+        .map(|(_, v)| v.as_dword());
+    assert_eq!(value, Some(Some(0x1CA)), "{state} holds IcaState");
+    assert!(registry::backend(&mut h.k)
+        .key_info(&format!(r"{}\Parameters", registry::service_path("ioctl")))
+        .is_ok());
+    // x86: KeQueryTickCount read the KeTickCount variable inline, and hal.dll's stdcall KeLowerIrql
+    // and KeReleaseSpinLock were called; x64 has none of these imports.
+    let calls = |module: &str, name: &str| {
+        h.k.bindings()
+            .iter()
+            .find(|b| b.module == module && b.name == name)
+            .map(|b| b.calls)
+    };
+    let x86 = arch == dbt::Arch::X86;
+    assert_eq!(calls("hal.dll", "KeLowerIrql"), x86.then_some(1));
+    assert_eq!(calls("hal.dll", "KeReleaseSpinLock"), x86.then_some(1));
+    // Fast mutexes: x86 drivers import them from hal.dll (fastcall), x64 ones from ntoskrnl.exe.
+    let fast_mutexes = if x86 { "hal.dll" } else { "ntoskrnl.exe" };
+    assert_eq!(calls(fast_mutexes, "ExAcquireFastMutex"), Some(1));
+    assert_eq!(calls(fast_mutexes, "ExTryToAcquireFastMutex"), Some(2));
+    assert_eq!(
+        calls("ntoskrnl.exe", "KeTickCount"),
+        None,
+        "a data import binds to the variable, not to a thunk"
     );
 
     let w = h.write(handle, b"kept by the driver").unwrap();
