@@ -69,6 +69,23 @@ fn run(arch: Arch) {
     host.remove_stack(pdo).expect("remove");
     assert_eq!(host.k.io.resolve(&link), None, "disabled at removal");
     regtest::assert_driver_writes(&store, 0);
+    // The checks REMOVE made: the removal notification, unregistering, WMI deregistration.
+    let handle = host
+        .open(r"\\.\IcaRegtest")
+        .expect("open")
+        .expect("IRP_MJ_CREATE");
+    let out = host
+        .ioctl(handle, REG_PNP_RESULT, &[], &[0; 128])
+        .expect("pnp result");
+    check_result(&mut host, "PnP checks after REMOVE", &out.output);
+    host.close(handle).expect("close");
+    assert_eq!(
+        host.k
+            .extension::<ntoskrnl::pnp::Notifications>()
+            .registered(),
+        0,
+        "the driver unregistered its notification"
+    );
     host.unload_driver(&drv).expect("unload");
     assert_eq!(
         ntoskrnl::registry::open_handles(&mut host.k),

@@ -654,6 +654,8 @@ struct Interface {
     link: String,
     /// The `#` (or `#RefString`) key under the interface key, holding `Control\Linked`.
     key: String,
+    /// The interface class GUID, `{XXXXXXXX-...}` in upper case.
+    class: String,
     enabled: bool,
 }
 
@@ -2293,6 +2295,7 @@ pub fn io_register_device_interface(
             pdo,
             link: link.clone(),
             key: ref_key,
+            class: guid.clone(),
             enabled: false,
         });
     let owner = k.caller_image();
@@ -2341,6 +2344,47 @@ pub fn io_set_device_interface_state(k: &mut Kernel, link: u64, enable: bool) ->
     if let Some(i) = k.extension::<Registry>().interfaces.get_mut(&key) {
         i.enabled = enable;
     }
+    crate::pnp::interface_changed(k, &iface.class, &iface.link, enable)?;
+    Ok(STATUS_SUCCESS)
+}
+
+/// The symbolic links of the enabled device interfaces of class `class` (`{GUID}` text, any case).
+pub(crate) fn enabled_interfaces(k: &mut Kernel, class: &str) -> Vec<String> {
+    let mut links: Vec<String> = k
+        .extension::<Registry>()
+        .interfaces
+        .values()
+        .filter(|i| i.enabled && i.class.eq_ignore_ascii_case(class))
+        .map(|i| i.link.clone())
+        .collect();
+    links.sort();
+    links
+}
+
+/// IoOpenDeviceInterfaceRegistryKey(SymbolicLinkName, DesiredAccess, DeviceInterfaceKey): opens
+/// the interface's `Device Parameters` key (under its `#RefString` key in `Control\DeviceClasses`),
+/// creating it if missing. An unregistered link is STATUS_OBJECT_NAME_NOT_FOUND.
+pub fn io_open_device_interface_registry_key(
+    k: &mut Kernel,
+    link: u64,
+    _access: u32,
+    out: u64,
+) -> KResult<NtStatus> {
+    let name = rtl::read_unicode_string(k, link)?;
+    let Some(iface) = k
+        .extension::<Registry>()
+        .interfaces
+        .get(&io::normalize_name(&name))
+        .cloned()
+    else {
+        return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
+    };
+    let path = format!(r"{}\Device Parameters", iface.key);
+    if let Err(e) = backend(k).create_key_path(&path) {
+        return Ok(e.status());
+    }
+    let h = new_handle(k, path);
+    k.write_ptr(out, h)?;
     Ok(STATUS_SUCCESS)
 }
 
@@ -2367,6 +2411,7 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall IoGetDeviceProperty => io_get_device_property(device_object: u64, device_property: u32, buffer_length: u32, property_buffer: u64, result_length: u64) @ irql::PASSIVE;
     stdcall IoRegisterDeviceInterface => io_register_device_interface(physical_device_object: u64, interface_class_guid: u64, reference_string: u64, symbolic_link_name: u64) @ irql::IO_PASSIVE3;
     stdcall IoSetDeviceInterfaceState => io_set_device_interface_state(symbolic_link_name: u64, enable: bool) @ irql::IO_PASSIVE1;
+    stdcall IoOpenDeviceInterfaceRegistryKey => io_open_device_interface_registry_key(symbolic_link_name: u64, desired_access: u32, device_interface_key: u64) @ irql::PASSIVE;
 ];
 
 #[cfg(test)]
