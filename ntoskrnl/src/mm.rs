@@ -203,9 +203,11 @@ const CONTIGUOUS_TRIES: usize = 64;
 /// Physically contiguous, page-aligned, zeroed memory of `size` bytes whose physical range lies
 /// within `[lowest, highest]` and crosses no multiple of `boundary` (0: no limit), charged to the
 /// calling driver; 0 if it cannot be had. The guest window is one physically contiguous range
-/// (at [`dbt::PHYS_BASE`], below 4 GiB), so every block is contiguous; places are tried in
-/// first-fit order (the ones that miss the bounds are held meanwhile, so each try lands further
-/// up, then given back) until one fits, the blocks pass `highest`, or [`CONTIGUOUS_TRIES`].
+/// (at [`dbt::PHYS_BASE`], below 4 GiB), so every block is contiguous. Places come in first-fit
+/// order; a place that misses the bounds is held, with a filler up to where the next candidate
+/// starts (the lowest address, the next boundary line), so the next try lands there; they are
+/// given back at the end. It fails once the next place would end above `highest` or outside the
+/// window, or after [`CONTIGUOUS_TRIES`] places.
 fn allocate_contiguous(
     k: &mut Kernel,
     size: u64,
@@ -217,22 +219,34 @@ fn allocate_contiguous(
         return Ok(0);
     }
     let owner = k.caller_image();
-    let mut misses = Vec::new();
+    let mut held = Vec::new();
     let mut found = 0;
     for _ in 0..CONTIGUOUS_TRIES {
         let va = ex::allocate(k, size.max(PAGE), CONTIGUOUS_TAG, owner.clone())?;
+        held.push(va);
         let pa = k.m.mem.virt_to_phys(va).unwrap_or(0);
         let last = pa + size - 1;
-        if pa >= lowest && last <= highest && (boundary == 0 || pa / boundary == last / boundary) {
+        let next = if pa < lowest {
+            lowest.next_multiple_of(PAGE)
+        } else if boundary != 0 && pa / boundary != last / boundary {
+            (pa / boundary + 1) * boundary
+        } else if last <= highest {
+            held.pop();
             found = va;
             break;
-        }
-        misses.push(va);
-        if last > highest {
+        } else {
+            break;
+        };
+        let next_last = next + size - 1;
+        if next_last > highest || k.m.mem.phys_to_virt(next_last).is_none() {
             break;
         }
+        let end = pa + size.max(PAGE).next_multiple_of(PAGE);
+        if next > end {
+            held.push(ex::allocate(k, next - end, CONTIGUOUS_TAG, owner.clone())?);
+        }
     }
-    for va in misses {
+    for va in held {
         ex::free(k, va, Some(CONTIGUOUS_TAG))?;
     }
     Ok(found)
@@ -535,5 +549,67 @@ mod io_space_tests {
     #[test]
     fn map_io_space_x64() {
         io_space(Arch::X64);
+    }
+}
+
+#[cfg(test)]
+mod contiguous_tests {
+    use dbt::{Arch, PHYS_BASE};
+
+    use super::*;
+    use crate::crt::test_support::Guest;
+
+    fn allocate(g: &mut Guest, size: u64, lowest: u64, highest: u64, boundary: u64) -> u64 {
+        let mut args = vec![size];
+        for v in [lowest, highest, boundary] {
+            args.extend(g.quad(v));
+        }
+        args.push(1); // MmCached
+        g.call("MmAllocateContiguousMemorySpecifyCache", &args)
+            .expect("allocate")
+    }
+
+    #[test]
+    fn blocks_lie_within_the_bounds() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let mut blocks = Vec::new();
+            for _ in 0..8 {
+                // 12 KiB blocks that must not cross a 16 KiB line: some first-fit places miss.
+                let va = allocate(&mut g, 0x3000, 0, 0xFFFF_FFFF, 0x4000);
+                assert_ne!(va, 0);
+                assert_eq!(va & 0xFFF, 0, "page aligned");
+                let pa = g.k.m.mem.virt_to_phys(va).unwrap();
+                assert_eq!(pa / 0x4000, (pa + 0x2FFF) / 0x4000, "{pa:#x} crosses");
+                blocks.push(va);
+            }
+            let lowest = PHYS_BASE + 0x80_0000;
+            let va = allocate(&mut g, 0x1000, lowest, 0xFFFF_FFFF, 0);
+            assert_ne!(va, 0, "found above the lowest acceptable address");
+            assert!(g.k.m.mem.virt_to_phys(va).unwrap() >= lowest);
+            blocks.push(va);
+            assert_eq!(
+                allocate(&mut g, 0x1000, 0, 0x00FF_FFFF, 0),
+                0,
+                "nothing below 16 MiB"
+            );
+            assert_eq!(allocate(&mut g, 0x3000, 0, u64::MAX, 0x2000), 0);
+            assert_eq!(
+                allocate(&mut g, 0x1000, 0x1_0000_0000, u64::MAX, 0),
+                0,
+                "nothing above the window"
+            );
+            assert_eq!(allocate(&mut g, 0, 0, u64::MAX, 0), 0);
+            assert_eq!(
+                g.k.pool.tag_usage(CONTIGUOUS_TAG).blocks,
+                blocks.len() as u64,
+                "the places that missed were given back"
+            );
+            for va in blocks {
+                g.call("MmFreeContiguousMemorySpecifyCache", &[va, 0x3000, 1])
+                    .expect("free");
+            }
+            assert_eq!(g.k.pool.tag_usage(CONTIGUOUS_TAG).blocks, 0);
+        }
     }
 }

@@ -497,3 +497,77 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall IoUnregisterPlugPlayNotification => io_unregister_plug_play_notification(notification_entry: u64) @ irql::PASSIVE;
     stdcall IoUnregisterPlugPlayNotificationEx => io_unregister_plug_play_notification(notification_entry: u64) @ irql::PASSIVE;
 ];
+
+#[cfg(test)]
+mod tests {
+    use dbt::Arch;
+
+    use super::*;
+    use crate::crt::test_support::Guest;
+    use crate::status::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
+
+    fn status(v: KResult<u64>) -> NtStatus {
+        v.expect("call") as NtStatus
+    }
+
+    #[test]
+    fn registrations_are_checked_and_withdrawn_changes_are_not_reported() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let driver = io::create_driver_object(&mut g.k, "Test", "test.sys", 0, 0).unwrap();
+            let class = g.bytes(&[0x11; 16]);
+            let entry = g.zeroed(8);
+            // The callback is never called: a call would fault at this address.
+            let callback = 0xDEAD_0000;
+            let register = |g: &mut Guest, category: u32, driver: u64, callback: u64| {
+                status(g.call(
+                    "IoRegisterPlugPlayNotification",
+                    &[u64::from(category), 0, class, driver, callback, 0, entry],
+                ))
+            };
+            assert_eq!(
+                register(&mut g, 0, driver, callback),
+                STATUS_INVALID_PARAMETER
+            );
+            assert_eq!(
+                register(&mut g, 4, driver, callback),
+                STATUS_INVALID_PARAMETER
+            );
+            assert_eq!(
+                register(&mut g, category::DEVICE_INTERFACE_CHANGE, driver, 0),
+                STATUS_INVALID_PARAMETER
+            );
+            assert_eq!(
+                register(&mut g, category::DEVICE_INTERFACE_CHANGE, 0x1000, callback),
+                STATUS_INVALID_PARAMETER,
+                "not a driver object"
+            );
+            assert_eq!(
+                register(&mut g, category::DEVICE_INTERFACE_CHANGE, driver, callback),
+                STATUS_SUCCESS
+            );
+            let handle = g.k.read_ptr(entry).unwrap();
+            let text = rtl::guid_text(&[0x11; 16]).to_lowercase();
+            interface_changed(
+                &mut g.k,
+                "{00000000-0000-0000-0000-000000000000}",
+                "x",
+                true,
+            )
+            .unwrap();
+            assert_eq!(g.k.ke.work.queued(), 0, "another class");
+            interface_changed(&mut g.k, &text, r"\??\ROOT#X#0000#{guid}", true).unwrap();
+            assert_eq!(g.k.ke.work.queued(), 1, "reported later, by a worker");
+            assert_eq!(
+                status(g.call("IoUnregisterPlugPlayNotificationEx", &[handle])),
+                STATUS_SUCCESS
+            );
+            assert_eq!(
+                status(g.call("IoUnregisterPlugPlayNotification", &[handle])),
+                STATUS_INVALID_PARAMETER
+            );
+            assert_eq!(crate::workitem::run_work_items(&mut g.k).unwrap(), 1);
+            assert_eq!(g.k.extension::<Notifications>().registered(), 0);
+        }
+    }
+}

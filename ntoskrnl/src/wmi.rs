@@ -168,3 +168,93 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     cdecl WmiTraceMessage => wmi_trace_message(logger_handle: Quad, message_flags: u32, message_guid: u64, message_number: u16);
     stdcall WmiQueryTraceInformation => wmi_query_trace_information(trace_information_class: u32, trace_information: u64, trace_information_length: u32, required_length: u64, buffer: u64);
 ];
+
+#[cfg(test)]
+mod tests {
+    use dbt::Arch;
+
+    use super::*;
+    use crate::crt::test_support::Guest;
+
+    fn status(v: KResult<u64>) -> NtStatus {
+        v.expect("call") as NtStatus
+    }
+
+    #[test]
+    fn registration_control_keeps_the_providers() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let dev = 0x1234_0000;
+            let call = |g: &mut Guest, action: u32| {
+                status(g.call("IoWMIRegistrationControl", &[dev, u64::from(action)]))
+            };
+            assert_eq!(
+                call(&mut g, WMIREG_ACTION_UPDATE_GUIDS),
+                STATUS_INVALID_PARAMETER
+            );
+            assert_eq!(call(&mut g, WMIREG_ACTION_REGISTER), STATUS_SUCCESS);
+            assert!(g.k.extension::<Wmi>().is_registered(dev));
+            assert_eq!(
+                call(&mut g, WMIREG_ACTION_REGISTER),
+                STATUS_INVALID_PARAMETER
+            );
+            assert_eq!(call(&mut g, WMIREG_ACTION_REREGISTER), STATUS_SUCCESS);
+            assert_eq!(call(&mut g, WMIREG_ACTION_UPDATE_GUIDS), STATUS_SUCCESS);
+            assert_eq!(call(&mut g, 9), STATUS_INVALID_PARAMETER);
+            assert_eq!(call(&mut g, WMIREG_ACTION_DEREGISTER), STATUS_SUCCESS);
+            assert_eq!(
+                call(&mut g, WMIREG_ACTION_DEREGISTER),
+                STATUS_INVALID_PARAMETER
+            );
+
+            // One left at unload is dropped, and a finding with the verifier on.
+            g.k.verifier.set_enabled(true);
+            assert_eq!(call(&mut g, WMIREG_ACTION_REGISTER), STATUS_SUCCESS);
+            let owner = g.k.caller_image();
+            check_unload(&mut g.k, &owner);
+            assert!(!g.k.extension::<Wmi>().is_registered(dev));
+            let findings = g.k.verifier.findings();
+            assert_eq!(findings.len(), 1);
+            assert_eq!(findings[0].rule, Rule::RegistrationLeak);
+        }
+    }
+
+    #[test]
+    fn tracing_answers_as_without_a_session() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let info = g.zeroed(16);
+            let len = g.zeroed(4);
+            let wnode = g.zeroed(48);
+            let query = |g: &mut Guest, class: u32, length: u64, buffer: u64| {
+                status(g.call(
+                    "WmiQueryTraceInformation",
+                    &[u64::from(class), info, length, len, buffer],
+                ))
+            };
+            let global = trace_class::GLOBAL_LOGGER_HANDLE;
+            assert_eq!(query(&mut g, global, 8, 0), STATUS_NOT_FOUND);
+            assert_eq!(g.k.m.mem.read_u32(len).unwrap(), 8);
+            assert_eq!(query(&mut g, global, 4, 0), STATUS_INFO_LENGTH_MISMATCH);
+            let flags = trace_class::ENABLE_FLAGS;
+            assert_eq!(query(&mut g, flags, 4, wnode), STATUS_INVALID_HANDLE);
+            assert_eq!(query(&mut g, flags, 4, 0), STATUS_INVALID_PARAMETER_MIX);
+            assert_eq!(query(&mut g, flags, 8, wnode), STATUS_INFO_LENGTH_MISMATCH);
+            assert_eq!(g.k.m.mem.read_u32(len).unwrap(), 4);
+            assert_eq!(
+                query(&mut g, trace_class::ALL_LOGGER_HANDLES, 64, 0),
+                STATUS_SUCCESS
+            );
+            assert_eq!(g.k.m.mem.read_u32(len).unwrap(), 0, "no loggers");
+            assert_eq!(query(&mut g, 42, 4, 0), STATUS_INVALID_INFO_CLASS);
+
+            let guid = g.zeroed(16);
+            let mut args = g.quad(0x1234);
+            args.extend([0, guid, 1, 0x5555]);
+            assert_eq!(
+                status(g.call("WmiTraceMessage", &args)),
+                STATUS_INVALID_HANDLE
+            );
+        }
+    }
+}
