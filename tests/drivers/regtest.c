@@ -22,7 +22,8 @@
  *                            (exactly one arrival after START, one removal
  *                            at REMOVE, existing interfaces reported to a
  *                            second registration), the interface's Device
- *                            Parameters key (leaves FromInterface = 7),
+ *                            Parameters key (leaves FromInterface = 7), an
+ *                            interface property (UINT32 0x1234, pid 2),
  *                            MmAllocateContiguousMemorySpecifyCache bounds,
  *                            IoWMIRegistrationControl of the FDO,
  *                            WmiTraceMessage and WmiQueryTraceInformation
@@ -36,6 +37,15 @@
 #include "icadrv.h"
 
 int __cdecl _snwprintf(wchar_t *buffer, size_t count, const wchar_t *format, ...);
+/* Not in mingw-w64's wdm.h (Windows 7; ntoskrnl_win10.def). */
+typedef struct _ICA_DEVPROPKEY {
+    GUID fmtid;
+    ULONG pid;
+} ICA_DEVPROPKEY;
+NTKERNELAPI NTSTATUS NTAPI IoSetDeviceInterfacePropertyData(PUNICODE_STRING SymbolicLinkName,
+                                                            const ICA_DEVPROPKEY *PropertyKey,
+                                                            LCID Lcid, ULONG Flags, ULONG Type,
+                                                            ULONG Size, PVOID Data);
 /* wdm.h declares it only under RUN_WPP. */
 NTKERNELAPI NTSTATUS __cdecl WmiTraceMessage(TRACEHANDLE LoggerHandle, ULONG MessageFlags,
                                              LPGUID MessageGuid, USHORT MessageNumber, ...);
@@ -620,6 +630,15 @@ static void IcaPnpChecks(PDEVICE_OBJECT Pdo)
         CHECK(NT_SUCCESS(IcaSet(h, L"FromInterface", REG_DWORD, &seven, sizeof(seven))),
               "interface Device Parameters write");
         ZwClose(h);
+    }
+
+    {
+        ICA_DEVPROPKEY key = {IcaRegtestInterface, 2};
+        ULONG value = 0x1234;
+        CHECK(IoSetDeviceInterfacePropertyData(&g_InterfaceLink, &key, 0, 1 /* PERSISTENT */,
+                                               7 /* DEVPROP_TYPE_UINT32 */, sizeof(value),
+                                               &value) == STATUS_SUCCESS,
+              "IoSetDeviceInterfacePropertyData");
     }
 
     /* Not enabled yet: including existing interfaces reports none. */
