@@ -56,6 +56,14 @@ fn run(arch: Arch) {
         .expect("pnp result");
     check_result(&mut host, "PnP registry checks", &out.output);
 
+    assert_eq!(
+        host.k
+            .extension::<ntoskrnl::pnp::PnpManager>()
+            .children
+            .get(&pdo),
+        Some(&vec![]),
+        "IoInvalidateDeviceRelations: BusRelations queried, no children"
+    );
     // What the driver wrote is in the store.
     regtest::assert_driver_writes(&store, 1);
     let link = format!(r"\\?\ROOT#ICA_REGTEST#0000#{INTERFACE}");

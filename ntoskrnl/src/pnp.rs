@@ -23,9 +23,14 @@ pub mod minor {
     pub const QUERY_STOP_DEVICE: u8 = 0x05;
     /// IRP_MN_CANCEL_STOP_DEVICE.
     pub const CANCEL_STOP_DEVICE: u8 = 0x06;
+    /// IRP_MN_QUERY_DEVICE_RELATIONS.
+    pub const QUERY_DEVICE_RELATIONS: u8 = 0x07;
     /// IRP_MN_SURPRISE_REMOVAL.
     pub const SURPRISE_REMOVAL: u8 = 0x17;
 }
+
+/// DEVICE_RELATION_TYPE BusRelations.
+pub const BUS_RELATIONS: u32 = 0;
 
 /// Name of the host-owned driver that owns root-enumerated PDOs.
 pub const PNP_MANAGER: &str = "PnpManager";
@@ -46,6 +51,8 @@ pub struct PnpManager {
     next_instance: u32,
     /// Root-enumerated PDOs and their instance ids.
     pub devices: Vec<(u64, String)>,
+    /// The child PDOs each device reported for BusRelations, by the device's PDO.
+    pub children: std::collections::BTreeMap<u64, Vec<u64>>,
 }
 
 /// A driver started by [`initialize_driver`].
@@ -277,6 +284,7 @@ const fn interface_event_guid(data1: u32) -> [u8; 16] {
 
 static NOTIFY: &[Export] = export_table![
     stdcall PnpDeliverNotification => deliver_notification(event: u64);
+    stdcall PnpQueryBusRelations => query_bus_relations(pdo: u64);
 ];
 
 /// One IoRegisterPlugPlayNotification registration.
@@ -492,7 +500,69 @@ fn drop_registrations(k: &mut Kernel, driver: &Driver) -> KResult<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Device relations
+
+/// IoInvalidateDeviceRelations(DeviceObject, Type): for BusRelations the PnP manager queries the
+/// device's stack again (IRP_MN_QUERY_DEVICE_RELATIONS from a system worker, after the caller
+/// has gone on) and records the child PDOs it reports ([`PnpManager::children`]); the children
+/// are not started (no bus-enumerated device gets a driver stack here). Other relation types
+/// (ejection, removal, power) are only asked for by the PnP manager itself: nothing to do.
+pub fn io_invalidate_device_relations(k: &mut Kernel, pdo: u64, kind: u32) -> KResult<()> {
+    if kind != BUS_RELATIONS {
+        return Ok(());
+    }
+    if !k.io.devices.contains_key(&pdo) {
+        return Err(KernelError::bug_check(
+            0xCA,
+            format!("IoInvalidateDeviceRelations of {pdo:#x}, which is not a device object"),
+        ));
+    }
+    let routine = k.host_function(&NOTIFY[1]);
+    crate::workitem::queue_work(
+        k,
+        crate::workitem::QueuedWork {
+            item: 0,
+            routine,
+            args: vec![pdo],
+            kind: crate::workitem::WorkKind::Host,
+        },
+    )
+}
+
+/// The PnP worker's side of [`io_invalidate_device_relations`]: IRP_MN_QUERY_DEVICE_RELATIONS
+/// (BusRelations) down the stack; a DEVICE_RELATIONS in the IRP's Information on success gives
+/// the children, whose references the PnP manager drops before it frees the list. A stack that
+/// does not answer (STATUS_NOT_SUPPORTED) keeps the children it had.
+fn query_bus_relations(k: &mut Kernel, pdo: u64) -> KResult<()> {
+    if !k.io.devices.contains_key(&pdo) {
+        return Ok(()); // removed meanwhile
+    }
+    let params = k.layout.isl_parameters;
+    let (st, relations) = io::send_pnp(k, pdo, minor::QUERY_DEVICE_RELATIONS, &mut |k, _, sl| {
+        Ok(k.m.mem.write_u32(sl + params, BUS_RELATIONS)?)
+    })?;
+    if !status::nt_success(st) {
+        return Ok(());
+    }
+    let mut children = Vec::new();
+    if relations != 0 {
+        let count = k.m.mem.read_u32(relations)?;
+        let ptr = k.ptr_size();
+        for i in 0..u64::from(count) {
+            let child = k.read_ptr(relations + ptr + i * ptr)?;
+            crate::ob::dereference_object(k, child)?;
+            children.push(child);
+        }
+        ex::free(k, relations, None)?;
+    }
+    tracing::info!(target: "ica::pnp", "bus relations of {pdo:#x}: {} child PDO(s) {children:x?} (not started: no bus-enumerated stacks)", children.len());
+    k.extension::<PnpManager>().children.insert(pdo, children);
+    Ok(())
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
+    stdcall IoInvalidateDeviceRelations => io_invalidate_device_relations(device_object: u64, type_: u32) @ irql::DISPATCH;
     stdcall IoRegisterPlugPlayNotification => io_register_plug_play_notification(event_category: u32, event_category_flags: u32, event_category_data: u64, driver_object: u64, callback_routine: u64, context: u64, notification_entry: u64) @ irql::PASSIVE;
     stdcall IoUnregisterPlugPlayNotification => io_unregister_plug_play_notification(notification_entry: u64) @ irql::PASSIVE;
     stdcall IoUnregisterPlugPlayNotificationEx => io_unregister_plug_play_notification(notification_entry: u64) @ irql::PASSIVE;

@@ -27,8 +27,10 @@
  *                            MmAllocateContiguousMemorySpecifyCache bounds,
  *                            IoWMIRegistrationControl of the FDO,
  *                            WmiTraceMessage and WmiQueryTraceInformation
- *                            without a trace session; asked again after
- *                            REMOVE it includes the removal checks
+ *                            without a trace session, IoInvalidateDeviceRelations
+ *                            at START (one BusRelations query, no children);
+ *                            asked again after REMOVE it includes the
+ *                            removal checks
  * Both return an ICA_SELFTEST_RESULT.
  */
 
@@ -74,6 +76,7 @@ static UNICODE_STRING g_InterfaceLink; /* from IoRegisterDeviceInterface */
 static PVOID g_Notify;                 /* interface change notification entry */
 static KEVENT g_ArrivalEvent, g_RemovalEvent;
 static LONG g_Arrivals, g_Removals, g_OtherEvents;
+static LONG g_BusQueries;              /* IRP_MN_QUERY_DEVICE_RELATIONS (BusRelations) seen */
 static BOOLEAN g_ArrivalLinkMatches, g_ArrivalChecked;
 
 DRIVER_INITIALIZE DriverEntry;
@@ -668,6 +671,7 @@ static void IcaArrivalChecks(void)
     st = KeWaitForSingleObject(&g_ArrivalEvent, Executive, KernelMode, FALSE, &timeout);
     CHECK(st == STATUS_SUCCESS && g_Arrivals == 1 && g_ArrivalLinkMatches && g_Removals == 0 &&
           g_OtherEvents == 0, "interface arrival notification");
+    CHECK(g_BusQueries == 1, "IoInvalidateDeviceRelations: one BusRelations query");
     st = IoRegisterPlugPlayNotification(EventCategoryDeviceInterfaceChange,
                                         PNPNOTIFY_DEVICE_INTERFACE_INCLUDE_EXISTING_INTERFACES,
                                         (PVOID)&IcaRegtestInterface, g_Control->DriverObject,
@@ -689,6 +693,9 @@ static NTSTATUS NTAPI IcaPnp(PDEVICE_OBJECT DeviceObject, PIRP Irp)
     switch (stack->MinorFunction) {
     case IRP_MN_START_DEVICE:
         status = IcaForwardAndWait(lower, Irp);
+        /* Asks the PnP manager for a BusRelations query, before the interface arrival. */
+        if (NT_SUCCESS(status))
+            IoInvalidateDeviceRelations(lower, BusRelations);
         if (NT_SUCCESS(status) && g_InterfaceLink.Buffer != NULL)
             CHECK(IoSetDeviceInterfaceState(&g_InterfaceLink, TRUE) == STATUS_SUCCESS,
                   "IoSetDeviceInterfaceState enable");
@@ -721,6 +728,20 @@ static NTSTATUS NTAPI IcaPnp(PDEVICE_OBJECT DeviceObject, PIRP Irp)
         IoDetachDevice(lower);
         IoDeleteDevice(DeviceObject);
         return status;
+
+    case IRP_MN_QUERY_DEVICE_RELATIONS:
+        if (stack->Parameters.QueryDeviceRelations.Type == BusRelations) {
+            /* No children: an empty list the PnP manager frees. */
+            PDEVICE_RELATIONS rel = ExAllocatePoolWithTag(PagedPool, sizeof(*rel), ICA_REG_TAG);
+            g_BusQueries++;
+            if (rel != NULL) {
+                rel->Count = 0;
+                Irp->IoStatus.Information = (ULONG_PTR)rel;
+                Irp->IoStatus.Status = STATUS_SUCCESS;
+            }
+        }
+        IoSkipCurrentIrpStackLocation(Irp);
+        return IoCallDriver(lower, Irp);
 
     default:
         IoSkipCurrentIrpStackLocation(Irp);
