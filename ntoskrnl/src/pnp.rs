@@ -640,4 +640,30 @@ mod tests {
             assert_eq!(g.k.extension::<Notifications>().registered(), 0);
         }
     }
+
+    #[test]
+    fn invalidated_bus_relations_are_queried_by_a_worker() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let pdo = create_root_device(&mut g.k, "ICA_TEST").unwrap();
+            g.call(
+                "IoInvalidateDeviceRelations",
+                &[pdo, u64::from(BUS_RELATIONS)],
+            )
+            .unwrap();
+            assert_eq!(g.k.ke.work.queued(), 1);
+            g.call("IoInvalidateDeviceRelations", &[pdo, 3]).unwrap();
+            assert_eq!(g.k.ke.work.queued(), 1, "only BusRelations is queried");
+            assert_eq!(crate::workitem::run_work_items(&mut g.k).unwrap(), 1);
+            assert_eq!(
+                g.k.extension::<PnpManager>().children.get(&pdo),
+                None,
+                "the bare root PDO does not answer: nothing recorded"
+            );
+            let err = g
+                .call("IoInvalidateDeviceRelations", &[0x1000, 0])
+                .unwrap_err();
+            assert!(err.to_string().contains("not a device object"), "{err}");
+        }
+    }
 }
