@@ -56,6 +56,14 @@ fn run(arch: Arch) {
         .expect("pnp result");
     check_result(&mut host, "PnP registry checks", &out.output);
 
+    assert_eq!(
+        host.k
+            .extension::<ntoskrnl::pnp::PnpManager>()
+            .children
+            .get(&pdo),
+        Some(&vec![]),
+        "IoInvalidateDeviceRelations: BusRelations queried, no children"
+    );
     // What the driver wrote is in the store.
     regtest::assert_driver_writes(&store, 1);
     let link = format!(r"\\?\ROOT#ICA_REGTEST#0000#{INTERFACE}");
@@ -69,6 +77,23 @@ fn run(arch: Arch) {
     host.remove_stack(pdo).expect("remove");
     assert_eq!(host.k.io.resolve(&link), None, "disabled at removal");
     regtest::assert_driver_writes(&store, 0);
+    // The checks REMOVE made: the removal notification, unregistering, WMI deregistration.
+    let handle = host
+        .open(r"\\.\IcaRegtest")
+        .expect("open")
+        .expect("IRP_MJ_CREATE");
+    let out = host
+        .ioctl(handle, REG_PNP_RESULT, &[], &[0; 128])
+        .expect("pnp result");
+    check_result(&mut host, "PnP checks after REMOVE", &out.output);
+    host.close(handle).expect("close");
+    assert_eq!(
+        host.k
+            .extension::<ntoskrnl::pnp::Notifications>()
+            .registered(),
+        0,
+        "the driver unregistered its notification"
+    );
     host.unload_driver(&drv).expect("unload");
     assert_eq!(
         ntoskrnl::registry::open_handles(&mut host.k),

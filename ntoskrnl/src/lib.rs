@@ -30,6 +30,7 @@ pub mod status;
 mod tables;
 pub mod timer;
 pub mod verifier;
+pub mod wmi;
 pub mod workitem;
 
 pub use error::{KResult, KernelError};

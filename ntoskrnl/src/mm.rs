@@ -5,9 +5,7 @@
 //! ([`dbt::GuestMemory::virt_to_phys`]), so every buffer is already mapped in system space and
 //! physically contiguous.
 
-use dbt::Prot;
-
-use crate::export::Export;
+use crate::export::{Export, Quad};
 use crate::verifier::irql;
 use crate::{ex, export_table, rtl, KResult, Kernel};
 
@@ -191,22 +189,103 @@ pub fn is_address_valid(k: &mut Kernel, va: u64) -> KResult<bool> {
 /// MmGetPhysicalAddress(BaseAddress): the guest window is mapped linearly below 4 GiB
 /// ([`dbt::GuestMemory::virt_to_phys`]); 0 for an address outside it, as Windows returns for an
 /// invalid one.
-pub fn get_physical_address(k: &mut Kernel, va: u64) -> KResult<crate::export::Quad> {
-    Ok(crate::export::Quad(k.m.mem.virt_to_phys(va).unwrap_or(0)))
+pub fn get_physical_address(k: &mut Kernel, va: u64) -> KResult<Quad> {
+    Ok(Quad(k.m.mem.virt_to_phys(va).unwrap_or(0)))
+}
+
+/// Pool tag of contiguous memory ('MmCm'), charged to the driver that asked for it (a block left
+/// at unload is a verifier leak finding).
+pub(crate) const CONTIGUOUS_TAG: u32 = u32::from_le_bytes(*b"MmCm");
+
+/// Most places [`allocate_contiguous`] tries before it gives up.
+const CONTIGUOUS_TRIES: usize = 64;
+
+/// Physically contiguous, page-aligned, zeroed memory of `size` bytes whose physical range lies
+/// within `[lowest, highest]` and crosses no multiple of `boundary` (0: no limit), charged to the
+/// calling driver; 0 if it cannot be had. The guest window is one physically contiguous range
+/// (at [`dbt::PHYS_BASE`], below 4 GiB), so every block is contiguous. Places come in first-fit
+/// order; a place that misses the bounds is held, with a filler up to where the next candidate
+/// starts (the lowest address, the next boundary line), so the next try lands there; they are
+/// given back at the end. It fails once the next place would end above `highest` or outside the
+/// window, or after [`CONTIGUOUS_TRIES`] places.
+fn allocate_contiguous(
+    k: &mut Kernel,
+    size: u64,
+    lowest: u64,
+    highest: u64,
+    boundary: u64,
+) -> KResult<u64> {
+    if size == 0 || (boundary != 0 && size > boundary) {
+        return Ok(0);
+    }
+    let owner = k.caller_image();
+    let mut held = Vec::new();
+    let mut found = 0;
+    for _ in 0..CONTIGUOUS_TRIES {
+        let va = ex::allocate(k, size.max(PAGE), CONTIGUOUS_TAG, owner.clone())?;
+        held.push(va);
+        let pa = k.m.mem.virt_to_phys(va).unwrap_or(0);
+        let last = pa + size - 1;
+        let next = if pa < lowest {
+            lowest.next_multiple_of(PAGE)
+        } else if boundary != 0 && pa / boundary != last / boundary {
+            (pa / boundary + 1) * boundary
+        } else if last <= highest {
+            held.pop();
+            found = va;
+            break;
+        } else {
+            break;
+        };
+        let next_last = next + size - 1;
+        if next_last > highest || k.m.mem.phys_to_virt(next_last).is_none() {
+            break;
+        }
+        let end = pa + size.max(PAGE).next_multiple_of(PAGE);
+        if next > end {
+            held.push(ex::allocate(k, next - end, CONTIGUOUS_TAG, owner.clone())?);
+        }
+    }
+    for va in held {
+        ex::free(k, va, Some(CONTIGUOUS_TAG))?;
+    }
+    Ok(found)
 }
 
 /// MmAllocateContiguousMemory(NumberOfBytes, HighestAcceptableAddress).
-pub fn allocate_contiguous_memory(
-    k: &mut Kernel,
-    size: u64,
-    _highest: crate::export::Quad,
-) -> KResult<u64> {
-    Ok(k.m.mem.alloc(size.max(1), Prot::READ | Prot::WRITE)?)
+pub fn allocate_contiguous_memory(k: &mut Kernel, size: u64, highest: Quad) -> KResult<u64> {
+    allocate_contiguous(k, size, 0, highest.0, 0)
 }
 
-/// MmFreeContiguousMemory(BaseAddress).
+/// MmAllocateContiguousMemorySpecifyCache(NumberOfBytes, LowestAcceptableAddress,
+/// HighestAcceptableAddress, BoundaryAddressMultiple, CacheType): NULL when the bounds cannot be
+/// met (a block larger than the boundary multiple never can). The cache type does not matter to
+/// emulated memory.
+pub fn allocate_contiguous_memory_specify_cache(
+    k: &mut Kernel,
+    size: u64,
+    lowest: Quad,
+    highest: Quad,
+    boundary: Quad,
+    _cache_type: u32,
+) -> KResult<u64> {
+    allocate_contiguous(k, size, lowest.0, highest.0, boundary.0)
+}
+
+/// MmFreeContiguousMemory(BaseAddress): anything else than a block from the contiguous
+/// allocators is a bad free.
 pub fn free_contiguous_memory(k: &mut Kernel, base: u64) -> KResult<()> {
-    Ok(k.m.mem.free(base)?)
+    ex::free(k, base, Some(CONTIGUOUS_TAG))
+}
+
+/// MmFreeContiguousMemorySpecifyCache(BaseAddress, NumberOfBytes, CacheType).
+pub fn free_contiguous_memory_specify_cache(
+    k: &mut Kernel,
+    base: u64,
+    _size: u64,
+    _cache_type: u32,
+) -> KResult<()> {
+    free_contiguous_memory(k, base)
 }
 
 /// Maps `len` bytes of physical (bus) address space at `pa` into the guest's system space, the
@@ -269,12 +348,7 @@ pub fn unmap_io_space(k: &mut Kernel, va: u64, len: u64) -> KResult<()> {
 }
 
 /// MmMapIoSpace(PhysicalAddress, NumberOfBytes, CacheType): see [`map_io_space`].
-pub fn mm_map_io_space(
-    k: &mut Kernel,
-    pa: crate::export::Quad,
-    len: u64,
-    _cache: u32,
-) -> KResult<u64> {
+pub fn mm_map_io_space(k: &mut Kernel, pa: Quad, len: u64, _cache: u32) -> KResult<u64> {
     map_io_space(k, pa.0, len)
 }
 
@@ -332,10 +406,12 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall MmUnmapLockedPages => unmap_locked_pages(base_address: u64, mdl: u64) @ irql::UNMAP_LOCKED_PAGES;
     stdcall MmIsAddressValid => is_address_valid(virtual_address: u64);
     stdcall MmGetPhysicalAddress => get_physical_address(base_address: u64);
-    stdcall MmAllocateContiguousMemory => allocate_contiguous_memory(number_of_bytes: u64, highest_acceptable_address: crate::export::Quad) @ irql::PASSIVE;
+    stdcall MmAllocateContiguousMemory => allocate_contiguous_memory(number_of_bytes: u64, highest_acceptable_address: Quad) @ irql::PASSIVE;
     stdcall MmFreeContiguousMemory => free_contiguous_memory(base_address: u64);
+    stdcall MmAllocateContiguousMemorySpecifyCache => allocate_contiguous_memory_specify_cache(number_of_bytes: u64, lowest_acceptable_address: Quad, highest_acceptable_address: Quad, boundary_address_multiple: Quad, cache_type: u32) @ irql::DISPATCH;
+    stdcall MmFreeContiguousMemorySpecifyCache => free_contiguous_memory_specify_cache(base_address: u64, number_of_bytes: u64, cache_type: u32);
     stdcall MmGetSystemRoutineAddress => get_system_routine_address(system_routine_name: u64) @ irql::PASSIVE;
-    stdcall MmMapIoSpace => mm_map_io_space(physical_address: crate::export::Quad, number_of_bytes: u64, cache_type: u32) @ irql::MAP_IO_SPACE;
+    stdcall MmMapIoSpace => mm_map_io_space(physical_address: Quad, number_of_bytes: u64, cache_type: u32) @ irql::MAP_IO_SPACE;
     stdcall MmUnmapIoSpace => unmap_io_space(base_address: u64, number_of_bytes: u64) @ irql::UNMAP_IO_SPACE;
     stdcall READ_REGISTER_UCHAR => read_register_uchar(register: u64);
     stdcall READ_REGISTER_USHORT => read_register_ushort(register: u64);
@@ -473,5 +549,67 @@ mod io_space_tests {
     #[test]
     fn map_io_space_x64() {
         io_space(Arch::X64);
+    }
+}
+
+#[cfg(test)]
+mod contiguous_tests {
+    use dbt::{Arch, PHYS_BASE};
+
+    use super::*;
+    use crate::crt::test_support::Guest;
+
+    fn allocate(g: &mut Guest, size: u64, lowest: u64, highest: u64, boundary: u64) -> u64 {
+        let mut args = vec![size];
+        for v in [lowest, highest, boundary] {
+            args.extend(g.quad(v));
+        }
+        args.push(1); // MmCached
+        g.call("MmAllocateContiguousMemorySpecifyCache", &args)
+            .expect("allocate")
+    }
+
+    #[test]
+    fn blocks_lie_within_the_bounds() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let mut blocks = Vec::new();
+            for _ in 0..8 {
+                // 12 KiB blocks that must not cross a 16 KiB line: some first-fit places miss.
+                let va = allocate(&mut g, 0x3000, 0, 0xFFFF_FFFF, 0x4000);
+                assert_ne!(va, 0);
+                assert_eq!(va & 0xFFF, 0, "page aligned");
+                let pa = g.k.m.mem.virt_to_phys(va).unwrap();
+                assert_eq!(pa / 0x4000, (pa + 0x2FFF) / 0x4000, "{pa:#x} crosses");
+                blocks.push(va);
+            }
+            let lowest = PHYS_BASE + 0x80_0000;
+            let va = allocate(&mut g, 0x1000, lowest, 0xFFFF_FFFF, 0);
+            assert_ne!(va, 0, "found above the lowest acceptable address");
+            assert!(g.k.m.mem.virt_to_phys(va).unwrap() >= lowest);
+            blocks.push(va);
+            assert_eq!(
+                allocate(&mut g, 0x1000, 0, 0x00FF_FFFF, 0),
+                0,
+                "nothing below 16 MiB"
+            );
+            assert_eq!(allocate(&mut g, 0x3000, 0, u64::MAX, 0x2000), 0);
+            assert_eq!(
+                allocate(&mut g, 0x1000, 0x1_0000_0000, u64::MAX, 0),
+                0,
+                "nothing above the window"
+            );
+            assert_eq!(allocate(&mut g, 0, 0, u64::MAX, 0), 0);
+            assert_eq!(
+                g.k.pool.tag_usage(CONTIGUOUS_TAG).blocks,
+                blocks.len() as u64,
+                "the places that missed were given back"
+            );
+            for va in blocks {
+                g.call("MmFreeContiguousMemorySpecifyCache", &[va, 0x3000, 1])
+                    .expect("free");
+            }
+            assert_eq!(g.k.pool.tag_usage(CONTIGUOUS_TAG).blocks, 0);
+        }
     }
 }

@@ -654,6 +654,8 @@ struct Interface {
     link: String,
     /// The `#` (or `#RefString`) key under the interface key, holding `Control\Linked`.
     key: String,
+    /// The interface class GUID, `{XXXXXXXX-...}` in upper case.
+    class: String,
     enabled: bool,
 }
 
@@ -2293,6 +2295,7 @@ pub fn io_register_device_interface(
             pdo,
             link: link.clone(),
             key: ref_key,
+            class: guid.clone(),
             enabled: false,
         });
     let owner = k.caller_image();
@@ -2341,7 +2344,125 @@ pub fn io_set_device_interface_state(k: &mut Kernel, link: u64, enable: bool) ->
     if let Some(i) = k.extension::<Registry>().interfaces.get_mut(&key) {
         i.enabled = enable;
     }
+    crate::pnp::interface_changed(k, &iface.class, &iface.link, enable)?;
     Ok(STATUS_SUCCESS)
+}
+
+/// The symbolic links of the enabled device interfaces of class `class` (`{GUID}` text, any case).
+pub(crate) fn enabled_interfaces(k: &mut Kernel, class: &str) -> Vec<String> {
+    let mut links: Vec<String> = k
+        .extension::<Registry>()
+        .interfaces
+        .values()
+        .filter(|i| i.enabled && i.class.eq_ignore_ascii_case(class))
+        .map(|i| i.link.clone())
+        .collect();
+    links.sort();
+    links
+}
+
+/// IoOpenDeviceInterfaceRegistryKey(SymbolicLinkName, DesiredAccess, DeviceInterfaceKey): opens
+/// the interface's `Device Parameters` key (under its `#RefString` key in `Control\DeviceClasses`),
+/// creating it if missing. An unregistered link is STATUS_OBJECT_NAME_NOT_FOUND.
+pub fn io_open_device_interface_registry_key(
+    k: &mut Kernel,
+    link: u64,
+    _access: u32,
+    out: u64,
+) -> KResult<NtStatus> {
+    let name = rtl::read_unicode_string(k, link)?;
+    let Some(iface) = k
+        .extension::<Registry>()
+        .interfaces
+        .get(&io::normalize_name(&name))
+        .cloned()
+    else {
+        return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
+    };
+    let path = format!(r"{}\Device Parameters", iface.key);
+    if let Err(e) = backend(k).create_key_path(&path) {
+        return Ok(e.status());
+    }
+    let h = new_handle(k, path);
+    k.write_ptr(out, h)?;
+    Ok(STATUS_SUCCESS)
+}
+
+/// STATUS_NOT_FOUND: the property to delete does not exist.
+const STATUS_NOT_FOUND: NtStatus = 0xC000_0225;
+/// LOCALE_NEUTRAL.
+const LOCALE_NEUTRAL: u32 = 0;
+/// DEVPROP_TYPE_EMPTY: deletes the property.
+const DEVPROP_TYPE_EMPTY: u32 = 0;
+/// The registry type of a property value: the DEVPROPTYPE in the low word, 0xFFFF above it.
+const DEVPROP_VALUE_TYPE: u32 = 0xFFFF_0000;
+
+/// IoSetDeviceInterfacePropertyData(SymbolicLinkName, PropertyKey, Lcid, Flags, Type, Size,
+/// Data): stores the property of a registered interface in its key, at
+/// `Properties\{fmtid}\NNNN` (the property ID in four hex digits) as the unnamed value of type
+/// 0xFFFF0000 | Type; a NULL Data (or DEVPROP_TYPE_EMPTY) deletes it (STATUS_NOT_FOUND if there
+/// is none). Every property persists (the store is persistent; Flags is not needed). Only
+/// language-neutral values are kept: another LCID is STATUS_NOT_SUPPORTED.
+#[allow(clippy::too_many_arguments)]
+pub fn io_set_device_interface_property_data(
+    k: &mut Kernel,
+    link: u64,
+    key: u64,
+    lcid: u32,
+    _flags: u32,
+    kind: u32,
+    size: u32,
+    data: u64,
+) -> KResult<NtStatus> {
+    let name = rtl::read_unicode_string(k, link)?;
+    let Some(iface) = k
+        .extension::<Registry>()
+        .interfaces
+        .get(&io::normalize_name(&name))
+        .cloned()
+    else {
+        return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
+    };
+    if key == 0 {
+        return Ok(STATUS_INVALID_PARAMETER);
+    }
+    if lcid != LOCALE_NEUTRAL {
+        return Ok(STATUS_NOT_SUPPORTED);
+    }
+    let mut fmtid = [0u8; 16];
+    k.m.mem.read_bytes(key, &mut fmtid)?;
+    let pid = k.m.mem.read_u32(key + 16)?;
+    let path = format!(
+        r"{}\Properties\{}\{pid:04X}",
+        iface.key,
+        rtl::guid_text(&fmtid)
+    );
+    if data == 0 || kind == DEVPROP_TYPE_EMPTY {
+        let deleted = match backend(k).delete_value(&path, "") {
+            Ok(deleted) => deleted,
+            Err(RegError::NotFound(_)) => false,
+            Err(e) => return Ok(e.status()),
+        };
+        return Ok(if deleted {
+            STATUS_SUCCESS
+        } else {
+            STATUS_NOT_FOUND
+        });
+    }
+    let mut bytes = vec![0u8; size as usize];
+    k.m.mem.read_bytes(data, &mut bytes)?;
+    let b = backend(k);
+    let written = b.create_key_path(&path).and_then(|()| {
+        b.set_value(
+            &path,
+            "",
+            &RegValue::new(DEVPROP_VALUE_TYPE | (kind & 0xFFFF), bytes),
+        )
+    });
+    Ok(match written {
+        Ok(()) => STATUS_SUCCESS,
+        Err(e) => e.status(),
+    })
 }
 
 pub(crate) static EXPORTS: &[Export] = export_table![
@@ -2367,6 +2488,8 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall IoGetDeviceProperty => io_get_device_property(device_object: u64, device_property: u32, buffer_length: u32, property_buffer: u64, result_length: u64) @ irql::PASSIVE;
     stdcall IoRegisterDeviceInterface => io_register_device_interface(physical_device_object: u64, interface_class_guid: u64, reference_string: u64, symbolic_link_name: u64) @ irql::IO_PASSIVE3;
     stdcall IoSetDeviceInterfaceState => io_set_device_interface_state(symbolic_link_name: u64, enable: bool) @ irql::IO_PASSIVE1;
+    stdcall IoSetDeviceInterfacePropertyData => io_set_device_interface_property_data(symbolic_link_name: u64, property_key: u64, lcid: u32, flags: u32, type_: u32, size: u32, data: u64) @ irql::PASSIVE;
+    stdcall IoOpenDeviceInterfaceRegistryKey => io_open_device_interface_registry_key(symbolic_link_name: u64, desired_access: u32, device_interface_key: u64) @ irql::PASSIVE;
 ];
 
 #[cfg(test)]

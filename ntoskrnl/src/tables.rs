@@ -1,8 +1,8 @@
 //! The ntoskrnl.exe module: every subsystem's export table.
 
 use crate::{
-    crt, dbg, ex, interlocked, io, ke, lookaside, mm, ob, ps, registry, rtl, timer, workitem,
-    Module,
+    crt, dbg, ex, interlocked, io, ke, lookaside, mm, ob, pnp, ps, registry, rtl, timer, wmi,
+    workitem, Module,
 };
 
 /// ntoskrnl.exe as drivers import it.
@@ -23,6 +23,8 @@ pub static MODULE: Module = Module {
         dbg::EXPORTS,
         interlocked::EXPORTS,
         registry::EXPORTS,
+        pnp::EXPORTS,
+        wmi::EXPORTS,
     ],
     data: ke::DATA,
 };

@@ -82,6 +82,8 @@ pub enum Rule {
     IrpDoubleCompletion,
     /// A dispatch routine returned STATUS_PENDING without marking the IRP pending.
     IrpPendingNotMarked,
+    /// A PnP notification or WMI registration still in place when the driver unloaded.
+    RegistrationLeak,
 }
 
 impl Rule {
@@ -111,6 +113,7 @@ impl Rule {
             Rule::WorkItemPending => "work-item-pending",
             Rule::IrpDoubleCompletion => "irp-double-completion",
             Rule::IrpPendingNotMarked => "irp-pending-not-marked",
+            Rule::RegistrationLeak => "registration-leak",
         }
     }
 }

@@ -49,7 +49,7 @@ extra_cflags() {
 extra_libs() {
     case $1 in
     rtl8139_ndis5 | rtl8139_ndis6 | netvirt_ndis6 | netcrash_ndis6 | rtlcrash_ndis6) echo "-lndis" ;;
-    ioctl) echo "-L$tmp/$arch -lntoskrnl_win10" ;; # ntoskrnl_win10.def
+    ioctl | regtest) echo "-L$tmp/$arch -lntoskrnl_win10" ;; # ntoskrnl_win10.def
     *) echo "" ;;
     esac
 }

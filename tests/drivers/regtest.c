@@ -17,7 +17,20 @@
  *                            REMOVE made: IoGetDeviceProperty,
  *                            IoOpenDeviceRegistryKey (device and driver
  *                            keys), IoRegisterDeviceInterface,
- *                            IoSetDeviceInterfaceState
+ *                            IoSetDeviceInterfaceState, interface change
+ *                            notifications for its own interface class
+ *                            (exactly one arrival after START, one removal
+ *                            at REMOVE, existing interfaces reported to a
+ *                            second registration), the interface's Device
+ *                            Parameters key (leaves FromInterface = 7), an
+ *                            interface property (UINT32 0x1234, pid 2),
+ *                            MmAllocateContiguousMemorySpecifyCache bounds,
+ *                            IoWMIRegistrationControl of the FDO,
+ *                            WmiTraceMessage and WmiQueryTraceInformation
+ *                            without a trace session, IoInvalidateDeviceRelations
+ *                            at START (one BusRelations query, no children);
+ *                            asked again after REMOVE it includes the
+ *                            removal checks
  * Both return an ICA_SELFTEST_RESULT.
  */
 
@@ -26,12 +39,30 @@
 #include "icadrv.h"
 
 int __cdecl _snwprintf(wchar_t *buffer, size_t count, const wchar_t *format, ...);
+/* Not in mingw-w64's wdm.h (Windows 7; ntoskrnl_win10.def). */
+typedef struct _ICA_DEVPROPKEY {
+    GUID fmtid;
+    ULONG pid;
+} ICA_DEVPROPKEY;
+NTKERNELAPI NTSTATUS NTAPI IoSetDeviceInterfacePropertyData(PUNICODE_STRING SymbolicLinkName,
+                                                            const ICA_DEVPROPKEY *PropertyKey,
+                                                            LCID Lcid, ULONG Flags, ULONG Type,
+                                                            ULONG Size, PVOID Data);
+/* wdm.h declares it only under RUN_WPP. */
+NTKERNELAPI NTSTATUS __cdecl WmiTraceMessage(TRACEHANDLE LoggerHandle, ULONG MessageFlags,
+                                             LPGUID MessageGuid, USHORT MessageNumber, ...);
 
 #define ICA_REG_TAG 0x67655249UL /* 'IReg' */
 
 /* {8C6D1A3E-2F4B-4C5E-9A1B-3C4D5E6F7081} */
 static const GUID IcaRegtestInterface = {
     0x8c6d1a3e, 0x2f4b, 0x4c5e, {0x9a, 0x1b, 0x3c, 0x4d, 0x5e, 0x6f, 0x70, 0x81}};
+
+/* GUID_DEVICE_INTERFACE_ARRIVAL and _REMOVAL (wdmguid.h) */
+static const GUID IcaInterfaceArrival = {
+    0xcb3a4004, 0x46f0, 0x11d0, {0xb0, 0x8f, 0x00, 0x60, 0x97, 0x13, 0x05, 0x3f}};
+static const GUID IcaInterfaceRemoval = {
+    0xcb3a4005, 0x46f0, 0x11d0, {0xb0, 0x8f, 0x00, 0x60, 0x97, 0x13, 0x05, 0x3f}};
 
 typedef struct _ICA_REG_FDO {
     PDEVICE_OBJECT Lower;
@@ -42,6 +73,11 @@ static UNICODE_STRING g_ServicePath;   /* copy of RegistryPath, NUL-terminated *
 static WCHAR g_ServiceName[64];        /* its last component */
 static ICA_SELFTEST_RESULT g_Pnp;      /* checks made by AddDevice/START/REMOVE */
 static UNICODE_STRING g_InterfaceLink; /* from IoRegisterDeviceInterface */
+static PVOID g_Notify;                 /* interface change notification entry */
+static KEVENT g_ArrivalEvent, g_RemovalEvent;
+static LONG g_Arrivals, g_Removals, g_OtherEvents;
+static LONG g_BusQueries;              /* IRP_MN_QUERY_DEVICE_RELATIONS (BusRelations) seen */
+static BOOLEAN g_ArrivalLinkMatches, g_ArrivalChecked;
 
 DRIVER_INITIALIZE DriverEntry;
 static DRIVER_ADD_DEVICE IcaAddDevice;
@@ -461,6 +497,76 @@ static void IcaRegSelfTest(PICA_SELFTEST_RESULT r)
 /* ---------------------------------------------------------------------- */
 /* PnP: device properties, device and driver keys, device interfaces       */
 
+static BOOLEAN IcaSameGuid(const GUID *a, const GUID *b)
+{
+    return RtlCompareMemory(a, b, sizeof(GUID)) == sizeof(GUID);
+}
+
+/* Interface change callback (Context: the counter of the registration). */
+static NTSTATUS NTAPI IcaInterfaceChange(PVOID Notification, PVOID Context)
+{
+    PDEVICE_INTERFACE_CHANGE_NOTIFICATION n = Notification;
+
+    if (n->Version != 1 || n->Size != sizeof(*n) ||
+        !IcaSameGuid(&n->InterfaceClassGuid, &IcaRegtestInterface)) {
+        g_OtherEvents++;
+    } else if (Context != NULL) {
+        if (IcaSameGuid(&n->Event, &IcaInterfaceArrival))
+            ++*(LONG *)Context;
+    } else if (IcaSameGuid(&n->Event, &IcaInterfaceArrival)) {
+        g_Arrivals++;
+        g_ArrivalLinkMatches = g_InterfaceLink.Buffer != NULL &&
+                               RtlEqualUnicodeString(n->SymbolicLinkName, &g_InterfaceLink, TRUE);
+        KeSetEvent(&g_ArrivalEvent, IO_NO_INCREMENT, FALSE);
+    } else if (IcaSameGuid(&n->Event, &IcaInterfaceRemoval)) {
+        g_Removals++;
+        KeSetEvent(&g_RemovalEvent, IO_NO_INCREMENT, FALSE);
+    } else {
+        g_OtherEvents++;
+    }
+    return STATUS_SUCCESS;
+}
+
+/* Contiguous memory within bounds, WMI registration, WMI tracing without a session. */
+static void IcaMemoryAndWmiChecks(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT Fdo)
+{
+    PHYSICAL_ADDRESS low, high, boundary, pa;
+    PUCHAR p;
+    TRACEHANDLE th = 0;
+    ULONG flags = 0, len = 0;
+    GUID msg = IcaRegtestInterface;
+
+    low.QuadPart = 0;
+    high.QuadPart = 0xFFFFFFFF;
+    boundary.QuadPart = 0x10000;
+    p = MmAllocateContiguousMemorySpecifyCache(0x3000, low, high, boundary, MmCached);
+    CHECK(p != NULL && ((ULONG_PTR)p & 0xFFF) == 0, "MmAllocateContiguousMemorySpecifyCache");
+    if (p != NULL) {
+        pa = MmGetPhysicalAddress(p);
+        CHECK(pa.QuadPart != 0 && pa.QuadPart + 0x2FFF <= high.QuadPart &&
+              pa.QuadPart / 0x10000 == (pa.QuadPart + 0x2FFF) / 0x10000 &&
+              MmGetPhysicalAddress(p + 0x2000).QuadPart == pa.QuadPart + 0x2000,
+              "contiguous memory bounds");
+        RtlFillMemory(p, 0x3000, 0xA5);
+        CHECK(p[0x2FFF] == 0xA5, "contiguous memory writable");
+        MmFreeContiguousMemorySpecifyCache(p, 0x3000, MmCached);
+    }
+    boundary.QuadPart = 0x2000;
+    CHECK(MmAllocateContiguousMemorySpecifyCache(0x3000, low, high, boundary, MmCached) == NULL,
+          "contiguous memory larger than the boundary multiple");
+
+    CHECK(IoWMIRegistrationControl(Fdo, WMIREG_ACTION_REGISTER) == STATUS_SUCCESS,
+          "IoWMIRegistrationControl register");
+    CHECK(IoWMIRegistrationControl(Fdo, 99) == STATUS_INVALID_PARAMETER,
+          "IoWMIRegistrationControl unknown action");
+    CHECK(WmiTraceMessage(0x1234, 0, &msg, 1, &flags, sizeof(flags), NULL) == STATUS_INVALID_HANDLE,
+          "WmiTraceMessage without a session");
+    CHECK(WmiQueryTraceInformation(GlobalLoggerHandleClass, &th, sizeof(th), &len, NULL) ==
+              STATUS_NOT_FOUND && len == sizeof(th), "WmiQueryTraceInformation global logger");
+    CHECK(WmiQueryTraceInformation(TraceEnableFlagsClass, &flags, 2, NULL, NULL) ==
+              STATUS_INFO_LENGTH_MISMATCH, "WmiQueryTraceInformation length");
+}
+
 static void IcaPnpChecks(PDEVICE_OBJECT Pdo)
 {
     PICA_SELFTEST_RESULT r = &g_Pnp;
@@ -517,6 +623,63 @@ static void IcaPnpChecks(PDEVICE_OBJECT Pdo)
         s.Length = prefix.Length;
     CHECK(st == STATUS_SUCCESS && RtlEqualUnicodeString(&s, &prefix, TRUE),
           "IoRegisterDeviceInterface");
+    if (!NT_SUCCESS(st))
+        return;
+
+    st = IoOpenDeviceInterfaceRegistryKey(&g_InterfaceLink, KEY_ALL_ACCESS, &h);
+    CHECK(st == STATUS_SUCCESS, "IoOpenDeviceInterfaceRegistryKey");
+    if (NT_SUCCESS(st)) {
+        ULONG seven = 7;
+        CHECK(NT_SUCCESS(IcaSet(h, L"FromInterface", REG_DWORD, &seven, sizeof(seven))),
+              "interface Device Parameters write");
+        ZwClose(h);
+    }
+
+    {
+        ICA_DEVPROPKEY key = {IcaRegtestInterface, 2};
+        ULONG value = 0x1234;
+        CHECK(IoSetDeviceInterfacePropertyData(&g_InterfaceLink, &key, 0, 1 /* PERSISTENT */,
+                                               7 /* DEVPROP_TYPE_UINT32 */, sizeof(value),
+                                               &value) == STATUS_SUCCESS,
+              "IoSetDeviceInterfacePropertyData");
+    }
+
+    /* Not enabled yet: including existing interfaces reports none. */
+    KeInitializeEvent(&g_ArrivalEvent, NotificationEvent, FALSE);
+    KeInitializeEvent(&g_RemovalEvent, NotificationEvent, FALSE);
+    st = IoRegisterPlugPlayNotification(EventCategoryDeviceInterfaceChange,
+                                        PNPNOTIFY_DEVICE_INTERFACE_INCLUDE_EXISTING_INTERFACES,
+                                        (PVOID)&IcaRegtestInterface, g_Control->DriverObject,
+                                        IcaInterfaceChange, NULL, &g_Notify);
+    CHECK(st == STATUS_SUCCESS && g_Notify != NULL && g_Arrivals == 0,
+          "IoRegisterPlugPlayNotification");
+}
+
+/* After START (asked through the IOCTL): the arrival reached the callback, once. */
+static void IcaArrivalChecks(void)
+{
+    PICA_SELFTEST_RESULT r = &g_Pnp;
+    LARGE_INTEGER timeout;
+    LONG existing = 0;
+    PVOID entry = NULL;
+    NTSTATUS st;
+
+    if (g_ArrivalChecked || g_Notify == NULL)
+        return;
+    g_ArrivalChecked = TRUE;
+    timeout.QuadPart = -10 * 1000 * 1000; /* 1 s */
+    st = KeWaitForSingleObject(&g_ArrivalEvent, Executive, KernelMode, FALSE, &timeout);
+    CHECK(st == STATUS_SUCCESS && g_Arrivals == 1 && g_ArrivalLinkMatches && g_Removals == 0 &&
+          g_OtherEvents == 0, "interface arrival notification");
+    CHECK(g_BusQueries == 1, "IoInvalidateDeviceRelations: one BusRelations query");
+    st = IoRegisterPlugPlayNotification(EventCategoryDeviceInterfaceChange,
+                                        PNPNOTIFY_DEVICE_INTERFACE_INCLUDE_EXISTING_INTERFACES,
+                                        (PVOID)&IcaRegtestInterface, g_Control->DriverObject,
+                                        IcaInterfaceChange, &existing, &entry);
+    CHECK(st == STATUS_SUCCESS && existing == 1, "existing interfaces reported at registration");
+    if (NT_SUCCESS(st))
+        CHECK(IoUnregisterPlugPlayNotificationEx(entry) == STATUS_SUCCESS,
+              "IoUnregisterPlugPlayNotificationEx");
 }
 
 static NTSTATUS NTAPI IcaPnp(PDEVICE_OBJECT DeviceObject, PIRP Irp)
@@ -530,6 +693,9 @@ static NTSTATUS NTAPI IcaPnp(PDEVICE_OBJECT DeviceObject, PIRP Irp)
     switch (stack->MinorFunction) {
     case IRP_MN_START_DEVICE:
         status = IcaForwardAndWait(lower, Irp);
+        /* Asks the PnP manager for a BusRelations query, before the interface arrival. */
+        if (NT_SUCCESS(status))
+            IoInvalidateDeviceRelations(lower, BusRelations);
         if (NT_SUCCESS(status) && g_InterfaceLink.Buffer != NULL)
             CHECK(IoSetDeviceInterfaceState(&g_InterfaceLink, TRUE) == STATUS_SUCCESS,
                   "IoSetDeviceInterfaceState enable");
@@ -539,16 +705,43 @@ static NTSTATUS NTAPI IcaPnp(PDEVICE_OBJECT DeviceObject, PIRP Irp)
 
     case IRP_MN_REMOVE_DEVICE:
         if (g_InterfaceLink.Buffer != NULL) {
+            LARGE_INTEGER timeout;
             CHECK(IoSetDeviceInterfaceState(&g_InterfaceLink, FALSE) == STATUS_SUCCESS,
                   "IoSetDeviceInterfaceState disable");
+            timeout.QuadPart = -10 * 1000 * 1000; /* 1 s */
+            CHECK(g_Notify != NULL &&
+                  KeWaitForSingleObject(&g_RemovalEvent, Executive, KernelMode, FALSE, &timeout) ==
+                      STATUS_SUCCESS && g_Removals == 1 && g_Arrivals == 1 && g_OtherEvents == 0,
+                  "interface removal notification");
             RtlFreeUnicodeString(&g_InterfaceLink);
         }
+        if (g_Notify != NULL) {
+            CHECK(IoUnregisterPlugPlayNotificationEx(g_Notify) == STATUS_SUCCESS,
+                  "IoUnregisterPlugPlayNotificationEx at removal");
+            g_Notify = NULL;
+        }
+        CHECK(IoWMIRegistrationControl(DeviceObject, WMIREG_ACTION_DEREGISTER) == STATUS_SUCCESS,
+              "IoWMIRegistrationControl deregister");
         Irp->IoStatus.Status = STATUS_SUCCESS;
         IoSkipCurrentIrpStackLocation(Irp);
         status = IoCallDriver(lower, Irp);
         IoDetachDevice(lower);
         IoDeleteDevice(DeviceObject);
         return status;
+
+    case IRP_MN_QUERY_DEVICE_RELATIONS:
+        if (stack->Parameters.QueryDeviceRelations.Type == BusRelations) {
+            /* No children: an empty list the PnP manager frees. */
+            PDEVICE_RELATIONS rel = ExAllocatePoolWithTag(PagedPool, sizeof(*rel), ICA_REG_TAG);
+            g_BusQueries++;
+            if (rel != NULL) {
+                rel->Count = 0;
+                Irp->IoStatus.Information = (ULONG_PTR)rel;
+                Irp->IoStatus.Status = STATUS_SUCCESS;
+            }
+        }
+        IoSkipCurrentIrpStackLocation(Irp);
+        return IoCallDriver(lower, Irp);
 
     default:
         IoSkipCurrentIrpStackLocation(Irp);
@@ -574,6 +767,7 @@ static NTSTATUS NTAPI IcaAddDevice(PDRIVER_OBJECT DriverObject, PDEVICE_OBJECT P
         return STATUS_NO_SUCH_DEVICE;
     }
     IcaPnpChecks(Pdo);
+    IcaMemoryAndWmiChecks(&g_Pnp, fdo);
     fdo->Flags &= ~DO_DEVICE_INITIALIZING;
     return STATUS_SUCCESS;
 }
@@ -605,6 +799,7 @@ static NTSTATUS NTAPI IcaDeviceControl(PDEVICE_OBJECT DeviceObject, PIRP Irp)
     case IOCTL_ICA_REG_PNP_RESULT:
         if (outLen < sizeof(ICA_SELFTEST_RESULT) || out == NULL)
             return IcaComplete(Irp, STATUS_BUFFER_TOO_SMALL, 0);
+        IcaArrivalChecks();
         RtlCopyMemory(out, &g_Pnp, sizeof(g_Pnp));
         return IcaComplete(Irp, STATUS_SUCCESS, sizeof(ICA_SELFTEST_RESULT));
     default:

@@ -75,7 +75,7 @@ pub fn interface_key() -> String {
 
 /// Asserts that `store` holds what regtest's checks wrote: the service's Parameters (values
 /// written, one deleted, subkeys created), the device's FromAddDevice, and the device interface
-/// with its `Linked` state.
+/// with its `Linked` state, the FromInterface value in its `Device Parameters` and its property.
 pub fn assert_driver_writes(store: &RegistryStore, linked: u32) {
     let params = format!(r"{}\Parameters", service_key("regtest"));
     let host_check = format!(r"{params}\HostCheck");
@@ -103,5 +103,18 @@ pub fn assert_driver_writes(store: &RegistryStore, linked: u32) {
     assert_eq!(
         value(&format!(r"{interface}\#\Control"), "Linked"),
         Some(RegValue::dword(linked))
+    );
+    assert_eq!(
+        value(
+            &format!(r"{interface}\#\Device Parameters"),
+            "FromInterface"
+        ),
+        Some(RegValue::dword(7)),
+        "IoOpenDeviceInterfaceRegistryKey"
+    );
+    assert_eq!(
+        value(&format!(r"{interface}\#\Properties\{INTERFACE}\0002"), ""),
+        Some(RegValue::new(0xFFFF_0007, 0x1234u32.to_le_bytes().to_vec())),
+        "IoSetDeviceInterfacePropertyData: DEVPROP_TYPE_UINT32"
     );
 }
