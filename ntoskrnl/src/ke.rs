@@ -679,17 +679,18 @@ pub fn wait_for_multiple_objects(
             format!("KeWaitForMultipleObjects on {count} objects (MAXIMUM_WAIT_OBJECTS_EXCEEDED: at most {THREAD_WAIT_OBJECTS} without a WaitBlockArray, {MAXIMUM_WAIT_OBJECTS} with one)"),
         ));
     }
-    let wait_all =
-        match wait_type {
-            WAIT_ALL => true,
-            WAIT_ANY => false,
-            other => return Err(KernelError::bug_check(
+    let wait_all = match wait_type {
+        WAIT_ALL => true,
+        WAIT_ANY => false,
+        other => {
+            return Err(KernelError::bug_check(
                 0x05,
                 format!(
                     "KeWaitForMultipleObjects with WaitType {other} (neither WaitAll nor WaitAny)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let objects = (0..u64::from(count))
         .map(|i| k.read_ptr(object + i * k.ptr_size()))
         .collect::<KResult<Vec<u64>>>()?;
