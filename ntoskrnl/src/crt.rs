@@ -1594,6 +1594,16 @@ pub(crate) static EXPORTS: &[Export] = export_table![
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rand_is_the_microsoft_crt_generator() {
+        let mut g = test_support::Guest::new(dbt::Arch::X64);
+        let first: Vec<i32> = (0..4).map(|_| rand(&mut g.k).unwrap()).collect();
+        assert_eq!(first, [41, 18467, 6334, 26500], "seed 1 by default");
+        srand(&mut g.k, 0).unwrap();
+        assert_eq!(rand(&mut g.k).unwrap(), 38);
+        assert!((0..1000).all(|_| (0..=0x7FFF).contains(&rand(&mut g.k).unwrap())));
+    }
+
     use super::*;
 
     fn units(s: &str) -> Vec<u16> {

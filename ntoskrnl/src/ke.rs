@@ -1314,6 +1314,119 @@ mod tests {
     }
 
     #[test]
+    fn wait_for_multiple_objects_rules() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let events: Vec<u64> = (0..5).map(|_| g.zeroed(32)).collect();
+            for (i, &e) in events.iter().enumerate() {
+                initialize_event(&mut g.k, e, (i % 2) as u32, false).unwrap();
+            }
+            let size = g.k.ptr_size() as usize;
+            let array: Vec<u8> = events
+                .iter()
+                .flat_map(|e| e.to_le_bytes()[..size].to_vec())
+                .collect();
+            let objects = g.bytes(&array);
+            let zero = g.bytes(&0u64.to_le_bytes());
+            let blocks = g.zeroed(0x200);
+            let code = |r: KResult<u32>| match r {
+                Err(KernelError::BugCheck { code, .. }) => code,
+                other => panic!("expected a bug check, got {other:?}"),
+            };
+            let k = &mut g.k;
+            assert_eq!(
+                code(wait_for_multiple_objects(
+                    k, 4, objects, WAIT_ANY, 0, 0, false, zero, 0
+                )),
+                0x0C,
+                "four objects need a WaitBlockArray"
+            );
+            assert_eq!(
+                code(wait_for_multiple_objects(
+                    k, 65, objects, WAIT_ANY, 0, 0, false, zero, blocks
+                )),
+                0x0C
+            );
+            assert_eq!(
+                wait_for_multiple_objects(k, 5, objects, WAIT_ANY, 0, 0, false, zero, blocks)
+                    .unwrap(),
+                STATUS_TIMEOUT
+            );
+            set_event(k, events[3], 0, false).unwrap();
+            set_event(k, events[4], 0, false).unwrap();
+            assert_eq!(
+                wait_for_multiple_objects(k, 5, objects, WAIT_ANY, 0, 0, false, zero, blocks)
+                    .unwrap(),
+                STATUS_WAIT_0 + 3,
+                "the first signaled object, in array order"
+            );
+            assert_eq!(read_state_event(k, events[3]).unwrap(), 0, "auto-reset");
+            // At DISPATCH_LEVEL an unsatisfiable wait with a timeout would block: 0x0A.
+            set_irql(k, DISPATCH_LEVEL).unwrap();
+            let ten_ms = g.bytes(&(-100_000i64).to_le_bytes());
+            let k = &mut g.k;
+            assert_eq!(
+                code(wait_for_multiple_objects(
+                    k, 2, objects, WAIT_ALL, 0, 0, false, ten_ms, 0
+                )),
+                0x0A
+            );
+            assert_eq!(
+                wait_for_multiple_objects(
+                    k,
+                    1,
+                    objects + 4 * size as u64,
+                    WAIT_ALL,
+                    0,
+                    0,
+                    false,
+                    ten_ms,
+                    0
+                )
+                .unwrap(),
+                STATUS_SUCCESS,
+                "a satisfiable wait does not block"
+            );
+        }
+    }
+
+    #[test]
+    fn try_to_acquire_and_watchdog_information() {
+        let mut g = Guest::new(Arch::X64);
+        let lock = g.zeroed(8);
+        let info = g.bytes(&[0xCC; 20]);
+        g.k.watchdog.raised = Some(Duration::from_secs(2));
+        assert!(
+            try_to_acquire_spin_lock_at_dpc_level(&mut g.k, lock).is_err(),
+            "below DISPATCH_LEVEL: 0xC4"
+        );
+        query_dpc_watchdog_information(&mut g.k, info).unwrap();
+        let read = |g: &Guest, i: u64| g.k.m.mem.read_u32(info + 4 * i).unwrap();
+        assert_eq!(
+            [
+                read(&g, 0),
+                read(&g, 1),
+                read(&g, 2),
+                read(&g, 3),
+                read(&g, 4)
+            ],
+            [128, 128, 128, 128, 0]
+        );
+        set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+        assert!(try_to_acquire_spin_lock_at_dpc_level(&mut g.k, lock).unwrap());
+        assert!(!try_to_acquire_spin_lock_at_dpc_level(&mut g.k, lock).unwrap());
+        g.k.watchdog.raised = None;
+        query_dpc_watchdog_information(&mut g.k, info).unwrap();
+        assert_eq!([read(&g, 0), read(&g, 2)], [0, 0], "no limit");
+        let t = g.k.ps.thread;
+        assert_eq!(
+            set_priority_thread(&mut g.k, t, 15).unwrap(),
+            DEFAULT_THREAD_PRIORITY
+        );
+        assert_eq!(set_priority_thread(&mut g.k, t, 3).unwrap(), 15);
+    }
+
+    #[test]
     fn a_zero_timeout_poll_at_dispatch_level_neither_sleeps_nor_runs_timers() {
         for arch in [Arch::X86, Arch::X64] {
             let mut g = Guest::new(arch);

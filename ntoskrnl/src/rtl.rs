@@ -1728,4 +1728,87 @@ mod kernel_tests {
             Some("host: *** Assertion failed: p != NULL")
         );
     }
+
+    #[test]
+    fn bitmap_edges() {
+        use crate::crt::test_support::Guest;
+        for arch in [dbt::Arch::X86, dbt::Arch::X64] {
+            let mut g = Guest::new(arch);
+            let buffer = g.bytes(&[0xFF; 8]);
+            let header = g.zeroed(16);
+            initialize_bit_map(&mut g.k, header, buffer, 12).unwrap();
+            clear_all_bits(&mut g.k, header).unwrap();
+            assert_eq!(
+                g.k.m.mem.read_u32(buffer + 4).unwrap(),
+                0xFFFF_FFFF,
+                "one ULONG covers 12 bits"
+            );
+            let k = &mut g.k;
+            assert_eq!(
+                find_clear_bits(k, header, 0, 11).unwrap(),
+                8,
+                "zero bits: the hint's byte"
+            );
+            assert_eq!(
+                find_clear_bits(k, header, 0, 40).unwrap(),
+                0,
+                "a hint past the end is 0"
+            );
+            assert_eq!(
+                find_clear_bits(k, header, 12, 5).unwrap(),
+                0,
+                "the whole bitmap"
+            );
+            assert_eq!(find_clear_bits(k, header, 13, 0).unwrap(), NO_BIT_INDEX);
+            set_bits(k, header, 2, 9).unwrap();
+            assert_eq!(
+                k.m.mem.read_u16(buffer).unwrap(),
+                0x07FC,
+                "bits 2..=10, across a byte"
+            );
+            assert_eq!(
+                find_clear_bits(k, header, 3, 2).unwrap(),
+                NO_BIT_INDEX,
+                "no run wraps"
+            );
+            assert_eq!(
+                find_clear_bits(k, header, 1, 3).unwrap(),
+                11,
+                "from the hint first"
+            );
+            assert_eq!(find_clear_bits_and_set(k, header, 2, 5).unwrap(), 0);
+            assert_eq!(number_of_set_bits(k, header).unwrap(), 11);
+            assert!(
+                !are_bits_clear(k, header, 11, 0).unwrap(),
+                "an empty run is FALSE"
+            );
+            assert!(are_bits_clear(k, header, 11, 1).unwrap());
+            assert!(
+                !are_bits_set(k, header, 0, 13).unwrap(),
+                "past the end is FALSE"
+            );
+            clear_bits(k, header, 0, 11).unwrap();
+            assert_eq!(number_of_set_bits(k, header).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn least_significant_bit_and_hash() {
+        let w = |s: &str| s.encode_utf16().collect::<Vec<u16>>();
+        let mut g = crate::crt::test_support::Guest::new(dbt::Arch::X86);
+        let k = &mut g.k;
+        assert_eq!(find_least_significant_bit(k, Quad(0)).unwrap(), -1);
+        assert_eq!(find_least_significant_bit(k, Quad(1 << 40)).unwrap(), 40);
+        assert_eq!(hash_x65599(&w(""), true), 0);
+        assert_eq!(hash_x65599(&w("\u{e9}"), true), 0xC9, "full Unicode upcase");
+        assert_eq!(
+            hash_x65599(&w("IcaTest"), true),
+            hash_x65599(&w("ICATEST"), false)
+        );
+        let h = g.zeroed(4);
+        assert_eq!(
+            hash_unicode_string(&mut g.k, 0, false, 0, h).unwrap(),
+            STATUS_INVALID_PARAMETER
+        );
+    }
 }
