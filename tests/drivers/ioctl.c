@@ -988,6 +988,54 @@ static void IcaTestBitmapsAndHashes(PICA_SELFTEST_RESULT r)
 /* The address identifying ioctl.sys's driver object extension. */
 static const char IcaExtensionId = 0;
 
+/* What IcaCancelRoutine saw. */
+static struct {
+    LONG Calls;
+    KIRQL Irql;
+    BOOLEAN Cancel;
+    PDEVICE_OBJECT Device;
+    PDRIVER_CANCEL Routine;
+} IcaCancelSeen;
+
+static VOID NTAPI IcaCancelRoutine(PDEVICE_OBJECT DeviceObject, PIRP Irp)
+{
+    IcaCancelSeen.Calls++;
+    IcaCancelSeen.Irql = KeGetCurrentIrql();
+    IcaCancelSeen.Cancel = Irp->Cancel;
+    IcaCancelSeen.Device = DeviceObject;
+    IcaCancelSeen.Routine = Irp->CancelRoutine;
+    IoReleaseCancelSpinLock(Irp->CancelIrql);
+}
+
+/* IoCancelIrp on an IRP the driver allocated, and the cancel spin lock. */
+static void IcaTestCancel(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
+{
+    PIRP irp = IoAllocateIrp(1, FALSE);
+    KIRQL irql;
+
+    CHECK(irp != NULL, "IoAllocateIrp for IoCancelIrp");
+    if (irp != NULL) {
+        IoSetNextIrpStackLocation(irp);
+        IoGetCurrentIrpStackLocation(irp)->DeviceObject = self;
+        CHECK(!IoCancelIrp(irp) && irp->Cancel && KeGetCurrentIrql() == PASSIVE_LEVEL,
+              "IoCancelIrp without a cancel routine sets Cancel, returns FALSE");
+        irp->Cancel = FALSE;
+        IoSetCancelRoutine(irp, IcaCancelRoutine);
+        CHECK(IoCancelIrp(irp), "IoCancelIrp with a cancel routine returns TRUE");
+        CHECK(IcaCancelSeen.Calls == 1 && IcaCancelSeen.Irql == DISPATCH_LEVEL &&
+                  IcaCancelSeen.Cancel && IcaCancelSeen.Device == self &&
+                  IcaCancelSeen.Routine == NULL && KeGetCurrentIrql() == PASSIVE_LEVEL,
+              "the cancel routine ran at DISPATCH_LEVEL holding the lock, Cancel set, routine cleared");
+        CHECK(!IoCancelIrp(irp) && IcaCancelSeen.Calls == 1, "a second IoCancelIrp calls nothing");
+        IoFreeIrp(irp);
+    }
+    IoAcquireCancelSpinLock(&irql);
+    CHECK(KeGetCurrentIrql() == DISPATCH_LEVEL && irql == PASSIVE_LEVEL,
+          "IoAcquireCancelSpinLock raises to DISPATCH_LEVEL");
+    IoReleaseCancelSpinLock(irql);
+    CHECK(KeGetCurrentIrql() == PASSIVE_LEVEL, "IoReleaseCancelSpinLock restores the IRQL");
+}
+
 /* Spin lock try, processors, DPC watchdog, priority, multiple waits, driver extensions. */
 static void IcaTestKernelP2(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
 {
@@ -1109,6 +1157,7 @@ static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
     IcaTestNewerKernelApis(r, self);
     IcaTestBitmapsAndHashes(r);
     IcaTestKernelP2(r, self);
+    IcaTestCancel(r, self);
     DbgPrint("ioctl: selftest passed %lu failed %lu\n", r->Passed, r->Failed);
 }
 

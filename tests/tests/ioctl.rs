@@ -134,6 +134,12 @@ fn run(arch: dbt::Arch) -> String {
     assert_eq!(calls("ntoskrnl.exe", "KeWaitForMultipleObjects"), Some(5));
     assert_eq!(calls("ntoskrnl.exe", "rand"), Some(4));
     assert_eq!(calls("ntoskrnl.exe", "RtlUlongByteSwap"), x86.then_some(1));
+    assert_eq!(calls("ntoskrnl.exe", "IoCancelIrp"), Some(3));
+    assert_eq!(
+        calls("ntoskrnl.exe", "IoReleaseCancelSpinLock"),
+        Some(2),
+        "the cancel routine and the self test each released the cancel spin lock"
+    );
     // IoAllocateDriverObjectExtension's block lives until the driver object goes (checked below).
     let extensions = h.k.pool.tag_usage(u32::from_le_bytes(*b"IoDe"));
     assert_eq!(
