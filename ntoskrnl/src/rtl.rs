@@ -1043,7 +1043,10 @@ impl BitMap {
     fn bytes(&self, k: &Kernel, start: u32, len: u32) -> KResult<(u64, Vec<u8>)> {
         let first = u64::from(start / 8);
         let end = (u64::from(start) + u64::from(len)).div_ceil(8);
-        let addr = self.buffer + first;
+        let addr = self.buffer.wrapping_add(first);
+        if !k.m.mem.is_mapped(addr, end - first) {
+            return Err(KernelError::Mem(dbt::MemFault { addr, write: false }));
+        }
         Ok((addr, k.m.mem.read_vec(addr, (end - first) as usize)?))
     }
 
@@ -1061,8 +1064,8 @@ impl BitMap {
             return Ok(());
         }
         let (addr, mut bytes) = self.bytes(k, start, len)?;
-        let base = start / 8 * 8;
-        for i in start..start + len {
+        let base = u64::from(start / 8 * 8);
+        for i in u64::from(start)..u64::from(start) + u64::from(len) {
             let (byte, bit) = (((i - base) / 8) as usize, (i % 8) as u8);
             if value {
                 bytes[byte] |= 1 << bit;
@@ -1786,6 +1789,10 @@ mod kernel_tests {
             assert!(
                 !are_bits_set(k, header, 0, 13).unwrap(),
                 "past the end is FALSE"
+            );
+            assert!(
+                set_bits(k, header, u32::MAX - 3, u32::MAX).is_err(),
+                "a range past the buffer is a guest memory fault, not a host panic"
             );
             clear_bits(k, header, 0, 11).unwrap();
             assert_eq!(number_of_set_bits(k, header).unwrap(), 0);
