@@ -1,7 +1,7 @@
 //! The C runtime ntoskrnl.exe exports (cdecl on x86): memory and string routines, character classes,
 //! number conversion, the printf family (formatting by [`crate::fmt`]), the bounds-checked `_s`
-//! variants, `qsort`/`bsearch` (calling the guest's comparator), and the x86 compiler helpers for
-//! 64-bit arithmetic.
+//! variants, `qsort`/`bsearch` (calling the guest's comparator), `rand`/`srand`, and the x86
+//! compiler helpers for 64-bit arithmetic.
 //!
 //! Semantics follow Microsoft's CRT in the "C" locale: character classes and case mapping cover ASCII
 //! only, for wide characters too (the Rtl string functions use full Unicode case mapping). The
@@ -1472,6 +1472,29 @@ pub fn aullshr(k: &mut Kernel) -> KResult<Quad> {
     Ok(Quad(value.checked_shr(count).unwrap_or(0)))
 }
 
+/// The state of `rand`: Microsoft's CRT linear congruential generator, seeded with 1.
+#[derive(Debug)]
+struct RandState(u32);
+
+impl Default for RandState {
+    fn default() -> Self {
+        RandState(1)
+    }
+}
+
+/// srand(seed).
+pub fn srand(k: &mut Kernel, seed: u32) -> KResult<()> {
+    k.extension::<RandState>().0 = seed;
+    Ok(())
+}
+
+/// rand() -> 0..=RAND_MAX (0x7FFF): `state = state * 214013 + 2531011`, bits 16..31 of it.
+pub fn rand(k: &mut Kernel) -> KResult<i32> {
+    let state = k.extension::<RandState>();
+    state.0 = state.0.wrapping_mul(214_013).wrapping_add(2_531_011);
+    Ok(((state.0 >> 16) & 0x7FFF) as i32)
+}
+
 pub(crate) static EXPORTS: &[Export] = export_table![
     cdecl memcpy => self::memcpy(dest: u64, src: u64, count: u64);
     cdecl memmove => memcpy(dest: u64, src: u64, count: u64);
@@ -1565,10 +1588,22 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall _allshl => allshl();
     stdcall _allshr => allshr();
     stdcall _aullshr => aullshr();
+    cdecl rand => self::rand();
+    cdecl srand => self::srand(seed: u32);
 ];
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rand_is_the_microsoft_crt_generator() {
+        let mut g = test_support::Guest::new(dbt::Arch::X64);
+        let first: Vec<i32> = (0..4).map(|_| rand(&mut g.k).unwrap()).collect();
+        assert_eq!(first, [41, 18467, 6334, 26500], "seed 1 by default");
+        srand(&mut g.k, 0).unwrap();
+        assert_eq!(rand(&mut g.k).unwrap(), 38);
+        assert!((0..1000).all(|_| (0..=0x7FFF).contains(&rand(&mut g.k).unwrap())));
+    }
+
     use super::*;
 
     fn units(s: &str) -> Vec<u16> {

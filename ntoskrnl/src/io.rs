@@ -452,6 +452,7 @@ pub fn delete_driver_object(k: &mut Kernel, object: u64) -> KResult<()> {
         )));
     };
     let record = k.io.drivers.remove(pos);
+    free_driver_object_extensions(k, object)?;
     for block in record.blocks {
         ex::free(k, block, None)?;
     }
@@ -1519,6 +1520,119 @@ pub fn send_pnp(
     Ok((done.status, done.information))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Cancellation
+
+/// The system-wide cancel spin lock: a KSPIN_LOCK in guest memory of its own (not pool, so it is no
+/// allocation a driver could be blamed for), so the spin-lock rules apply to it.
+#[derive(Debug, Default)]
+struct CancelSpinLock(Option<u64>);
+
+fn cancel_spin_lock(k: &mut Kernel) -> KResult<u64> {
+    if let Some(lock) = k.extension::<CancelSpinLock>().0 {
+        return Ok(lock);
+    }
+    let lock = k.m.mem.alloc(0x1000, Prot::READ | Prot::WRITE)?;
+    k.extension::<CancelSpinLock>().0 = Some(lock);
+    Ok(lock)
+}
+
+/// IoAcquireCancelSpinLock(Irql): takes the cancel spin lock, raising to DISPATCH_LEVEL; the old
+/// IRQL goes to `*Irql`.
+pub fn acquire_cancel_spin_lock(k: &mut Kernel, irql: u64) -> KResult<()> {
+    let lock = cancel_spin_lock(k)?;
+    let old = ke::acquire_spin_lock(k, lock)?;
+    Ok(k.m.mem.write_u8(irql, old)?)
+}
+
+/// IoReleaseCancelSpinLock(Irql): releases the cancel spin lock, back to `Irql`.
+pub fn release_cancel_spin_lock(k: &mut Kernel, irql: u8) -> KResult<()> {
+    let lock = cancel_spin_lock(k)?;
+    ke::release_spin_lock(k, lock, irql)
+}
+
+/// IoCancelIrp(Irp) -> whether the IRP had a cancel routine. Sets Irp->Cancel and, under the
+/// cancel spin lock, takes the CancelRoutine out of the IRP; a routine is called at DISPATCH_LEVEL
+/// with the lock held (Irp->CancelIrql the IRQL to give IoReleaseCancelSpinLock) and the device
+/// object of the IRP's current stack location; without one the lock is released here.
+pub fn cancel_irp(k: &mut Kernel, irp: u64) -> KResult<bool> {
+    let l = k.layout;
+    let lock = cancel_spin_lock(k)?;
+    let old = ke::acquire_spin_lock(k, lock)?;
+    k.m.mem.write_u8(irp + l.irp_cancel, 1)?;
+    let routine = k.read_ptr(irp + l.irp_cancel_routine)?;
+    if routine == 0 {
+        ke::release_spin_lock(k, lock, old)?;
+        return Ok(false);
+    }
+    k.write_ptr(irp + l.irp_cancel_routine, 0)?;
+    k.m.mem.write_u8(irp + l.irp_cancel_irql, old)?;
+    let device = k.read_ptr(current_stack_location(k, irp)? + l.isl_device_object)?;
+    k.call_guest(routine, &[device, irp])?;
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver object extensions
+
+/// Pool tag of driver object extensions.
+const DRIVER_EXTENSION_TAG: u32 = u32::from_le_bytes(*b"IoDe");
+
+/// Driver object extensions: (DRIVER_OBJECT, ClientIdentificationAddress) -> the pool block.
+#[derive(Debug, Default)]
+struct DriverObjectExtensions(HashMap<(u64, u64), u64>);
+
+/// IoAllocateDriverObjectExtension(DriverObject, ClientIdentificationAddress,
+/// DriverObjectExtensionSize, DriverObjectExtension): zeroed non-paged pool, found again by
+/// IoGetDriverObjectExtension with the same client address and freed with the driver object.
+/// A second extension with the same client address is STATUS_OBJECT_NAME_COLLISION (and NULL).
+pub fn allocate_driver_object_extension(
+    k: &mut Kernel,
+    driver: u64,
+    client: u64,
+    size: u32,
+    out: u64,
+) -> KResult<NtStatus> {
+    if k.extension::<DriverObjectExtensions>()
+        .0
+        .contains_key(&(driver, client))
+    {
+        k.write_ptr(out, 0)?;
+        return Ok(status::STATUS_OBJECT_NAME_COLLISION);
+    }
+    let block = ex::allocate(k, u64::from(size), DRIVER_EXTENSION_TAG, IO_OWNER.into())?;
+    k.extension::<DriverObjectExtensions>()
+        .0
+        .insert((driver, client), block);
+    k.write_ptr(out, block)?;
+    Ok(status::STATUS_SUCCESS)
+}
+
+/// IoGetDriverObjectExtension(DriverObject, ClientIdentificationAddress) -> the extension, or NULL.
+pub fn get_driver_object_extension(k: &mut Kernel, driver: u64, client: u64) -> KResult<u64> {
+    Ok(k.extension::<DriverObjectExtensions>()
+        .0
+        .get(&(driver, client))
+        .copied()
+        .unwrap_or(0))
+}
+
+/// Frees the extensions of a driver object being deleted.
+fn free_driver_object_extensions(k: &mut Kernel, driver: u64) -> KResult<()> {
+    let map = &mut k.extension::<DriverObjectExtensions>().0;
+    let mut blocks: Vec<u64> = map
+        .iter()
+        .filter(|((d, _), _)| *d == driver)
+        .map(|(_, &b)| b)
+        .collect();
+    map.retain(|(d, _), _| *d != driver);
+    blocks.sort_unstable();
+    for block in blocks {
+        ex::free(k, block, None)?;
+    }
+    Ok(())
+}
+
 /// Unload check (the verifier is on): IRPs the driver image allocated or built and never freed.
 pub(crate) fn check_unload(k: &mut Kernel, image: &str) {
     let mut leaked: Vec<(u32, Option<u64>)> =
@@ -1560,4 +1674,9 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall IoCallDriver => call_driver(device_object: u64, irp: u64) @ irql::CALL_DRIVER;
     fastcall IofCompleteRequest => complete_request_from_guest(irp: u64, priority_boost: u8) @ irql::COMPLETE_REQUEST;
     stdcall IoCompleteRequest => complete_request_from_guest(irp: u64, priority_boost: u8) @ irql::COMPLETE_REQUEST;
+    stdcall IoAcquireCancelSpinLock => acquire_cancel_spin_lock(irql: u64) @ irql::DISPATCH;
+    stdcall IoReleaseCancelSpinLock => release_cancel_spin_lock(irql: u8) @ irql::DISPATCH;
+    stdcall IoCancelIrp => cancel_irp(irp: u64) @ irql::DISPATCH;
+    stdcall IoAllocateDriverObjectExtension => allocate_driver_object_extension(driver_object: u64, client_identification_address: u64, driver_object_extension_size: u32, driver_object_extension: u64) @ irql::DISPATCH;
+    stdcall IoGetDriverObjectExtension => get_driver_object_extension(driver_object: u64, client_identification_address: u64) @ irql::DISPATCH;
 ];

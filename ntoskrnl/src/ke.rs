@@ -309,6 +309,23 @@ pub fn acquire_spin_lock_at_dpc_level(k: &mut Kernel, lock: u64) -> KResult<()> 
     take_lock(k, lock)
 }
 
+/// KeTryToAcquireSpinLockAtDpcLevel (fastcall) -> TRUE if it took the lock, FALSE if the lock is
+/// held (on this one processor, by the caller itself). Below DISPATCH_LEVEL it is 0xC4 / 0x40, as
+/// for KeAcquireSpinLockAtDpcLevel.
+pub fn try_to_acquire_spin_lock_at_dpc_level(k: &mut Kernel, lock: u64) -> KResult<bool> {
+    let irql = current_irql(k);
+    if irql < DISPATCH_LEVEL {
+        let detail =
+            format!("KeTryToAcquireSpinLockAtDpcLevel at IRQL {irql} (must be DISPATCH_LEVEL)");
+        return Err(lock_irql(k, lock, 0x40, detail));
+    }
+    if k.read_ptr(lock)? & SPINLOCK_HELD != 0 {
+        return Ok(false);
+    }
+    take_lock(k, lock)?;
+    Ok(true)
+}
+
 /// KeReleaseSpinLockFromDpcLevel. With the verifier, below DISPATCH_LEVEL is 0xC4 / 0x41.
 pub fn release_spin_lock_from_dpc_level(k: &mut Kernel, lock: u64) -> KResult<()> {
     let irql = current_irql(k);
@@ -541,6 +558,22 @@ fn try_satisfy(k: &mut Kernel, obj: u64) -> KResult<bool> {
     }
 }
 
+/// Whether a wait on `obj` would be satisfied now, without satisfying it.
+fn is_signaled(k: &Kernel, obj: u64) -> KResult<bool> {
+    match header_type(k, obj)? {
+        // One thread: the owner may always re-acquire.
+        MUTANT => Ok(true),
+        EVENT_NOTIFICATION
+        | TIMER_NOTIFICATION
+        | EVENT_SYNCHRONIZATION
+        | TIMER_SYNCHRONIZATION
+        | SEMAPHORE => Ok(signal_state(k, obj)? > 0),
+        other => Err(KernelError::Unsupported(format!(
+            "wait on dispatcher object {obj:#x} of unsupported type {other}"
+        ))),
+    }
+}
+
 /// A timeout as given to Ke waits: `None` = infinite.
 fn read_timeout(k: &Kernel, timeout: u64) -> KResult<Option<Duration>> {
     if timeout == 0 {
@@ -590,11 +623,116 @@ pub fn wait_for_single_object(
     })
 }
 
+/// WAIT_TYPE WaitAll.
+const WAIT_ALL: u32 = 0;
+/// WAIT_TYPE WaitAny.
+const WAIT_ANY: u32 = 1;
+/// THREAD_WAIT_OBJECTS: objects a wait may name without a WaitBlockArray.
+const THREAD_WAIT_OBJECTS: u32 = 3;
+/// MAXIMUM_WAIT_OBJECTS.
+const MAXIMUM_WAIT_OBJECTS: u32 = 64;
+/// STATUS_WAIT_0 (STATUS_SUCCESS): WaitAny returns it plus the index of the object that satisfied it.
+const STATUS_WAIT_0: u32 = 0;
+
+/// Satisfies a KeWaitForMultipleObjects wait if it can be now: the index of the object for
+/// WaitAny (the first signaled one, in array order), 0 for WaitAll (all signaled: all satisfied).
+fn try_satisfy_multiple(k: &mut Kernel, objects: &[u64], wait_all: bool) -> KResult<Option<u32>> {
+    if wait_all {
+        for &obj in objects {
+            if !is_signaled(k, obj)? {
+                return Ok(None);
+            }
+        }
+        for &obj in objects {
+            try_satisfy(k, obj)?;
+        }
+        return Ok(Some(0));
+    }
+    for (i, &obj) in objects.iter().enumerate() {
+        if try_satisfy(k, obj)? {
+            return Ok(Some(i as u32));
+        }
+    }
+    Ok(None)
+}
+
+/// KeWaitForMultipleObjects(Count, Object, WaitType, WaitReason, WaitMode, Alertable, Timeout,
+/// WaitBlockArray) -> STATUS_WAIT_0 + index of the satisfying object (WaitAny), STATUS_SUCCESS
+/// (WaitAll) or STATUS_TIMEOUT. More than MAXIMUM_WAIT_OBJECTS objects, or more than
+/// THREAD_WAIT_OBJECTS without a WaitBlockArray, is bug check 0x0C; the IRQL rules are
+/// KeWaitForSingleObject's.
+#[allow(clippy::too_many_arguments)]
+pub fn wait_for_multiple_objects(
+    k: &mut Kernel,
+    count: u32,
+    object: u64,
+    wait_type: u32,
+    _reason: u32,
+    _mode: u8,
+    _alertable: bool,
+    timeout: u64,
+    wait_block_array: u64,
+) -> KResult<u32> {
+    if count > MAXIMUM_WAIT_OBJECTS || (count > THREAD_WAIT_OBJECTS && wait_block_array == 0) {
+        return Err(KernelError::bug_check(
+            0x0C,
+            format!("KeWaitForMultipleObjects on {count} objects (MAXIMUM_WAIT_OBJECTS_EXCEEDED: at most {THREAD_WAIT_OBJECTS} without a WaitBlockArray, {MAXIMUM_WAIT_OBJECTS} with one)"),
+        ));
+    }
+    let wait_all = match wait_type {
+        WAIT_ALL => true,
+        WAIT_ANY => false,
+        other => {
+            return Err(KernelError::bug_check(
+                0x05,
+                format!(
+                    "KeWaitForMultipleObjects with WaitType {other} (neither WaitAll nor WaitAny)"
+                ),
+            ))
+        }
+    };
+    let objects = (0..u64::from(count))
+        .map(|i| k.read_ptr(object + i * k.ptr_size()))
+        .collect::<KResult<Vec<u64>>>()?;
+    let limit = read_timeout(k, timeout)?;
+    let irql = current_irql(k);
+    let mut found = None;
+    if irql >= DISPATCH_LEVEL && limit != Some(Duration::ZERO) {
+        if let Some(i) = try_satisfy_multiple(k, &objects, wait_all)? {
+            return Ok(STATUS_WAIT_0 + i);
+        }
+        return Err(KernelError::bug_check(
+            0x0A,
+            format!("KeWaitForMultipleObjects at IRQL {irql} with a non-zero timeout would block (waits need IRQL < DISPATCH_LEVEL)"),
+        ));
+    }
+    let deadline = limit.map(|d| Instant::now() + d);
+    let mut ready = |k: &mut Kernel| {
+        found = try_satisfy_multiple(k, &objects, wait_all)?;
+        Ok(found.is_some())
+    };
+    block_until(k, deadline, &mut ready, &|| {
+        format!(
+            "KeWaitForMultipleObjects({} of {objects:x?}) without timeout",
+            if wait_all { "all" } else { "any" }
+        )
+    })?;
+    Ok(found.map_or(STATUS_TIMEOUT, |i| STATUS_WAIT_0 + i))
+}
+
 /// IRQL rule of the Ke waits (Timeout is the fifth argument): above DISPATCH_LEVEL never
 /// (0xC4 / 0x120); at DISPATCH_LEVEL only with a zero timeout (0xC4 / 0x121 without a timeout,
 /// 0x122 with a non-zero one).
 fn wait_irql(k: &Kernel, args: &[u64]) -> KResult<Option<IrqlLimit>> {
-    let timeout = args.get(4).copied().unwrap_or(0);
+    wait_irql_with_timeout(k, args.get(4).copied().unwrap_or(0))
+}
+
+/// KeWaitForMultipleObjects' IRQL rule: [`wait_irql`]'s, with Timeout the seventh argument.
+fn wait_multiple_irql(k: &Kernel, args: &[u64]) -> KResult<Option<IrqlLimit>> {
+    wait_irql_with_timeout(k, args.get(6).copied().unwrap_or(0))
+}
+
+fn wait_irql_with_timeout(k: &Kernel, timeout: u64) -> KResult<Option<IrqlLimit>> {
     let (max, param1) = if current_irql(k) > DISPATCH_LEVEL {
         (DISPATCH_LEVEL, 0x120)
     } else if timeout == 0 {
@@ -772,6 +910,72 @@ pub fn get_current_processor_number_ex(k: &mut Kernel, proc_number: u64) -> KRes
         k.m.mem.write_u32(proc_number, 0)?;
     }
     Ok(0)
+}
+
+/// INVALID_PROCESSOR_INDEX.
+const INVALID_PROCESSOR_INDEX: u32 = 0xFFFF_FFFF;
+
+/// KeGetProcessorIndexFromNumber(ProcNumber) -> the system-wide index of the processor a
+/// PROCESSOR_NUMBER (Group, Number, Reserved) names, INVALID_PROCESSOR_INDEX for none.
+pub fn get_processor_index_from_number(k: &mut Kernel, proc_number: u64) -> KResult<u32> {
+    let group = k.m.mem.read_u16(proc_number)?;
+    let number = k.m.mem.read_u8(proc_number + 2)?;
+    Ok(if group == 0 && u32::from(number) < ACTIVE_PROCESSORS {
+        u32::from(number)
+    } else {
+        INVALID_PROCESSOR_INDEX
+    })
+}
+
+/// KeGetProcessorNumberFromIndex(ProcIndex, ProcNumber) -> STATUS_INVALID_PARAMETER for an index
+/// past the active processors; else fills the PROCESSOR_NUMBER (group 0, Reserved 0).
+pub fn get_processor_number_from_index(
+    k: &mut Kernel,
+    index: u32,
+    proc_number: u64,
+) -> KResult<u32> {
+    if index >= ACTIVE_PROCESSORS {
+        return Ok(STATUS_INVALID_PARAMETER);
+    }
+    k.m.mem.write_u16(proc_number, 0)?;
+    k.m.mem.write_u8(proc_number + 2, index as u8)?;
+    k.m.mem.write_u8(proc_number + 3, 0)?;
+    Ok(STATUS_SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// DPC watchdog and thread priority
+
+/// KeQueryDpcWatchdogInformation(WatchdogInformation): KDPC_WATCHDOG_INFORMATION from the kernel's
+/// watchdog ([`crate::Watchdog::raised`], the longest stretch at DISPATCH_LEVEL or above, limits a
+/// single DPC and the cumulative time alike): the limits in clock ticks (0: no limit), the counts
+/// the ticks left before the current stretch at DISPATCH_LEVEL times out (the full limit below
+/// DISPATCH_LEVEL, where they mean nothing), Reserved 0.
+pub fn query_dpc_watchdog_information(k: &mut Kernel, info: u64) -> KResult<u32> {
+    let tick = Duration::from_nanos(TIME_INCREMENT * 100);
+    let ticks = |d: Duration| (d.as_nanos() / tick.as_nanos()).min(u128::from(u32::MAX)) as u32;
+    let limit = k.watchdog.raised.map_or(0, ticks);
+    let left = match (k.watchdog.raised, k.raised_for()) {
+        (Some(max), Some(spent)) => ticks(max.saturating_sub(spent)),
+        _ => limit,
+    };
+    for (i, v) in [limit, left, limit, left, 0].into_iter().enumerate() {
+        k.m.mem.write_u32(info + 4 * i as u64, v)?;
+    }
+    Ok(STATUS_SUCCESS)
+}
+
+/// The priority a kernel thread starts with (the System process's base priority).
+const DEFAULT_THREAD_PRIORITY: i32 = 8;
+
+/// The priorities KeSetPriorityThread gave threads (by KTHREAD address).
+#[derive(Debug, Default)]
+struct ThreadPriorities(std::collections::HashMap<u64, i32>);
+
+/// KeSetPriorityThread(Thread, Priority) -> the thread's previous priority.
+pub fn set_priority_thread(k: &mut Kernel, thread: u64, priority: i32) -> KResult<i32> {
+    let old = k.extension::<ThreadPriorities>().0.insert(thread, priority);
+    Ok(old.unwrap_or(DEFAULT_THREAD_PRIORITY))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1066,6 +1270,12 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall KeSetTargetProcessorDpcEx => set_target_processor_dpc_ex(dpc: u64, proc_number: u64);
     stdcall KeQueryActiveProcessorCountEx => query_active_processor_count_ex(group_number: u16);
     stdcall KeGetCurrentProcessorNumberEx => get_current_processor_number_ex(proc_number: u64);
+    fastcall KeTryToAcquireSpinLockAtDpcLevel => try_to_acquire_spin_lock_at_dpc_level(spin_lock: u64);
+    stdcall KeWaitForMultipleObjects => wait_for_multiple_objects(count: u32, object: u64, wait_type: u32, wait_reason: u32, wait_mode: u8, alertable: bool, timeout: u64, wait_block_array: u64) @ Irql::By(wait_multiple_irql);
+    stdcall KeGetProcessorIndexFromNumber => get_processor_index_from_number(proc_number: u64);
+    stdcall KeGetProcessorNumberFromIndex => get_processor_number_from_index(proc_index: u32, proc_number: u64);
+    stdcall KeQueryDpcWatchdogInformation => query_dpc_watchdog_information(watchdog_information: u64) @ irql::KE_DISPATCH_LTE;
+    stdcall KeSetPriorityThread => set_priority_thread(thread: u64, priority: i32) @ irql::KE_DISPATCH_LTE;
     stdcall KeSaveFloatingPointState => save_floating_point_state(float_save: u64) @ irql::KE_DISPATCH_LTE;
     stdcall KeRestoreFloatingPointState => restore_floating_point_state(float_save: u64) @ irql::KE_DISPATCH_LTE;
 ];
@@ -1101,6 +1311,119 @@ mod tests {
             assert!(ticks >= 1, "20 ms is at least one 15.6 ms tick");
             assert!(ticks <= g.k.ke.interrupt_time() / TIME_INCREMENT);
         }
+    }
+
+    #[test]
+    fn wait_for_multiple_objects_rules() {
+        for arch in [Arch::X86, Arch::X64] {
+            let mut g = Guest::new(arch);
+            let events: Vec<u64> = (0..5).map(|_| g.zeroed(32)).collect();
+            for (i, &e) in events.iter().enumerate() {
+                initialize_event(&mut g.k, e, (i % 2) as u32, false).unwrap();
+            }
+            let size = g.k.ptr_size() as usize;
+            let array: Vec<u8> = events
+                .iter()
+                .flat_map(|e| e.to_le_bytes()[..size].to_vec())
+                .collect();
+            let objects = g.bytes(&array);
+            let zero = g.bytes(&0u64.to_le_bytes());
+            let blocks = g.zeroed(0x200);
+            let code = |r: KResult<u32>| match r {
+                Err(KernelError::BugCheck { code, .. }) => code,
+                other => panic!("expected a bug check, got {other:?}"),
+            };
+            let k = &mut g.k;
+            assert_eq!(
+                code(wait_for_multiple_objects(
+                    k, 4, objects, WAIT_ANY, 0, 0, false, zero, 0
+                )),
+                0x0C,
+                "four objects need a WaitBlockArray"
+            );
+            assert_eq!(
+                code(wait_for_multiple_objects(
+                    k, 65, objects, WAIT_ANY, 0, 0, false, zero, blocks
+                )),
+                0x0C
+            );
+            assert_eq!(
+                wait_for_multiple_objects(k, 5, objects, WAIT_ANY, 0, 0, false, zero, blocks)
+                    .unwrap(),
+                STATUS_TIMEOUT
+            );
+            set_event(k, events[3], 0, false).unwrap();
+            set_event(k, events[4], 0, false).unwrap();
+            assert_eq!(
+                wait_for_multiple_objects(k, 5, objects, WAIT_ANY, 0, 0, false, zero, blocks)
+                    .unwrap(),
+                STATUS_WAIT_0 + 3,
+                "the first signaled object, in array order"
+            );
+            assert_eq!(read_state_event(k, events[3]).unwrap(), 0, "auto-reset");
+            // At DISPATCH_LEVEL an unsatisfiable wait with a timeout would block: 0x0A.
+            set_irql(k, DISPATCH_LEVEL).unwrap();
+            let ten_ms = g.bytes(&(-100_000i64).to_le_bytes());
+            let k = &mut g.k;
+            assert_eq!(
+                code(wait_for_multiple_objects(
+                    k, 2, objects, WAIT_ALL, 0, 0, false, ten_ms, 0
+                )),
+                0x0A
+            );
+            assert_eq!(
+                wait_for_multiple_objects(
+                    k,
+                    1,
+                    objects + 4 * size as u64,
+                    WAIT_ALL,
+                    0,
+                    0,
+                    false,
+                    ten_ms,
+                    0
+                )
+                .unwrap(),
+                STATUS_SUCCESS,
+                "a satisfiable wait does not block"
+            );
+        }
+    }
+
+    #[test]
+    fn try_to_acquire_and_watchdog_information() {
+        let mut g = Guest::new(Arch::X64);
+        let lock = g.zeroed(8);
+        let info = g.bytes(&[0xCC; 20]);
+        g.k.watchdog.raised = Some(Duration::from_secs(2));
+        assert!(
+            try_to_acquire_spin_lock_at_dpc_level(&mut g.k, lock).is_err(),
+            "below DISPATCH_LEVEL: 0xC4"
+        );
+        query_dpc_watchdog_information(&mut g.k, info).unwrap();
+        let read = |g: &Guest, i: u64| g.k.m.mem.read_u32(info + 4 * i).unwrap();
+        assert_eq!(
+            [
+                read(&g, 0),
+                read(&g, 1),
+                read(&g, 2),
+                read(&g, 3),
+                read(&g, 4)
+            ],
+            [128, 128, 128, 128, 0]
+        );
+        set_irql(&mut g.k, DISPATCH_LEVEL).unwrap();
+        assert!(try_to_acquire_spin_lock_at_dpc_level(&mut g.k, lock).unwrap());
+        assert!(!try_to_acquire_spin_lock_at_dpc_level(&mut g.k, lock).unwrap());
+        g.k.watchdog.raised = None;
+        query_dpc_watchdog_information(&mut g.k, info).unwrap();
+        assert_eq!([read(&g, 0), read(&g, 2)], [0, 0], "no limit");
+        let t = g.k.ps.thread;
+        assert_eq!(
+            set_priority_thread(&mut g.k, t, 15).unwrap(),
+            DEFAULT_THREAD_PRIORITY
+        );
+        assert_eq!(set_priority_thread(&mut g.k, t, 3).unwrap(), 15);
     }
 
     #[test]

@@ -346,6 +346,19 @@ impl Kernel {
         result
     }
 
+    /// How long the guest has been at DISPATCH_LEVEL or above in this stretch, as the watchdog
+    /// measures it (`None` below DISPATCH_LEVEL).
+    pub fn raised_for(&self) -> Option<Duration> {
+        if self.m.cpu.cr8 < DISPATCH_LEVEL {
+            return None;
+        }
+        Some(
+            self.clock
+                .raised_since
+                .map_or(Duration::ZERO, |s| s.elapsed()),
+        )
+    }
+
     /// Stops the guest (a [`FaultKind::Watchdog`] fault at its current instruction) if it ran past
     /// a [`Watchdog`] limit.
     fn watchdog_check(&mut self, now: Instant) -> KResult<()> {

@@ -1,4 +1,5 @@
-//! Object manager references: ObfReferenceObject / ObfDereferenceObject, and the references
+//! Object manager references: ObfReferenceObject / ObfDereferenceObject (and the stdcall
+//! ObDereferenceObject older drivers import), and the references
 //! IoGetAttachedDeviceReference takes. Objects here are the I/O manager's (devices, drivers,
 //! files); their lifetime is the I/O manager's, so a reference only keeps count: who took it
 //! (driver image and call site), so that the verifier can name, at unload, references a driver took
@@ -98,4 +99,26 @@ pub(crate) fn check_unload(k: &mut Kernel, image: &str) {
 pub(crate) static EXPORTS: &[Export] = export_table![
     fastcall ObfReferenceObject => reference_object(object: u64) @ irql::DISPATCH;
     fastcall ObfDereferenceObject => dereference_object(object: u64) @ irql::DISPATCH;
+    stdcall ObDereferenceObject => dereference_object(object: u64) @ irql::DISPATCH;
 ];
+
+#[cfg(test)]
+mod tests {
+    use dbt::{Arch, CallConv};
+
+    use super::*;
+    use crate::crt::test_support::Guest;
+    use crate::MODULE;
+
+    #[test]
+    fn ob_dereference_object_is_the_stdcall_export_of_obf_dereference_object() {
+        let export = MODULE.find("ObDereferenceObject").expect("bound");
+        assert_eq!((export.conv, export.slots32), (CallConv::Stdcall, 1));
+        let mut g = Guest::new(Arch::X86);
+        let object = g.zeroed(16);
+        reference(&mut g.k, object);
+        reference(&mut g.k, object);
+        assert_eq!((export.func)(&mut g.k, &[object]).unwrap(), 1);
+        assert_eq!(g.k.extension::<References>().count(object), 1);
+    }
+}

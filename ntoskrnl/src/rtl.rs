@@ -1,5 +1,6 @@
 //! Rtl strings and memory: UNICODE_STRING / ANSI_STRING (STRING) handling with the exact per-arch
-//! layout, conversions through the ANSI code page, integer and GUID conversion, Rtl*Memory, RtlAssert.
+//! layout, conversions through the ANSI code page, integer and GUID conversion, Rtl*Memory, RtlAssert,
+//! RTL_BITMAP bitmaps, byte swaps and RtlHashUnicodeString.
 //!
 //! The ANSI code page is Windows-1252 (characters it cannot represent become `?`); case-insensitive
 //! comparisons upcase with Unicode simple case mapping, standing in for the NLS upcase table. Strings
@@ -1017,6 +1018,233 @@ pub fn assert(k: &mut Kernel, failed: u64, file: u64, line: u32, message: u64) -
     ))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Bitmaps (RTL_BITMAP: ULONG SizeOfBitMap, then the PULONG Buffer at the pointer's alignment)
+
+/// Returned by the bitmap searches when no run is found.
+const NO_BIT_INDEX: u32 = 0xFFFF_FFFF;
+
+/// An RTL_BITMAP as the driver initialized it: `size` bits at `buffer`, bit `i` being bit `i % 8`
+/// of byte `i / 8` (the ULONGs of the buffer, little-endian).
+struct BitMap {
+    size: u32,
+    buffer: u64,
+}
+
+impl BitMap {
+    fn read(k: &Kernel, header: u64) -> KResult<BitMap> {
+        Ok(BitMap {
+            size: k.m.mem.read_u32(header)?,
+            buffer: k.read_ptr(header + k.ptr_size())?,
+        })
+    }
+
+    /// The bytes holding bits `start..start + len`, and the address of the first.
+    fn bytes(&self, k: &Kernel, start: u32, len: u32) -> KResult<(u64, Vec<u8>)> {
+        let first = u64::from(start / 8);
+        let end = (u64::from(start) + u64::from(len)).div_ceil(8);
+        let addr = self.buffer.wrapping_add(first);
+        if !k.m.mem.is_mapped(addr, end - first) {
+            return Err(KernelError::Mem(dbt::MemFault { addr, write: false }));
+        }
+        Ok((addr, k.m.mem.read_vec(addr, (end - first) as usize)?))
+    }
+
+    /// Every bit of the bitmap, in order.
+    fn bits(&self, k: &Kernel) -> KResult<Vec<bool>> {
+        let (_, bytes) = self.bytes(k, 0, self.size)?;
+        Ok((0..self.size as usize)
+            .map(|i| bytes[i / 8] & (1 << (i % 8)) != 0)
+            .collect())
+    }
+
+    /// Sets (or clears) bits `start..start + len`.
+    fn fill(&self, k: &mut Kernel, start: u32, len: u32, value: bool) -> KResult<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (addr, mut bytes) = self.bytes(k, start, len)?;
+        let base = u64::from(start / 8 * 8);
+        for i in u64::from(start)..u64::from(start) + u64::from(len) {
+            let (byte, bit) = (((i - base) / 8) as usize, (i % 8) as u8);
+            if value {
+                bytes[byte] |= 1 << bit;
+            } else {
+                bytes[byte] &= !(1 << bit);
+            }
+        }
+        Ok(k.m.mem.write_bytes(addr, &bytes)?)
+    }
+
+    /// Whether bits `start..start + len` are all `value` (FALSE for an empty or out-of-range run).
+    fn all(&self, k: &Kernel, start: u32, len: u32, value: bool) -> KResult<bool> {
+        if len == 0 || u64::from(start) + u64::from(len) > u64::from(self.size) {
+            return Ok(false);
+        }
+        let (_, bytes) = self.bytes(k, start, len)?;
+        let base = start / 8 * 8;
+        Ok((start..start + len)
+            .all(|i| (bytes[((i - base) / 8) as usize] & (1 << (i % 8)) != 0) == value))
+    }
+
+    /// The first run of `count` clear bits starting at or after `hint`, else the first one
+    /// starting before it (the search wraps once); [`NO_BIT_INDEX`] if there is none. A `hint`
+    /// past the end starts at 0; a zero `count` finds the hint rounded down to a byte, as the
+    /// Windows implementation does.
+    fn find_clear(&self, k: &Kernel, count: u32, hint: u32) -> KResult<u32> {
+        if count > self.size {
+            return Ok(NO_BIT_INDEX);
+        }
+        let hint = if hint >= self.size { 0 } else { hint };
+        if count == 0 {
+            return Ok(hint & !7);
+        }
+        let bits = self.bits(k)?;
+        let fits = |at: u32| !bits[at as usize..(at + count) as usize].iter().any(|&b| b);
+        let last = self.size - count;
+        Ok((hint..=last)
+            .chain(0..hint.min(last + 1))
+            .find(|&at| fits(at))
+            .unwrap_or(NO_BIT_INDEX))
+    }
+}
+
+/// RtlInitializeBitMap(BitMapHeader, BitMapBuffer, SizeOfBitMap): the bits are left as they are.
+pub fn initialize_bit_map(k: &mut Kernel, header: u64, buffer: u64, size: u32) -> KResult<()> {
+    k.m.mem.write_u32(header, size)?;
+    k.write_ptr(header + k.ptr_size(), buffer)
+}
+
+/// RtlSetBit(BitMapHeader, BitNumber).
+pub fn set_bit(k: &mut Kernel, header: u64, bit: u32) -> KResult<()> {
+    BitMap::read(k, header)?.fill(k, bit, 1, true)
+}
+
+/// RtlClearBit(BitMapHeader, BitNumber).
+pub fn clear_bit(k: &mut Kernel, header: u64, bit: u32) -> KResult<()> {
+    BitMap::read(k, header)?.fill(k, bit, 1, false)
+}
+
+/// RtlTestBit(BitMapHeader, BitNumber) -> whether the bit is set.
+pub fn test_bit(k: &mut Kernel, header: u64, bit: u32) -> KResult<bool> {
+    let map = BitMap::read(k, header)?;
+    let (_, bytes) = map.bytes(k, bit, 1)?;
+    Ok(bytes[0] & (1 << (bit % 8)) != 0)
+}
+
+/// RtlSetBits(BitMapHeader, StartingIndex, NumberToSet).
+pub fn set_bits(k: &mut Kernel, header: u64, start: u32, count: u32) -> KResult<()> {
+    BitMap::read(k, header)?.fill(k, start, count, true)
+}
+
+/// RtlClearBits(BitMapHeader, StartingIndex, NumberToClear).
+pub fn clear_bits(k: &mut Kernel, header: u64, start: u32, count: u32) -> KResult<()> {
+    BitMap::read(k, header)?.fill(k, start, count, false)
+}
+
+/// RtlSetAllBits(BitMapHeader): every ULONG of the buffer (the bits past the size too).
+pub fn set_all_bits(k: &mut Kernel, header: u64) -> KResult<()> {
+    let map = BitMap::read(k, header)?;
+    crt::fill_memory(k, map.buffer, 0xFF, u64::from(map.size.div_ceil(32)) * 4)
+}
+
+/// RtlClearAllBits(BitMapHeader): every ULONG of the buffer.
+pub fn clear_all_bits(k: &mut Kernel, header: u64) -> KResult<()> {
+    let map = BitMap::read(k, header)?;
+    crt::fill_memory(k, map.buffer, 0, u64::from(map.size.div_ceil(32)) * 4)
+}
+
+/// RtlAreBitsSet(BitMapHeader, StartingIndex, Length).
+pub fn are_bits_set(k: &mut Kernel, header: u64, start: u32, length: u32) -> KResult<bool> {
+    BitMap::read(k, header)?.all(k, start, length, true)
+}
+
+/// RtlAreBitsClear(BitMapHeader, StartingIndex, Length).
+pub fn are_bits_clear(k: &mut Kernel, header: u64, start: u32, length: u32) -> KResult<bool> {
+    BitMap::read(k, header)?.all(k, start, length, false)
+}
+
+/// RtlNumberOfSetBits(BitMapHeader) -> set bits among the first SizeOfBitMap.
+pub fn number_of_set_bits(k: &mut Kernel, header: u64) -> KResult<u32> {
+    let map = BitMap::read(k, header)?;
+    Ok(map.bits(k)?.iter().filter(|&&b| b).count() as u32)
+}
+
+/// RtlFindClearBits(BitMapHeader, NumberToFind, HintIndex) -> start of a clear run, or 0xFFFFFFFF.
+pub fn find_clear_bits(k: &mut Kernel, header: u64, count: u32, hint: u32) -> KResult<u32> {
+    BitMap::read(k, header)?.find_clear(k, count, hint)
+}
+
+/// RtlFindClearBitsAndSet(BitMapHeader, NumberToFind, HintIndex): RtlFindClearBits, then sets the
+/// run it found.
+pub fn find_clear_bits_and_set(k: &mut Kernel, header: u64, count: u32, hint: u32) -> KResult<u32> {
+    let map = BitMap::read(k, header)?;
+    let at = map.find_clear(k, count, hint)?;
+    if at != NO_BIT_INDEX {
+        map.fill(k, at, count, true)?;
+    }
+    Ok(at)
+}
+
+/// RtlFindLeastSignificantBit(Set) -> index of the lowest set bit, -1 for 0.
+pub fn find_least_significant_bit(_k: &mut Kernel, set: Quad) -> KResult<i32> {
+    Ok(if set.0 == 0 {
+        -1
+    } else {
+        set.0.trailing_zeros() as i32
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte swaps, hashing, large integers
+
+/// RtlUlongByteSwap(Source) (fastcall; an intrinsic on x64).
+pub fn ulong_byte_swap(_k: &mut Kernel, source: u32) -> KResult<u32> {
+    Ok(source.swap_bytes())
+}
+
+/// RtlUshortByteSwap(Source) (fastcall; an intrinsic on x64).
+pub fn ushort_byte_swap(_k: &mut Kernel, source: u16) -> KResult<u16> {
+    Ok(source.swap_bytes())
+}
+
+/// HASH_STRING_ALGORITHM_DEFAULT.
+const HASH_STRING_ALGORITHM_DEFAULT: u32 = 0;
+/// HASH_STRING_ALGORITHM_X65599.
+const HASH_STRING_ALGORITHM_X65599: u32 = 1;
+
+/// The X65599 hash of UTF-16 units: `hash = hash * 65599 + unit`, upcasing first when asked.
+fn hash_x65599(units: &[u16], insensitive: bool) -> u32 {
+    units.iter().fold(0u32, |hash, &u| {
+        let u = if insensitive { upcase(u) } else { u };
+        hash.wrapping_mul(65599).wrapping_add(u32::from(u))
+    })
+}
+
+/// RtlHashUnicodeString(String, CaseInSensitive, HashAlgorithm, HashValue): X65599 (the default);
+/// STATUS_INVALID_PARAMETER for another algorithm or a NULL String or HashValue.
+pub fn hash_unicode_string(
+    k: &mut Kernel,
+    string: u64,
+    insensitive: bool,
+    algorithm: u32,
+    hash_value: u64,
+) -> KResult<NtStatus> {
+    if string == 0
+        || hash_value == 0
+        || !matches!(
+            algorithm,
+            HASH_STRING_ALGORITHM_DEFAULT | HASH_STRING_ALGORITHM_X65599
+        )
+    {
+        return Ok(STATUS_INVALID_PARAMETER);
+    }
+    let units = read_unicode_units(k, string)?;
+    k.m.mem
+        .write_u32(hash_value, hash_x65599(&units, insensitive))?;
+    Ok(STATUS_SUCCESS)
+}
+
 /// RtlConvertLongToLargeInteger(SignedInteger) -> the LONG sign-extended to a LARGE_INTEGER
 /// (returned in edx:eax; an x86 export, an inline function on x64).
 pub fn convert_long_to_large_integer(_k: &mut Kernel, value: i32) -> KResult<Quad> {
@@ -1072,6 +1300,23 @@ pub(crate) static EXPORTS: &[Export] = export_table![
     stdcall RtlGUIDFromString => guid_from_string(guid_string: u64, guid: u64);
     stdcall RtlStringFromGUID => string_from_guid(guid: u64, guid_string: u64);
     stdcall RtlAssert => assert(failed_assertion: u64, file_name: u64, line_number: u32, message: u64);
+    stdcall RtlInitializeBitMap => initialize_bit_map(bit_map_header: u64, bit_map_buffer: u64, size_of_bit_map: u32);
+    stdcall RtlSetBit => set_bit(bit_map_header: u64, bit_number: u32);
+    stdcall RtlClearBit => clear_bit(bit_map_header: u64, bit_number: u32);
+    stdcall RtlTestBit => test_bit(bit_map_header: u64, bit_number: u32);
+    stdcall RtlSetBits => set_bits(bit_map_header: u64, starting_index: u32, number_to_set: u32);
+    stdcall RtlClearBits => clear_bits(bit_map_header: u64, starting_index: u32, number_to_clear: u32);
+    stdcall RtlSetAllBits => set_all_bits(bit_map_header: u64);
+    stdcall RtlClearAllBits => clear_all_bits(bit_map_header: u64);
+    stdcall RtlAreBitsSet => are_bits_set(bit_map_header: u64, starting_index: u32, length: u32);
+    stdcall RtlAreBitsClear => are_bits_clear(bit_map_header: u64, starting_index: u32, length: u32);
+    stdcall RtlNumberOfSetBits => number_of_set_bits(bit_map_header: u64);
+    stdcall RtlFindClearBits => find_clear_bits(bit_map_header: u64, number_to_find: u32, hint_index: u32);
+    stdcall RtlFindClearBitsAndSet => find_clear_bits_and_set(bit_map_header: u64, number_to_find: u32, hint_index: u32);
+    stdcall RtlFindLeastSignificantBit => find_least_significant_bit(set: Quad);
+    [x86] fastcall RtlUlongByteSwap => ulong_byte_swap(source: u32);
+    [x86] fastcall RtlUshortByteSwap => ushort_byte_swap(source: u16);
+    stdcall RtlHashUnicodeString => hash_unicode_string(string: u64, case_in_sensitive: bool, hash_algorithm: u32, hash_value: u64);
 ];
 
 #[cfg(test)]
@@ -1484,6 +1729,93 @@ mod kernel_tests {
         assert_eq!(
             log.first().map(String::as_str),
             Some("host: *** Assertion failed: p != NULL")
+        );
+    }
+
+    #[test]
+    fn bitmap_edges() {
+        use crate::crt::test_support::Guest;
+        for arch in [dbt::Arch::X86, dbt::Arch::X64] {
+            let mut g = Guest::new(arch);
+            let buffer = g.bytes(&[0xFF; 8]);
+            let header = g.zeroed(16);
+            initialize_bit_map(&mut g.k, header, buffer, 12).unwrap();
+            clear_all_bits(&mut g.k, header).unwrap();
+            assert_eq!(
+                g.k.m.mem.read_u32(buffer + 4).unwrap(),
+                0xFFFF_FFFF,
+                "one ULONG covers 12 bits"
+            );
+            let k = &mut g.k;
+            assert_eq!(
+                find_clear_bits(k, header, 0, 11).unwrap(),
+                8,
+                "zero bits: the hint's byte"
+            );
+            assert_eq!(
+                find_clear_bits(k, header, 0, 40).unwrap(),
+                0,
+                "a hint past the end is 0"
+            );
+            assert_eq!(
+                find_clear_bits(k, header, 12, 5).unwrap(),
+                0,
+                "the whole bitmap"
+            );
+            assert_eq!(find_clear_bits(k, header, 13, 0).unwrap(), NO_BIT_INDEX);
+            set_bits(k, header, 2, 9).unwrap();
+            assert_eq!(
+                k.m.mem.read_u16(buffer).unwrap(),
+                0x07FC,
+                "bits 2..=10, across a byte"
+            );
+            assert_eq!(
+                find_clear_bits(k, header, 3, 2).unwrap(),
+                NO_BIT_INDEX,
+                "no run wraps"
+            );
+            assert_eq!(
+                find_clear_bits(k, header, 1, 3).unwrap(),
+                11,
+                "from the hint first"
+            );
+            assert_eq!(find_clear_bits_and_set(k, header, 2, 5).unwrap(), 0);
+            assert_eq!(number_of_set_bits(k, header).unwrap(), 11);
+            assert!(
+                !are_bits_clear(k, header, 11, 0).unwrap(),
+                "an empty run is FALSE"
+            );
+            assert!(are_bits_clear(k, header, 11, 1).unwrap());
+            assert!(
+                !are_bits_set(k, header, 0, 13).unwrap(),
+                "past the end is FALSE"
+            );
+            assert!(
+                set_bits(k, header, u32::MAX - 3, u32::MAX).is_err(),
+                "a range past the buffer is a guest memory fault, not a host panic"
+            );
+            clear_bits(k, header, 0, 11).unwrap();
+            assert_eq!(number_of_set_bits(k, header).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn least_significant_bit_and_hash() {
+        let w = |s: &str| s.encode_utf16().collect::<Vec<u16>>();
+        let mut g = crate::crt::test_support::Guest::new(dbt::Arch::X86);
+        let k = &mut g.k;
+        assert_eq!(find_least_significant_bit(k, Quad(0)).unwrap(), -1);
+        assert_eq!(find_least_significant_bit(k, Quad(1 << 40)).unwrap(), 40);
+        assert_eq!(hash_x65599(&w(""), true), 0);
+        assert_eq!(hash_x65599(&w("\u{e9}"), true), 0xC9, "full Unicode upcase");
+        assert_eq!(
+            hash_x65599(&w("IcaTest"), true),
+            hash_x65599(&w("ICATEST"), false)
+        );
+        let h = g.zeroed(4);
+        assert_eq!(
+            hash_unicode_string(&mut g.k, 0, false, 0, h).unwrap(),
+            STATUS_INVALID_PARAMETER
         );
     }
 }

@@ -49,6 +49,12 @@ VOID NTAPI IcaHalKeLowerIrql(KIRQL NewIrql) __asm__("_KeLowerIrql@4");
 VOID NTAPI IcaHalKeReleaseSpinLock(PKSPIN_LOCK SpinLock, KIRQL NewIrql)
     __asm__("_KeReleaseSpinLock@8");
 #endif
+#ifdef _X86_
+#define IcaCurrentThread KeGetCurrentThread
+#else
+/* The x64 headers inline KeGetCurrentThread as a gs read; call the export instead. */
+PKTHREAD NTAPI IcaCurrentThread(VOID) __asm__("KeGetCurrentThread");
+#endif
 
 #define ICA_IOCTL_TAG 0x74636C49UL /* 'tclI': reads "Ilct" in memory */
 
@@ -916,6 +922,217 @@ static void IcaTestNewerKernelApis(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
 #endif
 }
 
+/* Bitmaps, hashing, rand, byte swaps. */
+static void IcaTestBitmapsAndHashes(PICA_SELFTEST_RESULT r)
+{
+    RTL_BITMAP bm;
+    ULONG bits[3];
+    UNICODE_STRING u;
+    ULONG h = 0, h2 = 0;
+    int first;
+
+    bits[0] = bits[1] = 0xFFFFFFFF;
+    bits[2] = 0xA5A5A5A5;
+    RtlInitializeBitMap(&bm, bits, 70);
+    CHECK(bm.SizeOfBitMap == 70 && bm.Buffer == bits && bits[2] == 0xA5A5A5A5,
+          "RtlInitializeBitMap leaves the bits");
+    RtlClearAllBits(&bm);
+    CHECK(bits[0] == 0 && bits[1] == 0 && bits[2] == 0, "RtlClearAllBits clears whole ULONGs");
+    RtlSetBit(&bm, 35);
+    CHECK(bits[1] == 8 && RtlTestBit(&bm, 35) && !RtlTestBit(&bm, 34), "RtlSetBit/RtlTestBit");
+    RtlClearBit(&bm, 35);
+    CHECK(bits[1] == 0 && !RtlTestBit(&bm, 35), "RtlClearBit");
+    RtlSetBits(&bm, 0, 10);
+    CHECK(RtlFindClearBitsAndSet(&bm, 5, 0) == 10 && bits[0] == 0x7FFF,
+          "RtlFindClearBitsAndSet from the hint");
+    CHECK(RtlFindClearBitsAndSet(&bm, 4, 68) == 15 && bits[0] == 0x7FFFF,
+          "RtlFindClearBitsAndSet wraps to the start");
+    CHECK(RtlFindClearBits(&bm, 3, 40) == 40 && RtlFindClearBits(&bm, 3, 5) == 19,
+          "RtlFindClearBits");
+    CHECK(RtlFindClearBits(&bm, 71, 0) == 0xFFFFFFFF && RtlFindClearBits(&bm, 52, 0) == 0xFFFFFFFF,
+          "RtlFindClearBits finds no run longer than the clear bits");
+    CHECK(RtlNumberOfSetBits(&bm) == 19, "RtlNumberOfSetBits");
+    CHECK(RtlAreBitsSet(&bm, 0, 19) && !RtlAreBitsSet(&bm, 0, 20), "RtlAreBitsSet");
+    CHECK(RtlAreBitsClear(&bm, 19, 51) && !RtlAreBitsClear(&bm, 19, 52) &&
+              !RtlAreBitsClear(&bm, 18, 2),
+          "RtlAreBitsClear");
+    RtlSetAllBits(&bm);
+    CHECK(bits[0] == 0xFFFFFFFF && bits[2] == 0xFFFFFFFF &&
+              RtlFindClearBitsAndSet(&bm, 1, 0) == 0xFFFFFFFF,
+          "RtlSetAllBits");
+    CHECK(RtlFindLeastSignificantBit(0) == -1 && RtlFindLeastSignificantBit(0x50) == 4 &&
+              RtlFindLeastSignificantBit(0x8000000000000000ULL) == 63,
+          "RtlFindLeastSignificantBit");
+
+    RtlInitUnicodeString(&u, L"Ab");
+    CHECK(RtlHashUnicodeString(&u, TRUE, HASH_STRING_ALGORITHM_DEFAULT, &h) == STATUS_SUCCESS &&
+              h == 65 * 65599 + 66,
+          "RtlHashUnicodeString case-insensitive X65599");
+    CHECK(RtlHashUnicodeString(&u, FALSE, HASH_STRING_ALGORITHM_X65599, &h2) == STATUS_SUCCESS &&
+              h2 == 65 * 65599 + 98,
+          "RtlHashUnicodeString case-sensitive");
+    CHECK(RtlHashUnicodeString(&u, FALSE, 2, &h) == STATUS_INVALID_PARAMETER,
+          "RtlHashUnicodeString unknown algorithm");
+
+    srand(1);
+    first = rand();
+    CHECK(first == 41 && rand() == 18467 && rand() == 6334, "rand: the CRT sequence for seed 1");
+    srand(1);
+    CHECK(rand() == first, "srand restarts the sequence");
+#ifdef _X86_
+    CHECK((RtlUlongByteSwap)(0x12345678) == 0x78563412 && (RtlUshortByteSwap)(0x1234) == 0x3412,
+          "RtlUlongByteSwap/RtlUshortByteSwap (fastcall)");
+#endif
+}
+
+/* The address identifying ioctl.sys's driver object extension. */
+static const char IcaExtensionId = 0;
+
+/* What IcaCancelRoutine saw. */
+static struct {
+    LONG Calls;
+    KIRQL Irql;
+    BOOLEAN Cancel;
+    PDEVICE_OBJECT Device;
+    PDRIVER_CANCEL Routine;
+} IcaCancelSeen;
+
+static VOID NTAPI IcaCancelRoutine(PDEVICE_OBJECT DeviceObject, PIRP Irp)
+{
+    IcaCancelSeen.Calls++;
+    IcaCancelSeen.Irql = KeGetCurrentIrql();
+    IcaCancelSeen.Cancel = Irp->Cancel;
+    IcaCancelSeen.Device = DeviceObject;
+    IcaCancelSeen.Routine = Irp->CancelRoutine;
+    IoReleaseCancelSpinLock(Irp->CancelIrql);
+}
+
+/* IoCancelIrp on an IRP the driver allocated, and the cancel spin lock. */
+static void IcaTestCancel(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
+{
+    PIRP irp = IoAllocateIrp(1, FALSE);
+    KIRQL irql;
+
+    CHECK(irp != NULL, "IoAllocateIrp for IoCancelIrp");
+    if (irp != NULL) {
+        IoSetNextIrpStackLocation(irp);
+        IoGetCurrentIrpStackLocation(irp)->DeviceObject = self;
+        CHECK(!IoCancelIrp(irp) && irp->Cancel && KeGetCurrentIrql() == PASSIVE_LEVEL,
+              "IoCancelIrp without a cancel routine sets Cancel, returns FALSE");
+        irp->Cancel = FALSE;
+        IoSetCancelRoutine(irp, IcaCancelRoutine);
+        CHECK(IoCancelIrp(irp), "IoCancelIrp with a cancel routine returns TRUE");
+        CHECK(IcaCancelSeen.Calls == 1 && IcaCancelSeen.Irql == DISPATCH_LEVEL &&
+                  IcaCancelSeen.Cancel && IcaCancelSeen.Device == self &&
+                  IcaCancelSeen.Routine == NULL && KeGetCurrentIrql() == PASSIVE_LEVEL,
+              "the cancel routine ran at DISPATCH_LEVEL holding the lock, Cancel set, routine cleared");
+        CHECK(!IoCancelIrp(irp) && IcaCancelSeen.Calls == 1, "a second IoCancelIrp calls nothing");
+        IoFreeIrp(irp);
+    }
+    IoAcquireCancelSpinLock(&irql);
+    CHECK(KeGetCurrentIrql() == DISPATCH_LEVEL && irql == PASSIVE_LEVEL,
+          "IoAcquireCancelSpinLock raises to DISPATCH_LEVEL");
+    IoReleaseCancelSpinLock(irql);
+    CHECK(KeGetCurrentIrql() == PASSIVE_LEVEL, "IoReleaseCancelSpinLock restores the IRQL");
+}
+
+/* Spin lock try, processors, DPC watchdog, priority, multiple waits, driver extensions. */
+static void IcaTestKernelP2(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
+{
+    KSPIN_LOCK lock;
+    KIRQL old;
+    PROCESSOR_NUMBER pn;
+    KDPC_WATCHDOG_INFORMATION wd;
+    KPRIORITY prio;
+    KEVENT e1, e2;
+    KTIMER timer;
+    PVOID objs[4];
+    KWAIT_BLOCK blocks[4];
+    LARGE_INTEGER zero, timeout;
+    PVOID ext, ext2;
+    NTSTATUS st;
+
+    KeInitializeSpinLock(&lock);
+    KeRaiseIrql(DISPATCH_LEVEL, &old);
+    CHECK(KeTryToAcquireSpinLockAtDpcLevel(&lock), "KeTryToAcquireSpinLockAtDpcLevel free lock");
+    CHECK(!KeTryToAcquireSpinLockAtDpcLevel(&lock), "KeTryToAcquireSpinLockAtDpcLevel held lock");
+    KeReleaseSpinLockFromDpcLevel(&lock);
+    RtlFillMemory(&wd, sizeof(wd), 0xCC);
+    st = KeQueryDpcWatchdogInformation(&wd);
+    CHECK(st == STATUS_SUCCESS && wd.DpcTimeLimit == wd.DpcWatchdogLimit &&
+              wd.DpcTimeCount <= wd.DpcTimeLimit && wd.DpcWatchdogCount <= wd.DpcWatchdogLimit &&
+              wd.Reserved == 0,
+          "KeQueryDpcWatchdogInformation at DISPATCH_LEVEL");
+    KeLowerIrql(old);
+
+    pn.Group = 0;
+    pn.Number = 0;
+    pn.Reserved = 0;
+    CHECK(KeGetProcessorIndexFromNumber(&pn) == 0, "KeGetProcessorIndexFromNumber 0");
+    pn.Number = 1;
+    CHECK(KeGetProcessorIndexFromNumber(&pn) == INVALID_PROCESSOR_INDEX,
+          "KeGetProcessorIndexFromNumber no such processor");
+    pn.Group = 9;
+    pn.Number = 9;
+    pn.Reserved = 9;
+    CHECK(KeGetProcessorNumberFromIndex(0, &pn) == STATUS_SUCCESS && pn.Group == 0 &&
+              pn.Number == 0 && pn.Reserved == 0,
+          "KeGetProcessorNumberFromIndex 0");
+    CHECK(KeGetProcessorNumberFromIndex(1, &pn) == STATUS_INVALID_PARAMETER,
+          "KeGetProcessorNumberFromIndex no such processor");
+
+    prio = KeSetPriorityThread(IcaCurrentThread(), LOW_REALTIME_PRIORITY);
+    CHECK(prio > 0 && prio < LOW_REALTIME_PRIORITY, "KeSetPriorityThread returns the old priority");
+    CHECK(KeSetPriorityThread(IcaCurrentThread(), prio) == LOW_REALTIME_PRIORITY,
+          "KeSetPriorityThread stored the new priority");
+
+    zero.QuadPart = 0;
+    KeInitializeEvent(&e1, NotificationEvent, FALSE);
+    KeInitializeEvent(&e2, SynchronizationEvent, FALSE);
+    objs[0] = &e1;
+    objs[1] = &e2;
+    st = KeWaitForMultipleObjects(2, objs, WaitAny, Executive, KernelMode, FALSE, &zero, NULL);
+    CHECK(st == STATUS_TIMEOUT, "KeWaitForMultipleObjects WaitAny times out");
+    KeSetEvent(&e2, 0, FALSE);
+    st = KeWaitForMultipleObjects(2, objs, WaitAll, Executive, KernelMode, FALSE, &zero, NULL);
+    CHECK(st == STATUS_TIMEOUT && KeReadStateEvent(&e2) != 0,
+          "KeWaitForMultipleObjects WaitAll times out and consumes nothing");
+    st = KeWaitForMultipleObjects(2, objs, WaitAny, Executive, KernelMode, FALSE, &zero, NULL);
+    CHECK(st == STATUS_WAIT_1 && KeReadStateEvent(&e2) == 0,
+          "KeWaitForMultipleObjects WaitAny: STATUS_WAIT_1, synchronization event reset");
+    KeSetEvent(&e1, 0, FALSE);
+    KeSetEvent(&e2, 0, FALSE);
+    st = KeWaitForMultipleObjects(2, objs, WaitAll, Executive, KernelMode, FALSE, &zero, NULL);
+    CHECK(st == STATUS_SUCCESS && KeReadStateEvent(&e1) != 0 && KeReadStateEvent(&e2) == 0,
+          "KeWaitForMultipleObjects WaitAll satisfies every object");
+    KeClearEvent(&e1);
+    KeInitializeTimer(&timer);
+    timeout.QuadPart = -20 * 10000LL;
+    KeSetTimer(&timer, timeout, NULL);
+    objs[0] = &e1;
+    objs[1] = &e2;
+    objs[2] = &e2;
+    objs[3] = &timer;
+    timeout.QuadPart = -2000 * 10000LL;
+    st = KeWaitForMultipleObjects(4, objs, WaitAny, Executive, KernelMode, FALSE, &timeout, blocks);
+    CHECK(st == STATUS_WAIT_3, "KeWaitForMultipleObjects with a WaitBlockArray: the timer fires");
+
+    ext = NULL;
+    st = IoAllocateDriverObjectExtension(self->DriverObject, (PVOID)&IcaExtensionId, 24, &ext);
+    CHECK(st == STATUS_SUCCESS && ext != NULL && ((PULONG)ext)[0] == 0 && ((PULONG)ext)[5] == 0,
+          "IoAllocateDriverObjectExtension zeroed");
+    if (ext != NULL)
+        ((PULONG)ext)[0] = 0x1CA;
+    CHECK(IoGetDriverObjectExtension(self->DriverObject, (PVOID)&IcaExtensionId) == ext,
+          "IoGetDriverObjectExtension");
+    ext2 = &ext;
+    st = IoAllocateDriverObjectExtension(self->DriverObject, (PVOID)&IcaExtensionId, 8, &ext2);
+    CHECK(st == STATUS_OBJECT_NAME_COLLISION && ext2 == NULL,
+          "IoAllocateDriverObjectExtension duplicate");
+    CHECK(IoGetDriverObjectExtension(self->DriverObject, r) == NULL,
+          "IoGetDriverObjectExtension unknown client");
+}
+
 static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
 {
     ULONG i;
@@ -938,6 +1155,9 @@ static void IcaSelfTest(PICA_SELFTEST_RESULT r, PDEVICE_OBJECT self)
     IcaTestTimers(r);
     IcaTestWorkItems(r, self);
     IcaTestNewerKernelApis(r, self);
+    IcaTestBitmapsAndHashes(r);
+    IcaTestKernelP2(r, self);
+    IcaTestCancel(r, self);
     DbgPrint("ioctl: selftest passed %lu failed %lu\n", r->Passed, r->Failed);
 }
 

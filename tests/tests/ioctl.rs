@@ -130,6 +130,23 @@ fn run(arch: dbt::Arch) -> String {
     let fast_mutexes = if x86 { "hal.dll" } else { "ntoskrnl.exe" };
     assert_eq!(calls(fast_mutexes, "ExAcquireFastMutex"), Some(1));
     assert_eq!(calls(fast_mutexes, "ExTryToAcquireFastMutex"), Some(2));
+    // The P2 checks: multiple-object waits, the CRT generator, x86's fastcall byte swaps.
+    assert_eq!(calls("ntoskrnl.exe", "KeWaitForMultipleObjects"), Some(5));
+    assert_eq!(calls("ntoskrnl.exe", "rand"), Some(4));
+    assert_eq!(calls("ntoskrnl.exe", "RtlUlongByteSwap"), x86.then_some(1));
+    assert_eq!(calls("ntoskrnl.exe", "IoCancelIrp"), Some(3));
+    assert_eq!(
+        calls("ntoskrnl.exe", "IoReleaseCancelSpinLock"),
+        Some(2),
+        "the cancel routine and the self test each released the cancel spin lock"
+    );
+    // IoAllocateDriverObjectExtension's block lives until the driver object goes (checked below).
+    let extensions = h.k.pool.tag_usage(u32::from_le_bytes(*b"IoDe"));
+    assert_eq!(
+        (extensions.allocations, extensions.blocks),
+        (1, 1),
+        "one driver object extension (the duplicate was refused)"
+    );
     assert_eq!(
         calls("ntoskrnl.exe", "KeTickCount"),
         None,
@@ -155,6 +172,11 @@ fn run(arch: dbt::Arch) -> String {
         h.k.pool.live_bytes(),
         baseline,
         "no I/O manager allocation outlives the driver"
+    );
+    assert_eq!(
+        h.k.pool.tag_usage(u32::from_le_bytes(*b"IoDe")).blocks,
+        0,
+        "the driver object extension was freed with the driver object"
     );
     assert_eq!(h.k.io.live_irps(), 0);
     assert!(
