@@ -247,9 +247,11 @@ fn driver_path(arch: Arch) -> PathBuf {
         .join(DRIVER)
 }
 
-/// Pool that is not the driver's: the I/O manager's and the kernel's own allocations.
+/// Pool that is not the driver's: the I/O manager's and the kernel's own allocations, except
+/// the driver object extensions the driver asked for (they live until the driver unloads).
 fn kernel_pool(h: &DriverHost) -> u64 {
-    h.k.pool.live_bytes() - h.k.pool.bytes_owned_by(DRIVER)
+    let extensions = h.k.pool.tag_usage(ntoskrnl::io::DRIVER_EXTENSION_TAG).bytes;
+    h.k.pool.live_bytes() - h.k.pool.bytes_owned_by(DRIVER) - extensions
 }
 
 /// FNV-1a, to compare outputs without keeping them.

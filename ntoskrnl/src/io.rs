@@ -1575,8 +1575,8 @@ pub fn cancel_irp(k: &mut Kernel, irp: u64) -> KResult<bool> {
 // ---------------------------------------------------------------------------------------------
 // Driver object extensions
 
-/// Pool tag of driver object extensions.
-const DRIVER_EXTENSION_TAG: u32 = u32::from_le_bytes(*b"IoDe");
+/// Pool tag of driver object extensions (they live as long as the driver object).
+pub const DRIVER_EXTENSION_TAG: u32 = u32::from_le_bytes(*b"IoDe");
 
 /// Driver object extensions: (DRIVER_OBJECT, ClientIdentificationAddress) -> the pool block.
 #[derive(Debug, Default)]
