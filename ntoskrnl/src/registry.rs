@@ -2361,6 +2361,15 @@ pub(crate) fn enabled_interfaces(k: &mut Kernel, class: &str) -> Vec<String> {
     links
 }
 
+/// The registered interface whose symbolic link is the UNICODE_STRING at `link`.
+fn registered_interface(k: &mut Kernel, link: u64) -> KResult<Option<Interface>> {
+    let name = rtl::read_unicode_string(k, link)?;
+    Ok(k.extension::<Registry>()
+        .interfaces
+        .get(&io::normalize_name(&name))
+        .cloned())
+}
+
 /// IoOpenDeviceInterfaceRegistryKey(SymbolicLinkName, DesiredAccess, DeviceInterfaceKey): opens
 /// the interface's `Device Parameters` key (under its `#RefString` key in `Control\DeviceClasses`),
 /// creating it if missing. An unregistered link is STATUS_OBJECT_NAME_NOT_FOUND.
@@ -2370,13 +2379,7 @@ pub fn io_open_device_interface_registry_key(
     _access: u32,
     out: u64,
 ) -> KResult<NtStatus> {
-    let name = rtl::read_unicode_string(k, link)?;
-    let Some(iface) = k
-        .extension::<Registry>()
-        .interfaces
-        .get(&io::normalize_name(&name))
-        .cloned()
-    else {
+    let Some(iface) = registered_interface(k, link)? else {
         return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
     };
     let path = format!(r"{}\Device Parameters", iface.key);
@@ -2414,13 +2417,7 @@ pub fn io_set_device_interface_property_data(
     size: u32,
     data: u64,
 ) -> KResult<NtStatus> {
-    let name = rtl::read_unicode_string(k, link)?;
-    let Some(iface) = k
-        .extension::<Registry>()
-        .interfaces
-        .get(&io::normalize_name(&name))
-        .cloned()
-    else {
+    let Some(iface) = registered_interface(k, link)? else {
         return Ok(STATUS_OBJECT_NAME_NOT_FOUND);
     };
     if key == 0 {
