@@ -351,7 +351,19 @@ fn a_virtual_miniport_loops_frames_back_to_its_linux_interface() {
     // Every frame Linux sends goes through MiniportSendNetBufferLists and comes back up, intact,
     // through the driver's receive indication.
     let socket = PacketSocket::open(&name);
-    let frames: Vec<Vec<u8>> = (0..FRAMES)
+    let frames = broadcast_frames(FRAMES);
+    let back = send_and_collect(&socket, &frames, frames.len());
+    assert_eq!(back, frames, "frames looped back through the driver");
+    let rest = run.interrupt();
+    assert!(
+        rest.iter().any(|l| l.contains("counters  sent")),
+        "{rest:?}"
+    );
+}
+
+/// `count` broadcast frames of the test's EtherType, each with its own 100-byte payload.
+fn broadcast_frames(count: u8) -> Vec<Vec<u8>> {
+    (0..count)
         .map(|n| {
             let mut f = vec![0xFFu8; 6];
             f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42]);
@@ -359,22 +371,22 @@ fn a_virtual_miniport_loops_frames_back_to_its_linux_interface() {
             f.extend((0..100u8).map(|i| i ^ n));
             f
         })
-        .collect();
+        .collect()
+}
+
+/// Sends `frames` on `socket` and collects what comes back until `want` frames arrived or 10 s
+/// passed.
+fn send_and_collect(socket: &PacketSocket, frames: &[Vec<u8>], want: usize) -> Vec<Vec<u8>> {
     let mut back = Vec::new();
-    for f in &frames {
+    for f in frames {
         socket.send(f);
         back.extend(socket.receive());
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while back.len() < frames.len() && Instant::now() < deadline {
+    while back.len() < want && Instant::now() < deadline {
         back.extend(socket.receive());
     }
-    assert_eq!(back, frames, "frames looped back through the driver");
-    let rest = run.interrupt();
-    assert!(
-        rest.iter().any(|l| l.contains("counters  sent")),
-        "{rest:?}"
-    );
+    back
 }
 
 #[test]
@@ -398,24 +410,8 @@ fn a_crashing_miniport_is_restarted_behind_the_same_interface() {
     );
     let index = sysfs(&name, "ifindex");
     let socket = PacketSocket::open(&name);
-    let frames: Vec<Vec<u8>> = (0..FRAMES)
-        .map(|n| {
-            let mut f = vec![0xFFu8; 6];
-            f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42]);
-            f.extend_from_slice(&ETHERTYPE.to_be_bytes());
-            f.extend((0..100u8).map(|i| i ^ n));
-            f
-        })
-        .collect();
-    let mut back = Vec::new();
-    for f in &frames {
-        socket.send(f);
-        back.extend(socket.receive());
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while back.len() < frames.len() - 2 && Instant::now() < deadline {
-        back.extend(socket.receive());
-    }
+    let frames = broadcast_frames(FRAMES);
+    let back = send_and_collect(&socket, &frames, frames.len() - 2);
     // The frame that crashed a driver host is lost (the driver counts Linux's own IPv6 frames
     // too, so its 21st frame may be an earlier one of ours, and a second crash may come), and
     // Linux drops what it sends while the carrier is down for a restart; every other frame comes
